@@ -1,0 +1,209 @@
+//! CBOR encoding and decoding.
+//!
+//! Design: this is the only module that names `serde_cbor`. The rest of the
+//! crate sees [`Value`], [`decode_value`], [`encode_value`], [`from_slice`] and
+//! [`to_vec`], so replacing the (unmaintained) backend is a change to this
+//! file alone.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A decoded CBOR data item, independent of the backend library.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `null` or `undefined`.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// Major types 0 and 1.
+    Integer(i128),
+    /// Major type 7 floats.
+    Float(f64),
+    /// Major type 2.
+    Bytes(Vec<u8>),
+    /// Major type 3.
+    Text(String),
+    /// Major type 4.
+    Array(Vec<Value>),
+    /// Major type 5, in the order the backend yields its entries.
+    Map(Vec<(Value, Value)>),
+    /// Major type 6.
+    Tag(u64, Box<Value>),
+}
+
+/// Why CBOR bytes could not be decoded or encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("CBOR: {0}")]
+pub struct CodecError(String);
+
+impl Value {
+    /// The entry of a map whose key is the integer `key`.
+    pub fn map_get_int(&self, key: i128) -> Option<&Value> {
+        match self {
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| matches!(k, Value::Integer(i) if *i == key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes exactly one CBOR item; trailing bytes are an error.
+pub fn decode_value(bytes: &[u8]) -> Result<Value, CodecError> {
+    let v: serde_cbor::Value =
+        serde_cbor::from_slice(bytes).map_err(|e| CodecError(e.to_string()))?;
+    Ok(from_backend(v))
+}
+
+/// Encodes a value; map entries keep the order given.
+pub fn encode_value(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    write_value(&mut out, value);
+    out
+}
+
+/// Deserializes a serde type from CBOR bytes.
+pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    serde_cbor::from_slice(bytes).map_err(|e| CodecError(e.to_string()))
+}
+
+/// Serializes a serde type to CBOR bytes.
+pub fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    serde_cbor::to_vec(value).map_err(|e| CodecError(e.to_string()))
+}
+
+fn from_backend(v: serde_cbor::Value) -> Value {
+    use serde_cbor::Value as B;
+    match v {
+        B::Null => Value::Null,
+        B::Bool(b) => Value::Bool(b),
+        B::Integer(i) => Value::Integer(i),
+        B::Float(f) => Value::Float(f),
+        B::Bytes(b) => Value::Bytes(b),
+        B::Text(t) => Value::Text(t),
+        B::Array(a) => Value::Array(a.into_iter().map(from_backend).collect()),
+        B::Map(m) => Value::Map(
+            m.into_iter()
+                .map(|(k, v)| (from_backend(k), from_backend(v)))
+                .collect(),
+        ),
+        B::Tag(t, inner) => Value::Tag(t, Box::new(from_backend(*inner))),
+        // serde_cbor's Value is non-exhaustive; nothing else is produced today.
+        _ => Value::Null,
+    }
+}
+
+// Design: encoding is written out (RFC 8949 §3, preferred serialization of
+// lengths and integers) rather than delegated, because COSE needs
+// byte-exact control of the bytes that get signed.
+fn write_head(out: &mut Vec<u8>, major: u8, n: u64) {
+    let m = major << 5;
+    if n < 24 {
+        out.push(m | n as u8);
+    } else if n <= u8::MAX as u64 {
+        out.push(m | 24);
+        out.push(n as u8);
+    } else if n <= u16::MAX as u64 {
+        out.push(m | 25);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else if n <= u32::MAX as u64 {
+        out.push(m | 26);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    } else {
+        out.push(m | 27);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.push(0xf6),
+        Value::Bool(false) => out.push(0xf4),
+        Value::Bool(true) => out.push(0xf5),
+        Value::Integer(i) => {
+            if *i >= 0 {
+                write_head(out, 0, (*i).min(u64::MAX as i128) as u64);
+            } else {
+                write_head(out, 1, (-1 - *i).min(u64::MAX as i128) as u64);
+            }
+        }
+        Value::Float(f) => {
+            out.push(0xfb);
+            out.extend_from_slice(&f.to_be_bytes());
+        }
+        Value::Bytes(b) => {
+            write_head(out, 2, b.len() as u64);
+            out.extend_from_slice(b);
+        }
+        Value::Text(t) => {
+            write_head(out, 3, t.len() as u64);
+            out.extend_from_slice(t.as_bytes());
+        }
+        Value::Array(items) => {
+            write_head(out, 4, items.len() as u64);
+            for item in items {
+                write_value(out, item);
+            }
+        }
+        Value::Map(entries) => {
+            write_head(out, 5, entries.len() as u64);
+            for (k, v) in entries {
+                write_value(out, k);
+                write_value(out, v);
+            }
+        }
+        Value::Tag(tag, inner) => {
+            write_head(out, 6, *tag);
+            write_value(out, inner);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_the_backend() {
+        let v = Value::Tag(
+            18,
+            Box::new(Value::Array(vec![
+                Value::Bytes(vec![0xa1, 0x01, 0x27]),
+                Value::Map(vec![(Value::Integer(4), Value::Bytes(b"k1".to_vec()))]),
+                Value::Text("héllo".into()),
+                Value::Integer(-70000),
+                Value::Integer(1_800_000_000),
+                Value::Float(480.5),
+                Value::Bool(true),
+                Value::Null,
+            ])),
+        );
+        let bytes = encode_value(&v);
+        assert_eq!(decode_value(&bytes).unwrap(), v);
+    }
+
+    #[test]
+    fn encodes_rfc8949_examples() {
+        assert_eq!(encode_value(&Value::Integer(0)), [0x00]);
+        assert_eq!(encode_value(&Value::Integer(24)), [0x18, 0x18]);
+        assert_eq!(encode_value(&Value::Integer(1000)), [0x19, 0x03, 0xe8]);
+        assert_eq!(encode_value(&Value::Integer(-1)), [0x20]);
+        assert_eq!(encode_value(&Value::Integer(-1000)), [0x39, 0x03, 0xe7]);
+        assert_eq!(encode_value(&Value::Text("a".into())), [0x61, 0x61]);
+    }
+
+    #[test]
+    fn rejects_trailing_bytes_and_truncation() {
+        assert!(decode_value(&[0x01, 0x02]).is_err());
+        assert!(decode_value(&[0x62, 0x61]).is_err());
+        // A byte string that claims 4 GiB must fail fast, not allocate.
+        assert!(decode_value(&[0x5a, 0xff, 0xff, 0xff, 0xff, 0x00]).is_err());
+    }
+
+    #[test]
+    fn refuses_deep_nesting() {
+        let deep = vec![0x81u8; 10_000];
+        assert!(decode_value(&deep).is_err());
+    }
+}

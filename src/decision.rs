@@ -1,0 +1,539 @@
+//! The decision engine: declaration, token, policy, ledger facts and the
+//! time in; verdict out. Pure: no I/O, no clock, no randomness.
+
+use std::collections::BTreeSet;
+
+use crate::clock::{UnixTime, to_rfc3339};
+use crate::declaration::{Item, ParsedDeclaration};
+use crate::elements::{canonical_symbol, hs_digits};
+use crate::policy::{Policy, normalize_country, normalize_id, normalize_name};
+use crate::token::{Party, TokenError, VerifiedToken};
+use crate::verdict::{Alert, PreviousUse, Reason, ReasonCode, Verdict, VerdictKind};
+
+/// Masses are compared with this tolerance (kg) so that float sums of exact figures do not trip.
+const MASS_EPSILON_KG: f64 = 1e-6;
+
+/// Who decides, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// This checkpoint's id.
+    pub checkpoint: &'a str,
+    /// The current time.
+    pub now: UnixTime,
+}
+
+/// A recorded consumption of a license, here or at another checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LicenseUse {
+    /// The checkpoint that consumed it.
+    pub checkpoint: String,
+    /// The declaration that consumed it.
+    pub declaration_id: String,
+    /// When.
+    pub at: UnixTime,
+}
+
+/// The verdict a declaration id already has, and the content it was given for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriorDecision {
+    /// Content hash of the declaration that was decided.
+    pub content_hash: [u8; 32],
+    /// The verdict it got.
+    pub verdict: Verdict,
+}
+
+/// What the ledger knows that bears on one declaration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LedgerFacts {
+    /// The standing verdict for this declaration id, if any.
+    pub prior: Option<PriorDecision>,
+    /// Every known consumption of the token's license.
+    pub uses: Vec<LicenseUse>,
+    /// The time of the newest decision in the ledger.
+    pub newest_decision_at: Option<UnixTime>,
+}
+
+/// What to consume when a verdict is `cleared`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consumption {
+    /// The license id.
+    pub license_id: String,
+    /// SHA-256 of the token's COSE bytes.
+    pub token_sha256: [u8; 32],
+}
+
+/// The engine's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The same declaration was decided before: its stored verdict, nothing to write.
+    Repeat(Verdict),
+    /// A new verdict to record, with the license to consume and the alert to raise.
+    New {
+        /// The verdict.
+        verdict: Verdict,
+        /// Set only for `cleared`.
+        consume: Option<Consumption>,
+        /// Set when a reason is suspicious.
+        alert: Option<Alert>,
+        /// True when this verdict becomes the declaration id's standing verdict.
+        claims_declaration_id: bool,
+    },
+}
+
+impl Decision {
+    /// The verdict, new or repeated.
+    pub fn verdict(&self) -> &Verdict {
+        match self {
+            Decision::Repeat(v) | Decision::New { verdict: v, .. } => v,
+        }
+    }
+}
+
+/// True when the HS code `code` falls under the heading `prefix` (digits).
+pub fn hs_prefix_matches(prefix: &str, code: &str) -> bool {
+    hs_digits(code).is_some_and(|d| d.starts_with(prefix))
+}
+
+/// A `rejected`/`malformed` verdict for a payload that is not a readable declaration.
+pub fn malformed(declaration_id: Option<String>, detail: &str, policy_version: u64, ctx: &Context) -> Decision {
+    Decision::New {
+        verdict: Verdict {
+            declaration_id,
+            verdict: VerdictKind::Rejected,
+            reasons: vec![Reason::new(ReasonCode::Malformed, detail)],
+            license_id: None,
+            checkpoint: ctx.checkpoint.to_owned(),
+            decided_at: to_rfc3339(ctx.now),
+            policy_version: Some(policy_version),
+        },
+        consume: None,
+        alert: None,
+        // A malformed declaration does not claim its id: a corrected one may follow.
+        claims_declaration_id: false,
+    }
+}
+
+/// Decides one declaration. `token` is `None` when the declaration carries no license.
+pub fn decide(
+    decl: &ParsedDeclaration,
+    token: Option<&Result<VerifiedToken, TokenError>>,
+    policy: &Policy,
+    facts: &LedgerFacts,
+    ctx: &Context,
+) -> Decision {
+    let d = &decl.declaration;
+    let verified = match token {
+        Some(Ok(t)) => Some(t),
+        _ => None,
+    };
+    let mut verdict = Verdict {
+        declaration_id: Some(d.declaration_id.clone()),
+        verdict: VerdictKind::Rejected,
+        reasons: Vec::new(),
+        license_id: verified.map(|t| t.license.license_id.clone()),
+        checkpoint: ctx.checkpoint.to_owned(),
+        decided_at: to_rfc3339(ctx.now),
+        policy_version: Some(policy.version),
+    };
+
+    if let Some(prior) = &facts.prior {
+        if prior.content_hash == decl.content_hash {
+            return Decision::Repeat(prior.verdict.clone());
+        }
+        verdict.reasons.push(Reason::new(
+            ReasonCode::DeclarationConflict,
+            format!(
+                "declaration {} was already decided {} at {} with different content; the first verdict stands",
+                d.declaration_id,
+                prior.verdict.verdict.as_str(),
+                prior.verdict.decided_at
+            ),
+        ));
+        return finish(verdict, None, false);
+    }
+
+    let reasons = &mut verdict.reasons;
+    let controlled = classify(&d.items, policy, reasons);
+    check_denied_parties(d, policy, reasons);
+    check_bans(d, policy, reasons);
+
+    let mut consume = None;
+    if !controlled.is_empty() {
+        match token {
+            None => reasons.push(Reason::new(
+                ReasonCode::LicenseMissing,
+                format!(
+                    "{} controlled item(s) and no license",
+                    controlled.len()
+                ),
+            )),
+            Some(Err(e)) => reasons.push(token_reason(e)),
+            Some(Ok(t)) => {
+                check_validity(t, policy, facts, ctx, reasons);
+                check_terms(d, &controlled, t, policy, reasons);
+                consume = Some(Consumption {
+                    license_id: t.license.license_id.clone(),
+                    token_sha256: t.sha256,
+                });
+            }
+        }
+    }
+
+    let rejected = reasons.iter().any(|r| !r.code.is_hold());
+    if !rejected && !controlled.is_empty() {
+        // Holds that only matter when the agent is about to clear.
+        if ctx.now > policy.issued_at.saturating_add(policy.max_age) {
+            reasons.push(Reason::new(
+                ReasonCode::PolicyStale,
+                format!(
+                    "policy version {} was issued {}, older than its allowed age of {} s",
+                    policy.version,
+                    to_rfc3339(policy.issued_at),
+                    policy.max_age
+                ),
+            ));
+        }
+        if let Some(newest) = facts.newest_decision_at
+            && ctx.now.saturating_add(policy.clock_skew) < newest
+        {
+            reasons.push(Reason::new(
+                ReasonCode::ClockBehindLedger,
+                format!(
+                    "the clock reads {} but the ledger holds a decision from {}",
+                    to_rfc3339(ctx.now),
+                    to_rfc3339(newest)
+                ),
+            ));
+        }
+    }
+
+    verdict.verdict = if verdict.reasons.iter().any(|r| !r.code.is_hold()) {
+        VerdictKind::Rejected
+    } else if !verdict.reasons.is_empty() {
+        VerdictKind::Hold
+    } else if controlled.is_empty() {
+        VerdictKind::NotRequired
+    } else {
+        VerdictKind::Cleared
+    };
+    if verdict.verdict != VerdictKind::Cleared {
+        consume = None;
+    }
+    if verdict.verdict == VerdictKind::NotRequired {
+        // A license sent with uncontrolled goods is neither checked nor consumed.
+        verdict.license_id = None;
+    }
+    finish(verdict, consume, true)
+}
+
+fn finish(verdict: Verdict, consume: Option<Consumption>, claims: bool) -> Decision {
+    Decision::New {
+        alert: Alert::for_verdict(&verdict),
+        verdict,
+        consume,
+        claims_declaration_id: claims,
+    }
+}
+
+fn token_reason(e: &TokenError) -> Reason {
+    let code = match e {
+        TokenError::Malformed(_) => ReasonCode::Malformed,
+        TokenError::UnknownIssuer(_) => ReasonCode::UnknownIssuer,
+        TokenError::BadSignature(_) => ReasonCode::BadSignature,
+    };
+    Reason::new(code, format!("license token: {e}"))
+}
+
+/// A controlled item: its index and its controlled elements.
+struct Controlled {
+    index: usize,
+    elements: BTreeSet<&'static str>,
+}
+
+/// Finds the controlled items; adds `unclassifiable` for controlled headings with no element list.
+fn classify(items: &[Item], policy: &Policy, reasons: &mut Vec<Reason>) -> Vec<Controlled> {
+    let mut out = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let elements: BTreeSet<&'static str> = item
+            .elements
+            .iter()
+            .filter_map(|e| canonical_symbol(e))
+            .filter(|e| policy.controlled_elements.contains(*e))
+            .collect();
+        if !elements.is_empty() {
+            out.push(Controlled { index, elements });
+        } else if item.elements.is_empty()
+            && let Some(h) = policy
+                .controlled_hs
+                .iter()
+                .find(|h| hs_prefix_matches(h, &item.hs_code))
+        {
+            reasons.push(Reason::new(
+                ReasonCode::Unclassifiable,
+                format!(
+                    "items[{index}] (HS {}) falls under controlled heading {h} but declares no elements",
+                    item.hs_code
+                ),
+            ));
+        }
+    }
+    out
+}
+
+fn parties<'a>(p: [&'a Party; 3]) -> [(&'static str, &'a Party); 3] {
+    [("exporter", p[0]), ("consignee", p[1]), ("end_user", p[2])]
+}
+
+fn check_denied_parties(d: &crate::declaration::Declaration, policy: &Policy, reasons: &mut Vec<Reason>) {
+    for (role, party) in parties([&d.exporter, &d.consignee, &d.end_user]) {
+        let id = normalize_id(&party.id);
+        let name = normalize_name(&party.name);
+        if let Some(hit) = policy
+            .denied_parties
+            .iter()
+            .find(|dp| (!dp.id.is_empty() && dp.id == id) || (!dp.name.is_empty() && dp.name == name))
+        {
+            reasons.push(Reason::new(
+                ReasonCode::DeniedParty,
+                format!(
+                    "{role} {} ({}) is on the denied-party list as {}{}",
+                    party.name,
+                    party.id,
+                    hit.display_name,
+                    if hit.source.is_empty() { String::new() } else { format!(" ({})", hit.source) }
+                ),
+            ));
+        }
+    }
+}
+
+fn check_bans(d: &crate::declaration::Declaration, policy: &Policy, reasons: &mut Vec<Reason>) {
+    let Some(dest) = normalize_country(&d.destination) else {
+        return;
+    };
+    for ban in policy.bans.iter().filter(|b| b.destinations.contains(&dest)) {
+        for (n, item) in d.items.iter().enumerate() {
+            let element_hit = item
+                .elements
+                .iter()
+                .filter_map(|e| canonical_symbol(e))
+                .find(|e| ban.elements.contains(*e));
+            let hs_hit = ban.hs_codes.iter().find(|h| hs_prefix_matches(h, &item.hs_code));
+            if element_hit.is_some() || hs_hit.is_some() {
+                let what = element_hit
+                    .map(|e| format!("element {e}"))
+                    .or_else(|| hs_hit.map(|h| format!("HS {h}")))
+                    .unwrap_or_default();
+                reasons.push(Reason::new(
+                    ReasonCode::BannedDestination,
+                    format!("items[{n}]: {what} may not be exported to {dest}: {}", ban.note),
+                ));
+            }
+        }
+    }
+}
+
+/// Checks the token's own validity: issuer window, dates, revocation, earlier use.
+fn check_validity(
+    t: &VerifiedToken,
+    policy: &Policy,
+    facts: &LedgerFacts,
+    ctx: &Context,
+    reasons: &mut Vec<Reason>,
+) {
+    let lic = &t.license;
+    let skew = policy.clock_skew;
+    match policy.issuer(t.kid.as_bytes()) {
+        Some(issuer) => {
+            let before = issuer.valid_from.is_some_and(|f| lic.issued_at < f - skew);
+            let after = issuer.valid_until.is_some_and(|u| lic.issued_at > u + skew);
+            if before || after {
+                reasons.push(Reason::new(
+                    ReasonCode::UnknownIssuer,
+                    format!(
+                        "issuer key `{}` is trusted from {} until {}; the token says it was issued {}",
+                        issuer.kid,
+                        issuer.valid_from.map_or("(always)".into(), to_rfc3339),
+                        issuer.valid_until.map_or("(ever)".into(), to_rfc3339),
+                        to_rfc3339(lic.issued_at)
+                    ),
+                ));
+            }
+        }
+        // open() only verifies with keys from this policy; kept for safety.
+        None => reasons.push(Reason::new(
+            ReasonCode::UnknownIssuer,
+            format!("issuer key `{}` is not in the policy", t.kid),
+        )),
+    }
+    if lic.issued_at > ctx.now.saturating_add(skew) {
+        reasons.push(Reason::new(
+            ReasonCode::NotYetValid,
+            format!("license claims to be issued {}, in the future", to_rfc3339(lic.issued_at)),
+        ));
+    }
+    if let Some(nbf) = lic.not_before
+        && ctx.now.saturating_add(skew) < nbf
+    {
+        reasons.push(Reason::new(
+            ReasonCode::NotYetValid,
+            format!("license is valid from {}", to_rfc3339(nbf)),
+        ));
+    }
+    if ctx.now.saturating_sub(skew) >= lic.expires {
+        reasons.push(Reason::new(
+            ReasonCode::Expired,
+            format!("license expired {}", to_rfc3339(lic.expires)),
+        ));
+    }
+    if policy.revoked.contains(&lic.license_id) {
+        reasons.push(Reason::new(
+            ReasonCode::Revoked,
+            format!("license {} is revoked", lic.license_id),
+        ));
+    }
+
+    if let Some(used) = facts.uses.first() {
+        reasons.push(Reason {
+            code: ReasonCode::LicenseAlreadyUsed,
+            detail: format!(
+                "license {} was used at checkpoint {} for declaration {} at {}{}",
+                lic.license_id,
+                used.checkpoint,
+                used.declaration_id,
+                to_rfc3339(used.at),
+                if facts.uses.len() > 1 {
+                    format!(" (and {} more)", facts.uses.len() - 1)
+                } else {
+                    String::new()
+                }
+            ),
+            previous_use: Some(PreviousUse {
+                checkpoint: used.checkpoint.clone(),
+                declaration_id: used.declaration_id.clone(),
+                at: to_rfc3339(used.at),
+            }),
+        });
+    }
+}
+
+/// Checks that the declaration matches the license's terms.
+fn check_terms(
+    d: &crate::declaration::Declaration,
+    controlled: &[Controlled],
+    t: &VerifiedToken,
+    policy: &Policy,
+    reasons: &mut Vec<Reason>,
+) {
+    let terms = &lic.terms;
+    for ((role, declared), (_, licensed)) in parties([&d.exporter, &d.consignee, &d.end_user])
+        .into_iter()
+        .zip(parties([&terms.exporter, &terms.consignee, &terms.end_user]))
+    {
+        let same_id = normalize_id(&declared.id) == normalize_id(&licensed.id);
+        let same_country = normalize_country(&declared.country) == normalize_country(&licensed.country);
+        if !same_id || !same_country {
+            reasons.push(Reason::new(
+                ReasonCode::PartyMismatch,
+                format!(
+                    "{role}: declared {} ({}, {}) but the license names {} ({}, {})",
+                    declared.name, declared.id, declared.country, licensed.name, licensed.id, licensed.country
+                ),
+            ));
+        }
+    }
+    if normalize_country(&d.destination) != normalize_country(&terms.destination) {
+        reasons.push(Reason::new(
+            ReasonCode::DestinationMismatch,
+            format!(
+                "declared destination {} but the license is for {}",
+                d.destination, terms.destination
+            ),
+        ));
+    }
+    if let Some(licensed_ref) = &terms.shipment_ref {
+        let matches = d
+            .shipment_ref
+            .as_ref()
+            .is_some_and(|r| normalize_id(r) == normalize_id(licensed_ref));
+        if !matches {
+            reasons.push(Reason::new(
+                ReasonCode::ShipmentRefMismatch,
+                format!(
+                    "the license is for shipment {licensed_ref}, the declaration is for {}",
+                    d.shipment_ref.as_deref().unwrap_or("(none)")
+                ),
+            ));
+        }
+    }
+
+    // Design: masses are summed per license line, so a shipment split
+    // into many small items cannot slip under the licensed mass.
+    let mut carried = vec![0.0f64; terms.items.len()];
+    for c in controlled {
+        let item = &d.items[c.index];
+        let line = terms.items.iter().position(|li| {
+            let licensed: BTreeSet<&str> = li
+                .elements
+                .iter()
+                .filter_map(|e| canonical_symbol(e))
+                .filter(|e| policy.controlled_elements.contains(*e))
+                .collect();
+            hs_digits(&li.hs_code).is_some_and(|p| hs_prefix_matches(&p, &item.hs_code))
+                && licensed == c.elements
+        });
+        match line {
+            Some(l) => carried[l] += item.net_kg,
+            None => reasons.push(Reason::new(
+                ReasonCode::GoodsNotCovered,
+                format!(
+                    "items[{}] (HS {}, {}) is not covered by any line of the license",
+                    c.index,
+                    item.hs_code,
+                    c.elements.iter().copied().collect::<Vec<_>>().join("+")
+                ),
+            )),
+        }
+    }
+    for (l, (li, kg)) in terms.items.iter().zip(&carried).enumerate() {
+        if *kg > li.max_net_kg + MASS_EPSILON_KG {
+            reasons.push(Reason::new(
+                ReasonCode::QuantityExceedsLicense,
+                format!(
+                    "license line {l} (HS {}) allows {} kg; the declaration carries {} kg",
+                    li.hs_code, li.max_net_kg, kg
+                ),
+            ));
+        }
+    }
+
+}
+
+/// Checks a token without a declaration (`permitgate verify` with no
+/// `--declaration`): `cleared` means a declaration matching its terms
+/// would clear now.
+pub fn assess_token(
+    token: &Result<VerifiedToken, TokenError>,
+    policy: &Policy,
+    facts: &LedgerFacts,
+    ctx: &Context,
+) -> Verdict {
+    let mut reasons = Vec::new();
+    match token {
+        Ok(t) => check_validity(t, policy, facts, ctx, &mut reasons),
+        Err(e) => reasons.push(token_reason(e)),
+    }
+    Verdict {
+        declaration_id: None,
+        verdict: if reasons.is_empty() {
+            VerdictKind::Cleared
+        } else {
+            VerdictKind::Rejected
+        },
+        reasons,
+        license_id: token.as_ref().ok().map(|t| t.license.license_id.clone()),
+        checkpoint: ctx.checkpoint.to_owned(),
+        decided_at: to_rfc3339(ctx.now),
+        policy_version: Some(policy.version),
+    }
+}

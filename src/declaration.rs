@@ -1,0 +1,266 @@
+//! Shipment declarations as scanners and declaration systems send them.
+//!
+//! Format: a payload whose first non-blank byte is `{` is JSON; anything else
+//! is CBOR (a CBOR map starts with 0xa0..0xbf, and `{` as CBOR would be a
+//! text string, which is never a declaration), so the two never collide.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::codec;
+use crate::elements;
+use crate::token::Party;
+
+/// Most items one declaration may list.
+pub const MAX_ITEMS: usize = 10_000;
+/// Longest declaration id accepted.
+pub const MAX_ID_LEN: usize = 128;
+
+/// One declared line of goods.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// HS code as declared (dots and spaces allowed).
+    pub hs_code: String,
+    /// Free-text description.
+    #[serde(default)]
+    pub description: String,
+    /// Net mass in kilograms.
+    pub net_kg: f64,
+    /// Chemical symbols of the elements the goods contain, as declared.
+    #[serde(default)]
+    pub elements: Vec<String>,
+}
+
+/// The license as carried in a declaration: `PG1:` text or raw COSE bytes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LicenseField(#[serde(with = "hex_bytes")] pub Vec<u8>);
+
+/// A shipment declaration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Declaration {
+    /// Unique id of the declaration in the declaring system.
+    pub declaration_id: String,
+    /// Bill of lading or similar reference.
+    #[serde(default)]
+    pub shipment_ref: Option<String>,
+    /// The exporter.
+    pub exporter: Party,
+    /// The consignee.
+    pub consignee: Party,
+    /// The end user.
+    pub end_user: Party,
+    /// Destination country, ISO 3166-1 alpha-2.
+    pub destination: String,
+    /// Declared goods.
+    pub items: Vec<Item>,
+    /// The license token, when the shipment carries one.
+    #[serde(default)]
+    pub license: Option<LicenseField>,
+}
+
+/// A declaration that could not be read, with the id when one was readable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{detail}")]
+pub struct MalformedDeclaration {
+    /// The declaration id, if the payload carried a readable one.
+    pub declaration_id: Option<String>,
+    /// What is wrong, and where.
+    pub detail: String,
+}
+
+/// A parsed declaration and the hash of its content (format-independent).
+#[derive(Debug, Clone)]
+pub struct ParsedDeclaration {
+    /// The declaration.
+    pub declaration: Declaration,
+    /// SHA-256 of its canonical form: the same content gives the same hash in JSON or CBOR.
+    pub content_hash: [u8; 32],
+}
+
+/// Parses a JSON or CBOR declaration, refusing payloads over `max_bytes`.
+pub fn parse(payload: &[u8], max_bytes: usize) -> Result<ParsedDeclaration, MalformedDeclaration> {
+    let is_json = payload
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    if payload.len() > max_bytes {
+        return Err(MalformedDeclaration {
+            declaration_id: None,
+            detail: format!("payload is {} bytes, more than the {max_bytes} allowed", payload.len()),
+        });
+    }
+    let parsed: Result<Declaration, String> = if is_json {
+        serde_json::from_slice(payload).map_err(|e| format!("JSON: {e}"))
+    } else {
+        codec::from_slice(payload).map_err(|e| e.to_string())
+    };
+    let declaration = parsed.map_err(|detail| MalformedDeclaration {
+        declaration_id: read_id(payload, is_json),
+        detail,
+    })?;
+    if let Err(detail) = validate(&declaration) {
+        return Err(MalformedDeclaration {
+            declaration_id: Some(declaration.declaration_id).filter(|id| valid_id(id)),
+            detail,
+        });
+    }
+    let content_hash = content_hash(&declaration);
+    Ok(ParsedDeclaration {
+        declaration,
+        content_hash,
+    })
+}
+
+/// SHA-256 of the declaration's canonical JSON (fields in struct order).
+pub fn content_hash(d: &Declaration) -> [u8; 32] {
+    // Serializing a struct of strings, numbers and vectors cannot fail.
+    let canonical = serde_json::to_vec(d).unwrap_or_default();
+    Sha256::digest(&canonical).into()
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.trim().is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
+}
+
+fn validate(d: &Declaration) -> Result<(), String> {
+    if !valid_id(&d.declaration_id) {
+        return Err(format!(
+            "`declaration_id` must be 1 to {MAX_ID_LEN} printable characters"
+        ));
+    }
+    for (field, country) in [
+        ("destination", &d.destination),
+        ("exporter.country", &d.exporter.country),
+        ("consignee.country", &d.consignee.country),
+        ("end_user.country", &d.end_user.country),
+    ] {
+        if crate::policy::normalize_country(country).is_none() {
+            return Err(format!(
+                "`{field}` `{country}` is not an ISO 3166-1 alpha-2 country code"
+            ));
+        }
+    }
+    if d.items.is_empty() {
+        return Err("`items` is empty".into());
+    }
+    if d.items.len() > MAX_ITEMS {
+        return Err(format!("{} items, more than the {MAX_ITEMS} allowed", d.items.len()));
+    }
+    for (n, item) in d.items.iter().enumerate() {
+        if !item.net_kg.is_finite() || item.net_kg <= 0.0 {
+            return Err(format!(
+                "`items[{n}].net_kg` must be a positive number, got {}",
+                item.net_kg
+            ));
+        }
+        if elements::hs_digits(&item.hs_code).is_none() {
+            return Err(format!(
+                "`items[{n}].hs_code` `{}` is not an HS code (4 to 10 digits, dots allowed)",
+                item.hs_code
+            ));
+        }
+        if let Some(bad) = item
+            .elements
+            .iter()
+            .find(|e| elements::canonical_symbol(e).is_none())
+        {
+            return Err(format!(
+                "`items[{n}].elements`: `{bad}` is not a chemical element symbol"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Best-effort read of the id from a payload that failed to parse as a whole.
+fn read_id(payload: &[u8], is_json: bool) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        declaration_id: String,
+    }
+    let id = if is_json {
+        serde_json::from_slice::<IdOnly>(payload).ok()?.declaration_id
+    } else {
+        codec::from_slice::<IdOnly>(payload).ok()?.declaration_id
+    };
+    valid_id(&id).then_some(id)
+}
+
+impl<'de> Deserialize<'de> for LicenseField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = LicenseField;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a PG1: text string or COSE bytes")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<LicenseField, E> {
+                Ok(LicenseField(v.as_bytes().to_vec()))
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<LicenseField, E> {
+                Ok(LicenseField(v.to_vec()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+mod hex_bytes {
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub const SAMPLE: &str = include_str!("../tests/data/declaration.json");
+
+    #[test]
+    fn parses_the_design_example() {
+        let p = parse(SAMPLE.as_bytes(), 65536).unwrap();
+        assert_eq!(p.declaration.declaration_id, "CN-LYG-2025-000123");
+        assert_eq!(p.declaration.items[0].elements, ["Nd", "Dy"]);
+    }
+
+    #[test]
+    fn json_and_cbor_of_the_same_content_hash_alike() {
+        let p = parse(SAMPLE.as_bytes(), 65536).unwrap();
+        let v: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
+        let cbor = codec::to_vec(&v).unwrap();
+        let q = parse(&cbor, 65536).unwrap();
+        assert_eq!(p.content_hash, q.content_hash);
+        let mut changed = v.clone();
+        changed["items"][0]["net_kg"] = serde_json::json!(481.0);
+        let r = parse(changed.to_string().as_bytes(), 65536).unwrap();
+        assert_ne!(p.content_hash, r.content_hash);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_missing_ones_named() {
+        let mut v: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
+        v["customs_office"] = "LYG".into();
+        assert!(parse(v.to_string().as_bytes(), 65536).is_ok());
+        v.as_object_mut().unwrap().remove("destination");
+        let e = parse(v.to_string().as_bytes(), 65536).unwrap_err();
+        assert_eq!(e.declaration_id.as_deref(), Some("CN-LYG-2025-000123"));
+        assert!(e.detail.contains("destination"), "{}", e.detail);
+    }
+
+    #[test]
+    fn bad_masses_and_sizes_are_malformed() {
+        for bad in ["-1.0", "0", "1e400"] {
+            let text = SAMPLE.replace("480.0", bad);
+            assert!(parse(text.as_bytes(), 65536).is_err(), "{bad}");
+        }
+        let e = parse(SAMPLE.as_bytes(), 100).unwrap_err();
+        assert!(e.detail.contains("more than the 100"));
+        assert!(parse(b"{\"declaration_id\": 7}", 100).unwrap_err().declaration_id.is_none());
+        assert!(parse(b"", 100).is_err());
+        assert!(parse(b"\xff\x00", 100).is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! Ledger schema, versioned with `PRAGMA user_version`; migrations only go forward.
+
+use rusqlite::Connection;
+
+/// Each entry moves the schema from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the core ledger.
+    "
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+
+    -- Every verdict ever given, hash-chained: row_hash = H(prev_hash, row).
+    CREATE TABLE audit (
+        id             INTEGER PRIMARY KEY,
+        declaration_id TEXT,
+        license_id     TEXT,
+        verdict        TEXT    NOT NULL,
+        decided_at     INTEGER NOT NULL,
+        content_hash   BLOB,
+        verdict_json   TEXT    NOT NULL,
+        prev_hash      BLOB    NOT NULL,
+        row_hash       BLOB    NOT NULL
+    );
+    CREATE INDEX audit_license ON audit(license_id);
+    CREATE INDEX audit_declaration ON audit(declaration_id);
+    CREATE INDEX audit_time ON audit(decided_at);
+
+    -- The standing verdict of each declaration id (the first well-formed one).
+    CREATE TABLE declarations (
+        declaration_id TEXT PRIMARY KEY,
+        content_hash   BLOB    NOT NULL,
+        audit_id       INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Licenses consumed here: unique by license id. `record` is the signed
+    -- consumption record (COSE_Sign1) numbered `seq` for sync.
+    CREATE TABLE consumed (
+        license_id     TEXT PRIMARY KEY,
+        declaration_id TEXT    NOT NULL,
+        consumed_at    INTEGER NOT NULL,
+        seq            INTEGER NOT NULL UNIQUE,
+        audit_id       INTEGER NOT NULL,
+        record         BLOB    NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Consumption records the hub has not acknowledged yet.
+    CREATE TABLE outbox (seq INTEGER PRIMARY KEY);
+
+    -- Consumption records learned from other checkpoints.
+    CREATE TABLE remote_consumptions (
+        checkpoint     TEXT    NOT NULL,
+        seq            INTEGER NOT NULL,
+        license_id     TEXT    NOT NULL,
+        declaration_id TEXT    NOT NULL,
+        consumed_at    INTEGER NOT NULL,
+        record         BLOB    NOT NULL,
+        received_at    INTEGER NOT NULL,
+        PRIMARY KEY (checkpoint, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX remote_license ON remote_consumptions(license_id);
+
+    CREATE TABLE alerts (
+        id             INTEGER PRIMARY KEY,
+        raised_at      INTEGER NOT NULL,
+        kind           TEXT    NOT NULL,
+        declaration_id TEXT,
+        license_id     TEXT,
+        alert_json     TEXT    NOT NULL
+    );
+    CREATE INDEX alerts_time ON alerts(raised_at);
+    ",
+];
+
+/// The schema version this build writes.
+pub const CURRENT: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the schema up to [`CURRENT`]; refuses a ledger from a newer build.
+pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if version > CURRENT {
+        return Err(format!(
+            "ledger schema version {version} is newer than this build understands ({CURRENT}); refusing to touch it"
+        ));
+    }
+    for (v, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        tx.execute_batch(sql)
+            .and_then(|_| tx.pragma_update(None, "user_version", v as i64 + 1))
+            .and_then(|_| tx.commit())
+            .map_err(|e| format!("migration to version {}: {e}", v + 1))?;
+    }
+    Ok(())
+}

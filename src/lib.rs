@@ -1,0 +1,33 @@
+//! permitgate: a customs-checkpoint edge agent that verifies single-use,
+//! Ed25519-signed export licenses offline and records every verdict.
+//!
+//! # Layout
+//!
+//! - [`codec`]: CBOR, the only module that names the CBOR backend.
+//! - [`clock`]: Unix seconds, RFC 3339, durations; the system clock.
+//! - [`elements`]: chemical element symbols and HS codes.
+//! - [`keys`]: Ed25519 keys as PKCS#8 / SPKI PEM files.
+//! - [`token`]: license tokens (COSE_Sign1 + CWT), issuing and opening them.
+//! - [`declaration`]: shipment declarations in JSON or CBOR.
+//! - [`policy`]: the control list, trusted keys, revocations, denied parties, bans.
+//! - [`verdict`]: verdicts, reason codes, alerts.
+//! - [`decision`]: the pure decision engine.
+//! - [`record`]: signed consumption records, the unit of sync.
+//! - [`ledger`]: the SQLite ledger: consumed licenses, hash-chained audit log, outbox.
+//! - [`gate`]: one declaration from payload to committed verdict, tying the above together.
+//! - [`config`]: the agent's configuration file, validated.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod codec;
+pub mod config;
+pub mod decision;
+pub mod declaration;
+pub mod elements;
+pub mod gate;
+pub mod keys;
+pub mod ledger;
+pub mod policy;
+pub mod record;
+pub mod token;
+pub mod verdict;

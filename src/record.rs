@@ -1,0 +1,129 @@
+//! Consumption records: a checkpoint's signed statement that it consumed a
+//! license. COSE_Sign1, kid = checkpoint id, payload a CBOR map; anyone with
+//! the checkpoint's public key can verify one.
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixTime;
+use crate::codec;
+use crate::token::cose;
+
+/// The payload of a consumption record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumptionRecord {
+    /// The consuming checkpoint.
+    pub checkpoint: String,
+    /// Per-checkpoint sequence number, 1, 2, 3…
+    pub seq: u64,
+    /// The consumed license.
+    pub license_id: String,
+    /// The declaration that consumed it.
+    pub declaration_id: String,
+    /// When, Unix seconds.
+    pub consumed_at: UnixTime,
+    /// SHA-256 of the license token's COSE bytes.
+    #[serde(with = "serde_bytes32")]
+    pub token_sha256: [u8; 32],
+    /// SHA-256 of the declaration's canonical content.
+    #[serde(with = "serde_bytes32")]
+    pub declaration_sha256: [u8; 32],
+}
+
+/// Why a record was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Not a COSE_Sign1, or the signature does not verify.
+    #[error("consumption record: {0}")]
+    Signature(#[from] cose::CoseError),
+    /// The payload does not decode.
+    #[error("consumption record payload: {0}")]
+    Payload(String),
+    /// The kid and the payload name different checkpoints.
+    #[error("consumption record signed as `{kid}` but names checkpoint `{named}`")]
+    CheckpointMismatch {
+        /// The signer.
+        kid: String,
+        /// The checkpoint in the payload.
+        named: String,
+    },
+}
+
+impl ConsumptionRecord {
+    /// Signs the record with the checkpoint's key.
+    pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
+        // A struct of strings, integers and byte arrays always encodes.
+        let payload = codec::to_vec(self).unwrap_or_default();
+        cose::sign(self.checkpoint.as_bytes(), payload, key)
+    }
+
+    /// Verifies a signed record with the key `key_for` gives for its kid.
+    pub fn verify(
+        signed: &[u8],
+        key_for: impl Fn(&str) -> Option<VerifyingKey>,
+    ) -> Result<ConsumptionRecord, RecordError> {
+        let msg = cose::parse(signed)?;
+        let kid = cose::kid_text(&msg.kid);
+        let key = key_for(&kid).ok_or_else(|| {
+            RecordError::Payload(format!("no public key for checkpoint `{kid}`"))
+        })?;
+        msg.verify(&key)?;
+        let rec: ConsumptionRecord =
+            codec::from_slice(&msg.payload).map_err(|e| RecordError::Payload(e.to_string()))?;
+        if rec.checkpoint != kid {
+            return Err(RecordError::CheckpointMismatch {
+                kid,
+                named: rec.checkpoint,
+            });
+        }
+        Ok(rec)
+    }
+}
+
+mod serde_bytes32 {
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::ser::Serializer;
+
+    pub fn serialize<S: Serializer>(b: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = [u8; 32];
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("32 bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<[u8; 32], E> {
+                v.try_into().map_err(|_| E::invalid_length(v.len(), &self))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_and_verify() {
+        let key = crate::keys::generate();
+        let rec = ConsumptionRecord {
+            checkpoint: "post-7".into(),
+            seq: 3,
+            license_id: "LIC-1".into(),
+            declaration_id: "D-1".into(),
+            consumed_at: 1_760_000_000,
+            token_sha256: [7; 32],
+            declaration_sha256: [9; 32],
+        };
+        let signed = rec.sign(&key);
+        let vk = key.verifying_key();
+        let back = ConsumptionRecord::verify(&signed, |k| (k == "post-7").then_some(vk)).unwrap();
+        assert_eq!(back, rec);
+        let other = crate::keys::generate().verifying_key();
+        assert!(ConsumptionRecord::verify(&signed, |_| Some(other)).is_err());
+    }
+}

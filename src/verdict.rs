@@ -1,0 +1,226 @@
+//! Verdicts and alerts: what the agent publishes and stores.
+
+use serde::{Deserialize, Serialize};
+
+/// The four outcomes a declaration can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    /// Controlled goods, valid license, now consumed by this shipment.
+    Cleared,
+    /// No controlled goods; no license needed, none consumed.
+    NotRequired,
+    /// Refused, with reasons.
+    Rejected,
+    /// The agent cannot decide safely; an officer must inspect.
+    Hold,
+}
+
+impl VerdictKind {
+    /// The wire name (`cleared`, `not_required`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Cleared => "cleared",
+            VerdictKind::NotRequired => "not_required",
+            VerdictKind::Rejected => "rejected",
+            VerdictKind::Hold => "hold",
+        }
+    }
+
+    /// True for the outcomes that let the shipment pass.
+    pub fn passes(self) -> bool {
+        matches!(self, VerdictKind::Cleared | VerdictKind::NotRequired)
+    }
+}
+
+/// Machine-readable reason codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// The declaration or its token cannot be read.
+    Malformed,
+    /// The declaration id was already decided with different content.
+    DeclarationConflict,
+    /// The token's signature does not verify, or uses another algorithm.
+    BadSignature,
+    /// The token's key is not trusted, or was not valid when the token was issued.
+    UnknownIssuer,
+    /// Past `exp`.
+    Expired,
+    /// Before `nbf`, or issued in the future.
+    NotYetValid,
+    /// The license is on the revocation list.
+    Revoked,
+    /// The license was consumed by another declaration, here or elsewhere.
+    LicenseAlreadyUsed,
+    /// Exporter, consignee or end user differ from the license.
+    PartyMismatch,
+    /// The destination differs from the license.
+    DestinationMismatch,
+    /// The license names another shipment.
+    ShipmentRefMismatch,
+    /// A controlled item has no matching license line.
+    GoodsNotCovered,
+    /// More mass than the license allows.
+    QuantityExceedsLicense,
+    /// A party is on the denied-party list.
+    DeniedParty,
+    /// The goods are banned outright for the destination.
+    BannedDestination,
+    /// Controlled goods and no license.
+    LicenseMissing,
+    /// Goods under a controlled heading without an element breakdown.
+    Unclassifiable,
+    /// The policy is older than its allowed age.
+    PolicyStale,
+    /// The clock is behind the ledger's newest decision.
+    ClockBehindLedger,
+}
+
+impl ReasonCode {
+    /// The wire name (`bad_signature`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::Malformed => "malformed",
+            ReasonCode::DeclarationConflict => "declaration_conflict",
+            ReasonCode::BadSignature => "bad_signature",
+            ReasonCode::UnknownIssuer => "unknown_issuer",
+            ReasonCode::Expired => "expired",
+            ReasonCode::NotYetValid => "not_yet_valid",
+            ReasonCode::Revoked => "revoked",
+            ReasonCode::LicenseAlreadyUsed => "license_already_used",
+            ReasonCode::PartyMismatch => "party_mismatch",
+            ReasonCode::DestinationMismatch => "destination_mismatch",
+            ReasonCode::ShipmentRefMismatch => "shipment_ref_mismatch",
+            ReasonCode::GoodsNotCovered => "goods_not_covered",
+            ReasonCode::QuantityExceedsLicense => "quantity_exceeds_license",
+            ReasonCode::DeniedParty => "denied_party",
+            ReasonCode::BannedDestination => "banned_destination",
+            ReasonCode::LicenseMissing => "license_missing",
+            ReasonCode::Unclassifiable => "unclassifiable",
+            ReasonCode::PolicyStale => "policy_stale",
+            ReasonCode::ClockBehindLedger => "clock_behind_ledger",
+        }
+    }
+
+    /// Reasons that put a shipment on hold rather than rejecting it.
+    pub fn is_hold(self) -> bool {
+        matches!(
+            self,
+            ReasonCode::Unclassifiable | ReasonCode::PolicyStale | ReasonCode::ClockBehindLedger
+        )
+    }
+
+    /// Reasons anti-smuggling officers are alerted to: every rejection but an unreadable payload.
+    pub fn is_suspicious(self) -> bool {
+        !self.is_hold() && self != ReasonCode::Malformed
+    }
+}
+
+/// Where and when a license was used before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviousUse {
+    /// The checkpoint that consumed it.
+    pub checkpoint: String,
+    /// The declaration that consumed it.
+    pub declaration_id: String,
+    /// When, RFC 3339 UTC.
+    pub at: String,
+}
+
+/// One reason for a verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    /// Machine-readable code.
+    pub code: ReasonCode,
+    /// Human-readable detail.
+    pub detail: String,
+    /// For `license_already_used`: the earlier use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_use: Option<PreviousUse>,
+}
+
+impl Reason {
+    /// A reason with a detail and no evidence.
+    pub fn new(code: ReasonCode, detail: impl Into<String>) -> Reason {
+        Reason {
+            code,
+            detail: detail.into(),
+            previous_use: None,
+        }
+    }
+}
+
+/// The verdict on one declaration, as published and stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The declaration's id, or null when none could be read.
+    pub declaration_id: Option<String>,
+    /// The outcome.
+    pub verdict: VerdictKind,
+    /// Why; empty for a plain `cleared` or `not_required`.
+    pub reasons: Vec<Reason>,
+    /// The verified license's id, or null.
+    pub license_id: Option<String>,
+    /// The deciding checkpoint.
+    pub checkpoint: String,
+    /// RFC 3339 UTC.
+    pub decided_at: String,
+    /// Version of the policy the decision used.
+    #[serde(default)]
+    pub policy_version: Option<u64>,
+}
+
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A rejection that suggests smuggling: reuse, forgery, mismatch, denied party, ban.
+    SuspiciousVerdict,
+    /// A payload with no readable declaration id.
+    UnreadablePayload,
+    /// One license consumed at two checkpoints.
+    DoubleUse,
+}
+
+/// An alert for anti-smuggling officers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// What it is about.
+    pub kind: AlertKind,
+    /// The checkpoint that raised it.
+    pub checkpoint: String,
+    /// RFC 3339 UTC.
+    pub raised_at: String,
+    /// The declaration concerned, if known.
+    pub declaration_id: Option<String>,
+    /// The license concerned, if known.
+    pub license_id: Option<String>,
+    /// The reasons of the verdict that raised it.
+    #[serde(default)]
+    pub reasons: Vec<Reason>,
+    /// SHA-256 (hex) of the payload, for unreadable payloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_sha256: Option<String>,
+}
+
+impl Alert {
+    /// The alert a verdict raises, if any of its reasons is suspicious.
+    pub fn for_verdict(v: &Verdict) -> Option<Alert> {
+        let reasons: Vec<Reason> = v
+            .reasons
+            .iter()
+            .filter(|r| r.code.is_suspicious())
+            .cloned()
+            .collect();
+        (!reasons.is_empty()).then(|| Alert {
+            kind: AlertKind::SuspiciousVerdict,
+            checkpoint: v.checkpoint.clone(),
+            raised_at: v.decided_at.clone(),
+            declaration_id: v.declaration_id.clone(),
+            license_id: v.license_id.clone(),
+            reasons,
+            payload_sha256: None,
+        })
+    }
+}
