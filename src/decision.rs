@@ -425,7 +425,7 @@ fn check_terms(
     policy: &Policy,
     reasons: &mut Vec<Reason>,
 ) {
-    let terms = &lic.terms;
+    let terms = &t.license.terms;
     for ((role, declared), (_, licensed)) in parties([&d.exporter, &d.consignee, &d.end_user])
         .into_iter()
         .zip(parties([&terms.exporter, &terms.consignee, &terms.end_user]))

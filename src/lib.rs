@@ -15,9 +15,11 @@
 //! - [`record`]: signed consumption records, the unit of sync.
 //! - [`ledger`]: the SQLite ledger: consumed licenses, hash-chained audit log, outbox.
 //! - [`gate`]: one declaration from payload to committed verdict, tying the above together.
+//! - [`cli`]: the command line.
 //! - [`config`]: the agent's configuration file, validated.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod clock;
 pub mod codec;
 pub mod config;

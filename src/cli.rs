@@ -1,0 +1,297 @@
+//! The command line: argument definitions and the offline commands.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::decision::{self, Context};
+use crate::gate::{self, Prepared};
+use crate::keys;
+use crate::ledger::{Identity, Ledger};
+use crate::token::{self, License};
+
+/// permitgate: customs-checkpoint agent for single-use export licenses.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make an Ed25519 key pair: NAME.key.pem (PKCS#8) and NAME.pub.pem (SPKI).
+    Keygen {
+        /// Directory to write into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Base name of the files.
+        #[arg(long)]
+        name: String,
+    },
+    /// Issue a license token from a JSON claims file; prints the PG1: text.
+    Issue {
+        /// Issuer private key (PKCS#8 PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// Key id to put in the protected header.
+        #[arg(long)]
+        kid: String,
+        /// Claims file (JSON, see the README); `-` for standard input.
+        #[arg(long)]
+        claims: PathBuf,
+        /// Also write the raw COSE bytes to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Dry run: decide without consuming anything; prints the verdict JSON.
+    Verify {
+        /// Agent config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Token file (PG1: text or COSE bytes); `-` for standard input.
+        #[arg(long)]
+        token: PathBuf,
+        /// Declaration to check the token against; its own license field is replaced.
+        #[arg(long)]
+        declaration: Option<PathBuf>,
+    },
+    /// The gate decision by hand: decides, consumes, records, prints the verdict.
+    Decide {
+        /// Agent config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Declaration file (JSON or CBOR); `-` for standard input.
+        #[arg(long)]
+        declaration: PathBuf,
+    },
+    /// Inspect the ledger.
+    Ledger {
+        /// Agent config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: LedgerAction,
+    },
+}
+
+/// `permitgate ledger` actions.
+#[derive(Debug, Subcommand)]
+pub enum LedgerAction {
+    /// Everything about one license.
+    Show {
+        /// The license id.
+        license_id: String,
+    },
+    /// Every verdict, oldest first.
+    Export {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+    },
+    /// Verify the audit log's hash chain.
+    Check,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON verdict per line.
+    Jsonl,
+    /// CSV with one row per verdict.
+    Csv,
+}
+
+/// How a command ended, for the exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit 0.
+    Ok,
+    /// Exit 1: a verdict other than cleared/not_required, or a failed check.
+    Refused,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<Outcome> {
+    match cli.command {
+        Command::Keygen { out, name } => {
+            let key = keys::generate();
+            let (private, public) = keys::write_keypair(&out, &name, &key)?;
+            println!("{}\n{}", private.display(), public.display());
+            Ok(Outcome::Ok)
+        }
+        Command::Issue { key, kid, claims, out } => {
+            let key = keys::load_signing_key(&key)?;
+            let text = String::from_utf8(read_input(&claims)?)
+                .map_err(|_| anyhow!("{}: not UTF-8 text", claims.display()))?;
+            let license = License::from_claims_json(&text)
+                .map_err(|e| anyhow!("{}: {e}", claims.display()))?;
+            let cose = token::issue(&license, &kid, &key);
+            if let Some(out) = out {
+                std::fs::write(&out, &cose).with_context(|| format!("writing {}", out.display()))?;
+            }
+            println!("{}", token::text::encode(&cose));
+            Ok(Outcome::Ok)
+        }
+        Command::Verify {
+            config,
+            token: token_file,
+            declaration,
+        } => {
+            let cfg = Config::load(&config)?;
+            let now = SystemClock.now();
+            let token_bytes = read_input(&token_file)?;
+            let ledger = Ledger::open_read_only(&cfg.ledger)?;
+            let verdict = match declaration {
+                Some(decl_file) => {
+                    let mut payload: serde_json::Value = parse_declaration_file(&decl_file)?;
+                    let text = String::from_utf8(token_bytes.clone()).ok().filter(|t| t.trim_start().starts_with("PG1:"));
+                    payload["license"] = match text {
+                        Some(t) => serde_json::Value::String(t.trim().to_owned()),
+                        None => serde_json::Value::String(token::text::encode(&token_bytes)),
+                    };
+                    let bytes = serde_json::to_vec(&payload)?;
+                    let prepared = gate::prepare(&bytes, &cfg.policy, cfg.max_declaration_bytes);
+                    gate::dry_run(ledger.as_ref(), &prepared, &cfg.policy, &cfg.checkpoint, now)?
+                }
+                None => {
+                    let opened = token::open(&token_bytes, |k| cfg.policy.issuer_key(k));
+                    let facts = match (&ledger, &opened) {
+                        (Some(l), Ok(t)) => l.facts("", Some(&t.license.license_id))?,
+                        _ => Default::default(),
+                    };
+                    let ctx = Context { checkpoint: &cfg.checkpoint, now };
+                    let v = decision::assess_token(&opened, &cfg.policy, &facts, &ctx);
+                    let mut json = serde_json::to_value(&v)?;
+                    if let Ok(t) = &opened {
+                        json["license"] = serde_json::to_value(&t.license)?;
+                        json["kid"] = t.kid.clone().into();
+                    }
+                    println!("{}", serde_json::to_string_pretty(&json)?);
+                    return Ok(if v.verdict.passes() { Outcome::Ok } else { Outcome::Refused });
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&verdict)?);
+            Ok(if verdict.verdict.passes() { Outcome::Ok } else { Outcome::Refused })
+        }
+        Command::Decide { config, declaration } => {
+            let cfg = Config::load(&config)?;
+            let payload = read_input(&declaration)?;
+            let (key, created) = keys::load_or_create_signing_key(&cfg.checkpoint_key)?;
+            if created {
+                eprintln!("created checkpoint key {}", cfg.checkpoint_key.display());
+            }
+            let identity = Identity {
+                checkpoint: cfg.checkpoint.clone(),
+                key,
+            };
+            let prepared = gate::prepare(&payload, &cfg.policy, cfg.max_declaration_bytes);
+            let mut ledger = Ledger::open(&cfg.ledger, &cfg.checkpoint)?;
+            let mut batch = ledger.begin()?;
+            let outcome = gate::decide_and_record(&mut batch, &prepared, &cfg.policy, &identity, SystemClock.now())?;
+            batch.commit()?;
+            if let Some(alert) = &outcome.alert {
+                eprintln!("ALERT: {}", serde_json::to_string(alert)?);
+            }
+            if outcome.repeated {
+                eprintln!("already decided: this is the stored verdict; nothing was consumed");
+            }
+            if matches!(prepared, Prepared::Malformed { .. }) {
+                eprintln!("the declaration could not be read; see the verdict's reasons");
+            }
+            println!("{}", serde_json::to_string_pretty(&outcome.verdict)?);
+            Ok(if outcome.verdict.verdict.passes() { Outcome::Ok } else { Outcome::Refused })
+        }
+        Command::Ledger { config, action } => {
+            let cfg = Config::load(&config)?;
+            let ledger = Ledger::open_read_only(&cfg.ledger)?
+                .ok_or_else(|| anyhow!("ledger {} does not exist yet", cfg.ledger.display()))?;
+            ledger_action(&ledger, action)
+        }
+    }
+}
+
+fn ledger_action(ledger: &Ledger, action: LedgerAction) -> Result<Outcome> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match action {
+        LedgerAction::Show { license_id } => {
+            let report = ledger.license_report(&license_id)?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        }
+        LedgerAction::Export { format } => {
+            if let ExportFormat::Csv = format {
+                writeln!(out, "audit_id,declaration_id,verdict,reasons,license_id,checkpoint,decided_at")?;
+            }
+            ledger.for_each_verdict(|id, json| match format {
+                ExportFormat::Jsonl => writeln!(out, "{json}"),
+                ExportFormat::Csv => {
+                    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                    let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+                    let reasons = v["reasons"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|r| r["code"].as_str()).collect::<Vec<_>>().join(";"))
+                        .unwrap_or_default();
+                    let row = [
+                        id.to_string(),
+                        s("declaration_id"),
+                        s("verdict"),
+                        reasons,
+                        s("license_id"),
+                        s("checkpoint"),
+                        s("decided_at"),
+                    ];
+                    writeln!(out, "{}", row.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","))
+                }
+            })?;
+        }
+        LedgerAction::Check => match ledger.check()? {
+            Ok(n) => writeln!(out, "audit chain intact: {n} verdicts checked")?,
+            Err(broken) => {
+                out.flush()?;
+                eprintln!("audit chain BROKEN: {broken}");
+                return Ok(Outcome::Refused);
+            }
+        },
+    }
+    out.flush()?;
+    Ok(Outcome::Ok)
+}
+
+fn csv_field(f: &str) -> String {
+    if f.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f.to_owned()
+    }
+}
+
+fn read_input(path: &Path) -> Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).context("reading standard input")?;
+        Ok(buf)
+    } else {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+}
+
+fn parse_declaration_file(path: &Path) -> Result<serde_json::Value> {
+    let bytes = read_input(path)?;
+    let v: serde_json::Value = if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", path.display()))?
+    } else {
+        crate::codec::from_slice(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?
+    };
+    if !v.is_object() {
+        bail!("{}: a declaration is a JSON object", path.display());
+    }
+    Ok(v)
+}

@@ -1,0 +1,108 @@
+//! The agent's configuration file, read in two stages: raw TOML, then a
+//! validated [`Config`] with the policy parsed and paths resolved.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::policy::{Policy, PolicyError};
+
+/// A configuration that cannot be used, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file itself is missing or invalid.
+    #[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    File {
+        /// The config file.
+        file: PathBuf,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The policy file it names is invalid.
+    #[error("policy: {0}")]
+    Policy(#[from] PolicyError),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    checkpoint: String,
+    ledger: PathBuf,
+    policy: PathBuf,
+    checkpoint_key: PathBuf,
+    #[serde(default = "default_max_bytes")]
+    max_declaration_bytes: usize,
+}
+
+fn default_max_bytes() -> usize {
+    256 * 1024
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// This checkpoint's id.
+    pub checkpoint: String,
+    /// Ledger database path.
+    pub ledger: PathBuf,
+    /// Policy file path.
+    pub policy_file: PathBuf,
+    /// The loaded policy.
+    pub policy: Policy,
+    /// Path of this checkpoint's signing key (created on first use).
+    pub checkpoint_key: PathBuf,
+    /// Largest declaration payload accepted.
+    pub max_declaration_bytes: usize,
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths are taken from its directory.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let bad = |line: Option<usize>, message: String| ConfigError::File {
+            file: file.to_owned(),
+            line,
+            message,
+        };
+        let text = std::fs::read_to_string(file).map_err(|e| bad(None, format!("cannot read: {e}")))?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
+            bad(line, e.message().trim().to_owned())
+        })?;
+        let id_ok = !raw.checkpoint.is_empty()
+            && raw.checkpoint.len() <= 64
+            && raw
+                .checkpoint
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !id_ok {
+            return Err(bad(
+                None,
+                format!(
+                    "`checkpoint`: `{}` must be 1 to 64 of A-Z a-z 0-9 - _ (it is part of MQTT topics)",
+                    raw.checkpoint
+                ),
+            ));
+        }
+        if raw.max_declaration_bytes < 1024 {
+            return Err(bad(None, "`max_declaration_bytes` must be at least 1024".into()));
+        }
+        let base = file.parent().unwrap_or(Path::new("."));
+        let policy_file = base.join(&raw.policy);
+        let policy = Policy::load(&policy_file)?;
+        Ok(Config {
+            file: file.to_owned(),
+            checkpoint: raw.checkpoint,
+            ledger: base.join(raw.ledger),
+            policy_file,
+            policy,
+            checkpoint_key: base.join(raw.checkpoint_key),
+            max_declaration_bytes: raw.max_declaration_bytes,
+        })
+    }
+}

@@ -1,0 +1,564 @@
+//! The SQLite ledger: consumed licenses, the hash-chained audit log of every
+//! verdict, the outbox of signed consumption records, and alerts.
+//!
+//! Design: WAL with `synchronous=FULL`, so a commit survives a power cut;
+//! speed comes from committing many decisions per transaction ([`Batch`]).
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+
+use crate::clock::UnixTime;
+use crate::decision::{Consumption, Decision, LedgerFacts, LicenseUse, PriorDecision};
+use crate::record::ConsumptionRecord;
+use crate::verdict::{Alert, Verdict};
+
+/// A ledger operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// SQLite reported an error.
+    #[error("ledger {path}: {source}")]
+    Sqlite {
+        /// The ledger file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The file is not a usable ledger.
+    #[error("ledger {path}: {message}")]
+    Unusable {
+        /// The ledger file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// This checkpoint's identity: its id and the key that signs its consumption records.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Checkpoint id.
+    pub checkpoint: String,
+    /// Signing key.
+    pub key: SigningKey,
+}
+
+/// An open ledger.
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Where a verdict went once recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// Audit row id, or `None` for a repeated verdict (nothing written).
+    pub audit_id: Option<i64>,
+    /// Sequence number of the consumption record, when a license was consumed.
+    pub consumed_seq: Option<u64>,
+}
+
+const GENESIS: [u8; 32] = [0; 32];
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger at `path` for `checkpoint`.
+    pub fn open(path: &Path, checkpoint: &str) -> Result<Ledger, LedgerError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| LedgerError::Unusable {
+                path: path.to_owned(),
+                message: format!("cannot create its directory: {e}"),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(sql(path))?;
+        let mut ledger = Ledger {
+            conn,
+            path: path.to_owned(),
+        };
+        ledger.setup(true)?;
+        ledger.claim(checkpoint)?;
+        Ok(ledger)
+    }
+
+    /// Opens an existing ledger read-only, or `None` if the file does not exist.
+    pub fn open_read_only(path: &Path) -> Result<Option<Ledger>, LedgerError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(sql(path))?;
+        let mut ledger = Ledger {
+            conn,
+            path: path.to_owned(),
+        };
+        ledger.setup(false)?;
+        Ok(Some(ledger))
+    }
+
+    fn setup(&mut self, writable: bool) -> Result<(), LedgerError> {
+        let p = self.path.clone();
+        let unusable = |message: String| LedgerError::Unusable {
+            path: p.clone(),
+            message,
+        };
+        // A corrupt or foreign file fails here, loudly; it is never recreated.
+        let check: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| unusable(format!("not a readable SQLite database ({e})")))?;
+        if check != "ok" {
+            return Err(unusable(format!("integrity check failed: {check}")));
+        }
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql(&self.path))?;
+        if writable {
+            self.conn
+                .pragma_update(None, "journal_mode", "WAL")
+                .map_err(sql(&self.path))?;
+            self.conn
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(sql(&self.path))?;
+            schema::migrate(&mut self.conn).map_err(unusable)?;
+        } else {
+            let v: i64 = self
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(sql(&self.path))?;
+            if v != schema::CURRENT {
+                return Err(unusable(format!(
+                    "schema version {v}, this build reads {}",
+                    schema::CURRENT
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the checkpoint id on first use; refuses a ledger of another checkpoint.
+    fn claim(&mut self, checkpoint: &str) -> Result<(), LedgerError> {
+        let owner: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key='checkpoint'", [], |r| r.get(0))
+            .optional()
+            .map_err(sql(&self.path))?;
+        match owner {
+            Some(o) if o != checkpoint => Err(LedgerError::Unusable {
+                path: self.path.clone(),
+                message: format!("belongs to checkpoint `{o}`, not `{checkpoint}`"),
+            }),
+            Some(_) => Ok(()),
+            None => self
+                .conn
+                .execute(
+                    "INSERT INTO meta(key, value) VALUES ('checkpoint', ?1)",
+                    [checkpoint],
+                )
+                .map(|_| ())
+                .map_err(sql(&self.path)),
+        }
+    }
+
+    /// Starts a write transaction (`BEGIN IMMEDIATE`) for a group of decisions.
+    pub fn begin(&mut self) -> Result<Batch<'_>, LedgerError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql(&path))?;
+        let head = chain_head(&tx).map_err(sql(&path))?;
+        Ok(Batch { tx, path, head })
+    }
+
+    /// The facts for a declaration, read outside any write (for dry runs).
+    pub fn facts(&self, declaration_id: &str, license_id: Option<&str>) -> Result<LedgerFacts, LedgerError> {
+        facts(&self.conn, declaration_id, license_id).map_err(sql(&self.path))
+    }
+
+    /// Everything the ledger holds about one license.
+    pub fn license_report(&self, license_id: &str) -> Result<serde_json::Value, LedgerError> {
+        let q = || -> rusqlite::Result<serde_json::Value> {
+            let consumed = self
+                .conn
+                .query_row(
+                    "SELECT declaration_id, consumed_at, seq FROM consumed WHERE license_id=?1",
+                    [license_id],
+                    |r| {
+                        Ok(serde_json::json!({
+                            "declaration_id": r.get::<_, String>(0)?,
+                            "consumed_at": crate::clock::to_rfc3339(r.get(1)?),
+                            "seq": r.get::<_, i64>(2)?,
+                        }))
+                    },
+                )
+                .optional()?;
+            let mut stmt = self.conn.prepare(
+                "SELECT checkpoint, seq, declaration_id, consumed_at FROM remote_consumptions WHERE license_id=?1 ORDER BY consumed_at",
+            )?;
+            let remote = stmt
+                .query_map([license_id], |r| {
+                    Ok(serde_json::json!({
+                        "checkpoint": r.get::<_, String>(0)?,
+                        "seq": r.get::<_, i64>(1)?,
+                        "declaration_id": r.get::<_, String>(2)?,
+                        "consumed_at": crate::clock::to_rfc3339(r.get(3)?),
+                    }))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = self
+                .conn
+                .prepare("SELECT verdict_json FROM audit WHERE license_id=?1 ORDER BY id")?;
+            let verdicts = stmt
+                .query_map([license_id], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .filter_map(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+                .collect::<Vec<_>>();
+            Ok(serde_json::json!({
+                "license_id": license_id,
+                "consumed_here": consumed,
+                "consumed_elsewhere": remote,
+                "verdicts": verdicts,
+            }))
+        };
+        q().map_err(sql(&self.path))
+    }
+
+    /// Calls `f` with each audit row in order: (id, verdict JSON).
+    pub fn for_each_verdict(
+        &self,
+        mut f: impl FnMut(i64, &str) -> std::io::Result<()>,
+    ) -> Result<(), LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, verdict_json FROM audit ORDER BY id")
+            .map_err(sql(&self.path))?;
+        let mut rows = stmt.query([]).map_err(sql(&self.path))?;
+        while let Some(r) = rows.next().map_err(sql(&self.path))? {
+            let id: i64 = r.get(0).map_err(sql(&self.path))?;
+            let json: String = r.get(1).map_err(sql(&self.path))?;
+            f(id, &json).map_err(|e| LedgerError::Unusable {
+                path: self.path.clone(),
+                message: format!("writing the export: {e}"),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Walks the audit chain; returns the number of rows checked, or the first broken row.
+    pub fn check(&self) -> Result<Result<u64, String>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, declaration_id, license_id, verdict, decided_at, content_hash, verdict_json, prev_hash, row_hash FROM audit ORDER BY id",
+            )
+            .map_err(sql(&self.path))?;
+        let mut rows = stmt.query([]).map_err(sql(&self.path))?;
+        let mut prev = GENESIS.to_vec();
+        let mut count = 0u64;
+        let mut last_id = 0i64;
+        while let Some(r) = rows.next().map_err(sql(&self.path))? {
+            let row = AuditRow {
+                id: r.get(0).map_err(sql(&self.path))?,
+                declaration_id: r.get(1).map_err(sql(&self.path))?,
+                license_id: r.get(2).map_err(sql(&self.path))?,
+                verdict: r.get(3).map_err(sql(&self.path))?,
+                decided_at: r.get(4).map_err(sql(&self.path))?,
+                content_hash: r.get(5).map_err(sql(&self.path))?,
+                verdict_json: r.get(6).map_err(sql(&self.path))?,
+            };
+            let stored_prev: Vec<u8> = r.get(7).map_err(sql(&self.path))?;
+            let stored_hash: Vec<u8> = r.get(8).map_err(sql(&self.path))?;
+            let who = format!(
+                "audit row {} (declaration {})",
+                row.id,
+                row.declaration_id.as_deref().unwrap_or("-")
+            );
+            if stored_prev != prev {
+                return Ok(Err(format!(
+                    "{who}: does not follow row {last_id}; a row before it was deleted, inserted or rewritten"
+                )));
+            }
+            if row.hash(&prev).as_slice() != stored_hash.as_slice() {
+                return Ok(Err(format!("{who}: content does not match its hash; the row was edited")));
+            }
+            prev = stored_hash;
+            last_id = row.id;
+            count += 1;
+        }
+        let head: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key='chain_head'", [], |r| r.get(0))
+            .optional()
+            .map_err(sql(&self.path))?;
+        let expected = head.unwrap_or_else(|| hex::encode(GENESIS));
+        if expected != hex::encode(&prev) {
+            return Ok(Err(format!(
+                "the chain ends at audit row {last_id}, but the ledger recorded a later head; rows at the end were deleted"
+            )));
+        }
+        Ok(Ok(count))
+    }
+
+    /// Counts for status displays: (verdicts, consumed licenses, outbox depth).
+    pub fn counts(&self) -> Result<(u64, u64, u64), LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM audit), (SELECT COUNT(*) FROM consumed), (SELECT COUNT(*) FROM outbox)",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
+            )
+            .map_err(sql(&self.path))
+    }
+}
+
+/// A write transaction holding a group of decisions; nothing is durable until [`Batch::commit`].
+pub struct Batch<'a> {
+    tx: rusqlite::Transaction<'a>,
+    path: PathBuf,
+    head: [u8; 32],
+}
+
+impl Batch<'_> {
+    /// The facts for a declaration, including decisions earlier in this batch.
+    pub fn facts(&self, declaration_id: &str, license_id: Option<&str>) -> Result<LedgerFacts, LedgerError> {
+        facts(&self.tx, declaration_id, license_id).map_err(sql(&self.path))
+    }
+
+    /// Writes a decision: audit row, standing verdict, consumption and its signed record, alert.
+    pub fn record(
+        &mut self,
+        decision: &Decision,
+        content_hash: Option<[u8; 32]>,
+        identity: &Identity,
+        now: UnixTime,
+    ) -> Result<Recorded, LedgerError> {
+        let Decision::New {
+            verdict,
+            consume,
+            alert,
+            claims_declaration_id,
+        } = decision
+        else {
+            return Ok(Recorded {
+                audit_id: None,
+                consumed_seq: None,
+            });
+        };
+        let path = self.path.clone();
+        let audit_id = self.append_verdict(verdict, content_hash, now).map_err(sql(&path))?;
+        if *claims_declaration_id
+            && let (Some(id), Some(hash)) = (&verdict.declaration_id, content_hash)
+        {
+            self.tx
+                .execute(
+                    "INSERT INTO declarations(declaration_id, content_hash, audit_id) VALUES (?1, ?2, ?3)",
+                    params![id, &hash[..], audit_id],
+                )
+                .map_err(sql(&path))?;
+        }
+        let mut consumed_seq = None;
+        if let (Some(Consumption { license_id, token_sha256 }), Some(decl_id), Some(hash)) =
+            (consume, &verdict.declaration_id, content_hash)
+        {
+            let seq: i64 = self
+                .tx
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM consumed", [], |r| r.get(0))
+                .map_err(sql(&path))?;
+            let rec = ConsumptionRecord {
+                checkpoint: identity.checkpoint.clone(),
+                seq: seq as u64,
+                license_id: license_id.clone(),
+                declaration_id: decl_id.clone(),
+                consumed_at: now,
+                token_sha256: *token_sha256,
+                declaration_sha256: hash,
+            };
+            // The primary key makes a second consumption impossible even if a caller erred.
+            self.tx
+                .execute(
+                    "INSERT INTO consumed(license_id, declaration_id, consumed_at, seq, audit_id, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![license_id, decl_id, now, seq, audit_id, rec.sign(&identity.key)],
+                )
+                .map_err(sql(&path))?;
+            self.tx
+                .execute("INSERT INTO outbox(seq) VALUES (?1)", [seq])
+                .map_err(sql(&path))?;
+            consumed_seq = Some(seq as u64);
+        }
+        if let Some(a) = alert {
+            self.record_alert(a, now)?;
+        }
+        Ok(Recorded {
+            audit_id: Some(audit_id),
+            consumed_seq,
+        })
+    }
+
+    /// Stores an alert.
+    pub fn record_alert(&mut self, alert: &Alert, now: UnixTime) -> Result<(), LedgerError> {
+        let json = serde_json::to_string(alert).unwrap_or_default();
+        let kind = serde_json::to_value(alert.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.tx
+            .execute(
+                "INSERT INTO alerts(raised_at, kind, declaration_id, license_id, alert_json) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![now, kind, alert.declaration_id, alert.license_id, json],
+            )
+            .map(|_| ())
+            .map_err(sql(&self.path))
+    }
+
+    fn append_verdict(
+        &mut self,
+        verdict: &Verdict,
+        content_hash: Option<[u8; 32]>,
+        now: UnixTime,
+    ) -> rusqlite::Result<i64> {
+        let id: i64 = self
+            .tx
+            .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM audit", [], |r| r.get(0))?;
+        let row = AuditRow {
+            id,
+            declaration_id: verdict.declaration_id.clone(),
+            license_id: verdict.license_id.clone(),
+            verdict: verdict.verdict.as_str().to_owned(),
+            decided_at: now,
+            content_hash: content_hash.map(|h| h.to_vec()),
+            verdict_json: serde_json::to_string(verdict).unwrap_or_default(),
+        };
+        let hash = row.hash(&self.head);
+        self.tx.execute(
+            "INSERT INTO audit(id, declaration_id, license_id, verdict, decided_at, content_hash, verdict_json, prev_hash, row_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![row.id, row.declaration_id, row.license_id, row.verdict, row.decided_at, row.content_hash, row.verdict_json, &self.head[..], &hash[..]],
+        )?;
+        self.head = hash;
+        Ok(id)
+    }
+
+    /// Makes the batch durable (one fsync for all its decisions).
+    pub fn commit(self) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        self.tx
+            .execute(
+                "INSERT INTO meta(key, value) VALUES ('chain_head', ?1) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                [hex::encode(self.head)],
+            )
+            .map_err(sql(&path))?;
+        self.tx.commit().map_err(sql(&path))
+    }
+}
+
+struct AuditRow {
+    id: i64,
+    declaration_id: Option<String>,
+    license_id: Option<String>,
+    verdict: String,
+    decided_at: i64,
+    content_hash: Option<Vec<u8>>,
+    verdict_json: String,
+}
+
+impl AuditRow {
+    /// H("permitgate-audit-v1" ‖ prev ‖ every column, length-prefixed).
+    fn hash(&self, prev: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"permitgate-audit-v1");
+        h.update(prev);
+        h.update(self.id.to_be_bytes());
+        for field in [
+            self.declaration_id.as_deref().map(str::as_bytes),
+            self.license_id.as_deref().map(str::as_bytes),
+            Some(self.verdict.as_bytes()),
+            self.content_hash.as_deref(),
+            Some(self.verdict_json.as_bytes()),
+        ] {
+            match field {
+                Some(b) => {
+                    h.update([1]);
+                    h.update((b.len() as u64).to_be_bytes());
+                    h.update(b);
+                }
+                None => h.update([0]),
+            }
+        }
+        h.update(self.decided_at.to_be_bytes());
+        h.finalize().into()
+    }
+}
+
+fn chain_head(conn: &Connection) -> rusqlite::Result<[u8; 32]> {
+    let last: Option<Vec<u8>> = conn
+        .query_row("SELECT row_hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+        .optional()?;
+    Ok(last
+        .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
+        .unwrap_or(GENESIS))
+}
+
+fn facts(conn: &Connection, declaration_id: &str, license_id: Option<&str>) -> rusqlite::Result<LedgerFacts> {
+    let prior = conn
+        .query_row(
+            "SELECT d.content_hash, a.verdict_json FROM declarations d JOIN audit a ON a.id = d.audit_id WHERE d.declaration_id = ?1",
+            [declaration_id],
+            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)),
+        )
+        .optional()?
+        .and_then(|(hash, json)| {
+            Some(PriorDecision {
+                content_hash: hash.as_slice().try_into().ok()?,
+                verdict: serde_json::from_str(&json).ok()?,
+            })
+        });
+    let mut uses = Vec::new();
+    if let Some(lic) = license_id {
+        let here: String = conn
+            .query_row("SELECT value FROM meta WHERE key='checkpoint'", [], |r| r.get(0))
+            .optional()?
+            .unwrap_or_default();
+        if let Some((decl, at)) = conn
+            .query_row(
+                "SELECT declaration_id, consumed_at FROM consumed WHERE license_id=?1",
+                [lic],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()?
+        {
+            uses.push(LicenseUse {
+                checkpoint: here,
+                declaration_id: decl,
+                at,
+            });
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT checkpoint, declaration_id, consumed_at FROM remote_consumptions WHERE license_id=?1 ORDER BY consumed_at",
+        )?;
+        for u in stmt.query_map([lic], |r| {
+            Ok(LicenseUse {
+                checkpoint: r.get(0)?,
+                declaration_id: r.get(1)?,
+                at: r.get(2)?,
+            })
+        })? {
+            uses.push(u?);
+        }
+    }
+    let newest_decision_at = conn.query_row("SELECT MAX(decided_at) FROM audit", [], |r| r.get(0))?;
+    Ok(LedgerFacts {
+        prior,
+        uses,
+        newest_decision_at,
+    })
+}
+
+fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
+    move |source| LedgerError::Sqlite {
+        path: path.to_owned(),
+        source,
+    }
+}
