@@ -537,3 +537,7 @@ pub fn assess_token(
         policy_version: Some(policy.version),
     }
 }
+
+#[cfg(test)]
+#[path = "decision_tests.rs"]
+mod tests;
