@@ -1,0 +1,262 @@
+//! Drives the real `permitgate` binary the way a customs IT engineer would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+struct Post {
+    dir: tempfile::TempDir,
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_permitgate"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).stdin(Stdio::null()).output().expect("permitgate runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
+}
+
+impl Post {
+    /// A checkpoint with an issuer key made by `keygen` and a policy trusting it.
+    fn new() -> Post {
+        let post = Post { dir: tempfile::tempdir().unwrap() };
+        let o = run(&["keygen", "--out", post.s("keys"), "--name", "issuer"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        post.write_config("keys/issuer.pub.pem");
+        post
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn s(&self, rel: &str) -> &str {
+        let p = self.p(rel);
+        Box::leak(p.to_string_lossy().into_owned().into_boxed_str())
+    }
+
+    fn write_config(&self, pubkey: &str) {
+        let policy = include_str!("data/policy.toml").replace("issuer.pub.pem", pubkey);
+        std::fs::write(self.p("policy.toml"), policy).unwrap();
+        std::fs::write(
+            self.p("permitgate.toml"),
+            "checkpoint = \"lyg-port-01\"\nledger = \"state/ledger.db\"\npolicy = \"policy.toml\"\ncheckpoint_key = \"state/checkpoint.key.pem\"\n",
+        )
+        .unwrap();
+    }
+
+    fn issue(&self, key: &str, kid: &str) -> String {
+        // Dates around the real clock: the binary decides with the system time.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let mut claims: serde_json::Value = serde_json::from_str(include_str!("data/claims.json")).unwrap();
+        claims["iat"] = (now - 86_400).into();
+        claims["nbf"] = (now - 86_400).into();
+        claims["exp"] = (now + 180 * 86_400).into();
+        std::fs::write(self.p("claims.json"), claims.to_string()).unwrap();
+        let o = run(&["issue", "--key", self.s(key), "--kid", kid, "--claims", self.s("claims.json"), "--out", self.s("token.cose")]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = stdout(&o).trim().to_owned();
+        std::fs::write(self.p("token.txt"), &text).unwrap();
+        text
+    }
+
+    fn declaration(&self, name: &str, id: &str, token: Option<&str>) -> &str {
+        let mut d: serde_json::Value = serde_json::from_str(include_str!("data/declaration.json")).unwrap();
+        d["declaration_id"] = id.into();
+        if let Some(t) = token {
+            d["license"] = t.into();
+        }
+        std::fs::write(self.p(name), d.to_string()).unwrap();
+        self.s(name)
+    }
+
+    fn decide(&self, decl: &str) -> Output {
+        run(&["decide", "--config", self.s("permitgate.toml"), "--declaration", decl])
+    }
+}
+
+fn assert_verdict(o: &Output, verdict: &str, code: i32) -> serde_json::Value {
+    let v = json(o);
+    assert_eq!(v["verdict"], verdict, "{v:#}\nstderr: {}", stderr(o));
+    assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
+    v
+}
+
+fn reason_codes(v: &serde_json::Value) -> Vec<String> {
+    v["reasons"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn keygen_issue_verify_decide_then_reuse_is_rejected() {
+    let post = Post::new();
+    let token = post.issue("keys/issuer.key.pem", "mofcom-2025-1");
+    assert!(token.starts_with("PG1:"));
+    let cfg = post.s("permitgate.toml");
+
+    // Token alone, then against the declaration: a dry run that consumes nothing.
+    let o = run(&["verify", "--config", cfg, "--token", post.s("token.txt")]);
+    let v = assert_verdict(&o, "cleared", 0);
+    assert_eq!(v["license"]["terms"]["end_user"]["id"], "DE-HRB-20002");
+    let bare = post.declaration("bare.json", "CN-LYG-2025-000123", None);
+    let o = run(&["verify", "--config", cfg, "--token", post.s("token.cose"), "--declaration", bare]);
+    assert_verdict(&o, "cleared", 0);
+
+    let first = post.declaration("first.json", "CN-LYG-2025-000123", Some(&token));
+    let v = assert_verdict(&post.decide(first), "cleared", 0);
+    assert_eq!(v["license_id"], "LIC-2025-000123");
+    assert_eq!(v["checkpoint"], "lyg-port-01");
+
+    // The same license on another declaration: reuse, with where and when.
+    let second = post.declaration("second.json", "CN-LYG-2025-000999", Some(&token));
+    let o = post.decide(second);
+    let v = assert_verdict(&o, "rejected", 1);
+    assert_eq!(reason_codes(&v), ["license_already_used"]);
+    assert_eq!(v["reasons"][0]["previous_use"]["declaration_id"], "CN-LYG-2025-000123");
+    assert!(stderr(&o).contains("ALERT"), "{}", stderr(&o));
+
+    // Now verify reports it used too, still without consuming anything.
+    let o = run(&["verify", "--config", cfg, "--token", post.s("token.txt")]);
+    assert_eq!(reason_codes(&assert_verdict(&o, "rejected", 1)), ["license_already_used"]);
+
+    // Redelivery of the first declaration: its stored verdict, nothing consumed.
+    let o = post.decide(first);
+    let again = assert_verdict(&o, "cleared", 0);
+    let stored: serde_json::Value = json(&post.decide(first));
+    assert_eq!(again, stored);
+    assert!(stderr(&o).contains("already decided"));
+
+    let o = run(&["ledger", "--config", cfg, "show", "LIC-2025-000123"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = json(&o);
+    assert_eq!(report["consumed_here"]["declaration_id"], "CN-LYG-2025-000123");
+    assert_eq!(report["verdicts"].as_array().unwrap().len(), 2, "one clearance, one reuse; repeats add nothing");
+
+    let o = run(&["ledger", "--config", cfg, "export"]);
+    assert_eq!(stdout(&o).lines().count(), 2);
+    let o = run(&["ledger", "--config", cfg, "export", "--format", "csv"]);
+    assert!(stdout(&o).lines().nth(2).unwrap().contains("license_already_used"));
+    let o = run(&["ledger", "--config", cfg, "check"]);
+    assert!(o.status.success() && stdout(&o).contains("2 verdicts checked"), "{}", stdout(&o));
+}
+
+#[test]
+fn openssl_generated_keys_issue_and_are_trusted() {
+    let post = Post::new();
+    let key = post.p("ossl.key.pem");
+    let public = post.p("ossl.pub.pem");
+    let st = Command::new("openssl").args(["genpkey", "-algorithm", "ed25519", "-out"]).arg(&key).status().unwrap();
+    assert!(st.success());
+    let st = Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key).arg("-out").arg(&public).status().unwrap();
+    assert!(st.success());
+    post.write_config("ossl.pub.pem");
+    let token = post.issue("ossl.key.pem", "mofcom-2025-1");
+    let d = post.declaration("d.json", "D-OSSL-1", Some(&token));
+    assert_verdict(&post.decide(d), "cleared", 0);
+}
+
+#[test]
+fn ledger_check_finds_an_edited_row_and_a_deleted_one() {
+    let post = Post::new();
+    let token = post.issue("keys/issuer.key.pem", "mofcom-2025-1");
+    for (n, t) in [(1, Some(token.as_str())), (2, Some(token.as_str())), (3, None)] {
+        let d = post.declaration(&format!("d{n}.json"), &format!("D-{n}"), t);
+        post.decide(d);
+    }
+    let cfg = post.s("permitgate.toml");
+    assert!(run(&["ledger", "--config", cfg, "check"]).status.success());
+
+    let db = rusqlite::Connection::open(post.p("state/ledger.db")).unwrap();
+    db.execute("UPDATE audit SET verdict_json = replace(verdict_json, 'rejected', 'cleared') WHERE id = 2", []).unwrap();
+    let o = run(&["ledger", "--config", cfg, "check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("audit row 2 (declaration D-2)") && stderr(&o).contains("edited"), "{}", stderr(&o));
+
+    db.execute("UPDATE audit SET verdict_json = replace(verdict_json, 'cleared', 'rejected') WHERE id = 2", []).unwrap();
+    assert!(run(&["ledger", "--config", cfg, "check"]).status.success());
+    db.execute("DELETE FROM audit WHERE id = 3", []).unwrap();
+    let o = run(&["ledger", "--config", cfg, "check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("deleted"), "{}", stderr(&o));
+}
+
+#[test]
+fn clear_errors_for_bad_inputs() {
+    let post = Post::new();
+    let cfg = post.s("permitgate.toml");
+
+    // Missing config: exit 2, names the file.
+    let o = run(&["decide", "--config", post.s("nope.toml"), "--declaration", "-"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nope.toml"), "{}", stderr(&o));
+
+    // Bad policy: exit 2, names the file, the line and the key.
+    let text = std::fs::read_to_string(post.p("policy.toml")).unwrap();
+    std::fs::write(post.p("policy.toml"), text.replace("max_age = \"3650d\"", "max_age = \"ten years\"")).unwrap();
+    let o = run(&["verify", "--config", cfg, "--token", "-"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("policy.toml:4:") && stderr(&o).contains("max_age"), "{}", stderr(&o));
+    std::fs::write(post.p("policy.toml"), text).unwrap();
+
+    // Unknown kid.
+    post.issue("keys/issuer.key.pem", "no-such-kid");
+    let o = run(&["verify", "--config", cfg, "--token", post.s("token.txt")]);
+    assert_eq!(reason_codes(&assert_verdict(&o, "rejected", 1)), ["unknown_issuer"]);
+    assert!(json(&o)["reasons"][0]["detail"].as_str().unwrap().contains("no-such-kid"));
+
+    // Truncated token.
+    let token = post.issue("keys/issuer.key.pem", "mofcom-2025-1");
+    std::fs::write(post.p("short.txt"), &token[..token.len() - 20]).unwrap();
+    let o = run(&["verify", "--config", cfg, "--token", post.s("short.txt")]);
+    assert_eq!(reason_codes(&assert_verdict(&o, "rejected", 1)), ["malformed"]);
+
+    // Declaration missing a required field: a malformed verdict naming it.
+    let mut d: serde_json::Value = serde_json::from_str(include_str!("data/declaration.json")).unwrap();
+    d.as_object_mut().unwrap().remove("end_user");
+    std::fs::write(post.p("bad.json"), d.to_string()).unwrap();
+    let o = post.decide(post.s("bad.json"));
+    let v = assert_verdict(&o, "rejected", 1);
+    assert!(v["reasons"][0]["detail"].as_str().unwrap().contains("end_user"), "{v}");
+
+    // Unreadable declaration file: exit 2.
+    let o = post.decide(post.s("missing.json"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("missing.json"));
+}
+
+#[test]
+fn standard_input_and_cbor_declarations() {
+    let post = Post::new();
+    let token = post.issue("keys/issuer.key.pem", "mofcom-2025-1");
+    let mut d: serde_json::Value = serde_json::from_str(include_str!("data/declaration.json")).unwrap();
+    d["license"] = token.into();
+    let cbor = serde_cbor_like(&d);
+    let mut child = bin()
+        .args(["decide", "--config", post.s("permitgate.toml"), "--declaration", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&cbor).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_verdict(&o, "cleared", 0);
+    assert!(Path::new(&post.p("state/checkpoint.key.pem")).exists(), "checkpoint key created on first use");
+}
+
+/// CBOR of a JSON value, through the crate's codec.
+fn serde_cbor_like(v: &serde_json::Value) -> Vec<u8> {
+    permitgate::codec::to_vec(v).unwrap()
+}
