@@ -127,7 +127,12 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             println!("{}\n{}", private.display(), public.display());
             Ok(Outcome::Ok)
         }
-        Command::Issue { key, kid, claims, out } => {
+        Command::Issue {
+            key,
+            kid,
+            claims,
+            out,
+        } => {
             let key = keys::load_signing_key(&key)?;
             let text = String::from_utf8(read_input(&claims)?)
                 .map_err(|_| anyhow!("{}: not UTF-8 text", claims.display()))?;
@@ -135,7 +140,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 .map_err(|e| anyhow!("{}: {e}", claims.display()))?;
             let cose = token::issue(&license, &kid, &key);
             if let Some(out) = out {
-                std::fs::write(&out, &cose).with_context(|| format!("writing {}", out.display()))?;
+                std::fs::write(&out, &cose)
+                    .with_context(|| format!("writing {}", out.display()))?;
             }
             println!("{}", token::text::encode(&cose));
             Ok(Outcome::Ok)
@@ -152,14 +158,22 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let verdict = match declaration {
                 Some(decl_file) => {
                     let mut payload: serde_json::Value = parse_declaration_file(&decl_file)?;
-                    let text = String::from_utf8(token_bytes.clone()).ok().filter(|t| t.trim_start().starts_with("PG1:"));
+                    let text = String::from_utf8(token_bytes.clone())
+                        .ok()
+                        .filter(|t| t.trim_start().starts_with("PG1:"));
                     payload["license"] = match text {
                         Some(t) => serde_json::Value::String(t.trim().to_owned()),
                         None => serde_json::Value::String(token::text::encode(&token_bytes)),
                     };
                     let bytes = serde_json::to_vec(&payload)?;
                     let prepared = gate::prepare(&bytes, &cfg.policy, cfg.max_declaration_bytes);
-                    gate::dry_run(ledger.as_ref(), &prepared, &cfg.policy, &cfg.checkpoint, now)?
+                    gate::dry_run(
+                        ledger.as_ref(),
+                        &prepared,
+                        &cfg.policy,
+                        &cfg.checkpoint,
+                        now,
+                    )?
                 }
                 None => {
                     let opened = token::open(&token_bytes, |k| cfg.policy.issuer_key(k));
@@ -167,7 +181,10 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                         (Some(l), Ok(t)) => l.facts("", Some(&t.license.license_id))?,
                         _ => Default::default(),
                     };
-                    let ctx = Context { checkpoint: &cfg.checkpoint, now };
+                    let ctx = Context {
+                        checkpoint: &cfg.checkpoint,
+                        now,
+                    };
                     let v = decision::assess_token(&opened, &cfg.policy, &facts, &ctx);
                     let mut json = serde_json::to_value(&v)?;
                     if let Ok(t) = &opened {
@@ -175,13 +192,24 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                         json["kid"] = t.kid.clone().into();
                     }
                     println!("{}", serde_json::to_string_pretty(&json)?);
-                    return Ok(if v.verdict.passes() { Outcome::Ok } else { Outcome::Refused });
+                    return Ok(if v.verdict.passes() {
+                        Outcome::Ok
+                    } else {
+                        Outcome::Refused
+                    });
                 }
             };
             println!("{}", serde_json::to_string_pretty(&verdict)?);
-            Ok(if verdict.verdict.passes() { Outcome::Ok } else { Outcome::Refused })
+            Ok(if verdict.verdict.passes() {
+                Outcome::Ok
+            } else {
+                Outcome::Refused
+            })
         }
-        Command::Decide { config, declaration } => {
+        Command::Decide {
+            config,
+            declaration,
+        } => {
             let cfg = Config::load(&config)?;
             let payload = read_input(&declaration)?;
             let (key, created) = keys::load_or_create_signing_key(&cfg.checkpoint_key)?;
@@ -195,7 +223,13 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let prepared = gate::prepare(&payload, &cfg.policy, cfg.max_declaration_bytes);
             let mut ledger = Ledger::open(&cfg.ledger, &cfg.checkpoint)?;
             let mut batch = ledger.begin()?;
-            let outcome = gate::decide_and_record(&mut batch, &prepared, &cfg.policy, &identity, SystemClock.now())?;
+            let outcome = gate::decide_and_record(
+                &mut batch,
+                &prepared,
+                &cfg.policy,
+                &identity,
+                SystemClock.now(),
+            )?;
             batch.commit()?;
             if let Some(alert) = &outcome.alert {
                 eprintln!("ALERT: {}", serde_json::to_string(alert)?);
@@ -207,7 +241,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 eprintln!("the declaration could not be read; see the verdict's reasons");
             }
             println!("{}", serde_json::to_string_pretty(&outcome.verdict)?);
-            Ok(if outcome.verdict.verdict.passes() { Outcome::Ok } else { Outcome::Refused })
+            Ok(if outcome.verdict.verdict.passes() {
+                Outcome::Ok
+            } else {
+                Outcome::Refused
+            })
         }
         Command::Ledger { config, action } => {
             let cfg = Config::load(&config)?;
@@ -228,7 +266,10 @@ fn ledger_action(ledger: &Ledger, action: LedgerAction) -> Result<Outcome> {
         }
         LedgerAction::Export { format } => {
             if let ExportFormat::Csv = format {
-                writeln!(out, "audit_id,declaration_id,verdict,reasons,license_id,checkpoint,decided_at")?;
+                writeln!(
+                    out,
+                    "audit_id,declaration_id,verdict,reasons,license_id,checkpoint,decided_at"
+                )?;
             }
             ledger.for_each_verdict(|id, json| match format {
                 ExportFormat::Jsonl => writeln!(out, "{json}"),
@@ -237,7 +278,12 @@ fn ledger_action(ledger: &Ledger, action: LedgerAction) -> Result<Outcome> {
                     let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
                     let reasons = v["reasons"]
                         .as_array()
-                        .map(|a| a.iter().filter_map(|r| r["code"].as_str()).collect::<Vec<_>>().join(";"))
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|r| r["code"].as_str())
+                                .collect::<Vec<_>>()
+                                .join(";")
+                        })
                         .unwrap_or_default();
                     let row = [
                         id.to_string(),
@@ -248,7 +294,14 @@ fn ledger_action(ledger: &Ledger, action: LedgerAction) -> Result<Outcome> {
                         s("checkpoint"),
                         s("decided_at"),
                     ];
-                    writeln!(out, "{}", row.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","))
+                    writeln!(
+                        out,
+                        "{}",
+                        row.iter()
+                            .map(|f| csv_field(f))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
                 }
             })?;
         }
@@ -276,7 +329,9 @@ fn csv_field(f: &str) -> String {
 fn read_input(path: &Path) -> Result<Vec<u8>> {
     if path == Path::new("-") {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading standard input")?;
         Ok(buf)
     } else {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))

@@ -37,7 +37,9 @@ pub fn to_rfc3339(t: UnixTime) -> String {
 pub fn parse_rfc3339(s: &str) -> Result<UnixTime, String> {
     OffsetDateTime::parse(s.trim(), &Rfc3339)
         .map(|d| d.unix_timestamp())
-        .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e}); write e.g. 2025-11-01T00:00:00Z"))
+        .map_err(|e| {
+            format!("`{s}` is not an RFC 3339 time ({e}); write e.g. 2025-11-01T00:00:00Z")
+        })
 }
 
 /// Parses a duration such as `90s`, `15m`, `12h`, `30d` or a bare number of seconds.
@@ -57,7 +59,8 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         "d" => 86_400,
         _ => return Err(format!("`{s}`: unknown unit `{unit}`; use s, m, h or d")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too long"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too long"))
 }
 
 #[cfg(test)]

@@ -67,11 +67,16 @@ impl Config {
             line,
             message,
         };
-        let text = std::fs::read_to_string(file).map_err(|e| bad(None, format!("cannot read: {e}")))?;
+        let text =
+            std::fs::read_to_string(file).map_err(|e| bad(None, format!("cannot read: {e}")))?;
         let raw: RawConfig = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
+            let line = e.span().map(|s| {
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
             bad(line, e.message().trim().to_owned())
         })?;
         let id_ok = !raw.checkpoint.is_empty()
@@ -90,7 +95,10 @@ impl Config {
             ));
         }
         if raw.max_declaration_bytes < 1024 {
-            return Err(bad(None, "`max_declaration_bytes` must be at least 1024".into()));
+            return Err(bad(
+                None,
+                "`max_declaration_bytes` must be at least 1024".into(),
+            ));
         }
         let base = file.parent().unwrap_or(Path::new("."));
         let policy_file = base.join(&raw.policy);

@@ -63,6 +63,8 @@ pub struct Consumption {
 }
 
 /// The engine's answer.
+// Design: a decision is built once and moved into the ledger; boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// The same declaration was decided before: its stored verdict, nothing to write.
@@ -95,7 +97,12 @@ pub fn hs_prefix_matches(prefix: &str, code: &str) -> bool {
 }
 
 /// A `rejected`/`malformed` verdict for a payload that is not a readable declaration.
-pub fn malformed(declaration_id: Option<String>, detail: &str, policy_version: u64, ctx: &Context) -> Decision {
+pub fn malformed(
+    declaration_id: Option<String>,
+    detail: &str,
+    policy_version: u64,
+    ctx: &Context,
+) -> Decision {
     Decision::New {
         verdict: Verdict {
             declaration_id,
@@ -162,10 +169,7 @@ pub fn decide(
         match token {
             None => reasons.push(Reason::new(
                 ReasonCode::LicenseMissing,
-                format!(
-                    "{} controlled item(s) and no license",
-                    controlled.len()
-                ),
+                format!("{} controlled item(s) and no license", controlled.len()),
             )),
             Some(Err(e)) => reasons.push(token_reason(e)),
             Some(Ok(t)) => {
@@ -280,19 +284,21 @@ fn classify(items: &[Item], policy: &Policy, reasons: &mut Vec<Reason>) -> Vec<C
     out
 }
 
-fn parties<'a>(p: [&'a Party; 3]) -> [(&'static str, &'a Party); 3] {
+fn parties(p: [&Party; 3]) -> [(&'static str, &Party); 3] {
     [("exporter", p[0]), ("consignee", p[1]), ("end_user", p[2])]
 }
 
-fn check_denied_parties(d: &crate::declaration::Declaration, policy: &Policy, reasons: &mut Vec<Reason>) {
+fn check_denied_parties(
+    d: &crate::declaration::Declaration,
+    policy: &Policy,
+    reasons: &mut Vec<Reason>,
+) {
     for (role, party) in parties([&d.exporter, &d.consignee, &d.end_user]) {
         let id = normalize_id(&party.id);
         let name = normalize_name(&party.name);
-        if let Some(hit) = policy
-            .denied_parties
-            .iter()
-            .find(|dp| (!dp.id.is_empty() && dp.id == id) || (!dp.name.is_empty() && dp.name == name))
-        {
+        if let Some(hit) = policy.denied_parties.iter().find(|dp| {
+            (!dp.id.is_empty() && dp.id == id) || (!dp.name.is_empty() && dp.name == name)
+        }) {
             reasons.push(Reason::new(
                 ReasonCode::DeniedParty,
                 format!(
@@ -300,7 +306,11 @@ fn check_denied_parties(d: &crate::declaration::Declaration, policy: &Policy, re
                     party.name,
                     party.id,
                     hit.display_name,
-                    if hit.source.is_empty() { String::new() } else { format!(" ({})", hit.source) }
+                    if hit.source.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", hit.source)
+                    }
                 ),
             ));
         }
@@ -311,14 +321,21 @@ fn check_bans(d: &crate::declaration::Declaration, policy: &Policy, reasons: &mu
     let Some(dest) = normalize_country(&d.destination) else {
         return;
     };
-    for ban in policy.bans.iter().filter(|b| b.destinations.contains(&dest)) {
+    for ban in policy
+        .bans
+        .iter()
+        .filter(|b| b.destinations.contains(&dest))
+    {
         for (n, item) in d.items.iter().enumerate() {
             let element_hit = item
                 .elements
                 .iter()
                 .filter_map(|e| canonical_symbol(e))
                 .find(|e| ban.elements.contains(*e));
-            let hs_hit = ban.hs_codes.iter().find(|h| hs_prefix_matches(h, &item.hs_code));
+            let hs_hit = ban
+                .hs_codes
+                .iter()
+                .find(|h| hs_prefix_matches(h, &item.hs_code));
             if element_hit.is_some() || hs_hit.is_some() {
                 let what = element_hit
                     .map(|e| format!("element {e}"))
@@ -326,7 +343,10 @@ fn check_bans(d: &crate::declaration::Declaration, policy: &Policy, reasons: &mu
                     .unwrap_or_default();
                 reasons.push(Reason::new(
                     ReasonCode::BannedDestination,
-                    format!("items[{n}]: {what} may not be exported to {dest}: {}", ban.note),
+                    format!(
+                        "items[{n}]: {what} may not be exported to {dest}: {}",
+                        ban.note
+                    ),
                 ));
             }
         }
@@ -369,7 +389,10 @@ fn check_validity(
     if lic.issued_at > ctx.now.saturating_add(skew) {
         reasons.push(Reason::new(
             ReasonCode::NotYetValid,
-            format!("license claims to be issued {}, in the future", to_rfc3339(lic.issued_at)),
+            format!(
+                "license claims to be issued {}, in the future",
+                to_rfc3339(lic.issued_at)
+            ),
         ));
     }
     if let Some(nbf) = lic.not_before
@@ -428,16 +451,26 @@ fn check_terms(
     let terms = &t.license.terms;
     for ((role, declared), (_, licensed)) in parties([&d.exporter, &d.consignee, &d.end_user])
         .into_iter()
-        .zip(parties([&terms.exporter, &terms.consignee, &terms.end_user]))
+        .zip(parties([
+            &terms.exporter,
+            &terms.consignee,
+            &terms.end_user,
+        ]))
     {
         let same_id = normalize_id(&declared.id) == normalize_id(&licensed.id);
-        let same_country = normalize_country(&declared.country) == normalize_country(&licensed.country);
+        let same_country =
+            normalize_country(&declared.country) == normalize_country(&licensed.country);
         if !same_id || !same_country {
             reasons.push(Reason::new(
                 ReasonCode::PartyMismatch,
                 format!(
                     "{role}: declared {} ({}, {}) but the license names {} ({}, {})",
-                    declared.name, declared.id, declared.country, licensed.name, licensed.id, licensed.country
+                    declared.name,
+                    declared.id,
+                    declared.country,
+                    licensed.name,
+                    licensed.id,
+                    licensed.country
                 ),
             ));
         }
@@ -506,7 +539,6 @@ fn check_terms(
             ));
         }
     }
-
 }
 
 /// Checks a token without a declaration (`permitgate verify` with no

@@ -50,7 +50,10 @@ impl Fixture {
 
     fn run_with(&self, decl: &serde_json::Value, facts: &LedgerFacts, at: UnixTime) -> Decision {
         let prepared = gate::prepare(decl.to_string().as_bytes(), &self.policy, 1 << 20);
-        let ctx = Context { checkpoint: "lyg-port-01", now: at };
+        let ctx = Context {
+            checkpoint: "lyg-port-01",
+            now: at,
+        };
         gate::decide(&prepared, &self.policy, facts, &ctx).0
     }
 
@@ -98,7 +101,8 @@ fn valid_license_clears_and_consumes() {
 fn uncontrolled_goods_are_not_required_and_consume_nothing() {
     let f = fixture();
     let mut d = f.with_license(&license());
-    d["items"][0] = serde_json::json!({"hs_code": "8505.19", "net_kg": 100.0, "elements": ["Fe", "Nd", "B"]});
+    d["items"][0] =
+        serde_json::json!({"hs_code": "8505.19", "net_kg": 100.0, "elements": ["Fe", "Nd", "B"]});
     let out = f.run(&d);
     assert_eq!(kind(&out), VerdictKind::NotRequired);
     assert_eq!(consumed(&out), None);
@@ -143,7 +147,11 @@ fn forged_signature() {
     let out = f.run(&d);
     assert_eq!(codes(&out), [R::BadSignature]);
     assert!(alerted(&out));
-    assert_eq!(out.verdict().license_id, None, "an unverified license id is not reported as fact");
+    assert_eq!(
+        out.verdict().license_id,
+        None,
+        "an unverified license id is not reported as fact"
+    );
 }
 
 #[test]
@@ -172,7 +180,10 @@ fn expired_and_not_yet_valid() {
     assert_eq!(codes(&out), [R::Expired]);
     // Within the clock-skew allowance it still passes.
     let edge = lic.expires - 10;
-    assert_eq!(kind(&f.run_with(&f.with_license(&lic), &LedgerFacts::default(), edge)), VerdictKind::Cleared);
+    assert_eq!(
+        kind(&f.run_with(&f.with_license(&lic), &LedgerFacts::default(), edge)),
+        VerdictKind::Cleared
+    );
 
     let mut early = lic.clone();
     early.not_before = Some(now() + 86_400);
@@ -276,9 +287,13 @@ fn quantity_just_over_and_split_items() {
 fn denied_party_rejects_even_with_valid_license_and_for_uncontrolled_goods() {
     let f = fixture();
     let mut d = f.with_license(&license());
-    d["end_user"] = serde_json::json!({"id": "us-de-0666", "name": "Shadow Defense", "country": "US"});
+    d["end_user"] =
+        serde_json::json!({"id": "us-de-0666", "name": "Shadow Defense", "country": "US"});
     let c = codes(&f.run(&d));
-    assert!(c.contains(&R::DeniedParty) && c.contains(&R::PartyMismatch), "{c:?}");
+    assert!(
+        c.contains(&R::DeniedParty) && c.contains(&R::PartyMismatch),
+        "{c:?}"
+    );
     let mut d = declaration();
     d["items"][0] = serde_json::json!({"hs_code": "7208.10", "net_kg": 5.0, "elements": ["Fe"]});
     d["consignee"]["name"] = "SHADOW DEFENSE SYSTEMS, LLC".into();
@@ -323,10 +338,17 @@ fn unreadable_payload_raises_an_alert_with_its_hash() {
     let f = fixture();
     let prepared = gate::prepare(b"\x00\x01garbage", &f.policy, 1024);
     assert!(matches!(prepared, Prepared::Malformed { .. }));
-    let ctx = Context { checkpoint: "p", now: now() };
+    let ctx = Context {
+        checkpoint: "p",
+        now: now(),
+    };
     let (d, _) = gate::decide(&prepared, &f.policy, &LedgerFacts::default(), &ctx);
     match d {
-        Decision::New { alert: Some(a), verdict, .. } => {
+        Decision::New {
+            alert: Some(a),
+            verdict,
+            ..
+        } => {
             assert_eq!(a.kind, AlertKind::UnreadablePayload);
             assert_eq!(a.payload_sha256.unwrap().len(), 64);
             assert_eq!(verdict.declaration_id, None);
@@ -341,7 +363,9 @@ fn redelivery_repeats_and_conflict_keeps_first_verdict() {
     let decl = f.with_license(&license());
     let first = f.run(&decl);
     let prepared = gate::prepare(decl.to_string().as_bytes(), &f.policy, 1 << 20);
-    let Prepared::Declaration { parsed, .. } = &prepared else { panic!() };
+    let Prepared::Declaration { parsed, .. } = &prepared else {
+        panic!()
+    };
     let facts = LedgerFacts {
         prior: Some(PriorDecision {
             content_hash: parsed.content_hash,
@@ -362,7 +386,14 @@ fn redelivery_repeats_and_conflict_keeps_first_verdict() {
     let conflict = f.run_with(&changed, &facts, now() + 60);
     assert_eq!(codes(&conflict), [R::DeclarationConflict]);
     assert!(alerted(&conflict));
-    assert!(matches!(conflict, Decision::New { claims_declaration_id: false, consume: None, .. }));
+    assert!(matches!(
+        conflict,
+        Decision::New {
+            claims_declaration_id: false,
+            consume: None,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -370,8 +401,15 @@ fn stale_policy_and_clock_behind_ledger_hold_instead_of_clearing() {
     let f = fixture();
     let mut policy = f.policy.clone();
     policy.max_age = 86_400;
-    let prepared = gate::prepare(f.with_license(&license()).to_string().as_bytes(), &policy, 1 << 20);
-    let ctx = Context { checkpoint: "p", now: now() };
+    let prepared = gate::prepare(
+        f.with_license(&license()).to_string().as_bytes(),
+        &policy,
+        1 << 20,
+    );
+    let ctx = Context {
+        checkpoint: "p",
+        now: now(),
+    };
     let (d, _) = gate::decide(&prepared, &policy, &LedgerFacts::default(), &ctx);
     assert_eq!(codes(&d), [R::PolicyStale]);
     assert_eq!(kind(&d), VerdictKind::Hold);
@@ -390,11 +428,25 @@ fn stale_policy_and_clock_behind_ledger_hold_instead_of_clearing() {
 fn every_reason_code_is_produced_by_some_test_above() {
     // Keeps this file honest when a code is added: list it here once it has a test.
     let covered = [
-        R::Malformed, R::DeclarationConflict, R::BadSignature, R::UnknownIssuer, R::Expired,
-        R::NotYetValid, R::Revoked, R::LicenseAlreadyUsed, R::PartyMismatch,
-        R::DestinationMismatch, R::ShipmentRefMismatch, R::GoodsNotCovered,
-        R::QuantityExceedsLicense, R::DeniedParty, R::BannedDestination, R::LicenseMissing,
-        R::Unclassifiable, R::PolicyStale, R::ClockBehindLedger,
+        R::Malformed,
+        R::DeclarationConflict,
+        R::BadSignature,
+        R::UnknownIssuer,
+        R::Expired,
+        R::NotYetValid,
+        R::Revoked,
+        R::LicenseAlreadyUsed,
+        R::PartyMismatch,
+        R::DestinationMismatch,
+        R::ShipmentRefMismatch,
+        R::GoodsNotCovered,
+        R::QuantityExceedsLicense,
+        R::DeniedParty,
+        R::BannedDestination,
+        R::LicenseMissing,
+        R::Unclassifiable,
+        R::PolicyStale,
+        R::ClockBehindLedger,
     ];
     let json = serde_json::to_string(&covered).unwrap();
     for code in covered {

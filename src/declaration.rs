@@ -87,7 +87,10 @@ pub fn parse(payload: &[u8], max_bytes: usize) -> Result<ParsedDeclaration, Malf
     if payload.len() > max_bytes {
         return Err(MalformedDeclaration {
             declaration_id: None,
-            detail: format!("payload is {} bytes, more than the {max_bytes} allowed", payload.len()),
+            detail: format!(
+                "payload is {} bytes, more than the {max_bytes} allowed",
+                payload.len()
+            ),
         });
     }
     let parsed: Result<Declaration, String> = if is_json {
@@ -145,7 +148,10 @@ fn validate(d: &Declaration) -> Result<(), String> {
         return Err("`items` is empty".into());
     }
     if d.items.len() > MAX_ITEMS {
-        return Err(format!("{} items, more than the {MAX_ITEMS} allowed", d.items.len()));
+        return Err(format!(
+            "{} items, more than the {MAX_ITEMS} allowed",
+            d.items.len()
+        ));
     }
     for (n, item) in d.items.iter().enumerate() {
         if !item.net_kg.is_finite() || item.net_kg <= 0.0 {
@@ -180,7 +186,9 @@ fn read_id(payload: &[u8], is_json: bool) -> Option<String> {
         declaration_id: String,
     }
     let id = if is_json {
-        serde_json::from_slice::<IdOnly>(payload).ok()?.declaration_id
+        serde_json::from_slice::<IdOnly>(payload)
+            .ok()?
+            .declaration_id
     } else {
         codec::from_slice::<IdOnly>(payload).ok()?.declaration_id
     };
@@ -259,7 +267,12 @@ pub(crate) mod tests {
         }
         let e = parse(SAMPLE.as_bytes(), 100).unwrap_err();
         assert!(e.detail.contains("more than the 100"));
-        assert!(parse(b"{\"declaration_id\": 7}", 100).unwrap_err().declaration_id.is_none());
+        assert!(
+            parse(b"{\"declaration_id\": 7}", 100)
+                .unwrap_err()
+                .declaration_id
+                .is_none()
+        );
         assert!(parse(b"", 100).is_err());
         assert!(parse(b"\xff\x00", 100).is_err());
     }

@@ -13,6 +13,8 @@ use crate::token::{self, TokenError, VerifiedToken};
 use crate::verdict::{Alert, AlertKind, Verdict};
 
 /// A payload after the CPU-bound work (parsing, signature check), before the ledger.
+// Design: the malformed case is rare; keeping the common case unboxed avoids an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Prepared {
     /// A readable declaration and its token, if it carried one.
@@ -63,14 +65,27 @@ pub fn prepare(payload: &[u8], policy: &Policy, max_bytes: usize) -> Prepared {
 }
 
 /// Decides a prepared payload against `facts` (pure).
-pub fn decide(prepared: &Prepared, policy: &Policy, facts: &LedgerFacts, ctx: &Context) -> (Decision, Option<[u8; 32]>) {
+pub fn decide(
+    prepared: &Prepared,
+    policy: &Policy,
+    facts: &LedgerFacts,
+    ctx: &Context,
+) -> (Decision, Option<[u8; 32]>) {
     match prepared {
         Prepared::Declaration { parsed, token } => (
             decision::decide(parsed, token.as_ref(), policy, facts, ctx),
             Some(parsed.content_hash),
         ),
-        Prepared::Malformed { error, payload_sha256 } => {
-            let mut d = decision::malformed(error.declaration_id.clone(), &error.detail, policy.version, ctx);
+        Prepared::Malformed {
+            error,
+            payload_sha256,
+        } => {
+            let mut d = decision::malformed(
+                error.declaration_id.clone(),
+                &error.detail,
+                policy.version,
+                ctx,
+            );
             if error.declaration_id.is_none()
                 && let Decision::New { alert, .. } = &mut d
             {

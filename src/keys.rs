@@ -152,10 +152,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = generate();
         let (private, public) = write_keypair(dir.path(), "issuer", &key).unwrap();
-        assert_eq!(load_signing_key(&private).unwrap().to_bytes(), key.to_bytes());
+        assert_eq!(
+            load_signing_key(&private).unwrap().to_bytes(),
+            key.to_bytes()
+        );
         assert_eq!(load_verifying_key(&public).unwrap(), key.verifying_key());
-        assert!(fs::read_to_string(&private).unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
-        assert!(fs::read_to_string(&public).unwrap().starts_with("-----BEGIN PUBLIC KEY-----"));
+        assert!(
+            fs::read_to_string(&private)
+                .unwrap()
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
+        assert!(
+            fs::read_to_string(&public)
+                .unwrap()
+                .starts_with("-----BEGIN PUBLIC KEY-----")
+        );
         // Never overwrite an existing key.
         assert!(write_keypair(dir.path(), "issuer", &key).is_err());
     }

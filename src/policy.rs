@@ -203,18 +203,26 @@ impl Policy {
             parse_duration(s.get_ref()).map_err(|m| err(Some(s.span()), format!("`{key}`: {m}")))
         };
         let element = |s: &Spanned<String>, key: &str| {
-            canonical_symbol(s.get_ref()).map(str::to_owned).ok_or_else(|| {
-                err(
-                    Some(s.span()),
-                    format!("`{key}`: `{}` is not a chemical element symbol", s.get_ref()),
-                )
-            })
+            canonical_symbol(s.get_ref())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    err(
+                        Some(s.span()),
+                        format!(
+                            "`{key}`: `{}` is not a chemical element symbol",
+                            s.get_ref()
+                        ),
+                    )
+                })
         };
         let hs = |s: &Spanned<String>, key: &str| {
             hs_digits(s.get_ref()).ok_or_else(|| {
                 err(
                     Some(s.span()),
-                    format!("`{key}`: `{}` is not an HS code (4 to 10 digits)", s.get_ref()),
+                    format!(
+                        "`{key}`: `{}` is not an HS code (4 to 10 digits)",
+                        s.get_ref()
+                    ),
                 )
             })
         };
@@ -222,7 +230,10 @@ impl Policy {
             normalize_country(s.get_ref()).ok_or_else(|| {
                 err(
                     Some(s.span()),
-                    format!("`{key}`: `{}` is not an ISO 3166-1 alpha-2 code", s.get_ref()),
+                    format!(
+                        "`{key}`: `{}` is not an ISO 3166-1 alpha-2 code",
+                        s.get_ref()
+                    ),
                 )
             })
         };
@@ -233,21 +244,30 @@ impl Policy {
             let key_name = format!("issuers[{n}]");
             let kid = ri.kid.get_ref().clone();
             if kid.is_empty() {
-                return Err(err(Some(ri.kid.span()), format!("`{key_name}.kid` is empty")));
+                return Err(err(
+                    Some(ri.kid.span()),
+                    format!("`{key_name}.kid` is empty"),
+                ));
             }
             let key = match (&ri.public_key_file, &ri.public_key) {
                 (Some(f), None) => {
                     let p = path.parent().unwrap_or(Path::new(".")).join(f.get_ref());
-                    keys::load_verifying_key(&p)
-                        .map_err(|e| err(Some(f.span()), format!("`{key_name}.public_key_file`: {e}")))?
+                    keys::load_verifying_key(&p).map_err(|e| {
+                        err(Some(f.span()), format!("`{key_name}.public_key_file`: {e}"))
+                    })?
                 }
                 (None, Some(pem)) => keys::parse_public_pem(pem.get_ref()).map_err(|e| {
-                    err(Some(pem.span()), format!("`{key_name}.public_key`: not an SPKI PEM Ed25519 key ({e})"))
+                    err(
+                        Some(pem.span()),
+                        format!("`{key_name}.public_key`: not an SPKI PEM Ed25519 key ({e})"),
+                    )
                 })?,
                 _ => {
                     return Err(err(
                         Some(ri.kid.span()),
-                        format!("`{key_name}` needs exactly one of `public_key_file` or `public_key`"),
+                        format!(
+                            "`{key_name}` needs exactly one of `public_key_file` or `public_key`"
+                        ),
                     ));
                 }
             };
@@ -310,7 +330,10 @@ impl Policy {
                 note: b.note.clone(),
             };
             if ban.elements.is_empty() && ban.hs_codes.is_empty() {
-                return Err(err(None, format!("`{key}` names neither `elements` nor `hs_codes`")));
+                return Err(err(
+                    None,
+                    format!("`{key}` names neither `elements` nor `hs_codes`"),
+                ));
             }
             bans.push(ban);
         }
@@ -321,7 +344,10 @@ impl Policy {
             .enumerate()
             .map(|(n, d)| {
                 if d.id.trim().is_empty() && d.name.trim().is_empty() {
-                    return Err(err(None, format!("`denied_parties[{n}]` has neither `id` nor `name`")));
+                    return Err(err(
+                        None,
+                        format!("`denied_parties[{n}]` has neither `id` nor `name`"),
+                    ));
                 }
                 Ok(DeniedParty {
                     id: normalize_id(&d.id),
@@ -403,7 +429,10 @@ mod tests {
 
         let bad = text.replace("issuer.pub.pem", "missing.pem");
         let e = Policy::from_toml(&bad, &p).unwrap_err().to_string();
-        assert!(e.contains("public_key_file") && e.contains("missing.pem"), "{e}");
+        assert!(
+            e.contains("public_key_file") && e.contains("missing.pem"),
+            "{e}"
+        );
 
         let bad = text.replace("max_age = ", "max_agee = ");
         let e = Policy::from_toml(&bad, &p).unwrap_err().to_string();

@@ -64,9 +64,8 @@ impl ConsumptionRecord {
     ) -> Result<ConsumptionRecord, RecordError> {
         let msg = cose::parse(signed)?;
         let kid = cose::kid_text(&msg.kid);
-        let key = key_for(&kid).ok_or_else(|| {
-            RecordError::Payload(format!("no public key for checkpoint `{kid}`"))
-        })?;
+        let key = key_for(&kid)
+            .ok_or_else(|| RecordError::Payload(format!("no public key for checkpoint `{kid}`")))?;
         msg.verify(&key)?;
         let rec: ConsumptionRecord =
             codec::from_slice(&msg.payload).map_err(|e| RecordError::Payload(e.to_string()))?;

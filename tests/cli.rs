@@ -12,7 +12,11 @@ fn bin() -> Command {
 }
 
 fn run(args: &[&str]) -> Output {
-    bin().args(args).stdin(Stdio::null()).output().expect("permitgate runs")
+    bin()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("permitgate runs")
 }
 
 fn stdout(o: &Output) -> String {
@@ -31,7 +35,9 @@ fn json(o: &Output) -> serde_json::Value {
 impl Post {
     /// A checkpoint with an issuer key made by `keygen` and a policy trusting it.
     fn new() -> Post {
-        let post = Post { dir: tempfile::tempdir().unwrap() };
+        let post = Post {
+            dir: tempfile::tempdir().unwrap(),
+        };
         let o = run(&["keygen", "--out", post.s("keys"), "--name", "issuer"]);
         assert!(o.status.success(), "{}", stderr(&o));
         post.write_config("keys/issuer.pub.pem");
@@ -59,13 +65,27 @@ impl Post {
 
     fn issue(&self, key: &str, kid: &str) -> String {
         // Dates around the real clock: the binary decides with the system time.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let mut claims: serde_json::Value = serde_json::from_str(include_str!("data/claims.json")).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut claims: serde_json::Value =
+            serde_json::from_str(include_str!("data/claims.json")).unwrap();
         claims["iat"] = (now - 86_400).into();
         claims["nbf"] = (now - 86_400).into();
         claims["exp"] = (now + 180 * 86_400).into();
         std::fs::write(self.p("claims.json"), claims.to_string()).unwrap();
-        let o = run(&["issue", "--key", self.s(key), "--kid", kid, "--claims", self.s("claims.json"), "--out", self.s("token.cose")]);
+        let o = run(&[
+            "issue",
+            "--key",
+            self.s(key),
+            "--kid",
+            kid,
+            "--claims",
+            self.s("claims.json"),
+            "--out",
+            self.s("token.cose"),
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let text = stdout(&o).trim().to_owned();
         std::fs::write(self.p("token.txt"), &text).unwrap();
@@ -73,7 +93,8 @@ impl Post {
     }
 
     fn declaration(&self, name: &str, id: &str, token: Option<&str>) -> &str {
-        let mut d: serde_json::Value = serde_json::from_str(include_str!("data/declaration.json")).unwrap();
+        let mut d: serde_json::Value =
+            serde_json::from_str(include_str!("data/declaration.json")).unwrap();
         d["declaration_id"] = id.into();
         if let Some(t) = token {
             d["license"] = t.into();
@@ -83,7 +104,13 @@ impl Post {
     }
 
     fn decide(&self, decl: &str) -> Output {
-        run(&["decide", "--config", self.s("permitgate.toml"), "--declaration", decl])
+        run(&[
+            "decide",
+            "--config",
+            self.s("permitgate.toml"),
+            "--declaration",
+            decl,
+        ])
     }
 }
 
@@ -95,7 +122,12 @@ fn assert_verdict(o: &Output, verdict: &str, code: i32) -> serde_json::Value {
 }
 
 fn reason_codes(v: &serde_json::Value) -> Vec<String> {
-    v["reasons"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap().to_owned()).collect()
+    v["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[test]
@@ -110,7 +142,15 @@ fn keygen_issue_verify_decide_then_reuse_is_rejected() {
     let v = assert_verdict(&o, "cleared", 0);
     assert_eq!(v["license"]["terms"]["end_user"]["id"], "DE-HRB-20002");
     let bare = post.declaration("bare.json", "CN-LYG-2025-000123", None);
-    let o = run(&["verify", "--config", cfg, "--token", post.s("token.cose"), "--declaration", bare]);
+    let o = run(&[
+        "verify",
+        "--config",
+        cfg,
+        "--token",
+        post.s("token.cose"),
+        "--declaration",
+        bare,
+    ]);
     assert_verdict(&o, "cleared", 0);
 
     let first = post.declaration("first.json", "CN-LYG-2025-000123", Some(&token));
@@ -123,12 +163,18 @@ fn keygen_issue_verify_decide_then_reuse_is_rejected() {
     let o = post.decide(second);
     let v = assert_verdict(&o, "rejected", 1);
     assert_eq!(reason_codes(&v), ["license_already_used"]);
-    assert_eq!(v["reasons"][0]["previous_use"]["declaration_id"], "CN-LYG-2025-000123");
+    assert_eq!(
+        v["reasons"][0]["previous_use"]["declaration_id"],
+        "CN-LYG-2025-000123"
+    );
     assert!(stderr(&o).contains("ALERT"), "{}", stderr(&o));
 
     // Now verify reports it used too, still without consuming anything.
     let o = run(&["verify", "--config", cfg, "--token", post.s("token.txt")]);
-    assert_eq!(reason_codes(&assert_verdict(&o, "rejected", 1)), ["license_already_used"]);
+    assert_eq!(
+        reason_codes(&assert_verdict(&o, "rejected", 1)),
+        ["license_already_used"]
+    );
 
     // Redelivery of the first declaration: its stored verdict, nothing consumed.
     let o = post.decide(first);
@@ -140,15 +186,32 @@ fn keygen_issue_verify_decide_then_reuse_is_rejected() {
     let o = run(&["ledger", "--config", cfg, "show", "LIC-2025-000123"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let report = json(&o);
-    assert_eq!(report["consumed_here"]["declaration_id"], "CN-LYG-2025-000123");
-    assert_eq!(report["verdicts"].as_array().unwrap().len(), 2, "one clearance, one reuse; repeats add nothing");
+    assert_eq!(
+        report["consumed_here"]["declaration_id"],
+        "CN-LYG-2025-000123"
+    );
+    assert_eq!(
+        report["verdicts"].as_array().unwrap().len(),
+        2,
+        "one clearance, one reuse; repeats add nothing"
+    );
 
     let o = run(&["ledger", "--config", cfg, "export"]);
     assert_eq!(stdout(&o).lines().count(), 2);
     let o = run(&["ledger", "--config", cfg, "export", "--format", "csv"]);
-    assert!(stdout(&o).lines().nth(2).unwrap().contains("license_already_used"));
+    assert!(
+        stdout(&o)
+            .lines()
+            .nth(2)
+            .unwrap()
+            .contains("license_already_used")
+    );
     let o = run(&["ledger", "--config", cfg, "check"]);
-    assert!(o.status.success() && stdout(&o).contains("2 verdicts checked"), "{}", stdout(&o));
+    assert!(
+        o.status.success() && stdout(&o).contains("2 verdicts checked"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -156,9 +219,19 @@ fn openssl_generated_keys_issue_and_are_trusted() {
     let post = Post::new();
     let key = post.p("ossl.key.pem");
     let public = post.p("ossl.pub.pem");
-    let st = Command::new("openssl").args(["genpkey", "-algorithm", "ed25519", "-out"]).arg(&key).status().unwrap();
+    let st = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&key)
+        .status()
+        .unwrap();
     assert!(st.success());
-    let st = Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key).arg("-out").arg(&public).status().unwrap();
+    let st = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&public)
+        .status()
+        .unwrap();
     assert!(st.success());
     post.write_config("ossl.pub.pem");
     let token = post.issue("ossl.key.pem", "mofcom-2025-1");
@@ -170,7 +243,11 @@ fn openssl_generated_keys_issue_and_are_trusted() {
 fn ledger_check_finds_an_edited_row_and_a_deleted_one() {
     let post = Post::new();
     let token = post.issue("keys/issuer.key.pem", "mofcom-2025-1");
-    for (n, t) in [(1, Some(token.as_str())), (2, Some(token.as_str())), (3, None)] {
+    for (n, t) in [
+        (1, Some(token.as_str())),
+        (2, Some(token.as_str())),
+        (3, None),
+    ] {
         let d = post.declaration(&format!("d{n}.json"), &format!("D-{n}"), t);
         post.decide(d);
     }
@@ -178,12 +255,24 @@ fn ledger_check_finds_an_edited_row_and_a_deleted_one() {
     assert!(run(&["ledger", "--config", cfg, "check"]).status.success());
 
     let db = rusqlite::Connection::open(post.p("state/ledger.db")).unwrap();
-    db.execute("UPDATE audit SET verdict_json = replace(verdict_json, 'rejected', 'cleared') WHERE id = 2", []).unwrap();
+    db.execute(
+        "UPDATE audit SET verdict_json = replace(verdict_json, 'rejected', 'cleared') WHERE id = 2",
+        [],
+    )
+    .unwrap();
     let o = run(&["ledger", "--config", cfg, "check"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("audit row 2 (declaration D-2)") && stderr(&o).contains("edited"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("audit row 2 (declaration D-2)") && stderr(&o).contains("edited"),
+        "{}",
+        stderr(&o)
+    );
 
-    db.execute("UPDATE audit SET verdict_json = replace(verdict_json, 'cleared', 'rejected') WHERE id = 2", []).unwrap();
+    db.execute(
+        "UPDATE audit SET verdict_json = replace(verdict_json, 'cleared', 'rejected') WHERE id = 2",
+        [],
+    )
+    .unwrap();
     assert!(run(&["ledger", "--config", cfg, "check"]).status.success());
     db.execute("DELETE FROM audit WHERE id = 3", []).unwrap();
     let o = run(&["ledger", "--config", cfg, "check"]);
@@ -197,37 +286,69 @@ fn clear_errors_for_bad_inputs() {
     let cfg = post.s("permitgate.toml");
 
     // Missing config: exit 2, names the file.
-    let o = run(&["decide", "--config", post.s("nope.toml"), "--declaration", "-"]);
+    let o = run(&[
+        "decide",
+        "--config",
+        post.s("nope.toml"),
+        "--declaration",
+        "-",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("nope.toml"), "{}", stderr(&o));
 
     // Bad policy: exit 2, names the file, the line and the key.
     let text = std::fs::read_to_string(post.p("policy.toml")).unwrap();
-    std::fs::write(post.p("policy.toml"), text.replace("max_age = \"3650d\"", "max_age = \"ten years\"")).unwrap();
+    std::fs::write(
+        post.p("policy.toml"),
+        text.replace("max_age = \"3650d\"", "max_age = \"ten years\""),
+    )
+    .unwrap();
     let o = run(&["verify", "--config", cfg, "--token", "-"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("policy.toml:4:") && stderr(&o).contains("max_age"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("policy.toml:4:") && stderr(&o).contains("max_age"),
+        "{}",
+        stderr(&o)
+    );
     std::fs::write(post.p("policy.toml"), text).unwrap();
 
     // Unknown kid.
     post.issue("keys/issuer.key.pem", "no-such-kid");
     let o = run(&["verify", "--config", cfg, "--token", post.s("token.txt")]);
-    assert_eq!(reason_codes(&assert_verdict(&o, "rejected", 1)), ["unknown_issuer"]);
-    assert!(json(&o)["reasons"][0]["detail"].as_str().unwrap().contains("no-such-kid"));
+    assert_eq!(
+        reason_codes(&assert_verdict(&o, "rejected", 1)),
+        ["unknown_issuer"]
+    );
+    assert!(
+        json(&o)["reasons"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-kid")
+    );
 
     // Truncated token.
     let token = post.issue("keys/issuer.key.pem", "mofcom-2025-1");
     std::fs::write(post.p("short.txt"), &token[..token.len() - 20]).unwrap();
     let o = run(&["verify", "--config", cfg, "--token", post.s("short.txt")]);
-    assert_eq!(reason_codes(&assert_verdict(&o, "rejected", 1)), ["malformed"]);
+    assert_eq!(
+        reason_codes(&assert_verdict(&o, "rejected", 1)),
+        ["malformed"]
+    );
 
     // Declaration missing a required field: a malformed verdict naming it.
-    let mut d: serde_json::Value = serde_json::from_str(include_str!("data/declaration.json")).unwrap();
+    let mut d: serde_json::Value =
+        serde_json::from_str(include_str!("data/declaration.json")).unwrap();
     d.as_object_mut().unwrap().remove("end_user");
     std::fs::write(post.p("bad.json"), d.to_string()).unwrap();
     let o = post.decide(post.s("bad.json"));
     let v = assert_verdict(&o, "rejected", 1);
-    assert!(v["reasons"][0]["detail"].as_str().unwrap().contains("end_user"), "{v}");
+    assert!(
+        v["reasons"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("end_user"),
+        "{v}"
+    );
 
     // Unreadable declaration file: exit 2.
     let o = post.decide(post.s("missing.json"));
@@ -239,11 +360,18 @@ fn clear_errors_for_bad_inputs() {
 fn standard_input_and_cbor_declarations() {
     let post = Post::new();
     let token = post.issue("keys/issuer.key.pem", "mofcom-2025-1");
-    let mut d: serde_json::Value = serde_json::from_str(include_str!("data/declaration.json")).unwrap();
+    let mut d: serde_json::Value =
+        serde_json::from_str(include_str!("data/declaration.json")).unwrap();
     d["license"] = token.into();
     let cbor = serde_cbor_like(&d);
     let mut child = bin()
-        .args(["decide", "--config", post.s("permitgate.toml"), "--declaration", "-"])
+        .args([
+            "decide",
+            "--config",
+            post.s("permitgate.toml"),
+            "--declaration",
+            "-",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -253,10 +381,52 @@ fn standard_input_and_cbor_declarations() {
     child.stdin.take().unwrap().write_all(&cbor).unwrap();
     let o = child.wait_with_output().unwrap();
     assert_verdict(&o, "cleared", 0);
-    assert!(Path::new(&post.p("state/checkpoint.key.pem")).exists(), "checkpoint key created on first use");
+    assert!(
+        Path::new(&post.p("state/checkpoint.key.pem")).exists(),
+        "checkpoint key created on first use"
+    );
 }
 
 /// CBOR of a JSON value, through the crate's codec.
 fn serde_cbor_like(v: &serde_json::Value) -> Vec<u8> {
     permitgate::codec::to_vec(v).unwrap()
+}
+
+#[test]
+fn shipped_profiles_and_policies_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config");
+    permitgate::policy::Policy::load(&root.join("policy.toml")).expect("example policy loads");
+    let cfg = permitgate::config::Config::load(&root.join("dev.toml")).expect("dev profile loads");
+    assert_eq!(cfg.checkpoint, "dev-laptop");
+    // The walk-through's dev token verifies against the dev profile (a dry run: nothing written).
+    let o = run(&[
+        "issue",
+        "--key",
+        root.join("dev/dev-issuer.key.pem").to_str().unwrap(),
+        "--kid",
+        "dev-issuer",
+        "--claims",
+        root.join("dev/claims.json").to_str().unwrap(),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.txt"), &o.stdout).unwrap();
+    let o = run(&[
+        "verify",
+        "--config",
+        root.join("dev.toml").to_str().unwrap(),
+        "--token",
+        dir.path().join("t.txt").to_str().unwrap(),
+        "--declaration",
+        root.join("dev/declaration.json").to_str().unwrap(),
+    ]);
+    let v = json(&o);
+    // The sample declaration names BL-778812 as the licensed shipment; it clears or is already used.
+    assert!(
+        v["verdict"] == "cleared" || reason_codes(&v) == ["license_already_used"],
+        "{v:#}"
+    );
+    for profile in ["port-gateway.toml", "border-post.toml"] {
+        let text = std::fs::read_to_string(root.join(profile)).unwrap();
+        assert!(text.contains("checkpoint = "), "{profile}");
+    }
 }

@@ -142,7 +142,9 @@ impl Ledger {
     fn claim(&mut self, checkpoint: &str) -> Result<(), LedgerError> {
         let owner: Option<String> = self
             .conn
-            .query_row("SELECT value FROM meta WHERE key='checkpoint'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key='checkpoint'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(sql(&self.path))?;
         match owner {
@@ -174,7 +176,11 @@ impl Ledger {
     }
 
     /// The facts for a declaration, read outside any write (for dry runs).
-    pub fn facts(&self, declaration_id: &str, license_id: Option<&str>) -> Result<LedgerFacts, LedgerError> {
+    pub fn facts(
+        &self,
+        declaration_id: &str,
+        license_id: Option<&str>,
+    ) -> Result<LedgerFacts, LedgerError> {
         facts(&self.conn, declaration_id, license_id).map_err(sql(&self.path))
     }
 
@@ -283,7 +289,9 @@ impl Ledger {
                 )));
             }
             if row.hash(&prev).as_slice() != stored_hash.as_slice() {
-                return Ok(Err(format!("{who}: content does not match its hash; the row was edited")));
+                return Ok(Err(format!(
+                    "{who}: content does not match its hash; the row was edited"
+                )));
             }
             prev = stored_hash;
             last_id = row.id;
@@ -291,7 +299,9 @@ impl Ledger {
         }
         let head: Option<String> = self
             .conn
-            .query_row("SELECT value FROM meta WHERE key='chain_head'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key='chain_head'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(sql(&self.path))?;
         let expected = head.unwrap_or_else(|| hex::encode(GENESIS));
@@ -324,7 +334,11 @@ pub struct Batch<'a> {
 
 impl Batch<'_> {
     /// The facts for a declaration, including decisions earlier in this batch.
-    pub fn facts(&self, declaration_id: &str, license_id: Option<&str>) -> Result<LedgerFacts, LedgerError> {
+    pub fn facts(
+        &self,
+        declaration_id: &str,
+        license_id: Option<&str>,
+    ) -> Result<LedgerFacts, LedgerError> {
         facts(&self.tx, declaration_id, license_id).map_err(sql(&self.path))
     }
 
@@ -349,7 +363,9 @@ impl Batch<'_> {
             });
         };
         let path = self.path.clone();
-        let audit_id = self.append_verdict(verdict, content_hash, now).map_err(sql(&path))?;
+        let audit_id = self
+            .append_verdict(verdict, content_hash, now)
+            .map_err(sql(&path))?;
         if *claims_declaration_id
             && let (Some(id), Some(hash)) = (&verdict.declaration_id, content_hash)
         {
@@ -361,12 +377,20 @@ impl Batch<'_> {
                 .map_err(sql(&path))?;
         }
         let mut consumed_seq = None;
-        if let (Some(Consumption { license_id, token_sha256 }), Some(decl_id), Some(hash)) =
-            (consume, &verdict.declaration_id, content_hash)
+        if let (
+            Some(Consumption {
+                license_id,
+                token_sha256,
+            }),
+            Some(decl_id),
+            Some(hash),
+        ) = (consume, &verdict.declaration_id, content_hash)
         {
             let seq: i64 = self
                 .tx
-                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM consumed", [], |r| r.get(0))
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM consumed", [], |r| {
+                    r.get(0)
+                })
                 .map_err(sql(&path))?;
             let rec = ConsumptionRecord {
                 checkpoint: identity.checkpoint.clone(),
@@ -422,7 +446,9 @@ impl Batch<'_> {
     ) -> rusqlite::Result<i64> {
         let id: i64 = self
             .tx
-            .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM audit", [], |r| r.get(0))?;
+            .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM audit", [], |r| {
+                r.get(0)
+            })?;
         let row = AuditRow {
             id,
             declaration_id: verdict.declaration_id.clone(),
@@ -494,14 +520,22 @@ impl AuditRow {
 
 fn chain_head(conn: &Connection) -> rusqlite::Result<[u8; 32]> {
     let last: Option<Vec<u8>> = conn
-        .query_row("SELECT row_hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT row_hash FROM audit ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
         .optional()?;
     Ok(last
         .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
         .unwrap_or(GENESIS))
 }
 
-fn facts(conn: &Connection, declaration_id: &str, license_id: Option<&str>) -> rusqlite::Result<LedgerFacts> {
+fn facts(
+    conn: &Connection,
+    declaration_id: &str,
+    license_id: Option<&str>,
+) -> rusqlite::Result<LedgerFacts> {
     let prior = conn
         .query_row(
             "SELECT d.content_hash, a.verdict_json FROM declarations d JOIN audit a ON a.id = d.audit_id WHERE d.declaration_id = ?1",
@@ -518,7 +552,9 @@ fn facts(conn: &Connection, declaration_id: &str, license_id: Option<&str>) -> r
     let mut uses = Vec::new();
     if let Some(lic) = license_id {
         let here: String = conn
-            .query_row("SELECT value FROM meta WHERE key='checkpoint'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key='checkpoint'", [], |r| {
+                r.get(0)
+            })
             .optional()?
             .unwrap_or_default();
         if let Some((decl, at)) = conn
@@ -548,7 +584,8 @@ fn facts(conn: &Connection, declaration_id: &str, license_id: Option<&str>) -> r
             uses.push(u?);
         }
     }
-    let newest_decision_at = conn.query_row("SELECT MAX(decided_at) FROM audit", [], |r| r.get(0))?;
+    let newest_decision_at =
+        conn.query_row("SELECT MAX(decided_at) FROM audit", [], |r| r.get(0))?;
     Ok(LedgerFacts {
         prior,
         uses,

@@ -65,9 +65,10 @@ pub fn parse(bytes: &[u8]) -> Result<Sign1, CoseError> {
     let Value::Array(parts) = v else {
         return Err(CoseError::Structure("not an array".into()));
     };
-    let [protected, unprotected, payload, signature]: [Value; 4] = parts
-        .try_into()
-        .map_err(|p: Vec<Value>| CoseError::Structure(format!("{} elements, expected 4", p.len())))?;
+    let [protected, unprotected, payload, signature]: [Value; 4] =
+        parts.try_into().map_err(|p: Vec<Value>| {
+            CoseError::Structure(format!("{} elements, expected 4", p.len()))
+        })?;
     let (Value::Bytes(protected), Value::Bytes(payload), Value::Bytes(signature)) =
         (protected, payload, signature)
     else {
@@ -76,7 +77,9 @@ pub fn parse(bytes: &[u8]) -> Result<Sign1, CoseError> {
         ));
     };
     if !matches!(unprotected, Value::Map(_)) {
-        return Err(CoseError::Structure("unprotected header is not a map".into()));
+        return Err(CoseError::Structure(
+            "unprotected header is not a map".into(),
+        ));
     }
     let prot_map = if protected.is_empty() {
         Value::Map(Vec::new())
@@ -158,7 +161,10 @@ mod tests {
         assert_eq!(s.payload, b"hello");
         s.verify(&key.verifying_key()).unwrap();
         let other = crate::keys::generate();
-        assert_eq!(s.verify(&other.verifying_key()), Err(CoseError::BadSignature));
+        assert_eq!(
+            s.verify(&other.verifying_key()),
+            Err(CoseError::BadSignature)
+        );
     }
 
     #[test]

@@ -125,7 +125,10 @@ impl License {
             .iter()
             .find(|i| !i.max_net_kg.is_finite() || i.max_net_kg <= 0.0)
         {
-            return Err(format!("`max_net_kg` {} is not a positive number", bad.max_net_kg));
+            return Err(format!(
+                "`max_net_kg` {} is not a positive number",
+                bad.max_net_kg
+            ));
         }
         Ok(license)
     }
@@ -136,11 +139,17 @@ impl License {
         if let Some(iss) = &self.issuer {
             claims.push((Value::Integer(CLAIM_ISS), Value::Text(iss.clone())));
         }
-        claims.push((Value::Integer(CLAIM_EXP), Value::Integer(self.expires.into())));
+        claims.push((
+            Value::Integer(CLAIM_EXP),
+            Value::Integer(self.expires.into()),
+        ));
         if let Some(nbf) = self.not_before {
             claims.push((Value::Integer(CLAIM_NBF), Value::Integer(nbf.into())));
         }
-        claims.push((Value::Integer(CLAIM_IAT), Value::Integer(self.issued_at.into())));
+        claims.push((
+            Value::Integer(CLAIM_IAT),
+            Value::Integer(self.issued_at.into()),
+        ));
         claims.push((
             Value::Integer(CLAIM_CTI),
             Value::Bytes(self.license_id.as_bytes().to_vec()),
@@ -289,7 +298,9 @@ fn terms_from_value(v: &Value) -> Result<Terms, String> {
                 _ => return Err(format!("terms: `{path}max_net_kg` is not a number")),
             };
             if !max_net_kg.is_finite() || max_net_kg <= 0.0 {
-                return Err(format!("terms: `{path}max_net_kg` is not a positive number"));
+                return Err(format!(
+                    "terms: `{path}max_net_kg` is not a positive number"
+                ));
             }
             Ok(LicensedItem {
                 hs_code: text_field(item, "hs_code", &path)?,

@@ -80,8 +80,10 @@ pub(crate) mod tests {
         let vk = key.verifying_key();
         let lic = sample_license();
         let cose = issue(&lic, "mofcom-2025-1", &key);
-        let t = open(text::encode(&cose).as_bytes(), |k| (k == b"mofcom-2025-1").then_some(vk))
-            .unwrap();
+        let t = open(text::encode(&cose).as_bytes(), |k| {
+            (k == b"mofcom-2025-1").then_some(vk)
+        })
+        .unwrap();
         assert_eq!(t.license, lic);
         assert_eq!(t.kid, "mofcom-2025-1");
     }
@@ -106,6 +108,9 @@ pub(crate) mod tests {
         let key = crate::keys::generate();
         let vk = key.verifying_key();
         let cose = cose::sign(b"k", b"\xa1\x01\x02garbage".to_vec(), &key);
-        assert!(matches!(open(&cose, |_| Some(vk)).unwrap_err(), TokenError::Malformed(_)));
+        assert!(matches!(
+            open(&cose, |_| Some(vk)).unwrap_err(),
+            TokenError::Malformed(_)
+        ));
     }
 }

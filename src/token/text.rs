@@ -50,14 +50,22 @@ fn inflate(data: &[u8]) -> Result<Vec<u8>, String> {
         .read_to_end(&mut out)
         .map_err(|e| format!("PG1 text does not inflate: {e}"))?;
     if out.len() > MAX_TOKEN_BYTES {
-        return Err(format!("token inflates to more than {MAX_TOKEN_BYTES} bytes"));
+        return Err(format!(
+            "token inflates to more than {MAX_TOKEN_BYTES} bytes"
+        ));
     }
     Ok(out)
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 
@@ -79,7 +87,11 @@ mod tests {
     fn zlib_bomb_is_refused() {
         let big = vec![0u8; 10 * MAX_TOKEN_BYTES];
         let t = encode(&big);
-        assert!(to_cose_bytes(t.as_bytes()).unwrap_err().contains("more than"));
+        assert!(
+            to_cose_bytes(t.as_bytes())
+                .unwrap_err()
+                .contains("more than")
+        );
     }
 
     #[test]
