@@ -599,3 +599,117 @@ fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate;
+    use crate::policy::Policy;
+    use crate::token;
+    use crate::verdict::VerdictKind;
+
+    fn setup() -> (tempfile::TempDir, Policy, SigningKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::keys::generate();
+        crate::keys::write_keypair(dir.path(), "issuer", &key).unwrap();
+        let p = dir.path().join("policy.toml");
+        std::fs::write(&p, include_str!("../../tests/data/policy.toml")).unwrap();
+        let policy = Policy::load(&p).unwrap();
+        (dir, policy, key)
+    }
+
+    fn payload(id: &str, tok: &str) -> Vec<u8> {
+        let mut d: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/data/declaration.json")).unwrap();
+        d["declaration_id"] = id.into();
+        d["license"] = tok.into();
+        d.to_string().into_bytes()
+    }
+
+    #[test]
+    fn one_batch_sees_its_own_decisions_and_commits_once() {
+        let (dir, policy, key) = setup();
+        let lic =
+            crate::token::License::from_claims_json(include_str!("../../tests/data/claims.json"))
+                .unwrap();
+        let tok = token::text::encode(&token::issue(&lic, "mofcom-2025-1", &key));
+        let identity = Identity {
+            checkpoint: "p1".into(),
+            key: crate::keys::generate(),
+        };
+        let now = crate::clock::parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
+        let path = dir.path().join("l.db");
+        let mut ledger = Ledger::open(&path, "p1").unwrap();
+        let mut batch = ledger.begin().unwrap();
+        let mut kinds = Vec::new();
+        for id in ["A", "B", "A"] {
+            let prepared = gate::prepare(&payload(id, &tok), &policy, 1 << 20);
+            let out =
+                gate::decide_and_record(&mut batch, &prepared, &policy, &identity, now).unwrap();
+            kinds.push((out.verdict.verdict, out.repeated, out.recorded.consumed_seq));
+        }
+        batch.commit().unwrap();
+        assert_eq!(
+            kinds,
+            [
+                (VerdictKind::Cleared, false, Some(1)),
+                (VerdictKind::Rejected, false, None),
+                (VerdictKind::Cleared, true, None)
+            ]
+        );
+        assert_eq!(ledger.counts().unwrap(), (2, 1, 1));
+
+        // The consumption record verifies with the checkpoint's key.
+        let rec: Vec<u8> = ledger
+            .conn
+            .query_row("SELECT record FROM consumed WHERE seq = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let vk = identity.key.verifying_key();
+        let r = ConsumptionRecord::verify(&rec, |k| (k == "p1").then_some(vk)).unwrap();
+        assert_eq!(
+            (r.license_id.as_str(), r.declaration_id.as_str()),
+            ("LIC-2025-000123", "A")
+        );
+    }
+
+    #[test]
+    fn an_uncommitted_batch_leaves_nothing_behind() {
+        let (dir, policy, key) = setup();
+        let lic =
+            crate::token::License::from_claims_json(include_str!("../../tests/data/claims.json"))
+                .unwrap();
+        let tok = token::text::encode(&token::issue(&lic, "mofcom-2025-1", &key));
+        let identity = Identity {
+            checkpoint: "p1".into(),
+            key: crate::keys::generate(),
+        };
+        let path = dir.path().join("l.db");
+        let mut ledger = Ledger::open(&path, "p1").unwrap();
+        {
+            let mut batch = ledger.begin().unwrap();
+            let prepared = gate::prepare(&payload("A", &tok), &policy, 1 << 20);
+            gate::decide_and_record(&mut batch, &prepared, &policy, &identity, 1_772_000_000)
+                .unwrap();
+            // Dropped without commit, as in a crash.
+        }
+        assert_eq!(ledger.counts().unwrap(), (0, 0, 0));
+        assert_eq!(ledger.check().unwrap(), Ok(0));
+    }
+
+    #[test]
+    fn foreign_and_corrupt_files_are_refused_not_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        drop(Ledger::open(&path, "p1").unwrap());
+        let e = Ledger::open(&path, "p2").err().unwrap().to_string();
+        assert!(e.contains("belongs to checkpoint `p1`"), "{e}");
+
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
+        let e = Ledger::open(&junk, "p1").err().unwrap().to_string();
+        assert!(e.contains("junk.db"), "{e}");
+        assert_eq!(std::fs::read(&junk).unwrap(), vec![0x5a; 8192]);
+    }
+}
