@@ -608,14 +608,23 @@ mod tests {
     use crate::token;
     use crate::verdict::VerdictKind;
 
-    fn setup() -> (tempfile::TempDir, Policy, SigningKey) {
+    /// A policy trusting a fresh issuer, a token it issued, and a checkpoint identity.
+    fn setup() -> (tempfile::TempDir, Policy, String, Identity) {
         let dir = tempfile::tempdir().unwrap();
         let key = crate::keys::generate();
         crate::keys::write_keypair(dir.path(), "issuer", &key).unwrap();
         let p = dir.path().join("policy.toml");
         std::fs::write(&p, include_str!("../../tests/data/policy.toml")).unwrap();
         let policy = Policy::load(&p).unwrap();
-        (dir, policy, key)
+        let lic =
+            crate::token::License::from_claims_json(include_str!("../../tests/data/claims.json"))
+                .unwrap();
+        let tok = token::text::encode(&token::issue(&lic, "mofcom-2025-1", &key));
+        let identity = Identity {
+            checkpoint: "p1".into(),
+            key: crate::keys::generate(),
+        };
+        (dir, policy, tok, identity)
     }
 
     fn payload(id: &str, tok: &str) -> Vec<u8> {
@@ -628,15 +637,7 @@ mod tests {
 
     #[test]
     fn one_batch_sees_its_own_decisions_and_commits_once() {
-        let (dir, policy, key) = setup();
-        let lic =
-            crate::token::License::from_claims_json(include_str!("../../tests/data/claims.json"))
-                .unwrap();
-        let tok = token::text::encode(&token::issue(&lic, "mofcom-2025-1", &key));
-        let identity = Identity {
-            checkpoint: "p1".into(),
-            key: crate::keys::generate(),
-        };
+        let (dir, policy, tok, identity) = setup();
         let now = crate::clock::parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
         let path = dir.path().join("l.db");
         let mut ledger = Ledger::open(&path, "p1").unwrap();
@@ -676,15 +677,7 @@ mod tests {
 
     #[test]
     fn an_uncommitted_batch_leaves_nothing_behind() {
-        let (dir, policy, key) = setup();
-        let lic =
-            crate::token::License::from_claims_json(include_str!("../../tests/data/claims.json"))
-                .unwrap();
-        let tok = token::text::encode(&token::issue(&lic, "mofcom-2025-1", &key));
-        let identity = Identity {
-            checkpoint: "p1".into(),
-            key: crate::keys::generate(),
-        };
+        let (dir, policy, tok, identity) = setup();
         let path = dir.path().join("l.db");
         let mut ledger = Ledger::open(&path, "p1").unwrap();
         {
