@@ -71,6 +71,15 @@ pub enum Command {
         #[arg(long)]
         declaration: PathBuf,
     },
+    /// The daemon: declarations in over MQTT, verdicts and alerts out.
+    Run {
+        /// Agent config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Log format: human-readable text, or one JSON object per line.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
     /// Inspect the ledger.
     Ledger {
         /// Agent config file.
@@ -98,6 +107,15 @@ pub enum LedgerAction {
     },
     /// Verify the audit log's hash chain.
     Check,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// JSON lines (for journald or log shippers).
+    Json,
 }
 
 /// Export formats.
@@ -247,6 +265,13 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 Outcome::Refused
             })
         }
+        Command::Run { config, log_format } => {
+            init_logging(log_format);
+            let cfg = Config::load(&config)?;
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(crate::daemon::run(cfg, shutdown_signal()))?;
+            Ok(Outcome::Ok)
+        }
         Command::Ledger { config, action } => {
             let cfg = Config::load(&config)?;
             let ledger = Ledger::open_read_only(&cfg.ledger)?
@@ -349,4 +374,37 @@ fn parse_declaration_file(path: &Path) -> Result<serde_json::Value> {
         bail!("{}: a declaration is a JSON object", path.display());
     }
     Ok(v)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PERMITGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -34,6 +34,51 @@ struct RawConfig {
     checkpoint_key: PathBuf,
     #[serde(default = "default_max_bytes")]
     max_declaration_bytes: usize,
+    #[serde(default)]
+    mqtt: MqttConfig,
+    #[serde(default = "default_batch")]
+    batch_max: usize,
+}
+
+fn default_batch() -> usize {
+    256
+}
+
+/// How the daemon reaches its MQTT broker (`[mqtt]` in the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Stable client id for the persistent session; default `permitgate-{checkpoint}`.
+    pub client_id: Option<String>,
+    /// Topic prefix (`permitgate`).
+    pub prefix: String,
+    /// MQTT keep-alive, seconds.
+    pub keep_alive_secs: u64,
+    /// Most outgoing QoS 1 messages awaiting PUBACK.
+    pub inflight: u16,
+    /// User name, if the broker requires one.
+    pub username: Option<String>,
+    /// Password, if the broker requires one.
+    pub password: Option<String>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: None,
+            prefix: "permitgate".into(),
+            keep_alive_secs: 30,
+            inflight: 100,
+            username: None,
+            password: None,
+        }
+    }
 }
 
 fn default_max_bytes() -> usize {
@@ -57,6 +102,10 @@ pub struct Config {
     pub checkpoint_key: PathBuf,
     /// Largest declaration payload accepted.
     pub max_declaration_bytes: usize,
+    /// The broker connection.
+    pub mqtt: MqttConfig,
+    /// Most declarations decided and committed in one transaction.
+    pub batch_max: usize,
 }
 
 impl Config {
@@ -100,6 +149,12 @@ impl Config {
                 "`max_declaration_bytes` must be at least 1024".into(),
             ));
         }
+        if raw.batch_max == 0 || raw.batch_max > 10_000 {
+            return Err(bad(None, "`batch_max` must be 1 to 10000".into()));
+        }
+        if raw.mqtt.inflight == 0 {
+            return Err(bad(None, "`mqtt.inflight` must be at least 1".into()));
+        }
         let base = file.parent().unwrap_or(Path::new("."));
         let policy_file = base.join(&raw.policy);
         let policy = Policy::load(&policy_file)?;
@@ -111,6 +166,8 @@ impl Config {
             policy,
             checkpoint_key: base.join(raw.checkpoint_key),
             max_declaration_bytes: raw.max_declaration_bytes,
+            mqtt: raw.mqtt,
+            batch_max: raw.batch_max,
         })
     }
 }

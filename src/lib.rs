@@ -16,6 +16,7 @@
 //! - [`ledger`]: the SQLite ledger: consumed licenses, hash-chained audit log, outbox.
 //! - [`gate`]: one declaration from payload to committed verdict, tying the above together.
 //! - [`cli`]: the command line.
+//! - [`daemon`]: `permitgate run`, MQTT in and out around the ledger.
 //! - [`config`]: the agent's configuration file, validated.
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod daemon;
 pub mod decision;
 pub mod declaration;
 pub mod elements;

@@ -313,6 +313,30 @@ impl Ledger {
         Ok(Ok(count))
     }
 
+    /// Up to `limit` queued publications, oldest first: (id, kind, payload).
+    pub fn pending_publications(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, String)>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, kind, payload FROM publish_queue ORDER BY id LIMIT ?1")
+            .map_err(sql(&self.path))?;
+        stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(sql(&self.path))
+    }
+
+    /// Removes publications the broker has acknowledged.
+    pub fn delete_publications(&mut self, ids: &[i64]) -> Result<(), LedgerError> {
+        let tx = self.conn.transaction().map_err(sql(&self.path))?;
+        for id in ids {
+            tx.execute("DELETE FROM publish_queue WHERE id = ?1", [id])
+                .map_err(sql(&self.path))?;
+        }
+        tx.commit().map_err(sql(&self.path))
+    }
+
     /// Counts for status displays: (verdicts, consumed licenses, outbox depth).
     pub fn counts(&self) -> Result<(u64, u64, u64), LedgerError> {
         self.conn
@@ -420,6 +444,17 @@ impl Batch<'_> {
             audit_id: Some(audit_id),
             consumed_seq,
         })
+    }
+
+    /// Queues a message (`verdict` or `alert`) for publication; it stays until [`Ledger::delete_publications`].
+    pub fn enqueue_publication(&mut self, kind: &str, payload: &str) -> Result<i64, LedgerError> {
+        self.tx
+            .execute(
+                "INSERT INTO publish_queue(kind, payload) VALUES (?1, ?2)",
+                params![kind, payload],
+            )
+            .map_err(sql(&self.path))?;
+        Ok(self.tx.last_insert_rowid())
     }
 
     /// Stores an alert.

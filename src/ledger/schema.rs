@@ -68,6 +68,14 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX alerts_time ON alerts(raised_at);
     ",
+    // 2: verdicts and alerts committed but not yet acknowledged by the broker.
+    "
+    CREATE TABLE publish_queue (
+        id      INTEGER PRIMARY KEY,
+        kind    TEXT NOT NULL,
+        payload TEXT NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,453 @@
+//! `permitgate run`: declarations in over MQTT, verdicts and alerts out.
+//!
+//! Two parts:
+//! - the **connection task** owns rumqttc's event loop and is the only
+//!   caller of the client, so acknowledgements and publications go out in
+//!   the order it issues them;
+//! - the **ledger worker** (a plain thread: rusqlite blocks) decides the
+//!   declarations that arrived together in one transaction, commits, and
+//!   only then hands the connection task their PUBACKs, in arrival order,
+//!   with the verdicts to publish.
+//!
+//! Design: verdicts and alerts go through `publish_queue` in the ledger, in
+//! the same transaction as the decision. A queued message is deleted only
+//! when the broker's PUBACK for it arrives; after a restart or a reconnect
+//! everything still queued is published again (at least once; consumers
+//! deduplicate by `declaration_id`). rumqttc's own in-memory retransmission
+//! queue is cleared on every connection loss, because the durable copy is
+//! in SQLite.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::time::Duration;
+
+use rand_core::RngCore;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
+    Publish, QoS,
+};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::clock::{Clock, SystemClock, to_rfc3339};
+use crate::config::Config;
+use crate::gate;
+use crate::keys;
+use crate::ledger::{Identity, Ledger, LedgerError};
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The checkpoint key could not be loaded or created.
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+}
+
+/// The MQTT topics of one checkpoint.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// Declarations in.
+    pub declarations: String,
+    /// Verdicts out.
+    pub verdicts: String,
+    /// Alerts out.
+    pub alerts: String,
+    /// Retained status with last will.
+    pub status: String,
+}
+
+impl Topics {
+    /// Topics under `prefix` for `checkpoint`.
+    pub fn new(prefix: &str, checkpoint: &str) -> Topics {
+        let t = |leaf: &str| format!("{prefix}/{checkpoint}/{leaf}");
+        Topics {
+            declarations: t("declarations"),
+            verdicts: t("verdicts"),
+            alerts: t("alerts"),
+            status: t("status"),
+        }
+    }
+}
+
+enum Work {
+    Declaration(Publish),
+    Delivered(i64),
+    Resend,
+}
+
+struct Done {
+    acks: Vec<Publish>,
+    publications: Vec<(i64, String, String)>,
+}
+
+/// Most queued publications re-sent at once after a (re)connect.
+const RESEND_MAX: usize = 10_000;
+/// Largest MQTT packet the client reads.
+pub const INCOMING_PACKET_MAX: usize = 16 * 1024 * 1024;
+/// Capacity of the queues between the connection task and the worker.
+const QUEUE: usize = 4096;
+
+/// Runs the daemon until `shutdown` completes; then drains and exits cleanly.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let (key, created) = keys::load_or_create_signing_key(&cfg.checkpoint_key)?;
+    if created {
+        info!(path = %cfg.checkpoint_key.display(), "created checkpoint key");
+    }
+    let identity = Identity {
+        checkpoint: cfg.checkpoint.clone(),
+        key,
+    };
+    let ledger = Ledger::open(&cfg.ledger, &cfg.checkpoint)?;
+    let (verdicts, consumed, outbox) = ledger.counts()?;
+    info!(
+        checkpoint = %cfg.checkpoint,
+        ledger = %cfg.ledger.display(),
+        policy_version = cfg.policy.version,
+        verdicts, consumed, outbox,
+        "ledger open, policy loaded"
+    );
+    let topics = Topics::new(&cfg.mqtt.prefix, &cfg.checkpoint);
+    let status = |state: &str| {
+        serde_json::json!({
+            "state": state,
+            "checkpoint": cfg.checkpoint,
+            "version": env!("CARGO_PKG_VERSION"),
+            "policy_version": cfg.policy.version,
+            "ledger": {"verdicts": verdicts, "consumed": consumed, "outbox": outbox},
+            "at": to_rfc3339(SystemClock.now()),
+        })
+        .to_string()
+    };
+
+    let mut opts = MqttOptions::new(
+        cfg.mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("permitgate-{}", cfg.checkpoint)),
+        cfg.mqtt.host.clone(),
+        cfg.mqtt.port,
+    );
+    opts.set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_secs.max(5)))
+        .set_inflight(cfg.mqtt.inflight)
+        // Design: the client reads packets far larger than a declaration may
+        // be, so an oversized one gets a `malformed` verdict. A packet over
+        // rumqttc's limit would instead drop the connection, and the broker
+        // would redeliver it forever; brokers should cap `message_size_limit`
+        // below this.
+        .set_max_packet_size(
+            INCOMING_PACKET_MAX.max(cfg.max_declaration_bytes + 4096),
+            1 << 20,
+        )
+        .set_last_will(LastWill::new(
+            &topics.status,
+            status("offline"),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    if let (Some(u), Some(p)) = (&cfg.mqtt.username, &cfg.mqtt.password) {
+        opts.set_credentials(u.clone(), p.clone());
+    }
+    let (client, mut eventloop) = AsyncClient::new(opts, QUEUE * 2);
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
+
+    let (work_tx, work_rx) = mpsc::channel::<Work>(QUEUE);
+    let (done_tx, done_rx) = mpsc::channel::<Done>(64);
+    let policy = cfg.policy.clone();
+    let max_bytes = cfg.max_declaration_bytes;
+    let batch_max = cfg.batch_max;
+    let worker = std::thread::Builder::new()
+        .name("ledger".into())
+        .spawn(move || {
+            worker(
+                ledger, policy, identity, max_bytes, batch_max, work_rx, done_tx,
+            )
+        })
+        .map_err(|e| LedgerError::Unusable {
+            path: cfg.ledger.clone(),
+            message: format!("cannot start the ledger thread: {e}"),
+        })?;
+
+    let conn = Connection {
+        client,
+        topics,
+        online: status("online"),
+        offline: status("offline"),
+    };
+    conn.drive(&mut eventloop, work_tx, done_rx, shutdown).await;
+    if worker.join().is_err() {
+        error!("the ledger thread panicked");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+struct Connection {
+    client: AsyncClient,
+    topics: Topics,
+    online: String,
+    offline: String,
+}
+
+impl Connection {
+    async fn drive(
+        &self,
+        eventloop: &mut EventLoop,
+        work_tx: mpsc::Sender<Work>,
+        mut done_rx: mpsc::Receiver<Done>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut work_tx = Some(work_tx);
+        // Publications handed to the client, in order, until rumqttc gives them a packet id.
+        let mut handed: VecDeque<Option<i64>> = VecDeque::new();
+        let mut awaiting_ack: HashMap<u16, i64> = HashMap::new();
+        let mut connected = false;
+        let mut failures = 0u32;
+        let mut worker_done = false;
+
+        loop {
+            tokio::select! {
+                _ = &mut shutdown, if work_tx.is_some() => {
+                    info!("shutting down: no new declarations; finishing those in hand");
+                    // Dropping the sender lets the worker finish its queue and stop.
+                    work_tx = None;
+                }
+                done = done_rx.recv(), if !worker_done => match done {
+                    Some(done) => {
+                        for p in &done.acks {
+                            if let Err(e) = self.client.try_ack(p) {
+                                warn!(error = %e, "could not queue a PUBACK; the broker will redeliver");
+                            }
+                        }
+                        for (id, kind, payload) in done.publications {
+                            let topic = if kind == "alert" { &self.topics.alerts } else { &self.topics.verdicts };
+                            if self.client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok() {
+                                handed.push_back(Some(id));
+                            }
+                        }
+                    }
+                    None => {
+                        worker_done = true;
+                        if work_tx.is_none() {
+                            self.finish(eventloop, connected).await;
+                            return;
+                        }
+                    }
+                },
+                ev = eventloop.poll() => match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        if ack.code != ConnectReturnCode::Success {
+                            continue;
+                        }
+                        if !connected {
+                            info!(session_present = ack.session_present, "connected to broker");
+                        }
+                        connected = true;
+                        failures = 0;
+                        handed.clear();
+                        awaiting_ack.clear();
+                        let _ = self.client.try_subscribe(&self.topics.declarations, QoS::AtLeastOnce);
+                        if self.client.try_publish(&self.topics.status, QoS::AtLeastOnce, true, self.online.clone()).is_ok() {
+                            handed.push_back(None);
+                        }
+                        if let Some(tx) = &work_tx {
+                            let _ = tx.try_send(Work::Resend);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let Some(tx) = &work_tx else { continue };
+                        if p.topic != self.topics.declarations {
+                            continue;
+                        }
+                        if tx.try_send(Work::Declaration(p)).is_err() {
+                            // Not acknowledged, so the broker keeps it and redelivers.
+                            warn!("decision queue full; declaration left with the broker");
+                        }
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        if let Some(Some(id)) = handed.pop_front() {
+                            awaiting_ack.insert(pkid, id);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let (Some(id), Some(tx)) = (awaiting_ack.remove(&ack.pkid), &work_tx) {
+                            let _ = tx.try_send(Work::Delivered(id));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if connected || failures == 0 {
+                            warn!(error = %e, "broker connection lost; retrying with backoff");
+                        }
+                        connected = false;
+                        failures = failures.saturating_add(1);
+                        // The durable copies are in the ledger: drop rumqttc's.
+                        eventloop.clean();
+                        eventloop.pending.clear();
+                        handed.clear();
+                        awaiting_ack.clear();
+                        tokio::time::sleep(backoff(failures)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Publishes the offline status and disconnects, giving PUBACKs a moment to arrive.
+    async fn finish(&self, eventloop: &mut EventLoop, connected: bool) {
+        if connected {
+            let _ = self.client.try_publish(
+                &self.topics.status,
+                QoS::AtLeastOnce,
+                true,
+                self.offline.clone(),
+            );
+            let _ = self.client.try_disconnect();
+            let deadline = tokio::time::sleep(Duration::from_secs(3));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    ev = eventloop.poll() => match ev {
+                        Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Capped exponential backoff with ±25 % jitter: 0.5 s, 1 s, 2 s … 30 s.
+fn backoff(failures: u32) -> Duration {
+    let base = 500u64
+        .saturating_mul(1 << failures.min(6).saturating_sub(1))
+        .min(30_000);
+    let jitter = rand_core::OsRng.next_u32() as u64 % (base / 2 + 1);
+    Duration::from_millis(base - base / 4 + jitter)
+}
+
+fn worker(
+    mut ledger: Ledger,
+    policy: crate::policy::Policy,
+    identity: Identity,
+    max_bytes: usize,
+    batch_max: usize,
+    mut rx: mpsc::Receiver<Work>,
+    tx: mpsc::Sender<Done>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut declarations = Vec::new();
+        let mut delivered = Vec::new();
+        let mut resend = false;
+        let mut next = Some(first);
+        while let Some(w) = next {
+            match w {
+                Work::Declaration(p) => declarations.push(p),
+                Work::Delivered(id) => delivered.push(id),
+                Work::Resend => resend = true,
+            }
+            next = if declarations.len() < batch_max {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !delivered.is_empty()
+            && let Err(e) = ledger.delete_publications(&delivered)
+        {
+            error!(error = %e, "could not clear published messages; they will be sent again");
+        }
+        if resend {
+            match ledger.pending_publications(RESEND_MAX) {
+                Ok(publications) if !publications.is_empty() => {
+                    info!(
+                        count = publications.len(),
+                        "publishing queued verdicts and alerts"
+                    );
+                    if tx
+                        .blocking_send(Done {
+                            acks: Vec::new(),
+                            publications,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => error!(error = %e, "could not read the publication queue"),
+            }
+        }
+        if declarations.is_empty() {
+            continue;
+        }
+        match decide_batch(&mut ledger, &policy, &identity, max_bytes, &declarations) {
+            Ok(publications) => {
+                if tx
+                    .blocking_send(Done {
+                        acks: declarations,
+                        publications,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // Nothing is acknowledged: the broker keeps the declarations and
+            // redelivers them on the next connection.
+            Err(e) => {
+                error!(error = %e, count = declarations.len(), "could not commit decisions; not acknowledging them")
+            }
+        }
+    }
+}
+
+fn decide_batch(
+    ledger: &mut Ledger,
+    policy: &crate::policy::Policy,
+    identity: &Identity,
+    max_bytes: usize,
+    declarations: &[Publish],
+) -> Result<Vec<(i64, String, String)>, LedgerError> {
+    let now = SystemClock.now();
+    let mut batch = ledger.begin()?;
+    let mut publications = Vec::with_capacity(declarations.len());
+    for p in declarations {
+        let prepared = gate::prepare(&p.payload, policy, max_bytes);
+        let out = gate::decide_and_record(&mut batch, &prepared, policy, identity, now)?;
+        let v = &out.verdict;
+        info!(
+            declaration_id = v.declaration_id.as_deref().unwrap_or("-"),
+            license_id = v.license_id.as_deref().unwrap_or("-"),
+            verdict = v.verdict.as_str(),
+            reasons = %v.reasons.iter().map(|r| r.code.as_str()).collect::<Vec<_>>().join(","),
+            repeated = out.repeated,
+            "decision"
+        );
+        let json = serde_json::to_string(v).unwrap_or_default();
+        publications.push((
+            batch.enqueue_publication("verdict", &json)?,
+            "verdict".into(),
+            json,
+        ));
+        if let Some(alert) = &out.alert {
+            warn!(declaration_id = v.declaration_id.as_deref().unwrap_or("-"), kind = ?alert.kind, "alert");
+            let json = serde_json::to_string(alert).unwrap_or_default();
+            publications.push((
+                batch.enqueue_publication("alert", &json)?,
+                "alert".into(),
+                json,
+            ));
+        }
+    }
+    batch.commit()?;
+    Ok(publications)
+}

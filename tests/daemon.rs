@@ -1,0 +1,437 @@
+//! The daemon against a real Eclipse Mosquitto, each test on its own port
+//! and in its own temporary directory.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Broker {
+    child: Child,
+    port: u16,
+    conf: PathBuf,
+}
+
+impl Broker {
+    fn start(dir: &std::path::Path) -> Broker {
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n"),
+        )
+        .unwrap();
+        let mut b = Broker {
+            child: spawn_broker(&conf),
+            port,
+            conf,
+        };
+        b.wait_ready();
+        b
+    }
+
+    fn wait_ready(&mut self) {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("mosquitto did not start on port {}", self.port);
+    }
+
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(500));
+        self.child = spawn_broker(&self.conf);
+        self.wait_ready();
+    }
+}
+
+fn spawn_broker(conf: &std::path::Path) -> Child {
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("mosquitto is installed (apt-get install mosquitto; .ci/run does it)");
+    Command::new(bin)
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Post {
+    dir: tempfile::TempDir,
+    broker: Broker,
+    daemon: Option<Child>,
+    issuer: ed25519_dalek::SigningKey,
+}
+
+impl Post {
+    fn new() -> Post {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = permitgate::keys::generate();
+        permitgate::keys::write_keypair(dir.path(), "issuer", &issuer).unwrap();
+        std::fs::write(
+            dir.path().join("policy.toml"),
+            include_str!("data/policy.toml"),
+        )
+        .unwrap();
+        let broker = Broker::start(dir.path());
+        std::fs::write(
+            dir.path().join("permitgate.toml"),
+            format!(
+                "checkpoint = \"lyg-port-01\"\nledger = \"state/ledger.db\"\npolicy = \"policy.toml\"\ncheckpoint_key = \"state/checkpoint.key.pem\"\nmax_declaration_bytes = 65536\n\n[mqtt]\nport = {}\n",
+                broker.port
+            ),
+        )
+        .unwrap();
+        Post {
+            dir,
+            broker,
+            daemon: None,
+            issuer,
+        }
+    }
+
+    fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_permitgate"))
+            .args(["run", "--config"])
+            .arg(self.dir.path().join("permitgate.toml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.daemon.take().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        for _ in 0..200 {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        panic!(
+            "daemon did not stop within 10 s after SIGTERM:\n{}",
+            self.log()
+        );
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    fn token(&self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut lic =
+            permitgate::token::License::from_claims_json(include_str!("data/claims.json")).unwrap();
+        lic.issued_at = now - 3600;
+        lic.not_before = None;
+        lic.expires = now + 86_400 * 30;
+        permitgate::token::text::encode(&permitgate::token::issue(
+            &lic,
+            "mofcom-2025-1",
+            &self.issuer,
+        ))
+    }
+
+    fn ledger_verdicts(&self) -> Vec<serde_json::Value> {
+        let db = rusqlite::Connection::open(self.dir.path().join("state/ledger.db")).unwrap();
+        let mut st = db
+            .prepare("SELECT verdict_json FROM audit ORDER BY id")
+            .unwrap();
+        st.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|j| serde_json::from_str(&j.unwrap()).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Post {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn declaration(id: &str, token: Option<&str>) -> Vec<u8> {
+    let mut d: serde_json::Value =
+        serde_json::from_str(include_str!("data/declaration.json")).unwrap();
+    d["declaration_id"] = id.into();
+    if let Some(t) = token {
+        d["license"] = t.into();
+    }
+    d.to_string().into_bytes()
+}
+
+/// A test client: publishes declarations, collects (topic, JSON) from verdicts and alerts.
+struct Officer {
+    client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<(String, serde_json::Value)>,
+    /// Messages received but not yet asked for.
+    seen: Vec<(String, serde_json::Value)>,
+}
+
+impl Officer {
+    async fn connect(port: u16, name: &str) -> Officer {
+        let mut opts = MqttOptions::new(name, "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut el) = AsyncClient::new(opts, 1000);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let v =
+                            serde_json::from_slice(&p.payload).unwrap_or(serde_json::Value::Null);
+                        let _ = tx.send((p.topic.clone(), v));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        client
+            .subscribe("permitgate/lyg-port-01/verdicts", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        client
+            .subscribe("permitgate/lyg-port-01/alerts", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        ready_rx.recv().await;
+        ready_rx.recv().await;
+        Officer {
+            client,
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    async fn send(&self, payload: Vec<u8>) {
+        self.client
+            .publish(
+                "permitgate/lyg-port-01/declarations",
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The next verdict for `id` (alerts are skipped), within 15 s.
+    async fn verdict_for(&mut self, id: &str) -> serde_json::Value {
+        eprintln!("waiting for the verdict on {id}");
+        self.next(|t, v| t.ends_with("/verdicts") && v["declaration_id"] == id)
+            .await
+    }
+
+    async fn next(&mut self, want: impl Fn(&str, &serde_json::Value) -> bool) -> serde_json::Value {
+        if let Some(i) = self.seen.iter().position(|(t, v)| want(t, v)) {
+            return self.seen.remove(i).1;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some((t, v))) if want(&t, &v) => return v,
+                Ok(Some(m)) => self.seen.push(m),
+                _ => panic!("no matching message within 15 s"),
+            }
+        }
+    }
+}
+
+/// Waits until the daemon's persistent session exists (its first status publication).
+async fn wait_online(port: u16) {
+    let mut opts = MqttOptions::new(format!("probe-{port}"), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut el) = AsyncClient::new(opts, 10);
+    client
+        .subscribe("permitgate/lyg-port-01/status", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout_at(deadline, el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
+                if v["state"] == "online" {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => panic!("daemon did not come online"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clears_then_rejects_reuse_and_repeats_on_redelivery() {
+    let mut post = Post::new();
+    post.start();
+    wait_online(post.broker.port).await;
+    let mut officer = Officer::connect(post.broker.port, "officer-1").await;
+    let token = post.token();
+
+    officer.send(declaration("D-1", Some(&token))).await;
+    let v = officer.verdict_for("D-1").await;
+    assert_eq!(v["verdict"], "cleared", "{v}\n{}", post.log());
+
+    officer.send(declaration("D-2", Some(&token))).await;
+    let v = officer.verdict_for("D-2").await;
+    assert_eq!(v["verdict"], "rejected");
+    assert_eq!(v["reasons"][0]["code"], "license_already_used");
+    let alert = officer
+        .next(|t, a| t.ends_with("/alerts") && a["declaration_id"] == "D-2")
+        .await;
+    assert_eq!(alert["kind"], "suspicious_verdict");
+
+    officer.send(declaration("D-1", Some(&token))).await;
+    let again = officer.verdict_for("D-1").await;
+    assert_eq!(again["verdict"], "cleared");
+
+    // Malformed, unreadable and oversized payloads; the daemon keeps serving.
+    let mut broken = declaration("D-3", Some(&token));
+    broken.truncate(broken.len() / 2);
+    officer.send(b"\x00\x01 not a declaration".to_vec()).await;
+    officer.send(broken).await;
+    officer.send(vec![b'x'; 70_000]).await;
+    officer
+        .send(b"{\"declaration_id\": \"D-5\"}".to_vec())
+        .await;
+    let v = officer.verdict_for("D-5").await;
+    assert_eq!(v["reasons"][0]["code"], "malformed");
+    officer.send(declaration("D-6", None)).await;
+    let v = officer.verdict_for("D-6").await;
+    assert_eq!(v["reasons"][0]["code"], "license_missing");
+    let unreadable = officer
+        .next(|t, a| t.ends_with("/alerts") && a["kind"] == "unreadable_payload")
+        .await;
+    assert_eq!(unreadable["payload_sha256"].as_str().unwrap().len(), 64);
+
+    assert!(post.stop().success(), "{}", post.log());
+    let ids: Vec<_> = post
+        .ledger_verdicts()
+        .iter()
+        .map(|v| v["declaration_id"].clone())
+        .collect();
+    assert_eq!(
+        ids.iter().filter(|i| *i == "D-1").count(),
+        1,
+        "redelivery wrote nothing: {ids:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declarations_sent_while_stopped_are_decided_after_restart() {
+    let mut post = Post::new();
+    post.start();
+    wait_online(post.broker.port).await;
+    assert!(post.stop().success(), "{}", post.log());
+
+    let mut officer = Officer::connect(post.broker.port, "officer-2").await;
+    let token = post.token();
+    officer.send(declaration("OFF-1", Some(&token))).await;
+    officer.send(declaration("OFF-2", None)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    post.start();
+    assert_eq!(officer.verdict_for("OFF-1").await["verdict"], "cleared");
+    assert_eq!(officer.verdict_for("OFF-2").await["verdict"], "rejected");
+    assert!(post.stop().success());
+    assert_eq!(post.ledger_verdicts().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_the_broker_restarts() {
+    let mut post = Post::new();
+    post.start();
+    wait_online(post.broker.port).await;
+    // persistence is off: the restarted broker has no session, so the daemon must subscribe again.
+    post.broker.restart();
+    wait_online(post.broker.port).await;
+    let mut officer = Officer::connect(post.broker.port, "officer-3").await;
+    officer
+        .send(declaration("AFTER-1", Some(&post.token())))
+        .await;
+    assert_eq!(
+        officer.verdict_for("AFTER-1").await["verdict"],
+        "cleared",
+        "{}",
+        post.log()
+    );
+    assert!(post.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_burst_loses_nothing_acknowledged() {
+    let mut post = Post::new();
+    post.start();
+    wait_online(post.broker.port).await;
+    let officer = Officer::connect(post.broker.port, "officer-4").await;
+    for n in 0..2000 {
+        officer.send(declaration(&format!("B-{n}"), None)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = post.stop();
+    assert!(status.success(), "exit {status:?}\n{}", post.log());
+    let decided = post.ledger_verdicts().len();
+    // What was not decided is still with the broker: a restart decides the rest, once each.
+    post.start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while post.ledger_verdicts().len() < 2000 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(post.stop().success());
+    let all = post.ledger_verdicts();
+    let mut ids: Vec<_> = all
+        .iter()
+        .map(|v| v["declaration_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        (ids.len(), all.len()),
+        (2000, 2000),
+        "decided before SIGTERM: {decided}"
+    );
+}
