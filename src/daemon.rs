@@ -174,6 +174,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             message: format!("cannot start the ledger thread: {e}"),
         })?;
 
+    // READY once the ledger is open and the policy loaded (systemd Type=notify).
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let conn = Connection {
         client,
         topics,
@@ -211,11 +213,19 @@ impl Connection {
         let mut connected = false;
         let mut failures = 0u32;
         let mut worker_done = false;
+        // Pinged from this loop, so a stuck event loop stops the pings and systemd restarts us.
+        let watchdog = sd_notify::watchdog_enabled();
+        let mut watchdog_tick =
+            tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |d| d / 2));
 
         loop {
             tokio::select! {
+                _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
                 _ = &mut shutdown, if work_tx.is_some() => {
                     info!("shutting down: no new declarations; finishing those in hand");
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                     // Dropping the sender lets the worker finish its queue and stop.
                     work_tx = None;
                 }

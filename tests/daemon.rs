@@ -116,7 +116,12 @@ impl Post {
     }
 
     fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    fn start_with(&mut self, env: &[(&str, &str)]) {
         let child = Command::new(env!("CARGO_BIN_EXE_permitgate"))
+            .envs(env.iter().copied())
             .args(["run", "--config"])
             .arg(self.dir.path().join("permitgate.toml"))
             .stdout(Stdio::null())
@@ -434,4 +439,29 @@ async fn sigterm_during_a_burst_loses_nothing_acknowledged() {
         (2000, 2000),
         "decided before SIGTERM: {decided}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_systemd_it_is_ready_and_pings_the_watchdog() {
+    let mut post = Post::new();
+    let sock_path = post.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    post.start_with(&[
+        ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "400000"),
+    ]);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !(got.iter().any(|m: &String| m.contains("READY=1"))
+        && got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{e}; got {got:?}\n{}", post.log()));
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(got[0].contains("READY=1"), "READY comes first: {got:?}");
+    assert!(post.stop().success());
 }
