@@ -64,6 +64,8 @@ pub struct MqttConfig {
     pub username: Option<String>,
     /// Password, if the broker requires one.
     pub password: Option<String>,
+    /// Run an embedded broker on `host:port` (loopback only) instead of using an external one.
+    pub embedded_broker: bool,
 }
 
 impl Default for MqttConfig {
@@ -77,6 +79,7 @@ impl Default for MqttConfig {
             inflight: 100,
             username: None,
             password: None,
+            embedded_broker: false,
         }
     }
 }
@@ -151,6 +154,21 @@ impl Config {
         }
         if raw.batch_max == 0 || raw.batch_max > 10_000 {
             return Err(bad(None, "`batch_max` must be 1 to 10000".into()));
+        }
+        if raw.mqtt.embedded_broker
+            && !raw
+                .mqtt
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+        {
+            return Err(bad(
+                None,
+                format!(
+                    "`mqtt.host`: the embedded broker listens on loopback only; `{}` is not a loopback address",
+                    raw.mqtt.host
+                ),
+            ));
         }
         if raw.mqtt.inflight == 0 {
             return Err(bad(None, "`mqtt.inflight` must be at least 1".into()));

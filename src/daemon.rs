@@ -44,6 +44,9 @@ pub enum DaemonError {
     /// The checkpoint key could not be loaded or created.
     #[error(transparent)]
     Key(#[from] keys::KeyError),
+    /// The embedded broker did not start.
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
 }
 
 /// The MQTT topics of one checkpoint.
@@ -109,6 +112,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         verdicts, consumed, outbox,
         "ledger open, policy loaded"
     );
+    if cfg.mqtt.embedded_broker {
+        let ip: std::net::IpAddr = cfg.mqtt.host.parse().map_err(|_| {
+            crate::broker::BrokerError::Config(format!("`{}` is not an IP address", cfg.mqtt.host))
+        })?;
+        crate::broker::start((ip, cfg.mqtt.port).into(), INCOMING_PACKET_MAX)?;
+    }
     let topics = Topics::new(&cfg.mqtt.prefix, &cfg.checkpoint);
     let status = |state: &str| {
         serde_json::json!({

@@ -16,10 +16,12 @@
 //! - [`ledger`]: the SQLite ledger: consumed licenses, hash-chained audit log, outbox.
 //! - [`gate`]: one declaration from payload to committed verdict, tying the above together.
 //! - [`cli`]: the command line.
+//! - [`broker`]: the embedded MQTT broker for posts without one.
 //! - [`daemon`]: `permitgate run`, MQTT in and out around the ledger.
 //! - [`config`]: the agent's configuration file, validated.
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod codec;

@@ -465,3 +465,32 @@ async fn tells_systemd_it_is_ready_and_pings_the_watchdog() {
     assert!(got[0].contains("READY=1"), "READY comes first: {got:?}");
     assert!(post.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_serves_a_post_with_no_broker_of_its_own() {
+    let mut post = Post::new();
+    // Stop mosquitto; the daemon brings its own broker on another port.
+    post.broker.child.kill().unwrap();
+    let _ = post.broker.child.wait();
+    let port = free_port();
+    let cfg = post.dir.path().join("permitgate.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace(
+        &format!("port = {}\n", post.broker.port),
+        &format!("port = {port}\nembedded_broker = true\n"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    post.start();
+    wait_online(port).await;
+    let mut officer = Officer::connect(port, "officer-emb").await;
+    officer
+        .send(declaration("EMB-1", Some(&post.token())))
+        .await;
+    assert_eq!(
+        officer.verdict_for("EMB-1").await["verdict"],
+        "cleared",
+        "{}",
+        post.log()
+    );
+    assert!(post.stop().success(), "{}", post.log());
+}
