@@ -66,6 +66,20 @@ pub struct MqttConfig {
     pub password: Option<String>,
     /// Run an embedded broker on `host:port` (loopback only) instead of using an external one.
     pub embedded_broker: bool,
+    /// TLS to the broker.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for TLS to the broker (`[mqtt.tls]`); relative paths are taken from the config file's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// CA certificate(s) that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// Client certificate, when the broker requires one.
+    pub cert_file: Option<PathBuf>,
+    /// Client private key (PKCS#8, PKCS#1 or SEC1 PEM).
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for MqttConfig {
@@ -80,6 +94,7 @@ impl Default for MqttConfig {
             username: None,
             password: None,
             embedded_broker: false,
+            tls: None,
         }
     }
 }
@@ -109,6 +124,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// Most declarations decided and committed in one transaction.
     pub batch_max: usize,
+    /// The TLS client configuration, when `[mqtt.tls]` is set.
+    pub mqtt_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Config {
@@ -174,6 +191,27 @@ impl Config {
             return Err(bad(None, "`mqtt.inflight` must be at least 1".into()));
         }
         let base = file.parent().unwrap_or(Path::new("."));
+        let mqtt_tls = match &raw.mqtt.tls {
+            None => None,
+            Some(t) => {
+                let client = match (&t.cert_file, &t.key_file) {
+                    (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
+                    (None, None) => None,
+                    _ => {
+                        return Err(bad(
+                            None,
+                            "`mqtt.tls`: set both `cert_file` and `key_file`, or neither".into(),
+                        ));
+                    }
+                };
+                let cfg = crate::tls::client_config(
+                    &base.join(&t.ca_file),
+                    client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+                )
+                .map_err(|m| bad(None, m))?;
+                Some(std::sync::Arc::new(cfg))
+            }
+        };
         let policy_file = base.join(&raw.policy);
         let policy = Policy::load(&policy_file)?;
         Ok(Config {
@@ -186,6 +224,7 @@ impl Config {
             max_declaration_bytes: raw.max_declaration_bytes,
             mqtt: raw.mqtt,
             batch_max: raw.batch_max,
+            mqtt_tls,
         })
     }
 }

@@ -158,6 +158,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             QoS::AtLeastOnce,
             true,
         ));
+    if let Some(tls) = &cfg.mqtt_tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
     if let (Some(u), Some(p)) = (&cfg.mqtt.username, &cfg.mqtt.password) {
         opts.set_credentials(u.clone(), p.clone());
     }

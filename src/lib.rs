@@ -18,6 +18,7 @@
 //! - [`cli`]: the command line.
 //! - [`broker`]: the embedded MQTT broker for posts without one.
 //! - [`daemon`]: `permitgate run`, MQTT in and out around the ledger.
+//! - [`tls`]: TLS client configuration for the broker connection.
 //! - [`config`]: the agent's configuration file, validated.
 #![forbid(unsafe_code)]
 
@@ -35,5 +36,6 @@ pub mod keys;
 pub mod ledger;
 pub mod policy;
 pub mod record;
+pub mod tls;
 pub mod token;
 pub mod verdict;

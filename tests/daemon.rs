@@ -25,11 +25,16 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &std::path::Path) -> Broker {
+        Broker::start_with(dir, "")
+    }
+
+    /// A broker with a plain listener on `port` plus `extra` configuration lines.
+    fn start_with(dir: &std::path::Path, extra: &str) -> Broker {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n"),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n{extra}"),
         )
         .unwrap();
         let mut b = Broker {
@@ -48,7 +53,11 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("mosquitto did not start on port {}", self.port);
+        panic!(
+            "mosquitto did not start on port {}:\n{}",
+            self.port,
+            std::fs::read_to_string(self.conf.with_extension("log")).unwrap_or_default()
+        );
     }
 
     fn restart(&mut self) {
@@ -69,7 +78,7 @@ fn spawn_broker(conf: &std::path::Path) -> Child {
         .arg("-c")
         .arg(conf)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(conf.with_extension("log")).unwrap())
         .spawn()
         .unwrap()
 }
@@ -288,6 +297,11 @@ impl Officer {
 
 /// Waits until the daemon's persistent session exists (its first status publication).
 async fn wait_online(port: u16) {
+    assert!(online(port).await, "daemon did not come online");
+}
+
+/// True once the daemon publishes its online status, false after 15 s.
+async fn online(port: u16) -> bool {
     let mut opts = MqttOptions::new(format!("probe-{port}"), "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut el) = AsyncClient::new(opts, 10);
@@ -301,11 +315,11 @@ async fn wait_online(port: u16) {
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                 let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
                 if v["state"] == "online" {
-                    return;
+                    return true;
                 }
             }
             Ok(_) => {}
-            Err(_) => panic!("daemon did not come online"),
+            Err(_) => return false,
         }
     }
 }
@@ -488,6 +502,122 @@ async fn embedded_broker_serves_a_post_with_no_broker_of_its_own() {
         .await;
     assert_eq!(
         officer.verdict_for("EMB-1").await["verdict"],
+        "cleared",
+        "{}",
+        post.log()
+    );
+    assert!(post.stop().success(), "{}", post.log());
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let st = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "openssl {args:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_over_tls_with_a_client_certificate() {
+    let mut post = Post::new();
+    let dir = post.dir.path().to_owned();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &dir,
+        &[
+            &["req", "-x509", "-new"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=test-ca",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for (name, ext) in [
+        ("server", Some("server.ext")),
+        ("client", Some("client.ext")),
+    ] {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        openssl(
+            &dir,
+            &[
+                &["req", "-new"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            ]
+            .concat(),
+        );
+        let mut args = vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+        ];
+        if let Some(e) = ext {
+            args.extend(["-extfile", e]);
+        }
+        openssl(&dir, &args);
+    }
+    // mosquitto started as root drops to its own user, which must read the server's files.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["ca.pem", "server.pem", "server.key"] {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let tls_port = free_port();
+    let tls = format!(
+        "listener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\nrequire_certificate true\n",
+        dir.display()
+    );
+    post.broker = Broker::start_with(&dir, &tls);
+    let cfg = dir.join("permitgate.toml");
+    let text = format!(
+        "checkpoint = \"lyg-port-01\"\nledger = \"state/ledger.db\"\npolicy = \"policy.toml\"\ncheckpoint_key = \"state/checkpoint.key.pem\"\n\n[mqtt]\nport = {tls_port}\n\n[mqtt.tls]\nca_file = \"ca.pem\"\ncert_file = \"client.pem\"\nkey_file = \"client.key\"\n"
+    );
+    std::fs::write(&cfg, text).unwrap();
+    post.start();
+    assert!(online(post.broker.port).await, "{}", post.log());
+    let mut officer = Officer::connect(post.broker.port, "officer-tls").await;
+    officer
+        .send(declaration("TLS-1", Some(&post.token())))
+        .await;
+    assert_eq!(
+        officer.verdict_for("TLS-1").await["verdict"],
         "cleared",
         "{}",
         post.log()
