@@ -624,3 +624,43 @@ async fn connects_over_tls_with_a_client_certificate() {
     );
     assert!(post.stop().success(), "{}", post.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdicts_committed_but_unpublished_go_out_after_restart() {
+    let mut post = Post::new();
+    post.start();
+    wait_online(post.broker.port).await;
+    assert!(post.stop().success());
+    // As if the process died between the commit and the broker's PUBACK.
+    let db = rusqlite::Connection::open(post.dir.path().join("state/ledger.db")).unwrap();
+    let stranded =
+        serde_json::json!({"declaration_id": "STRANDED-1", "verdict": "cleared", "reasons": []});
+    db.execute(
+        "INSERT INTO publish_queue(kind, payload) VALUES ('verdict', ?1)",
+        [stranded.to_string()],
+    )
+    .unwrap();
+    let mut officer = Officer::connect(post.broker.port, "officer-5").await;
+    post.start();
+    assert_eq!(
+        officer.verdict_for("STRANDED-1").await["verdict"],
+        "cleared"
+    );
+    // Once the broker acknowledged it, the queue is empty.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: i64 = db
+            .query_row("SELECT COUNT(*) FROM publish_queue", [], |r| r.get(0))
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} publications still queued\n{}",
+            post.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(post.stop().success());
+}
