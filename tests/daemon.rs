@@ -25,16 +25,16 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &std::path::Path) -> Broker {
-        Broker::start_with(dir, "")
+        Broker::start_with(dir, "", "")
     }
 
-    /// A broker with a plain listener on `port` plus `extra` configuration lines.
-    fn start_with(dir: &std::path::Path, extra: &str) -> Broker {
+    /// A broker with a plain listener on `port`; `head` goes before it, `extra` after.
+    fn start_with(dir: &std::path::Path, head: &str, extra: &str) -> Broker {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n{extra}"),
+            format!("{head}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n{extra}"),
         )
         .unwrap();
         let mut b = Broker {
@@ -302,6 +302,11 @@ async fn wait_online(port: u16) {
 
 /// True once the daemon publishes its online status, false after 15 s.
 async fn online(port: u16) -> bool {
+    online_within(port, 15).await
+}
+
+/// True once the daemon publishes its online status, false after `secs`.
+async fn online_within(port: u16, secs: u64) -> bool {
     let mut opts = MqttOptions::new(format!("probe-{port}"), "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut el) = AsyncClient::new(opts, 10);
@@ -309,7 +314,7 @@ async fn online(port: u16) -> bool {
         .subscribe("permitgate/lyg-port-01/status", QoS::AtLeastOnce)
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         match tokio::time::timeout_at(deadline, el.poll()).await {
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
@@ -604,7 +609,7 @@ async fn connects_over_tls_with_a_client_certificate() {
         "listener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\nrequire_certificate true\n",
         dir.display()
     );
-    post.broker = Broker::start_with(&dir, &tls);
+    post.broker = Broker::start_with(&dir, "", &tls);
     let cfg = dir.join("permitgate.toml");
     let text = format!(
         "checkpoint = \"lyg-port-01\"\nledger = \"state/ledger.db\"\npolicy = \"policy.toml\"\ncheckpoint_key = \"state/checkpoint.key.pem\"\n\n[mqtt]\nport = {tls_port}\n\n[mqtt.tls]\nca_file = \"ca.pem\"\ncert_file = \"client.pem\"\nkey_file = \"client.key\"\n"
@@ -662,5 +667,58 @@ async fn verdicts_committed_but_unpublished_go_out_after_restart() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(post.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_in_with_username_and_password() {
+    let mut post = Post::new();
+    let dir = post.dir.path().to_owned();
+    let st = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(dir.join("passwd"))
+        .args(["gate", "s3cret"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.join("passwd"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let auth_port = free_port();
+    post.broker = Broker::start_with(
+        &dir,
+        "per_listener_settings true\n",
+        &format!(
+            "listener {auth_port} 127.0.0.1\nallow_anonymous false\npassword_file {}/passwd\n",
+            dir.display()
+        ),
+    );
+    let write = |password: &str| {
+        std::fs::write(
+            dir.join("permitgate.toml"),
+            format!(
+                "checkpoint = \"lyg-port-01\"\nledger = \"state/ledger.db\"\npolicy = \"policy.toml\"\ncheckpoint_key = \"state/checkpoint.key.pem\"\n\n[mqtt]\nport = {auth_port}\nusername = \"gate\"\npassword = \"{password}\"\n"
+            ),
+        )
+        .unwrap()
+    };
+    // A wrong password never comes online, and the daemon keeps retrying rather than exiting.
+    write("wrong");
+    post.start();
+    assert!(!online_within(post.broker.port, 2).await);
+    assert!(
+        post.daemon.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "{}",
+        post.log()
+    );
+    assert!(post.stop().success());
+    write("s3cret");
+    post.start();
+    assert!(online(post.broker.port).await, "{}", post.log());
+    let mut officer = Officer::connect(post.broker.port, "officer-auth").await;
+    officer
+        .send(declaration("AUTH-1", Some(&post.token())))
+        .await;
+    assert_eq!(officer.verdict_for("AUTH-1").await["verdict"], "cleared");
     assert!(post.stop().success());
 }
