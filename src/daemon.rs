@@ -195,6 +195,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         topics,
         online: status("online"),
         offline: status("offline"),
+        inflight: cfg.mqtt.inflight as usize,
     };
     conn.drive(&mut eventloop, work_tx, done_rx, shutdown).await;
     if worker.join().is_err() {
@@ -209,6 +210,17 @@ struct Connection {
     topics: Topics,
     online: String,
     offline: String,
+    /// Most of our publications handed to the client and not yet acknowledged.
+    inflight: usize,
+}
+
+/// What the connection task still has to hand to the client.
+#[derive(Default)]
+struct PendingOut {
+    /// PUBACKs for committed declarations, in arrival order.
+    acks: VecDeque<Publish>,
+    /// Verdicts and alerts to publish: (queue id, kind, payload).
+    publications: VecDeque<(i64, String, String)>,
 }
 
 impl Connection {
@@ -227,6 +239,7 @@ impl Connection {
         let mut connected = false;
         let mut failures = 0u32;
         let mut worker_done = false;
+        let mut out = PendingOut::default();
         // Pinged from this loop, so a stuck event loop stops the pings and systemd restarts us.
         let watchdog = sd_notify::watchdog_enabled();
         let mut watchdog_tick =
@@ -243,27 +256,13 @@ impl Connection {
                     // Dropping the sender lets the worker finish its queue and stop.
                     work_tx = None;
                 }
-                done = done_rx.recv(), if !worker_done => match done {
+                // Backpressure: take more from the worker only while our own queue is short.
+                done = done_rx.recv(), if !worker_done && out.publications.len() < RESEND_MAX => match done {
                     Some(done) => {
-                        for p in &done.acks {
-                            if let Err(e) = self.client.try_ack(p) {
-                                warn!(error = %e, "could not queue a PUBACK; the broker will redeliver");
-                            }
-                        }
-                        for (id, kind, payload) in done.publications {
-                            let topic = if kind == "alert" { &self.topics.alerts } else { &self.topics.verdicts };
-                            if self.client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok() {
-                                handed.push_back(Some(id));
-                            }
-                        }
+                        out.acks.extend(done.acks);
+                        out.publications.extend(done.publications);
                     }
-                    None => {
-                        worker_done = true;
-                        if work_tx.is_none() {
-                            self.finish(eventloop, connected).await;
-                            return;
-                        }
-                    }
+                    None => worker_done = true,
                 },
                 ev = eventloop.poll() => match ev {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -277,6 +276,8 @@ impl Connection {
                         failures = 0;
                         handed.clear();
                         awaiting_ack.clear();
+                        // Queued publications are re-read from the ledger (Resend below).
+                        out.publications.clear();
                         let _ = self.client.try_subscribe(&self.topics.declarations, QoS::AtLeastOnce);
                         if self.client.try_publish(&self.topics.status, QoS::AtLeastOnce, true, self.online.clone()).is_ok() {
                             handed.push_back(None);
@@ -317,9 +318,56 @@ impl Connection {
                         eventloop.pending.clear();
                         handed.clear();
                         awaiting_ack.clear();
+                        // Unsent PUBACKs belong to the lost connection: the broker redelivers
+                        // those declarations and the ledger answers with the stored verdicts.
+                        out.acks.clear();
                         tokio::time::sleep(backoff(failures)).await;
                     }
                 },
+            }
+            if connected {
+                self.flush(&mut out, &mut handed, awaiting_ack.len());
+            }
+            // Stopping: the worker has committed everything in hand; leave once
+            // its PUBACKs are with the client (or the connection is gone).
+            if worker_done && work_tx.is_none() && (out.acks.is_empty() || !connected) {
+                self.finish(eventloop, connected).await;
+                return;
+            }
+        }
+    }
+
+    /// Hands queued PUBACKs (all, in order) and publications (up to the
+    /// in-flight limit) to the client without ever blocking the event loop.
+    ///
+    /// Design: a PUBACK is never dropped. A dropped one would hold one of the
+    /// broker's in-flight slots for this client until the next reconnect,
+    /// and enough of them stall delivery altogether.
+    fn flush(&self, out: &mut PendingOut, handed: &mut VecDeque<Option<i64>>, awaiting: usize) {
+        while let Some(p) = out.acks.front() {
+            if self.client.try_ack(p).is_err() {
+                return;
+            }
+            out.acks.pop_front();
+        }
+        while handed.len() + awaiting < self.inflight {
+            let Some((id, kind, payload)) = out.publications.pop_front() else {
+                return;
+            };
+            let topic = if kind == "alert" {
+                &self.topics.alerts
+            } else {
+                &self.topics.verdicts
+            };
+            match self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, false, payload.clone())
+            {
+                Ok(()) => handed.push_back(Some(id)),
+                Err(_) => {
+                    out.publications.push_front((id, kind, payload));
+                    return;
+                }
             }
         }
     }
@@ -384,7 +432,10 @@ fn worker(
                 None
             };
         }
-        if !delivered.is_empty()
+        // Design: deletions of published messages ride in the next decision
+        // transaction, so a busy gate pays one fsync per batch, not per PUBACK.
+        if declarations.is_empty()
+            && !delivered.is_empty()
             && let Err(e) = ledger.delete_publications(&delivered)
         {
             error!(error = %e, "could not clear published messages; they will be sent again");
@@ -413,7 +464,14 @@ fn worker(
         if declarations.is_empty() {
             continue;
         }
-        match decide_batch(&mut ledger, &policy, &identity, max_bytes, &declarations) {
+        match decide_batch(
+            &mut ledger,
+            &policy,
+            &identity,
+            max_bytes,
+            &declarations,
+            &delivered,
+        ) {
             Ok(publications) => {
                 if tx
                     .blocking_send(Done {
@@ -440,9 +498,11 @@ fn decide_batch(
     identity: &Identity,
     max_bytes: usize,
     declarations: &[Publish],
+    delivered: &[i64],
 ) -> Result<Vec<(i64, String, String)>, LedgerError> {
     let now = SystemClock.now();
     let mut batch = ledger.begin()?;
+    batch.delete_publications(delivered)?;
     let mut publications = Vec::with_capacity(declarations.len());
     for p in declarations {
         let prepared = gate::prepare(&p.payload, policy, max_bytes);

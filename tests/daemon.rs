@@ -34,7 +34,7 @@ impl Broker {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("{head}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n{extra}"),
+            format!("{head}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\nmax_inflight_messages 1000\n{extra}"),
         )
         .unwrap();
         let mut b = Broker {
@@ -179,6 +179,12 @@ impl Post {
             "mofcom-2025-1",
             &self.issuer,
         ))
+    }
+
+    fn ledger_count(&self) -> usize {
+        let db = rusqlite::Connection::open(self.dir.path().join("state/ledger.db")).unwrap();
+        db.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0))
+            .unwrap() as usize
     }
 
     fn ledger_verdicts(&self) -> Vec<serde_json::Value> {
@@ -426,26 +432,41 @@ async fn reconnects_after_the_broker_restarts() {
     assert!(post.stop().success());
 }
 
+/// Declarations in the SIGTERM burst. At 20,000 mosquitto 2.0.11 was seen to
+/// drop the daemon's connection ("out of memory") and stop delivering the
+/// rest of its session; see the README's known limitations.
+const BURST: usize = 3000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_burst_loses_nothing_acknowledged() {
     let mut post = Post::new();
     post.start();
     wait_online(post.broker.port).await;
     let officer = Officer::connect(post.broker.port, "officer-4").await;
-    for n in 0..2000 {
+    for n in 0..BURST {
         officer.send(declaration(&format!("B-{n}"), None)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let status = post.stop();
     assert!(status.success(), "exit {status:?}\n{}", post.log());
-    let decided = post.ledger_verdicts().len();
+    let decided = post.ledger_count();
     // What was not decided is still with the broker: a restart decides the rest, once each.
     post.start();
+    wait_online(post.broker.port).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while post.ledger_verdicts().len() < 2000 && std::time::Instant::now() < deadline {
+    while post.ledger_count() < BURST && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(post.stop().success());
+    let st = post.stop();
+    assert!(
+        st.success(),
+        "{st:?}\n{}",
+        post.log()
+            .lines()
+            .filter(|l| !l.contains("decision") && !l.contains("alert"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let all = post.ledger_verdicts();
     let mut ids: Vec<_> = all
         .iter()
@@ -455,8 +476,15 @@ async fn sigterm_during_a_burst_loses_nothing_acknowledged() {
     ids.dedup();
     assert_eq!(
         (ids.len(), all.len()),
-        (2000, 2000),
-        "decided before SIGTERM: {decided}"
+        (BURST, BURST),
+        "decided before SIGTERM: {decided}\n{}",
+        std::fs::read_to_string(post.dir.path().join("mosquitto.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.contains("New c") && !l.contains("New conn"))
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 

@@ -457,6 +457,16 @@ impl Batch<'_> {
         Ok(self.tx.last_insert_rowid())
     }
 
+    /// Removes publications the broker has acknowledged, as part of this batch.
+    pub fn delete_publications(&mut self, ids: &[i64]) -> Result<(), LedgerError> {
+        for id in ids {
+            self.tx
+                .execute("DELETE FROM publish_queue WHERE id = ?1", [id])
+                .map_err(sql(&self.path))?;
+        }
+        Ok(())
+    }
+
     /// Stores an alert.
     pub fn record_alert(&mut self, alert: &Alert, now: UnixTime) -> Result<(), LedgerError> {
         let json = serde_json::to_string(alert).unwrap_or_default();
