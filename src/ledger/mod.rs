@@ -51,6 +51,8 @@ pub struct Identity {
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
+    /// The checkpoint the ledger belongs to (read once, not per decision).
+    checkpoint: String,
 }
 
 /// Where a verdict went once recorded.
@@ -77,6 +79,7 @@ impl Ledger {
         let mut ledger = Ledger {
             conn,
             path: path.to_owned(),
+            checkpoint: checkpoint.to_owned(),
         };
         ledger.setup(true)?;
         ledger.claim(checkpoint)?;
@@ -93,8 +96,17 @@ impl Ledger {
         let mut ledger = Ledger {
             conn,
             path: path.to_owned(),
+            checkpoint: String::new(),
         };
         ledger.setup(false)?;
+        ledger.checkpoint = ledger
+            .conn
+            .query_row("SELECT value FROM meta WHERE key='checkpoint'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql(path))?
+            .unwrap_or_default();
         Ok(Some(ledger))
     }
 
@@ -172,7 +184,12 @@ impl Ledger {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql(&path))?;
         let head = chain_head(&tx).map_err(sql(&path))?;
-        Ok(Batch { tx, path, head })
+        Ok(Batch {
+            tx,
+            path,
+            head,
+            checkpoint: self.checkpoint.clone(),
+        })
     }
 
     /// The facts for a declaration, read outside any write (for dry runs).
@@ -181,7 +198,7 @@ impl Ledger {
         declaration_id: &str,
         license_id: Option<&str>,
     ) -> Result<LedgerFacts, LedgerError> {
-        facts(&self.conn, declaration_id, license_id).map_err(sql(&self.path))
+        facts(&self.conn, &self.checkpoint, declaration_id, license_id).map_err(sql(&self.path))
     }
 
     /// Everything the ledger holds about one license.
@@ -330,10 +347,7 @@ impl Ledger {
     /// Removes publications the broker has acknowledged.
     pub fn delete_publications(&mut self, ids: &[i64]) -> Result<(), LedgerError> {
         let tx = self.conn.transaction().map_err(sql(&self.path))?;
-        for id in ids {
-            tx.execute("DELETE FROM publish_queue WHERE id = ?1", [id])
-                .map_err(sql(&self.path))?;
-        }
+        delete_queued(&tx, ids).map_err(sql(&self.path))?;
         tx.commit().map_err(sql(&self.path))
     }
 
@@ -354,6 +368,7 @@ pub struct Batch<'a> {
     tx: rusqlite::Transaction<'a>,
     path: PathBuf,
     head: [u8; 32],
+    checkpoint: String,
 }
 
 impl Batch<'_> {
@@ -363,7 +378,7 @@ impl Batch<'_> {
         declaration_id: &str,
         license_id: Option<&str>,
     ) -> Result<LedgerFacts, LedgerError> {
-        facts(&self.tx, declaration_id, license_id).map_err(sql(&self.path))
+        facts(&self.tx, &self.checkpoint, declaration_id, license_id).map_err(sql(&self.path))
     }
 
     /// Writes a decision: audit row, standing verdict, consumption and its signed record, alert.
@@ -459,12 +474,7 @@ impl Batch<'_> {
 
     /// Removes publications the broker has acknowledged, as part of this batch.
     pub fn delete_publications(&mut self, ids: &[i64]) -> Result<(), LedgerError> {
-        for id in ids {
-            self.tx
-                .execute("DELETE FROM publish_queue WHERE id = ?1", [id])
-                .map_err(sql(&self.path))?;
-        }
-        Ok(())
+        delete_queued(&self.tx, ids).map_err(sql(&self.path))
     }
 
     /// Stores an alert.
@@ -576,8 +586,17 @@ fn chain_head(conn: &Connection) -> rusqlite::Result<[u8; 32]> {
         .unwrap_or(GENESIS))
 }
 
+fn delete_queued(conn: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached("DELETE FROM publish_queue WHERE id = ?1")?;
+    for id in ids {
+        stmt.execute([id])?;
+    }
+    Ok(())
+}
+
 fn facts(
     conn: &Connection,
+    here: &str,
     declaration_id: &str,
     license_id: Option<&str>,
 ) -> rusqlite::Result<LedgerFacts> {
@@ -596,12 +615,6 @@ fn facts(
         });
     let mut uses = Vec::new();
     if let Some(lic) = license_id {
-        let here: String = conn
-            .query_row("SELECT value FROM meta WHERE key='checkpoint'", [], |r| {
-                r.get(0)
-            })
-            .optional()?
-            .unwrap_or_default();
         if let Some((decl, at)) = conn
             .query_row(
                 "SELECT declaration_id, consumed_at FROM consumed WHERE license_id=?1",
@@ -611,7 +624,7 @@ fn facts(
             .optional()?
         {
             uses.push(LicenseUse {
-                checkpoint: here,
+                checkpoint: here.to_owned(),
                 declaration_id: decl,
                 at,
             });
