@@ -108,20 +108,25 @@ impl Post {
         )
         .unwrap();
         let broker = Broker::start(dir.path());
-        std::fs::write(
-            dir.path().join("permitgate.toml"),
-            format!(
-                "checkpoint = \"lyg-port-01\"\nledger = \"state/ledger.db\"\npolicy = \"policy.toml\"\ncheckpoint_key = \"state/checkpoint.key.pem\"\nmax_declaration_bytes = 65536\n\n[mqtt]\nport = {}\n",
-                broker.port
-            ),
-        )
-        .unwrap();
-        Post {
+        let post = Post {
             dir,
             broker,
             daemon: None,
             issuer,
-        }
+        };
+        post.write_config(&format!("port = {}\n", post.broker.port));
+        post
+    }
+
+    /// Writes the daemon's config with `mqtt` as the body of its `[mqtt]` table (sub-tables may follow).
+    fn write_config(&self, mqtt: &str) {
+        std::fs::write(
+            self.dir.path().join("permitgate.toml"),
+            format!(
+                "checkpoint = \"lyg-port-01\"\nledger = \"state/ledger.db\"\npolicy = \"policy.toml\"\ncheckpoint_key = \"state/checkpoint.key.pem\"\nmax_declaration_bytes = 65536\n\n[mqtt]\n{mqtt}"
+            ),
+        )
+        .unwrap();
     }
 
     fn start(&mut self) {
@@ -279,6 +284,13 @@ impl Officer {
             .unwrap();
     }
 
+    /// Sends a declaration carrying a fresh valid license and expects `cleared`.
+    async fn expect_cleared(&mut self, post: &Post, id: &str) {
+        self.send(declaration(id, Some(&post.token()))).await;
+        let v = self.verdict_for(id).await;
+        assert_eq!(v["verdict"], "cleared", "{v}\n{}", post.log());
+    }
+
     /// The next verdict for `id` (alerts are skipped), within 15 s.
     async fn verdict_for(&mut self, id: &str) -> serde_json::Value {
         eprintln!("waiting for the verdict on {id}");
@@ -420,15 +432,7 @@ async fn reconnects_after_the_broker_restarts() {
     post.broker.restart();
     wait_online(post.broker.port).await;
     let mut officer = Officer::connect(post.broker.port, "officer-3").await;
-    officer
-        .send(declaration("AFTER-1", Some(&post.token())))
-        .await;
-    assert_eq!(
-        officer.verdict_for("AFTER-1").await["verdict"],
-        "cleared",
-        "{}",
-        post.log()
-    );
+    officer.expect_cleared(&post, "AFTER-1").await;
     assert!(post.stop().success());
 }
 
@@ -520,25 +524,11 @@ async fn embedded_broker_serves_a_post_with_no_broker_of_its_own() {
     post.broker.child.kill().unwrap();
     let _ = post.broker.child.wait();
     let port = free_port();
-    let cfg = post.dir.path().join("permitgate.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let text = text.replace(
-        &format!("port = {}\n", post.broker.port),
-        &format!("port = {port}\nembedded_broker = true\n"),
-    );
-    std::fs::write(&cfg, text).unwrap();
+    post.write_config(&format!("port = {port}\nembedded_broker = true\n"));
     post.start();
     wait_online(port).await;
     let mut officer = Officer::connect(port, "officer-emb").await;
-    officer
-        .send(declaration("EMB-1", Some(&post.token())))
-        .await;
-    assert_eq!(
-        officer.verdict_for("EMB-1").await["verdict"],
-        "cleared",
-        "{}",
-        post.log()
-    );
+    officer.expect_cleared(&post, "EMB-1").await;
     assert!(post.stop().success(), "{}", post.log());
 }
 
@@ -638,23 +628,13 @@ async fn connects_over_tls_with_a_client_certificate() {
         dir.display()
     );
     post.broker = Broker::start_with(&dir, "", &tls);
-    let cfg = dir.join("permitgate.toml");
-    let text = format!(
-        "checkpoint = \"lyg-port-01\"\nledger = \"state/ledger.db\"\npolicy = \"policy.toml\"\ncheckpoint_key = \"state/checkpoint.key.pem\"\n\n[mqtt]\nport = {tls_port}\n\n[mqtt.tls]\nca_file = \"ca.pem\"\ncert_file = \"client.pem\"\nkey_file = \"client.key\"\n"
-    );
-    std::fs::write(&cfg, text).unwrap();
+    post.write_config(&format!(
+        "port = {tls_port}\n\n[mqtt.tls]\nca_file = \"ca.pem\"\ncert_file = \"client.pem\"\nkey_file = \"client.key\"\n"
+    ));
     post.start();
     assert!(online(post.broker.port).await, "{}", post.log());
     let mut officer = Officer::connect(post.broker.port, "officer-tls").await;
-    officer
-        .send(declaration("TLS-1", Some(&post.token())))
-        .await;
-    assert_eq!(
-        officer.verdict_for("TLS-1").await["verdict"],
-        "cleared",
-        "{}",
-        post.log()
-    );
+    officer.expect_cleared(&post, "TLS-1").await;
     assert!(post.stop().success(), "{}", post.log());
 }
 
@@ -721,17 +701,11 @@ async fn logs_in_with_username_and_password() {
             dir.display()
         ),
     );
-    let write = |password: &str| {
-        std::fs::write(
-            dir.join("permitgate.toml"),
-            format!(
-                "checkpoint = \"lyg-port-01\"\nledger = \"state/ledger.db\"\npolicy = \"policy.toml\"\ncheckpoint_key = \"state/checkpoint.key.pem\"\n\n[mqtt]\nport = {auth_port}\nusername = \"gate\"\npassword = \"{password}\"\n"
-            ),
-        )
-        .unwrap()
+    let mqtt = |password: &str| {
+        format!("port = {auth_port}\nusername = \"gate\"\npassword = \"{password}\"\n")
     };
     // A wrong password never comes online, and the daemon keeps retrying rather than exiting.
-    write("wrong");
+    post.write_config(&mqtt("wrong"));
     post.start();
     assert!(!online_within(post.broker.port, 2).await);
     assert!(
@@ -740,13 +714,10 @@ async fn logs_in_with_username_and_password() {
         post.log()
     );
     assert!(post.stop().success());
-    write("s3cret");
+    post.write_config(&mqtt("s3cret"));
     post.start();
     assert!(online(post.broker.port).await, "{}", post.log());
     let mut officer = Officer::connect(post.broker.port, "officer-auth").await;
-    officer
-        .send(declaration("AUTH-1", Some(&post.token())))
-        .await;
-    assert_eq!(officer.verdict_for("AUTH-1").await["verdict"], "cleared");
+    officer.expect_cleared(&post, "AUTH-1").await;
     assert!(post.stop().success());
 }
