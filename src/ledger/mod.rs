@@ -99,12 +99,7 @@ impl Ledger {
             checkpoint: String::new(),
         };
         ledger.setup(false)?;
-        ledger.checkpoint = ledger
-            .conn
-            .query_row("SELECT value FROM meta WHERE key='checkpoint'", [], |r| {
-                r.get(0)
-            })
-            .optional()
+        ledger.checkpoint = stored_checkpoint(&ledger.conn)
             .map_err(sql(path))?
             .unwrap_or_default();
         Ok(Some(ledger))
@@ -152,13 +147,7 @@ impl Ledger {
 
     /// Records the checkpoint id on first use; refuses a ledger of another checkpoint.
     fn claim(&mut self, checkpoint: &str) -> Result<(), LedgerError> {
-        let owner: Option<String> = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key='checkpoint'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(sql(&self.path))?;
+        let owner = stored_checkpoint(&self.conn).map_err(sql(&self.path))?;
         match owner {
             Some(o) if o != checkpoint => Err(LedgerError::Unusable {
                 path: self.path.clone(),
@@ -584,6 +573,14 @@ fn chain_head(conn: &Connection) -> rusqlite::Result<[u8; 32]> {
     Ok(last
         .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
         .unwrap_or(GENESIS))
+}
+
+/// The checkpoint id recorded in the ledger, if any.
+fn stored_checkpoint(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM meta WHERE key='checkpoint'", [], |r| {
+        r.get(0)
+    })
+    .optional()
 }
 
 fn delete_queued(conn: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
