@@ -76,22 +76,43 @@ impl Topics {
 }
 
 enum Work {
-    Declaration(Publish),
+    Declaration(Received),
     Delivered(i64),
-    Resend,
+    /// Publish the queued messages with ids above this (0: start over).
+    Resend(i64),
+}
+
+/// A declaration and the connection it arrived on.
+struct Received {
+    publish: Publish,
+    /// Which connection delivered it: a PUBACK is only valid on that one.
+    connection: u64,
 }
 
 struct Done {
-    acks: Vec<Publish>,
-    publications: Vec<(i64, String, String)>,
+    /// Declarations committed, in arrival order, payloads dropped.
+    acks: Vec<Received>,
+    publications: Vec<Publication>,
+    /// Ledger totals after the commit.
+    counts: Counts,
+    /// A re-send was cut at this id; ask for the rest once these are out.
+    more_after: Option<i64>,
 }
 
-/// Most queued publications re-sent at once after a (re)connect.
+/// A verdict or alert to publish: (publish_queue id, kind, JSON payload).
+type Publication = (i64, String, String);
+
+/// Most queued publications re-read from the ledger at once after a (re)connect.
 const RESEND_MAX: usize = 10_000;
 /// Largest MQTT packet the client reads.
 pub const INCOMING_PACKET_MAX: usize = 16 * 1024 * 1024;
 /// Capacity of the queues between the connection task and the worker.
 const QUEUE: usize = 4096;
+/// Declarations held by the connection task while the worker is busy; at
+/// this depth it stops reading from the broker until the worker catches up.
+const BACKLOG_MAX: usize = 4096;
+/// The same bound in payload bytes.
+const BACKLOG_BYTES: usize = 16 * 1024 * 1024;
 
 /// Runs the daemon until `shutdown` completes; then drains and exits cleanly.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
@@ -119,16 +140,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         crate::broker::start((ip, cfg.mqtt.port).into(), INCOMING_PACKET_MAX)?;
     }
     let topics = Topics::new(&cfg.mqtt.prefix, &cfg.checkpoint);
-    let status = |state: &str| {
-        serde_json::json!({
-            "state": state,
-            "checkpoint": cfg.checkpoint,
-            "version": env!("CARGO_PKG_VERSION"),
-            "policy_version": cfg.policy.version,
-            "ledger": {"verdicts": verdicts, "consumed": consumed, "outbox": outbox},
-            "at": to_rfc3339(SystemClock.now()),
-        })
-        .to_string()
+    let status = Status {
+        checkpoint: cfg.checkpoint.clone(),
+        policy_version: cfg.policy.version,
+    };
+    let counts = Counts {
+        verdicts,
+        consumed,
+        outbox,
     };
 
     let mut opts = MqttOptions::new(
@@ -154,7 +173,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         )
         .set_last_will(LastWill::new(
             &topics.status,
-            status("offline"),
+            status.render("offline", counts),
             QoS::AtLeastOnce,
             true,
         ));
@@ -180,7 +199,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         .name("ledger".into())
         .spawn(move || {
             worker(
-                ledger, policy, identity, max_bytes, batch_max, work_rx, done_tx,
+                Worker {
+                    ledger,
+                    policy,
+                    identity,
+                    max_bytes,
+                    batch_max,
+                    counts,
+                },
+                work_rx,
+                done_tx,
             )
         })
         .map_err(|e| LedgerError::Unusable {
@@ -193,11 +221,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let conn = Connection {
         client,
         topics,
-        online: status("online"),
-        offline: status("offline"),
+        status,
         inflight: cfg.mqtt.inflight as usize,
     };
-    conn.drive(&mut eventloop, work_tx, done_rx, shutdown).await;
+    conn.drive(&mut eventloop, counts, work_tx, done_rx, shutdown)
+        .await;
     if worker.join().is_err() {
         error!("the ledger thread panicked");
     }
@@ -205,11 +233,41 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     Ok(())
 }
 
+/// What the retained status says besides its state.
+struct Status {
+    checkpoint: String,
+    policy_version: u64,
+}
+
+/// Ledger totals as the status reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    verdicts: u64,
+    consumed: u64,
+    outbox: u64,
+}
+
+impl Status {
+    fn render(&self, state: &str, c: Counts) -> String {
+        serde_json::json!({
+            "state": state,
+            "checkpoint": self.checkpoint,
+            "version": env!("CARGO_PKG_VERSION"),
+            "policy_version": self.policy_version,
+            "ledger": {"verdicts": c.verdicts, "consumed": c.consumed, "outbox": c.outbox},
+            "at": to_rfc3339(SystemClock.now()),
+        })
+        .to_string()
+    }
+}
+
+/// How often at most the retained status is refreshed while counts change.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
 struct Connection {
     client: AsyncClient,
     topics: Topics,
-    online: String,
-    offline: String,
+    status: Status,
     /// Most of our publications handed to the client and not yet acknowledged.
     inflight: usize,
 }
@@ -218,15 +276,76 @@ struct Connection {
 #[derive(Default)]
 struct PendingOut {
     /// PUBACKs for committed declarations, in arrival order.
-    acks: VecDeque<Publish>,
+    acks: VecDeque<Received>,
     /// Verdicts and alerts to publish: (queue id, kind, payload).
-    publications: VecDeque<(i64, String, String)>,
+    publications: VecDeque<Publication>,
+}
+
+/// Work waiting for room in the worker's queue, bounded by count and bytes.
+#[derive(Default)]
+struct Backlog {
+    items: VecDeque<Work>,
+    bytes: usize,
+}
+
+impl Backlog {
+    fn push(&mut self, w: Work) {
+        self.bytes += work_bytes(&w);
+        self.items.push_back(w);
+    }
+
+    fn pop(&mut self) -> Option<Work> {
+        let w = self.items.pop_front()?;
+        self.bytes -= work_bytes(&w);
+        Some(w)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn is_full(&self) -> bool {
+        self.items.len() >= BACKLOG_MAX || self.bytes >= BACKLOG_BYTES
+    }
+
+    /// Moves what fits into the worker's queue, keeping the order.
+    fn feed(&mut self, tx: &mpsc::Sender<Work>) {
+        while let Some(w) = self.pop() {
+            if let Err(e) = tx.try_send(w) {
+                let w = match e {
+                    mpsc::error::TrySendError::Full(w) | mpsc::error::TrySendError::Closed(w) => w,
+                };
+                self.bytes += work_bytes(&w);
+                self.items.push_front(w);
+                return;
+            }
+        }
+    }
+
+    /// Declarations of a lost connection: the broker redelivers them.
+    fn forget_declarations(&mut self) {
+        self.items.retain(|w| !matches!(w, Work::Declaration(_)));
+        self.bytes = self.items.iter().map(work_bytes).sum();
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+        self.bytes = 0;
+    }
+}
+
+fn work_bytes(w: &Work) -> usize {
+    match w {
+        Work::Declaration(r) => r.publish.payload.len(),
+        _ => 0,
+    }
 }
 
 impl Connection {
     async fn drive(
         &self,
         eventloop: &mut EventLoop,
+        mut counts: Counts,
         work_tx: mpsc::Sender<Work>,
         mut done_rx: mpsc::Receiver<Done>,
         shutdown: impl Future<Output = ()>,
@@ -235,36 +354,71 @@ impl Connection {
         let mut work_tx = Some(work_tx);
         // Publications handed to the client, in order, until rumqttc gives them a packet id.
         let mut handed: VecDeque<Option<i64>> = VecDeque::new();
-        let mut awaiting_ack: HashMap<u16, i64> = HashMap::new();
+        let mut awaiting_ack: HashMap<u16, Option<i64>> = HashMap::new();
+        // The counts the retained status last went out with.
+        let mut announced: Option<Counts> = None;
+        let mut status_tick = tokio::time::interval(STATUS_EVERY);
         let mut connected = false;
+        // Numbers the connections, so a PUBACK never goes out on a later one.
+        let mut connection = 0u64;
         let mut failures = 0u32;
         let mut worker_done = false;
         let mut out = PendingOut::default();
+        // Work the worker's queue had no room for, in arrival order. Never
+        // dropped: a declaration left unacknowledged on a live connection is
+        // not redelivered until the next one.
+        let mut backlog = Backlog::default();
+        let mut more_after: Option<i64> = None;
         // Pinged from this loop, so a stuck event loop stops the pings and systemd restarts us.
         let watchdog = sd_notify::watchdog_enabled();
         let mut watchdog_tick =
             tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |d| d / 2));
 
         loop {
+            // A clone, so the shutdown branch can drop `work_tx` meanwhile.
+            let feed = work_tx.clone().filter(|_| !backlog.is_empty());
+            // Design: while the backlog is full the broker is not read, so TCP
+            // flow control holds the rest there; PUBACKs wait a moment with it.
+            let reading = !backlog.is_full();
             tokio::select! {
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
+                _ = status_tick.tick(), if connected && announced != Some(counts) => {
+                    if self.client.try_publish(&self.topics.status, QoS::AtLeastOnce, true, self.status.render("online", counts)).is_ok() {
+                        handed.push_back(None);
+                        announced = Some(counts);
+                    }
+                }
                 _ = &mut shutdown, if work_tx.is_some() => {
                     info!("shutting down: no new declarations; finishing those in hand");
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+                    // Not yet with the worker, so not committed: the broker keeps them.
+                    backlog.clear();
                     // Dropping the sender lets the worker finish its queue and stop.
                     work_tx = None;
+                }
+                Ok(permit) = async move {
+                    match feed {
+                        Some(tx) => tx.reserve_owned().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(w) = backlog.pop() {
+                        permit.send(w);
+                    }
                 }
                 // Backpressure: take more from the worker only while our own queue is short.
                 done = done_rx.recv(), if !worker_done && out.publications.len() < RESEND_MAX => match done {
                     Some(done) => {
+                        counts = done.counts;
+                        more_after = done.more_after.or(more_after);
                         out.acks.extend(done.acks);
                         out.publications.extend(done.publications);
                     }
                     None => worker_done = true,
                 },
-                ev = eventloop.poll() => match ev {
+                ev = eventloop.poll(), if reading => match ev {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         if ack.code != ConnectReturnCode::Success {
                             continue;
@@ -273,37 +427,36 @@ impl Connection {
                             info!(session_present = ack.session_present, "connected to broker");
                         }
                         connected = true;
+                        connection += 1;
                         failures = 0;
                         handed.clear();
                         awaiting_ack.clear();
                         // Queued publications are re-read from the ledger (Resend below).
                         out.publications.clear();
                         let _ = self.client.try_subscribe(&self.topics.declarations, QoS::AtLeastOnce);
-                        if self.client.try_publish(&self.topics.status, QoS::AtLeastOnce, true, self.online.clone()).is_ok() {
+                        if self.client.try_publish(&self.topics.status, QoS::AtLeastOnce, true, self.status.render("online", counts)).is_ok() {
                             handed.push_back(None);
+                            announced = Some(counts);
                         }
-                        if let Some(tx) = &work_tx {
-                            let _ = tx.try_send(Work::Resend);
+                        if work_tx.is_some() {
+                            backlog.push(Work::Resend(0));
                         }
+                        more_after = None;
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let Some(tx) = &work_tx else { continue };
-                        if p.topic != self.topics.declarations {
+                        if work_tx.is_none() || p.topic != self.topics.declarations {
                             continue;
                         }
-                        if tx.try_send(Work::Declaration(p)).is_err() {
-                            // Not acknowledged, so the broker keeps it and redelivers.
-                            warn!("decision queue full; declaration left with the broker");
-                        }
+                        backlog.push(Work::Declaration(Received { publish: p, connection }));
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        if let Some(Some(id)) = handed.pop_front() {
+                        if let Some(id) = handed.pop_front() {
                             awaiting_ack.insert(pkid, id);
                         }
                     }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let (Some(id), Some(tx)) = (awaiting_ack.remove(&ack.pkid), &work_tx) {
-                            let _ = tx.try_send(Work::Delivered(id));
+                        if let Some(Some(id)) = awaiting_ack.remove(&ack.pkid) && work_tx.is_some() {
+                            backlog.push(Work::Delivered(id));
                         }
                     }
                     Ok(_) => {}
@@ -321,17 +474,27 @@ impl Connection {
                         // Unsent PUBACKs belong to the lost connection: the broker redelivers
                         // those declarations and the ledger answers with the stored verdicts.
                         out.acks.clear();
+                        backlog.forget_declarations();
                         tokio::time::sleep(backoff(failures)).await;
                     }
                 },
             }
+            if out.publications.is_empty()
+                && work_tx.is_some()
+                && let Some(after) = more_after.take()
+            {
+                backlog.push(Work::Resend(after));
+            }
+            if let Some(tx) = &work_tx {
+                backlog.feed(tx);
+            }
             if connected {
-                self.flush(&mut out, &mut handed, awaiting_ack.len());
+                self.flush(&mut out, &mut handed, awaiting_ack.len(), connection);
             }
             // Stopping: the worker has committed everything in hand; leave once
             // its PUBACKs are with the client (or the connection is gone).
             if worker_done && work_tx.is_none() && (out.acks.is_empty() || !connected) {
-                self.finish(eventloop, connected).await;
+                self.finish(eventloop, connected, counts).await;
                 return;
             }
         }
@@ -343,9 +506,17 @@ impl Connection {
     /// Design: a PUBACK is never dropped. A dropped one would hold one of the
     /// broker's in-flight slots for this client until the next reconnect,
     /// and enough of them stall delivery altogether.
-    fn flush(&self, out: &mut PendingOut, handed: &mut VecDeque<Option<i64>>, awaiting: usize) {
-        while let Some(p) = out.acks.front() {
-            if self.client.try_ack(p).is_err() {
+    fn flush(
+        &self,
+        out: &mut PendingOut,
+        handed: &mut VecDeque<Option<i64>>,
+        awaiting: usize,
+        connection: u64,
+    ) {
+        while let Some(r) = out.acks.front() {
+            // A packet id from an earlier connection may name another message
+            // now; the broker redelivers that declaration instead.
+            if r.connection == connection && self.client.try_ack(&r.publish).is_err() {
                 return;
             }
             out.acks.pop_front();
@@ -373,13 +544,13 @@ impl Connection {
     }
 
     /// Publishes the offline status and disconnects, giving PUBACKs a moment to arrive.
-    async fn finish(&self, eventloop: &mut EventLoop, connected: bool) {
+    async fn finish(&self, eventloop: &mut EventLoop, connected: bool, counts: Counts) {
         if connected {
             let _ = self.client.try_publish(
                 &self.topics.status,
                 QoS::AtLeastOnce,
                 true,
-                self.offline.clone(),
+                self.status.render("offline", counts),
             );
             let _ = self.client.try_disconnect();
             let deadline = tokio::time::sleep(Duration::from_secs(3));
@@ -406,25 +577,38 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis(base - base / 4 + jitter)
 }
 
-fn worker(
-    mut ledger: Ledger,
+/// What the ledger worker owns.
+struct Worker {
+    ledger: Ledger,
     policy: crate::policy::Policy,
     identity: Identity,
     max_bytes: usize,
     batch_max: usize,
-    mut rx: mpsc::Receiver<Work>,
-    tx: mpsc::Sender<Done>,
-) {
+    counts: Counts,
+}
+
+fn worker(w: Worker, mut rx: mpsc::Receiver<Work>, tx: mpsc::Sender<Done>) {
+    let Worker {
+        mut ledger,
+        policy,
+        identity,
+        max_bytes,
+        batch_max,
+        mut counts,
+    } = w;
+    // A re-send covers what was queued when it started; later messages go
+    // out with their own batch.
+    let mut resend_upto = 0i64;
     while let Some(first) = rx.blocking_recv() {
         let mut declarations = Vec::new();
         let mut delivered = Vec::new();
-        let mut resend = false;
+        let mut resend = None;
         let mut next = Some(first);
         while let Some(w) = next {
             match w {
-                Work::Declaration(p) => declarations.push(p),
+                Work::Declaration(r) => declarations.push(r),
                 Work::Delivered(id) => delivered.push(id),
-                Work::Resend => resend = true,
+                Work::Resend(after) => resend = Some(after),
             }
             next = if declarations.len() < batch_max {
                 rx.try_recv().ok()
@@ -440,17 +624,28 @@ fn worker(
         {
             error!(error = %e, "could not clear published messages; they will be sent again");
         }
-        if resend {
-            match ledger.pending_publications(RESEND_MAX) {
+        if let Some(after) = resend {
+            if after == 0 {
+                match ledger.last_publication_id() {
+                    Ok(id) => resend_upto = id,
+                    Err(e) => error!(error = %e, "could not read the publication queue"),
+                }
+            }
+            match ledger.pending_publications(after, resend_upto, RESEND_MAX) {
                 Ok(publications) if !publications.is_empty() => {
                     info!(
                         count = publications.len(),
                         "publishing queued verdicts and alerts"
                     );
+                    let more_after = (publications.len() == RESEND_MAX)
+                        .then(|| publications.last().map(|p| p.0))
+                        .flatten();
                     if tx
                         .blocking_send(Done {
                             acks: Vec::new(),
                             publications,
+                            counts,
+                            more_after,
                         })
                         .is_err()
                     {
@@ -472,11 +667,20 @@ fn worker(
             &declarations,
             &delivered,
         ) {
-            Ok(publications) => {
+            Ok((publications, added)) => {
+                counts.verdicts += added.verdicts;
+                counts.consumed += added.consumed;
+                counts.outbox += added.outbox;
+                for r in &mut declarations {
+                    // Only the packet id is needed to acknowledge.
+                    r.publish.payload = Default::default();
+                }
                 if tx
                     .blocking_send(Done {
                         acks: declarations,
                         publications,
+                        counts,
+                        more_after: None,
                     })
                     .is_err()
                 {
@@ -497,16 +701,25 @@ fn decide_batch(
     policy: &crate::policy::Policy,
     identity: &Identity,
     max_bytes: usize,
-    declarations: &[Publish],
+    declarations: &[Received],
     delivered: &[i64],
-) -> Result<Vec<(i64, String, String)>, LedgerError> {
+) -> Result<(Vec<Publication>, Counts), LedgerError> {
     let now = SystemClock.now();
+    let mut added = Counts {
+        verdicts: 0,
+        consumed: 0,
+        outbox: 0,
+    };
     let mut batch = ledger.begin()?;
     batch.delete_publications(delivered)?;
     let mut publications = Vec::with_capacity(declarations.len());
-    for p in declarations {
-        let prepared = gate::prepare(&p.payload, policy, max_bytes);
+    for r in declarations {
+        let prepared = gate::prepare(&r.publish.payload, policy, max_bytes);
         let out = gate::decide_and_record(&mut batch, &prepared, policy, identity, now)?;
+        added.verdicts += u64::from(out.recorded.audit_id.is_some());
+        let consumed = u64::from(out.recorded.consumed_seq.is_some());
+        added.consumed += consumed;
+        added.outbox += consumed;
         let v = &out.verdict;
         info!(
             declaration_id = v.declaration_id.as_deref().unwrap_or("-"),
@@ -533,5 +746,5 @@ fn decide_batch(
         }
     }
     batch.commit()?;
-    Ok(publications)
+    Ok((publications, added))
 }

@@ -319,17 +319,33 @@ impl Ledger {
         Ok(Ok(count))
     }
 
-    /// Up to `limit` queued publications, oldest first: (id, kind, payload).
+    /// Up to `limit` queued publications with `after < id <= upto`, oldest
+    /// first: (id, kind, payload).
     pub fn pending_publications(
         &self,
+        after: i64,
+        upto: i64,
         limit: usize,
     ) -> Result<Vec<(i64, String, String)>, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, kind, payload FROM publish_queue ORDER BY id LIMIT ?1")
+            .prepare_cached(
+                "SELECT id, kind, payload FROM publish_queue WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
+            )
             .map_err(sql(&self.path))?;
-        stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .and_then(|rows| rows.collect())
+        stmt.query_map((after, upto, limit as i64), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(sql(&self.path))
+    }
+
+    /// The newest queued publication's id (0 when the queue is empty).
+    pub fn last_publication_id(&self) -> Result<i64, LedgerError> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM publish_queue", [], |r| {
+                r.get(0)
+            })
             .map_err(sql(&self.path))
     }
 
