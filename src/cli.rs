@@ -80,6 +80,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// The hub: stores every checkpoint's consumption records and redistributes them.
+    Hub {
+        /// Hub config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Log format: human-readable text, or one JSON object per line.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
     /// Inspect the ledger.
     Ledger {
         /// Agent config file.
@@ -270,6 +279,13 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let cfg = Config::load(&config)?;
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(async { crate::daemon::run(cfg, shutdown_signal()).await })?;
+            Ok(Outcome::Ok)
+        }
+        Command::Hub { config, log_format } => {
+            init_logging(log_format);
+            let cfg = crate::hub::HubConfig::load(&config)?;
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(async { crate::hub::run(cfg, shutdown_signal()).await })?;
             Ok(Outcome::Ok)
         }
         Command::Ledger { config, action } => {

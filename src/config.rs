@@ -38,6 +38,28 @@ struct RawConfig {
     mqtt: MqttConfig,
     #[serde(default = "default_batch")]
     batch_max: usize,
+    uplink: Option<MqttConfig>,
+    #[serde(default)]
+    sync: SyncConfig,
+}
+
+/// Sync with the hub (`[sync]`); it runs when `[uplink]` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// How often unsent records are sent and the hub's head is checked, ms.
+    pub interval_ms: u64,
+    /// Records not acknowledged by the hub within this long are sent again, seconds.
+    pub resend_after_secs: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            interval_ms: 2000,
+            resend_after_secs: 15,
+        }
+    }
 }
 
 fn default_batch() -> usize {
@@ -68,6 +90,8 @@ pub struct MqttConfig {
     pub embedded_broker: bool,
     /// TLS to the broker.
     pub tls: Option<TlsFiles>,
+    /// Longest wait between reconnection attempts, seconds.
+    pub reconnect_max_secs: u64,
 }
 
 /// PEM files for TLS to the broker (`[mqtt.tls]`); relative paths are taken from the config file's directory.
@@ -95,6 +119,7 @@ impl Default for MqttConfig {
             password: None,
             embedded_broker: false,
             tls: None,
+            reconnect_max_secs: 30,
         }
     }
 }
@@ -126,6 +151,46 @@ pub struct Config {
     pub batch_max: usize,
     /// The TLS client configuration, when `[mqtt.tls]` is set.
     pub mqtt_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The broker the hub is reached through (`[uplink]`), when sync is on.
+    pub uplink: Option<MqttConfig>,
+    /// TLS for the uplink, when `[uplink.tls]` is set.
+    pub uplink_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Sync timing.
+    pub sync: SyncConfig,
+}
+
+/// Builds the TLS client configuration for `m.tls`, paths relative to `base`.
+pub fn tls_for(
+    base: &Path,
+    m: &MqttConfig,
+    table: &str,
+) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, String> {
+    let Some(t) = &m.tls else { return Ok(None) };
+    let client = match (&t.cert_file, &t.key_file) {
+        (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
+        (None, None) => None,
+        _ => {
+            return Err(format!(
+                "`{table}.tls`: set both `cert_file` and `key_file`, or neither"
+            ));
+        }
+    };
+    let cfg = crate::tls::client_config(
+        &base.join(&t.ca_file),
+        client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+    )?;
+    Ok(Some(std::sync::Arc::new(cfg)))
+}
+
+/// Checks the `[mqtt]`-style table `table` for values the client cannot use.
+pub fn check_mqtt(m: &MqttConfig, table: &str) -> Result<(), String> {
+    if m.inflight == 0 {
+        return Err(format!("`{table}.inflight` must be at least 1"));
+    }
+    if m.reconnect_max_secs == 0 {
+        return Err(format!("`{table}.reconnect_max_secs` must be at least 1"));
+    }
+    Ok(())
 }
 
 impl Config {
@@ -187,31 +252,29 @@ impl Config {
                 ),
             ));
         }
-        if raw.mqtt.inflight == 0 {
-            return Err(bad(None, "`mqtt.inflight` must be at least 1".into()));
-        }
+        check_mqtt(&raw.mqtt, "mqtt").map_err(|m| bad(None, m))?;
         let base = file.parent().unwrap_or(Path::new("."));
-        let mqtt_tls = match &raw.mqtt.tls {
-            None => None,
-            Some(t) => {
-                let client = match (&t.cert_file, &t.key_file) {
-                    (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
-                    (None, None) => None,
-                    _ => {
-                        return Err(bad(
-                            None,
-                            "`mqtt.tls`: set both `cert_file` and `key_file`, or neither".into(),
-                        ));
-                    }
-                };
-                let cfg = crate::tls::client_config(
-                    &base.join(&t.ca_file),
-                    client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-                )
-                .map_err(|m| bad(None, m))?;
-                Some(std::sync::Arc::new(cfg))
+        let mqtt_tls = tls_for(base, &raw.mqtt, "mqtt").map_err(|m| bad(None, m))?;
+        let uplink_tls = match &raw.uplink {
+            Some(u) => {
+                check_mqtt(u, "uplink").map_err(|m| bad(None, m))?;
+                if u.embedded_broker {
+                    return Err(bad(
+                        None,
+                        "`uplink.embedded_broker`: the uplink is another machine's broker".into(),
+                    ));
+                }
+                tls_for(base, u, "uplink").map_err(|m| bad(None, m))?
             }
+            None => None,
         };
+        if raw.sync.interval_ms < 50 || raw.sync.resend_after_secs == 0 {
+            return Err(bad(
+                None,
+                "`sync.interval_ms` must be at least 50 and `sync.resend_after_secs` at least 1"
+                    .into(),
+            ));
+        }
         let policy_file = base.join(&raw.policy);
         let policy = Policy::load(&policy_file)?;
         Ok(Config {
@@ -225,6 +288,9 @@ impl Config {
             mqtt: raw.mqtt,
             batch_max: raw.batch_max,
             mqtt_tls,
+            uplink: raw.uplink,
+            uplink_tls,
+            sync: raw.sync,
         })
     }
 }

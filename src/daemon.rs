@@ -19,12 +19,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rand_core::RngCore;
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
-    Publish, QoS,
+    AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, Outgoing, Packet, Publish, QoS,
 };
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -99,8 +99,7 @@ struct Done {
     more_after: Option<i64>,
 }
 
-/// A verdict or alert to publish: (publish_queue id, kind, JSON payload).
-type Publication = (i64, String, String);
+use crate::ledger::Publication;
 
 /// Most queued publications re-read from the ledger at once after a (re)connect.
 const RESEND_MAX: usize = 10_000;
@@ -150,51 +149,56 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         outbox,
     };
 
-    let mut opts = MqttOptions::new(
+    let mut opts = crate::mqtt::options(
+        &cfg.mqtt,
+        cfg.mqtt_tls.as_ref(),
         cfg.mqtt
             .client_id
             .clone()
             .unwrap_or_else(|| format!("permitgate-{}", cfg.checkpoint)),
-        cfg.mqtt.host.clone(),
-        cfg.mqtt.port,
     );
-    opts.set_clean_session(false)
-        .set_manual_acks(true)
-        .set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_secs.max(5)))
-        .set_inflight(cfg.mqtt.inflight)
-        // Design: the client reads packets far larger than a declaration may
-        // be, so an oversized one gets a `malformed` verdict. A packet over
-        // rumqttc's limit would instead drop the connection, and the broker
-        // would redeliver it forever; brokers should cap `message_size_limit`
-        // below this.
-        .set_max_packet_size(
-            INCOMING_PACKET_MAX.max(cfg.max_declaration_bytes + 4096),
-            1 << 20,
-        )
-        .set_last_will(LastWill::new(
-            &topics.status,
-            status.render("offline", counts),
-            QoS::AtLeastOnce,
-            true,
-        ));
-    if let Some(tls) = &cfg.mqtt_tls {
-        opts.set_transport(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(tls.clone()),
-        ));
-    }
-    if let (Some(u), Some(p)) = (&cfg.mqtt.username, &cfg.mqtt.password) {
-        opts.set_credentials(u.clone(), p.clone());
-    }
+    // Design: the client reads packets far larger than a declaration may
+    // be, so an oversized one gets a `malformed` verdict. A packet over
+    // rumqttc's limit would instead drop the connection, and the broker
+    // would redeliver it forever; brokers should cap `message_size_limit`
+    // below this.
+    opts.set_max_packet_size(
+        INCOMING_PACKET_MAX.max(cfg.max_declaration_bytes + 4096),
+        1 << 20,
+    )
+    .set_last_will(LastWill::new(
+        &topics.status,
+        status.render("offline", counts),
+        QoS::AtLeastOnce,
+        true,
+    ));
     let (client, mut eventloop) = AsyncClient::new(opts, QUEUE * 2);
-    let mut net = rumqttc::NetworkOptions::new();
-    net.set_tcp_nodelay(true);
-    eventloop.set_network_options(net);
+    eventloop.set_network_options(crate::mqtt::network_options());
+    let outbox_depth = Arc::new(AtomicU64::new(outbox));
+    // Alerts the sync task stores go out on this connection.
+    let (sync_pubs_tx, sync_pubs_rx) = mpsc::channel::<Publication>(256);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sync_task = cfg.uplink.clone().map(|uplink| {
+        tokio::spawn(crate::sync::agent::run(
+            crate::sync::agent::Agent {
+                checkpoint: cfg.checkpoint.clone(),
+                ledger: cfg.ledger.clone(),
+                uplink,
+                tls: cfg.uplink_tls.clone(),
+                sync: cfg.sync.clone(),
+                publications: sync_pubs_tx,
+                outbox_depth: outbox_depth.clone(),
+            },
+            stop_rx,
+        ))
+    });
 
     let (work_tx, work_rx) = mpsc::channel::<Work>(QUEUE);
     let (done_tx, done_rx) = mpsc::channel::<Done>(64);
     let policy = cfg.policy.clone();
     let max_bytes = cfg.max_declaration_bytes;
     let batch_max = cfg.batch_max;
+    let worker_outbox = outbox_depth.clone();
     let worker = std::thread::Builder::new()
         .name("ledger".into())
         .spawn(move || {
@@ -206,6 +210,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     max_bytes,
                     batch_max,
                     counts,
+                    outbox_depth: worker_outbox,
                 },
                 work_rx,
                 done_tx,
@@ -223,9 +228,26 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         topics,
         status,
         inflight: cfg.mqtt.inflight as usize,
+        reconnect_max: Duration::from_secs(cfg.mqtt.reconnect_max_secs),
+        outbox_depth,
     };
-    conn.drive(&mut eventloop, counts, work_tx, done_rx, shutdown)
-        .await;
+    conn.drive(
+        &mut eventloop,
+        counts,
+        work_tx,
+        done_rx,
+        sync_pubs_rx,
+        shutdown,
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    if let Some(task) = sync_task
+        && tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+    {
+        warn!("the sync task did not stop in time");
+    }
     if worker.join().is_err() {
         error!("the ledger thread panicked");
     }
@@ -270,6 +292,10 @@ struct Connection {
     status: Status,
     /// Most of our publications handed to the client and not yet acknowledged.
     inflight: usize,
+    /// Longest wait between reconnection attempts.
+    reconnect_max: Duration,
+    /// Records waiting for the hub's acknowledgement (the worker and the sync task update it).
+    outbox_depth: Arc<AtomicU64>,
 }
 
 /// What the connection task still has to hand to the client.
@@ -348,6 +374,7 @@ impl Connection {
         mut counts: Counts,
         work_tx: mpsc::Sender<Work>,
         mut done_rx: mpsc::Receiver<Done>,
+        mut sync_pubs: mpsc::Receiver<Publication>,
         shutdown: impl Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
@@ -375,6 +402,7 @@ impl Connection {
             tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |d| d / 2));
 
         loop {
+            counts.outbox = self.outbox_depth.load(Ordering::Relaxed);
             // A clone, so the shutdown branch can drop `work_tx` meanwhile.
             let feed = work_tx.clone().filter(|_| !backlog.is_empty());
             // Design: while the backlog is full the broker is not read, so TCP
@@ -407,6 +435,9 @@ impl Connection {
                     if let Some(w) = backlog.pop() {
                         permit.send(w);
                     }
+                }
+                Some(p) = sync_pubs.recv(), if out.publications.len() < RESEND_MAX => {
+                    out.publications.push_back(p);
                 }
                 // Backpressure: take more from the worker only while our own queue is short.
                 done = done_rx.recv(), if !worker_done && out.publications.len() < RESEND_MAX => match done {
@@ -475,7 +506,7 @@ impl Connection {
                         // those declarations and the ledger answers with the stored verdicts.
                         out.acks.clear();
                         backlog.forget_declarations();
-                        tokio::time::sleep(backoff(failures)).await;
+                        tokio::time::sleep(crate::mqtt::backoff(failures, self.reconnect_max)).await;
                     }
                 },
             }
@@ -568,15 +599,6 @@ impl Connection {
     }
 }
 
-/// Capped exponential backoff with ±25 % jitter: 0.5 s, 1 s, 2 s … 30 s.
-fn backoff(failures: u32) -> Duration {
-    let base = 500u64
-        .saturating_mul(1 << failures.min(6).saturating_sub(1))
-        .min(30_000);
-    let jitter = rand_core::OsRng.next_u32() as u64 % (base / 2 + 1);
-    Duration::from_millis(base - base / 4 + jitter)
-}
-
 /// What the ledger worker owns.
 struct Worker {
     ledger: Ledger,
@@ -585,6 +607,7 @@ struct Worker {
     max_bytes: usize,
     batch_max: usize,
     counts: Counts,
+    outbox_depth: Arc<AtomicU64>,
 }
 
 fn worker(w: Worker, mut rx: mpsc::Receiver<Work>, tx: mpsc::Sender<Done>) {
@@ -595,6 +618,7 @@ fn worker(w: Worker, mut rx: mpsc::Receiver<Work>, tx: mpsc::Sender<Done>) {
         max_bytes,
         batch_max,
         mut counts,
+        outbox_depth,
     } = w;
     // A re-send covers what was queued when it started; later messages go
     // out with their own batch.
@@ -670,7 +694,7 @@ fn worker(w: Worker, mut rx: mpsc::Receiver<Work>, tx: mpsc::Sender<Done>) {
             Ok((publications, added)) => {
                 counts.verdicts += added.verdicts;
                 counts.consumed += added.consumed;
-                counts.outbox += added.outbox;
+                outbox_depth.fetch_add(added.outbox, Ordering::Relaxed);
                 for r in &mut declarations {
                     // Only the packet id is needed to acknowledge.
                     r.publish.payload = Default::default();

@@ -97,6 +97,9 @@ pub fn decide(
                     license_id: None,
                     reasons: d_reasons(error),
                     payload_sha256: Some(hex::encode(payload_sha256)),
+                    alert_id: None,
+                    records: Vec::new(),
+                    detail: None,
                 });
             }
             (d, None)

@@ -20,6 +20,9 @@
 //! - [`daemon`]: `permitgate run`, MQTT in and out around the ledger.
 //! - [`tls`]: TLS client configuration for the broker connection.
 //! - [`config`]: the agent's configuration file, validated.
+//! - [`mqtt`]: MQTT client settings and reconnect backoff shared by all connections.
+//! - [`sync`]: the checkpoint side of sync with the hub, and the sync messages.
+//! - [`hub`]: `permitgate hub`, the national store of consumption records.
 #![forbid(unsafe_code)]
 
 pub mod broker;
@@ -32,10 +35,13 @@ pub mod decision;
 pub mod declaration;
 pub mod elements;
 pub mod gate;
+pub mod hub;
 pub mod keys;
 pub mod ledger;
+pub mod mqtt;
 pub mod policy;
 pub mod record;
+pub mod sync;
 pub mod tls;
 pub mod token;
 pub mod verdict;

@@ -5,9 +5,12 @@
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::clock::UnixTime;
+use sha2::{Digest, Sha256};
+
+use crate::clock::{UnixTime, to_rfc3339};
 use crate::codec;
 use crate::token::cose;
+use crate::verdict::{Alert, AlertKind};
 
 /// The payload of a consumption record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +79,80 @@ impl ConsumptionRecord {
             });
         }
         Ok(rec)
+    }
+}
+
+impl ConsumptionRecord {
+    /// Reads a signed record without checking its signature, for records the
+    /// hub has already verified (the feed).
+    pub fn parse_unverified(signed: &[u8]) -> Result<ConsumptionRecord, RecordError> {
+        let msg = cose::parse(signed)?;
+        let kid = cose::kid_text(&msg.kid);
+        let rec: ConsumptionRecord =
+            codec::from_slice(&msg.payload).map_err(|e| RecordError::Payload(e.to_string()))?;
+        if rec.checkpoint != kid {
+            return Err(RecordError::CheckpointMismatch {
+                kid,
+                named: rec.checkpoint,
+            });
+        }
+        Ok(rec)
+    }
+}
+
+/// One signed record as alert evidence: what it says, and the COSE bytes
+/// (hex) that anyone with the checkpoint's public key can verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The consuming checkpoint.
+    pub checkpoint: String,
+    /// Its sequence number there.
+    pub seq: u64,
+    /// The declaration that consumed the license.
+    pub declaration_id: String,
+    /// When, RFC 3339 UTC.
+    pub consumed_at: String,
+    /// The signed record, COSE_Sign1, hex.
+    pub cose_hex: String,
+}
+
+/// The `double_use` alert for every record of one license (two or more).
+///
+/// Its `alert_id` depends only on the set of records, so the hub and each
+/// checkpoint that detect the same double use raise the same alert.
+pub fn double_use_alert(
+    records: &[(ConsumptionRecord, Vec<u8>)],
+    raised_by: &str,
+    now: UnixTime,
+) -> Alert {
+    let mut sorted: Vec<&(ConsumptionRecord, Vec<u8>)> = records.iter().collect();
+    sorted.sort_by(|a, b| (&a.0.checkpoint, a.0.seq).cmp(&(&b.0.checkpoint, b.0.seq)));
+    let mut h = Sha256::new();
+    h.update(b"permitgate-double-use-v1");
+    for (_, bytes) in &sorted {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    }
+    Alert {
+        kind: AlertKind::DoubleUse,
+        checkpoint: raised_by.to_owned(),
+        raised_at: to_rfc3339(now),
+        declaration_id: None,
+        license_id: sorted.first().map(|r| r.0.license_id.clone()),
+        reasons: Vec::new(),
+        payload_sha256: None,
+        alert_id: Some(hex::encode(h.finalize())),
+        records: sorted
+            .iter()
+            .map(|(r, bytes)| Evidence {
+                checkpoint: r.checkpoint.clone(),
+                seq: r.seq,
+                declaration_id: r.declaration_id.clone(),
+                consumed_at: to_rfc3339(r.consumed_at),
+                cose_hex: hex::encode(bytes),
+            })
+            .collect(),
+        detail: None,
     }
 }
 

@@ -181,6 +181,8 @@ pub enum AlertKind {
     UnreadablePayload,
     /// One license consumed at two checkpoints.
     DoubleUse,
+    /// The hub refused a consumption record: unknown checkpoint or bad signature.
+    RefusedRecord,
 }
 
 /// An alert for anti-smuggling officers.
@@ -202,6 +204,16 @@ pub struct Alert {
     /// SHA-256 (hex) of the payload, for unreadable payloads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_sha256: Option<String>,
+    /// A stable id for alerts that several parties raise about the same
+    /// facts (a double use), so each is stored and shown once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<String>,
+    /// The signed consumption records that are the evidence, for `double_use`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<crate::record::Evidence>,
+    /// What was wrong, for `refused_record`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Alert {
@@ -221,6 +233,9 @@ impl Alert {
             license_id: v.license_id.clone(),
             reasons,
             payload_sha256: None,
+            alert_id: None,
+            records: Vec::new(),
+            detail: None,
         })
     }
 }

@@ -4,7 +4,10 @@
 //! Design: WAL with `synchronous=FULL`, so a commit survives a power cut;
 //! speed comes from committing many decisions per transaction ([`Batch`]).
 
-mod schema;
+pub(crate) mod schema;
+mod sync;
+
+pub use sync::FeedOutcome;
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +40,9 @@ pub enum LedgerError {
         message: String,
     },
 }
+
+/// A verdict or alert queued for publication: (queue id, kind, JSON payload).
+pub type Publication = (i64, String, String);
 
 /// This checkpoint's identity: its id and the key that signs its consumption records.
 #[derive(Debug, Clone)]
@@ -484,16 +490,7 @@ impl Batch<'_> {
 
     /// Stores an alert.
     pub fn record_alert(&mut self, alert: &Alert, now: UnixTime) -> Result<(), LedgerError> {
-        let json = serde_json::to_string(alert).unwrap_or_default();
-        let kind = serde_json::to_value(alert.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        self.tx
-            .execute(
-                "INSERT INTO alerts(raised_at, kind, declaration_id, license_id, alert_json) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![now, kind, alert.declaration_id, alert.license_id, json],
-            )
+        insert_alert(&self.tx, alert, now)
             .map(|_| ())
             .map_err(sql(&self.path))
     }
@@ -597,6 +594,20 @@ fn stored_checkpoint(conn: &Connection) -> rusqlite::Result<Option<String>> {
         r.get(0)
     })
     .optional()
+}
+
+/// Stores an alert unless one with the same `alert_id` is held; true if stored.
+fn insert_alert(conn: &Connection, alert: &Alert, now: UnixTime) -> rusqlite::Result<bool> {
+    let json = serde_json::to_string(alert).unwrap_or_default();
+    let kind = serde_json::to_value(alert.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    conn.execute(
+        "INSERT OR IGNORE INTO alerts(raised_at, kind, declaration_id, license_id, alert_json, alert_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![now, kind, alert.declaration_id, alert.license_id, json, alert.alert_id],
+    )
+    .map(|n| n == 1)
 }
 
 fn delete_queued(conn: &Connection, ids: &[i64]) -> rusqlite::Result<()> {

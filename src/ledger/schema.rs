@@ -76,6 +76,24 @@ const MIGRATIONS: &[&str] = &[
         payload TEXT NOT NULL
     );
     ",
+    // 3: sync with the hub.
+    "
+    -- Every hub feed entry held here (own records included), by global number.
+    CREATE TABLE hub_feed (
+        g          INTEGER PRIMARY KEY,
+        checkpoint TEXT    NOT NULL,
+        seq        INTEGER NOT NULL
+    );
+    -- Alerts several parties raise about the same facts are stored once.
+    ALTER TABLE alerts ADD COLUMN alert_id TEXT;
+    CREATE UNIQUE INDEX alerts_alert_id ON alerts(alert_id);
+    -- Signed policy bundles applied, newest wins.
+    CREATE TABLE policy_bundles (
+        version     INTEGER PRIMARY KEY,
+        bundle      BLOB    NOT NULL,
+        received_at INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build writes.
@@ -83,15 +101,22 @@ pub const CURRENT: i64 = MIGRATIONS.len() as i64;
 
 /// Brings the schema up to [`CURRENT`]; refuses a ledger from a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+    migrate_with(conn, MIGRATIONS)
+}
+
+/// Applies `migrations[user_version..]`, each in its own transaction;
+/// refuses a database from a newer build.
+pub(crate) fn migrate_with(conn: &mut Connection, migrations: &[&str]) -> Result<(), String> {
+    let current = migrations.len() as i64;
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| e.to_string())?;
-    if version > CURRENT {
+    if version > current {
         return Err(format!(
-            "ledger schema version {version} is newer than this build understands ({CURRENT}); refusing to touch it"
+            "schema version {version} is newer than this build understands ({current}); refusing to touch it"
         ));
     }
-    for (v, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    for (v, sql) in migrations.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction().map_err(|e| e.to_string())?;
         tx.execute_batch(sql)
             .and_then(|_| tx.pragma_update(None, "user_version", v as i64 + 1))

@@ -1,0 +1,329 @@
+//! The checkpoint's sync task: sends its signed consumption records to the
+//! hub until the hub acknowledges them, stores everyone's records from the
+//! hub's feed, backfills gaps, and passes the hub's double-use alerts on.
+//!
+//! It has its own MQTT connection (the uplink may be another broker than
+//! the declarations') and its own connection to the ledger file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, Packet, Publish, QoS};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn};
+
+use super::protocol::{Ack, BATCH_MAX, Backfill, Feed, Records, SyncTopics};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{MqttConfig, SyncConfig};
+use crate::ledger::{Ledger, LedgerError, Publication};
+use crate::record::ConsumptionRecord;
+use crate::verdict::{Alert, AlertKind};
+
+/// Everything the sync task needs.
+pub struct Agent {
+    /// This checkpoint's id.
+    pub checkpoint: String,
+    /// The ledger file (opened again here).
+    pub ledger: PathBuf,
+    /// The broker the hub is reached through.
+    pub uplink: MqttConfig,
+    /// TLS for the uplink.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Timing.
+    pub sync: SyncConfig,
+    /// Alerts to publish on the checkpoint's own alerts topic.
+    pub publications: mpsc::Sender<Publication>,
+    /// Records waiting for the hub's acknowledgement, for the status.
+    pub outbox_depth: Arc<AtomicU64>,
+}
+
+/// Most record batches sent per tick, so a long backlog goes out in steps.
+const BATCHES_PER_TICK: usize = 10;
+/// Records per batch.
+const RECORDS_PER_BATCH: usize = 100;
+
+struct State {
+    connected: bool,
+    failures: u32,
+    /// Highest own record sent on this connection.
+    sent_upto: u64,
+    /// When the hub last moved our acknowledgement (or we last started over).
+    last_progress: Instant,
+    /// A backfill request is out since then.
+    backfill_since: Option<Instant>,
+    /// The hub's head as last heard.
+    hub_head: u64,
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(agent: Agent, mut stop: watch::Receiver<bool>) {
+    let mut ledger = match Ledger::open(&agent.ledger, &agent.checkpoint) {
+        Ok(l) => l,
+        Err(e) => {
+            error!(error = %e, "sync disabled: cannot open the ledger");
+            return;
+        }
+    };
+    let topics = SyncTopics::new(&agent.uplink.prefix);
+    let client_id = agent
+        .uplink
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("permitgate-{}-sync", agent.checkpoint));
+    let mut opts = crate::mqtt::options(&agent.uplink, agent.tls.as_ref(), client_id);
+    opts.set_max_packet_size(4 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    eventloop.set_network_options(crate::mqtt::network_options());
+    let reconnect_max = Duration::from_secs(agent.uplink.reconnect_max_secs);
+    let resend_after = Duration::from_secs(agent.sync.resend_after_secs);
+    let mut tick = tokio::time::interval(Duration::from_millis(agent.sync.interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut st = State {
+        connected: false,
+        failures: 0,
+        sent_upto: 0,
+        last_progress: Instant::now(),
+        backfill_since: None,
+        hub_head: 0,
+    };
+    let sync = Sync {
+        agent: &agent,
+        topics: &topics,
+        client: &client,
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                if st.connected {
+                    let _ = client.try_disconnect();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+                }
+                return;
+            }
+            _ = tick.tick(), if st.connected => {
+                sync.send_records(&mut ledger, &mut st, resend_after);
+                sync.maybe_backfill(&ledger, &mut st, true);
+            }
+            ev = eventloop.poll() => match ev {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
+                    info!(uplink = %format!("{}:{}", agent.uplink.host, agent.uplink.port), "sync: connected to the uplink");
+                    st.connected = true;
+                    st.failures = 0;
+                    st.sent_upto = 0;
+                    st.last_progress = Instant::now();
+                    st.backfill_since = None;
+                    for t in [topics.ack(&agent.checkpoint), topics.backfill_reply(&agent.checkpoint), topics.feed(), topics.alerts()] {
+                        let _ = client.try_subscribe(t, QoS::AtLeastOnce);
+                    }
+                    sync.send_records(&mut ledger, &mut st, resend_after);
+                    sync.maybe_backfill(&ledger, &mut st, true);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    sync.on_message(&mut ledger, &mut st, &p).await;
+                    let _ = client.try_ack(&p);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if st.connected || st.failures == 0 {
+                        warn!(error = %e, "sync: uplink unreachable; records wait in the outbox");
+                    }
+                    st.connected = false;
+                    st.failures = st.failures.saturating_add(1);
+                    eventloop.clean();
+                    eventloop.pending.clear();
+                    tokio::select! {
+                        _ = tokio::time::sleep(crate::mqtt::backoff(st.failures, reconnect_max)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            },
+        }
+    }
+}
+
+struct Sync<'a> {
+    agent: &'a Agent,
+    topics: &'a SyncTopics,
+    client: &'a AsyncClient,
+}
+
+impl Sync<'_> {
+    /// Sends own records the hub has not acknowledged, in batches.
+    fn send_records(&self, ledger: &mut Ledger, st: &mut State, resend_after: Duration) {
+        let depth = self.agent.outbox_depth.load(Ordering::Relaxed);
+        if depth > 0 && st.last_progress.elapsed() >= resend_after {
+            // No acknowledgement for a while: the hub (or a bridge) may have lost them.
+            debug!(depth, "sync: no acknowledgement; sending the outbox again");
+            st.sent_upto = 0;
+            st.last_progress = Instant::now();
+        }
+        for _ in 0..BATCHES_PER_TICK {
+            let batch = match blocking(|| ledger.outbox_after(st.sent_upto, RECORDS_PER_BATCH)) {
+                Ok(b) => b,
+                Err(e) => {
+                    error!(error = %e, "sync: cannot read the outbox");
+                    return;
+                }
+            };
+            let Some(last) = batch.last().map(|r| r.0) else {
+                return;
+            };
+            let msg = Records {
+                records: batch.into_iter().map(|r| r.1).collect(),
+            };
+            if self
+                .client
+                .try_publish(
+                    self.topics.records(&self.agent.checkpoint),
+                    QoS::AtLeastOnce,
+                    false,
+                    msg.encode(),
+                )
+                .is_err()
+            {
+                return;
+            }
+            st.sent_upto = last;
+        }
+    }
+
+    /// Asks the hub for feed entries this ledger lacks: on a timer, or when a gap shows.
+    fn maybe_backfill(&self, ledger: &Ledger, st: &mut State, periodic: bool) {
+        if st
+            .backfill_since
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
+            return;
+        }
+        let high_water = match blocking(|| ledger.feed_high_water()) {
+            Ok(h) => h,
+            Err(e) => {
+                error!(error = %e, "sync: cannot read the feed high-water mark");
+                return;
+            }
+        };
+        // The periodic request doubles as learning the hub's head after a restart.
+        if !periodic && st.hub_head <= high_water {
+            return;
+        }
+        let req = Backfill {
+            checkpoint: self.agent.checkpoint.clone(),
+            after: high_water,
+            limit: BATCH_MAX as u32,
+        };
+        if self
+            .client
+            .try_publish(
+                self.topics.backfill(),
+                QoS::AtLeastOnce,
+                false,
+                req.encode(),
+            )
+            .is_ok()
+        {
+            st.backfill_since = Some(Instant::now());
+        }
+    }
+
+    async fn on_message(&self, ledger: &mut Ledger, st: &mut State, p: &Publish) {
+        let cp = &self.agent.checkpoint;
+        if p.topic == self.topics.ack(cp) {
+            match Ack::decode(&p.payload) {
+                Ok(ack) if ack.checkpoint == *cp => {
+                    match blocking(|| ledger.acknowledge_outbox(ack.contiguous)) {
+                        Ok(left) => {
+                            let before = self.agent.outbox_depth.swap(left, Ordering::Relaxed);
+                            if left < before {
+                                st.last_progress = Instant::now();
+                            }
+                            debug!(
+                                contiguous = ack.contiguous,
+                                left, "sync: hub acknowledged records"
+                            );
+                        }
+                        Err(e) => error!(error = %e, "sync: cannot clear the outbox"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "sync: unreadable acknowledgement"),
+            }
+        } else if p.topic == self.topics.feed() || p.topic == self.topics.backfill_reply(cp) {
+            let reply = p.topic != self.topics.feed();
+            match Feed::decode(&p.payload) {
+                Ok(feed) => {
+                    st.hub_head = st.hub_head.max(feed.head);
+                    self.store_feed(ledger, feed).await;
+                    if reply {
+                        st.backfill_since = None;
+                    }
+                    self.maybe_backfill(ledger, st, false);
+                }
+                Err(e) => warn!(error = %e, "sync: unreadable feed message"),
+            }
+        } else if p.topic == self.topics.alerts() {
+            match serde_json::from_slice::<Alert>(&p.payload) {
+                Ok(a) if a.kind == AlertKind::DoubleUse && a.alert_id.is_some() => {
+                    match blocking(|| ledger.store_hub_alert(&a, SystemClock.now())) {
+                        Ok(Some(publication)) => {
+                            warn!(
+                                license_id = a.license_id.as_deref().unwrap_or("-"),
+                                "alert: double use reported by the hub"
+                            );
+                            let _ = self.agent.publications.send(publication).await;
+                        }
+                        Ok(None) => {}
+                        Err(e) => error!(error = %e, "sync: cannot store the hub's alert"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "sync: unreadable hub alert"),
+            }
+        }
+    }
+
+    async fn store_feed(&self, ledger: &mut Ledger, feed: Feed) {
+        let entries: Vec<(u64, ConsumptionRecord, Vec<u8>)> = feed
+            .entries
+            .into_iter()
+            .filter_map(
+                |(g, bytes)| match ConsumptionRecord::parse_unverified(&bytes) {
+                    Ok(r) => Some((g, r, bytes)),
+                    Err(e) => {
+                        warn!(g, error = %e, "sync: unreadable record in the feed; skipped");
+                        None
+                    }
+                },
+            )
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        match blocking(|| ledger.store_feed(&entries, SystemClock.now())) {
+            Ok(out) => {
+                if out.stored > 0 {
+                    debug!(
+                        stored = out.stored,
+                        high_water = out.high_water,
+                        "sync: stored feed entries"
+                    );
+                }
+                for p in out.publications {
+                    warn!(
+                        "alert: a license consumed here was also consumed at another checkpoint (double use)"
+                    );
+                    let _ = self.agent.publications.send(p).await;
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "sync: cannot store feed entries; the hub will be asked again")
+            }
+        }
+    }
+}
+
+/// Runs a short ledger operation without holding up the runtime's other tasks.
+fn blocking<T>(f: impl FnOnce() -> Result<T, LedgerError>) -> Result<T, LedgerError> {
+    tokio::task::block_in_place(f)
+}

@@ -1,0 +1,5 @@
+//! Sync between checkpoints and the hub: the messages ([`protocol`]) and
+//! the checkpoint's side ([`agent`]); the hub's side is [`crate::hub`].
+
+pub mod agent;
+pub mod protocol;
