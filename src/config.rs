@@ -159,6 +159,24 @@ pub struct Config {
     pub sync: SyncConfig,
 }
 
+/// Parses TOML text read from `file`; an error names the file and line.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::File {
+        file: file.to_owned(),
+        line: e.span().map(|s| {
+            text.as_bytes()[..s.start.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
+        }),
+        message: e.message().trim().to_owned(),
+    })
+}
+
 /// Builds the TLS client configuration for `m.tls`, paths relative to `base`.
 pub fn tls_for(
     base: &Path,
@@ -203,16 +221,7 @@ impl Config {
         };
         let text =
             std::fs::read_to_string(file).map_err(|e| bad(None, format!("cannot read: {e}")))?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| {
-                text.as_bytes()[..s.start.min(text.len())]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count()
-                    + 1
-            });
-            bad(line, e.message().trim().to_owned())
-        })?;
+        let raw: RawConfig = parse_toml(file, &text)?;
         let id_ok = !raw.checkpoint.is_empty()
             && raw.checkpoint.len() <= 64
             && raw

@@ -385,10 +385,9 @@ impl Connection {
         // The counts the retained status last went out with.
         let mut announced: Option<Counts> = None;
         let mut status_tick = tokio::time::interval(STATUS_EVERY);
-        let mut connected = false;
+        let mut link = crate::mqtt::Link::default();
         // Numbers the connections, so a PUBACK never goes out on a later one.
         let mut connection = 0u64;
-        let mut failures = 0u32;
         let mut worker_done = false;
         let mut out = PendingOut::default();
         // Work the worker's queue had no room for, in arrival order. Never
@@ -412,7 +411,7 @@ impl Connection {
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
-                _ = status_tick.tick(), if connected && announced != Some(counts) => {
+                _ = status_tick.tick(), if link.connected && announced != Some(counts) => {
                     if self.client.try_publish(&self.topics.status, QoS::AtLeastOnce, true, self.status.render("online", counts)).is_ok() {
                         handed.push_back(None);
                         announced = Some(counts);
@@ -454,12 +453,11 @@ impl Connection {
                         if ack.code != ConnectReturnCode::Success {
                             continue;
                         }
-                        if !connected {
+                        if !link.connected {
                             info!(session_present = ack.session_present, "connected to broker");
                         }
-                        connected = true;
+                        link.up();
                         connection += 1;
-                        failures = 0;
                         handed.clear();
                         awaiting_ack.clear();
                         // Queued publications are re-read from the ledger (Resend below).
@@ -492,21 +490,15 @@ impl Connection {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        if connected || failures == 0 {
-                            warn!(error = %e, "broker connection lost; retrying with backoff");
-                        }
-                        connected = false;
-                        failures = failures.saturating_add(1);
-                        // The durable copies are in the ledger: drop rumqttc's.
-                        eventloop.clean();
-                        eventloop.pending.clear();
+                        // The durable copies are in the ledger: rumqttc's are dropped.
+                        let wait = link.down(eventloop, &e, "broker", self.reconnect_max);
                         handed.clear();
                         awaiting_ack.clear();
                         // Unsent PUBACKs belong to the lost connection: the broker redelivers
                         // those declarations and the ledger answers with the stored verdicts.
                         out.acks.clear();
                         backlog.forget_declarations();
-                        tokio::time::sleep(crate::mqtt::backoff(failures, self.reconnect_max)).await;
+                        tokio::time::sleep(wait).await;
                     }
                 },
             }
@@ -519,13 +511,13 @@ impl Connection {
             if let Some(tx) = &work_tx {
                 backlog.feed(tx);
             }
-            if connected {
+            if link.connected {
                 self.flush(&mut out, &mut handed, awaiting_ack.len(), connection);
             }
             // Stopping: the worker has committed everything in hand; leave once
             // its PUBACKs are with the client (or the connection is gone).
-            if worker_done && work_tx.is_none() && (out.acks.is_empty() || !connected) {
-                self.finish(eventloop, connected, counts).await;
+            if worker_done && work_tx.is_none() && (out.acks.is_empty() || !link.connected) {
+                self.finish(eventloop, link.connected, counts).await;
                 return;
             }
         }

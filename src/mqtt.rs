@@ -48,6 +48,43 @@ pub fn backoff(failures: u32, max: Duration) -> Duration {
     Duration::from_millis(base - base / 4 + jitter)
 }
 
+/// Connection state shared by every client loop: connected or not, and
+/// how many attempts have failed since the last success.
+#[derive(Debug, Default)]
+pub struct Link {
+    /// A CONNACK was received and no error since.
+    pub connected: bool,
+    failures: u32,
+}
+
+impl Link {
+    /// A successful CONNACK.
+    pub fn up(&mut self) {
+        self.connected = true;
+        self.failures = 0;
+    }
+
+    /// The connection failed: logs the first failure only (not every retry),
+    /// drops rumqttc's in-memory retransmissions (the durable copies are the
+    /// caller's), and returns how long to wait before the next attempt.
+    pub fn down(
+        &mut self,
+        eventloop: &mut rumqttc::EventLoop,
+        error: &rumqttc::ConnectionError,
+        what: &str,
+        max: Duration,
+    ) -> Duration {
+        if self.connected || self.failures == 0 {
+            tracing::warn!(error = %error, "{what}: connection lost; retrying with backoff");
+        }
+        self.connected = false;
+        self.failures = self.failures.saturating_add(1);
+        eventloop.clean();
+        eventloop.pending.clear();
+        backoff(self.failures, max)
+    }
+}
+
 /// True if `s` can stand inside a topic level (no separators or wildcards).
 pub fn topic_level_ok(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && !s.contains(['/', '+', '#', '\0'])

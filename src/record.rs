@@ -65,39 +65,38 @@ impl ConsumptionRecord {
         signed: &[u8],
         key_for: impl Fn(&str) -> Option<VerifyingKey>,
     ) -> Result<ConsumptionRecord, RecordError> {
-        let msg = cose::parse(signed)?;
-        let kid = cose::kid_text(&msg.kid);
-        let key = key_for(&kid)
-            .ok_or_else(|| RecordError::Payload(format!("no public key for checkpoint `{kid}`")))?;
-        msg.verify(&key)?;
-        let rec: ConsumptionRecord =
-            codec::from_slice(&msg.payload).map_err(|e| RecordError::Payload(e.to_string()))?;
-        if rec.checkpoint != kid {
-            return Err(RecordError::CheckpointMismatch {
-                kid,
-                named: rec.checkpoint,
-            });
-        }
-        Ok(rec)
+        read(signed, Some(&key_for))
     }
-}
 
-impl ConsumptionRecord {
     /// Reads a signed record without checking its signature, for records the
     /// hub has already verified (the feed).
     pub fn parse_unverified(signed: &[u8]) -> Result<ConsumptionRecord, RecordError> {
-        let msg = cose::parse(signed)?;
-        let kid = cose::kid_text(&msg.kid);
-        let rec: ConsumptionRecord =
-            codec::from_slice(&msg.payload).map_err(|e| RecordError::Payload(e.to_string()))?;
-        if rec.checkpoint != kid {
-            return Err(RecordError::CheckpointMismatch {
-                kid,
-                named: rec.checkpoint,
-            });
-        }
-        Ok(rec)
+        read(signed, None::<&fn(&str) -> Option<VerifyingKey>>)
     }
+}
+
+/// Parses a record, checks the signature when `key_for` is given, and that
+/// the signer and the named checkpoint agree.
+fn read(
+    signed: &[u8],
+    key_for: Option<&impl Fn(&str) -> Option<VerifyingKey>>,
+) -> Result<ConsumptionRecord, RecordError> {
+    let msg = cose::parse(signed)?;
+    let kid = cose::kid_text(&msg.kid);
+    if let Some(key_for) = key_for {
+        let key = key_for(&kid)
+            .ok_or_else(|| RecordError::Payload(format!("no public key for checkpoint `{kid}`")))?;
+        msg.verify(&key)?;
+    }
+    let rec: ConsumptionRecord =
+        codec::from_slice(&msg.payload).map_err(|e| RecordError::Payload(e.to_string()))?;
+    if rec.checkpoint != kid {
+        return Err(RecordError::CheckpointMismatch {
+            kid,
+            named: rec.checkpoint,
+        });
+    }
+    Ok(rec)
 }
 
 /// One signed record as alert evidence: what it says, and the COSE bytes

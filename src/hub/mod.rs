@@ -68,20 +68,7 @@ impl HubConfig {
             message,
         };
         let text = std::fs::read_to_string(file).map_err(|e| bad(format!("cannot read: {e}")))?;
-        let raw: RawHub = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| {
-                text.as_bytes()[..s.start.min(text.len())]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count()
-                    + 1
-            });
-            ConfigError::File {
-                file: file.to_owned(),
-                line,
-                message: e.message().trim().to_owned(),
-            }
-        })?;
+        let raw: RawHub = crate::config::parse_toml(file, &text)?;
         crate::config::check_mqtt(&raw.mqtt, "mqtt").map_err(bad)?;
         if raw.mqtt.embedded_broker {
             return Err(bad(
@@ -158,13 +145,12 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
     let reconnect_max = Duration::from_secs(cfg.mqtt.reconnect_max_secs);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tokio::pin!(shutdown);
-    let mut connected = false;
-    let mut failures = 0u32;
+    let mut link = crate::mqtt::Link::default();
     loop {
         tokio::select! {
             _ = &mut shutdown => {
                 info!("hub shutting down");
-                if connected {
+                if link.connected {
                     let _ = client.try_disconnect();
                     let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
                 }
@@ -173,8 +159,7 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
             ev = eventloop.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
                     info!(broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "hub connected to broker");
-                    connected = true;
-                    failures = 0;
+                    link.up();
                     for t in [topics.records_filter(), topics.backfill()] {
                         let _ = client.try_subscribe(format!("$share/{}/{t}", cfg.share_group), QoS::AtLeastOnce);
                     }
@@ -185,6 +170,7 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
                             // Stored (or nothing to store): only now may the broker forget it.
                             let _ = client.try_ack(&p);
                             for o in outs {
+                                tracing::debug!(topic = %o.topic, bytes = o.payload.len(), "hub: publishing");
                                 if client.try_publish(o.topic, QoS::AtLeastOnce, o.retain, o.payload).is_err() {
                                     warn!("hub: outgoing queue full; checkpoints will backfill");
                                 }
@@ -195,14 +181,7 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    if connected || failures == 0 {
-                        warn!(error = %e, "hub: broker connection lost; retrying with backoff");
-                    }
-                    connected = false;
-                    failures = failures.saturating_add(1);
-                    eventloop.clean();
-                    eventloop.pending.clear();
-                    tokio::time::sleep(crate::mqtt::backoff(failures, reconnect_max)).await;
+                    tokio::time::sleep(link.down(&mut eventloop, &e, "hub", reconnect_max)).await;
                 }
             },
         }

@@ -45,16 +45,19 @@ const BATCHES_PER_TICK: usize = 10;
 const RECORDS_PER_BATCH: usize = 100;
 
 struct State {
-    connected: bool,
-    failures: u32,
+    link: crate::mqtt::Link,
     /// Highest own record sent on this connection.
     sent_upto: u64,
     /// When the hub last moved our acknowledgement (or we last started over).
     last_progress: Instant,
+    /// Wait before sending unacknowledged records again; doubles while the hub stays silent.
+    resend_wait: Duration,
     /// A backfill request is out since then.
     backfill_since: Option<Instant>,
     /// The hub's head as last heard.
     hub_head: u64,
+    /// When the hub was last asked, gap or not.
+    last_backfill: Instant,
 }
 
 /// Runs until `stop` turns true.
@@ -81,13 +84,18 @@ pub async fn run(agent: Agent, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(agent.sync.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut st = State {
-        connected: false,
-        failures: 0,
+        link: crate::mqtt::Link::default(),
         sent_upto: 0,
         last_progress: Instant::now(),
+        resend_wait: resend_after,
         backfill_since: None,
         hub_head: 0,
+        last_backfill: Instant::now(),
     };
+    // Design: besides gaps it sees in the feed, the agent asks the hub now
+    // and then anyway, which is how it learns of entries it never heard of
+    // (a broker restart without persistence, a ledger restored from a copy).
+    let ask_every = Duration::from_millis(agent.sync.interval_ms.saturating_mul(10));
     let sync = Sync {
         agent: &agent,
         topics: &topics,
@@ -96,23 +104,24 @@ pub async fn run(agent: Agent, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stop.changed() => {
-                if st.connected {
+                if st.link.connected {
                     let _ = client.try_disconnect();
                     let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
                 }
                 return;
             }
-            _ = tick.tick(), if st.connected => {
+            _ = tick.tick(), if st.link.connected => {
                 sync.send_records(&mut ledger, &mut st, resend_after);
-                sync.maybe_backfill(&ledger, &mut st, true);
+                let periodic = st.last_backfill.elapsed() >= ask_every;
+                sync.maybe_backfill(&ledger, &mut st, periodic);
             }
             ev = eventloop.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
                     info!(uplink = %format!("{}:{}", agent.uplink.host, agent.uplink.port), "sync: connected to the uplink");
-                    st.connected = true;
-                    st.failures = 0;
+                    st.link.up();
                     st.sent_upto = 0;
                     st.last_progress = Instant::now();
+                    st.resend_wait = resend_after;
                     st.backfill_since = None;
                     for t in [topics.ack(&agent.checkpoint), topics.backfill_reply(&agent.checkpoint), topics.feed(), topics.alerts()] {
                         let _ = client.try_subscribe(t, QoS::AtLeastOnce);
@@ -126,15 +135,9 @@ pub async fn run(agent: Agent, mut stop: watch::Receiver<bool>) {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    if st.connected || st.failures == 0 {
-                        warn!(error = %e, "sync: uplink unreachable; records wait in the outbox");
-                    }
-                    st.connected = false;
-                    st.failures = st.failures.saturating_add(1);
-                    eventloop.clean();
-                    eventloop.pending.clear();
+                    let wait = st.link.down(&mut eventloop, &e, "sync uplink", reconnect_max);
                     tokio::select! {
-                        _ = tokio::time::sleep(crate::mqtt::backoff(st.failures, reconnect_max)) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = stop.changed() => return,
                     }
                 }
@@ -153,11 +156,14 @@ impl Sync<'_> {
     /// Sends own records the hub has not acknowledged, in batches.
     fn send_records(&self, ledger: &mut Ledger, st: &mut State, resend_after: Duration) {
         let depth = self.agent.outbox_depth.load(Ordering::Relaxed);
-        if depth > 0 && st.last_progress.elapsed() >= resend_after {
-            // No acknowledgement for a while: the hub (or a bridge) may have lost them.
-            debug!(depth, "sync: no acknowledgement; sending the outbox again");
+        if depth > 0 && st.last_progress.elapsed() >= st.resend_wait {
+            // No acknowledgement for a while: the hub (or a bridge) may have
+            // lost them. Design: the wait doubles (to 64× `resend_after`), so a
+            // hub that is down does not find its queue flooded with copies.
+            debug!(depth, wait = ?st.resend_wait, "sync: no acknowledgement; sending the outbox again");
             st.sent_upto = 0;
             st.last_progress = Instant::now();
+            st.resend_wait = (st.resend_wait * 2).min(resend_after * 64);
         }
         for _ in 0..BATCHES_PER_TICK {
             let batch = match blocking(|| ledger.outbox_after(st.sent_upto, RECORDS_PER_BATCH)) {
@@ -224,6 +230,7 @@ impl Sync<'_> {
             .is_ok()
         {
             st.backfill_since = Some(Instant::now());
+            st.last_backfill = Instant::now();
         }
     }
 
@@ -237,6 +244,8 @@ impl Sync<'_> {
                             let before = self.agent.outbox_depth.swap(left, Ordering::Relaxed);
                             if left < before {
                                 st.last_progress = Instant::now();
+                                st.resend_wait =
+                                    Duration::from_secs(self.agent.sync.resend_after_secs);
                             }
                             debug!(
                                 contiguous = ack.contiguous,

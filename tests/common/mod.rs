@@ -1,0 +1,543 @@
+//! Test helpers: a real Eclipse Mosquitto per test, checkpoints running the
+//! real binary, and an officer client; each on its own port and directory.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Broker {
+    pub child: Child,
+    pub port: u16,
+    pub conf: PathBuf,
+}
+
+impl Broker {
+    pub fn start(dir: &std::path::Path) -> Broker {
+        Broker::start_with(dir, "", "")
+    }
+
+    /// A broker with a plain listener on `port`; `head` goes before it, `extra` after.
+    pub fn start_with(dir: &std::path::Path, head: &str, extra: &str) -> Broker {
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("{head}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\nmax_inflight_messages 1000\n{extra}"),
+        )
+        .unwrap();
+        let mut b = Broker {
+            child: spawn_broker(&conf),
+            port,
+            conf,
+        };
+        b.wait_ready();
+        b
+    }
+
+    pub fn wait_ready(&mut self) {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "mosquitto did not start on port {}:\n{}",
+            self.port,
+            std::fs::read_to_string(self.conf.with_extension("log")).unwrap_or_default()
+        );
+    }
+
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(500));
+        self.child = spawn_broker(&self.conf);
+        self.wait_ready();
+    }
+}
+
+pub fn spawn_broker(conf: &std::path::Path) -> Child {
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("mosquitto is installed (apt-get install mosquitto; .ci/run does it)");
+    Command::new(bin)
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(conf.with_extension("log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Post {
+    pub checkpoint: String,
+    pub dir: tempfile::TempDir,
+    pub broker: Broker,
+    pub daemon: Option<Child>,
+    pub issuer: ed25519_dalek::SigningKey,
+}
+
+impl Post {
+    pub fn new() -> Post {
+        Post::with("lyg-port-01", permitgate::keys::generate())
+    }
+
+    /// A post for `checkpoint` whose policy trusts `issuer`, with its own broker.
+    pub fn with(checkpoint: &str, issuer: ed25519_dalek::SigningKey) -> Post {
+        let dir = tempfile::tempdir().unwrap();
+        permitgate::keys::write_keypair(dir.path(), "issuer", &issuer).unwrap();
+        std::fs::write(
+            dir.path().join("policy.toml"),
+            include_str!("../data/policy.toml"),
+        )
+        .unwrap();
+        let broker = Broker::start(dir.path());
+        let post = Post {
+            checkpoint: checkpoint.to_owned(),
+            dir,
+            broker,
+            daemon: None,
+            issuer,
+        };
+        post.write_config(&format!("port = {}\n", post.broker.port));
+        post
+    }
+
+    /// Writes the daemon's config with `mqtt` as the body of its `[mqtt]` table (sub-tables may follow).
+    pub fn write_config(&self, mqtt: &str) {
+        std::fs::write(
+            self.dir.path().join("permitgate.toml"),
+            format!(
+                "checkpoint = \"{}\"\nledger = \"state/ledger.db\"\npolicy = \"policy.toml\"\ncheckpoint_key = \"state/checkpoint.key.pem\"\nmax_declaration_bytes = 65536\n\n[mqtt]\n{mqtt}",
+                self.checkpoint
+            ),
+        )
+        .unwrap();
+    }
+
+    pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    pub fn start_with(&mut self, env: &[(&str, &str)]) {
+        let child = Command::new(env!("CARGO_BIN_EXE_permitgate"))
+            .envs(env.iter().copied())
+            .args(["run", "--config"])
+            .arg(self.dir.path().join("permitgate.toml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.daemon.take().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        for _ in 0..200 {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        panic!(
+            "daemon did not stop within 10 s after SIGTERM:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn token(&self) -> String {
+        self.token_for("LIC-2025-000123")
+    }
+
+    /// A fresh valid token for license `license_id`.
+    pub fn token_for(&self, license_id: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut lic =
+            permitgate::token::License::from_claims_json(include_str!("../data/claims.json"))
+                .unwrap();
+        lic.issued_at = now - 3600;
+        lic.not_before = None;
+        lic.expires = now + 86_400 * 30;
+        lic.license_id = license_id.to_owned();
+        permitgate::token::text::encode(&permitgate::token::issue(
+            &lic,
+            "mofcom-2025-1",
+            &self.issuer,
+        ))
+    }
+
+    pub fn ledger_count(&self) -> usize {
+        let db = rusqlite::Connection::open(self.dir.path().join("state/ledger.db")).unwrap();
+        db.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0))
+            .unwrap() as usize
+    }
+
+    /// Verdicts and alerts committed but not yet acknowledged by the broker.
+    pub fn queued_publications(&self) -> usize {
+        let db = rusqlite::Connection::open(self.dir.path().join("state/ledger.db")).unwrap();
+        db.query_row("SELECT COUNT(*) FROM publish_queue", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap() as usize
+    }
+
+    pub fn ledger_verdicts(&self) -> Vec<serde_json::Value> {
+        let db = rusqlite::Connection::open(self.dir.path().join("state/ledger.db")).unwrap();
+        let mut st = db
+            .prepare("SELECT verdict_json FROM audit ORDER BY id")
+            .unwrap();
+        st.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|j| serde_json::from_str(&j.unwrap()).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Post {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn declaration(id: &str, token: Option<&str>) -> Vec<u8> {
+    let mut d: serde_json::Value =
+        serde_json::from_str(include_str!("../data/declaration.json")).unwrap();
+    d["declaration_id"] = id.into();
+    if let Some(t) = token {
+        d["license"] = t.into();
+    }
+    d.to_string().into_bytes()
+}
+
+/// A test client: publishes declarations, collects (topic, JSON) from verdicts and alerts.
+pub struct Officer {
+    pub client: AsyncClient,
+    pub rx: mpsc::UnboundedReceiver<(String, serde_json::Value)>,
+    /// Messages received but not yet asked for.
+    pub seen: Vec<(String, serde_json::Value)>,
+    pub checkpoint: String,
+}
+
+impl Officer {
+    pub async fn connect(port: u16, name: &str) -> Officer {
+        Officer::connect_to(port, name, "lyg-port-01").await
+    }
+
+    /// An officer at `checkpoint`'s broker on `port`.
+    pub async fn connect_to(port: u16, name: &str, checkpoint: &str) -> Officer {
+        let mut opts = MqttOptions::new(name, "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut el) = AsyncClient::new(opts, 1000);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let v =
+                            serde_json::from_slice(&p.payload).unwrap_or(serde_json::Value::Null);
+                        let _ = tx.send((p.topic.clone(), v));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        client
+            .subscribe(
+                format!("permitgate/{checkpoint}/verdicts"),
+                QoS::AtLeastOnce,
+            )
+            .await
+            .unwrap();
+        client
+            .subscribe(format!("permitgate/{checkpoint}/alerts"), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        ready_rx.recv().await;
+        ready_rx.recv().await;
+        Officer {
+            client,
+            rx,
+            seen: Vec::new(),
+            checkpoint: checkpoint.to_owned(),
+        }
+    }
+
+    pub async fn send(&self, payload: Vec<u8>) {
+        self.client
+            .publish(
+                format!("permitgate/{}/declarations", self.checkpoint),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Sends a declaration carrying a fresh valid license and expects `cleared`.
+    pub async fn expect_cleared(&mut self, post: &Post, id: &str) {
+        self.send(declaration(id, Some(&post.token()))).await;
+        let v = self.verdict_for(id).await;
+        assert_eq!(v["verdict"], "cleared", "{v}\n{}", post.log());
+    }
+
+    /// The next verdict for `id` (alerts are skipped), within 15 s.
+    pub async fn verdict_for(&mut self, id: &str) -> serde_json::Value {
+        eprintln!("waiting for the verdict on {id}");
+        self.next(|t, v| t.ends_with("/verdicts") && v["declaration_id"] == id)
+            .await
+    }
+
+    pub async fn next(
+        &mut self,
+        want: impl Fn(&str, &serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        if let Some(i) = self.seen.iter().position(|(t, v)| want(t, v)) {
+            return self.seen.remove(i).1;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some((t, v))) if want(&t, &v) => return v,
+                Ok(Some(m)) => self.seen.push(m),
+                _ => panic!("no matching message within 15 s"),
+            }
+        }
+    }
+}
+
+/// Waits until the daemon's persistent session exists (its first status publication).
+pub async fn wait_online(port: u16) {
+    assert!(online(port).await, "daemon did not come online");
+}
+
+/// True once the daemon publishes its online status, false after 15 s.
+pub async fn online(port: u16) -> bool {
+    online_within(port, 15).await
+}
+
+/// True once the daemon publishes its online status, false after `secs`.
+pub async fn online_within(port: u16, secs: u64) -> bool {
+    status_where(port, secs, |v| v["state"] == "online")
+        .await
+        .is_some()
+}
+
+/// The first retained or live status that satisfies `want` within `secs`.
+pub async fn status_where(
+    port: u16,
+    secs: u64,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    let mut opts = MqttOptions::new(format!("probe-{port}"), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut el) = AsyncClient::new(opts, 10);
+    client
+        .subscribe("permitgate/+/status", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
+                if want(&v) {
+                    return Some(v);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+impl Post {
+    /// Installs the checkpoint's signing key before the first start, so a hub can list it.
+    pub fn checkpoint_key(&self) -> ed25519_dalek::VerifyingKey {
+        let key = permitgate::keys::generate();
+        permitgate::keys::write_keypair(&self.dir.path().join("state"), "checkpoint", &key)
+            .unwrap();
+        key.verifying_key()
+    }
+
+    /// Turns sync on: the uplink is the broker on `uplink_port`; fast timings for tests.
+    pub fn enable_sync(&self, uplink_port: u16) {
+        self.write_config(&format!(
+            "port = {}\nreconnect_max_secs = 1\n\n[uplink]\nport = {uplink_port}\nreconnect_max_secs = 1\n\n[sync]\ninterval_ms = 300\nresend_after_secs = 3\n",
+            self.broker.port
+        ));
+    }
+
+    fn query(&self, sql: &str) -> i64 {
+        let db = rusqlite::Connection::open(self.dir.path().join("state/ledger.db")).unwrap();
+        db.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// Own records the hub has not acknowledged.
+    pub fn outbox(&self) -> usize {
+        self.query("SELECT COUNT(*) FROM outbox") as usize
+    }
+
+    /// Consumption records learned from other checkpoints.
+    pub fn remote_consumptions(&self) -> usize {
+        self.query("SELECT COUNT(*) FROM remote_consumptions") as usize
+    }
+
+    /// Stored alerts of one kind.
+    pub fn alerts_of(&self, kind: &str) -> usize {
+        self.query(&format!(
+            "SELECT COUNT(*) FROM alerts WHERE kind = '{kind}'"
+        )) as usize
+    }
+
+    /// The ledger file and its WAL companions.
+    pub fn ledger_files(&self) -> Vec<PathBuf> {
+        ["ledger.db", "ledger.db-wal", "ledger.db-shm"]
+            .iter()
+            .map(|f| self.dir.path().join("state").join(f))
+            .collect()
+    }
+}
+
+/// A `permitgate hub` process on the broker at `port`.
+pub struct Hub {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Hub {
+    /// A hub trusting `checkpoints` (id, public key).
+    pub fn new(port: u16, checkpoints: &[(&str, ed25519_dalek::VerifyingKey)]) -> Hub {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = String::new();
+        for (id, key) in checkpoints {
+            registry.push_str(&format!(
+                "{id} = \"\"\"\n{}\"\"\"\n",
+                permitgate::keys::public_pem(key)
+            ));
+        }
+        std::fs::write(
+            dir.path().join("hub.toml"),
+            format!("store = \"hub.db\"\n\n[mqtt]\nport = {port}\nreconnect_max_secs = 1\n\n[checkpoints]\n{registry}"),
+        )
+        .unwrap();
+        Hub { dir, child: None }
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("hub.log"))
+            .unwrap();
+        self.child = Some(
+            Command::new(env!("CARGO_BIN_EXE_permitgate"))
+                .args(["hub", "--config"])
+                .arg(self.dir.path().join("hub.toml"))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn query(&self, sql: &str) -> i64 {
+        let path = self.dir.path().join("hub.db");
+        if !path.exists() {
+            return 0;
+        }
+        let db = rusqlite::Connection::open(path).unwrap();
+        db.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+    }
+
+    /// Records stored.
+    pub fn records(&self) -> usize {
+        self.query("SELECT COUNT(*) FROM records") as usize
+    }
+
+    /// The highest global number; equals `records()` when there are no gaps.
+    pub fn head(&self) -> usize {
+        self.query("SELECT COALESCE(MAX(g), 0) FROM records") as usize
+    }
+
+    /// Alerts of one kind stored at the hub.
+    pub fn alerts_of(&self, kind: &str) -> usize {
+        self.query(&format!(
+            "SELECT COUNT(*) FROM alerts WHERE kind = '{kind}'"
+        )) as usize
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("hub.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `cond` every 100 ms for up to `secs`; true once it holds.
+pub async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cond()
+}

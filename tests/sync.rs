@@ -1,0 +1,313 @@
+//! Sync between checkpoints and the hub, with real mosquitto brokers and
+//! real processes: each checkpoint has its own broker for declarations, and
+//! all reach the hub through a national broker.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use permitgate::record::ConsumptionRecord;
+use permitgate::sync::protocol::{Records, SyncTopics};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+
+/// A national broker, a hub, and checkpoints A and B trusting one issuer.
+struct Country {
+    national: Broker,
+    _national_dir: tempfile::TempDir,
+    hub: Hub,
+    a: Post,
+    b: Post,
+}
+
+impl Country {
+    async fn start() -> Country {
+        let national_dir = tempfile::tempdir().unwrap();
+        let national = Broker::start(national_dir.path());
+        let issuer = permitgate::keys::generate();
+        let a = Post::with("post-a", issuer.clone());
+        let b = Post::with("post-b", issuer);
+        let hub = Hub::new(
+            national.port,
+            &[
+                ("post-a", a.checkpoint_key()),
+                ("post-b", b.checkpoint_key()),
+            ],
+        );
+        a.enable_sync(national.port);
+        b.enable_sync(national.port);
+        let mut c = Country {
+            national,
+            _national_dir: national_dir,
+            hub,
+            a,
+            b,
+        };
+        c.hub.start();
+        c.a.start();
+        c.b.start();
+        wait_online(c.a.broker.port).await;
+        wait_online(c.b.broker.port).await;
+        c
+    }
+}
+
+fn reason(v: &serde_json::Value) -> (&str, &str) {
+    (
+        v["reasons"][0]["code"].as_str().unwrap_or(""),
+        v["reasons"][0]["detail"].as_str().unwrap_or(""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_a_post_cut_off_reach_the_hub_and_the_other_post() {
+    let mut c = Country::start().await;
+    let mut officer_a = Officer::connect_to(c.a.broker.port, "officer-a", "post-a").await;
+    let mut officer_b = Officer::connect_to(c.b.broker.port, "officer-b", "post-b").await;
+
+    // The uplink goes away; the gate keeps clearing.
+    let _ = c.national.child.kill();
+    let _ = c.national.child.wait();
+    let tokens: Vec<String> = (0..100)
+        .map(|i| c.a.token_for(&format!("LIC-A-{i:03}")))
+        .collect();
+    for (i, t) in tokens.iter().enumerate() {
+        officer_a
+            .send(declaration(&format!("DA-{i}"), Some(t)))
+            .await;
+    }
+    for i in 0..100 {
+        let v = officer_a.verdict_for(&format!("DA-{i}")).await;
+        assert_eq!(v["verdict"], "cleared", "{v}");
+    }
+    assert_eq!(
+        c.a.outbox(),
+        100,
+        "records wait in the outbox while the uplink is down"
+    );
+
+    c.national.restart();
+    let synced = eventually(10, || c.hub.records() == 100 && c.a.outbox() == 0).await;
+    assert!(
+        synced,
+        "hub holds {}, A's outbox {}\nhub log:\n{}",
+        c.hub.records(),
+        c.a.outbox(),
+        c.hub.log()
+    );
+    assert!(
+        eventually(10, || c.b.remote_consumptions() == 100).await,
+        "B learned {}",
+        c.b.remote_consumptions()
+    );
+
+    for (i, t) in tokens.iter().enumerate() {
+        officer_b
+            .send(declaration(&format!("DB-{i}"), Some(t)))
+            .await;
+    }
+    for i in 0..100 {
+        let v = officer_b.verdict_for(&format!("DB-{i}")).await;
+        assert_eq!(v["verdict"], "rejected", "{v}");
+        let (code, detail) = reason(&v);
+        assert_eq!(code, "license_already_used");
+        assert!(
+            detail.contains("post-a") && detail.contains(&format!("DA-{i}")),
+            "{detail}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_license_accepted_at_two_offline_posts_raises_one_double_use() {
+    let mut c = Country::start().await;
+    let mut officer_a = Officer::connect_to(c.a.broker.port, "officer-a", "post-a").await;
+    let mut officer_b = Officer::connect_to(c.b.broker.port, "officer-b", "post-b").await;
+    let _ = c.national.child.kill();
+    let _ = c.national.child.wait();
+
+    let token = c.a.token_for("LIC-TWICE");
+    officer_a.send(declaration("DA-1", Some(&token))).await;
+    officer_b.send(declaration("DB-1", Some(&token))).await;
+    assert_eq!(officer_a.verdict_for("DA-1").await["verdict"], "cleared");
+    assert_eq!(officer_b.verdict_for("DB-1").await["verdict"], "cleared");
+
+    c.national.restart();
+    assert!(
+        eventually(15, || c.hub.alerts_of("double_use") == 1).await,
+        "{}",
+        c.hub.log()
+    );
+    for officer in [&mut officer_a, &mut officer_b] {
+        let alert = officer
+            .next(|t, a| t.ends_with("/alerts") && a["kind"] == "double_use")
+            .await;
+        assert_eq!(alert["license_id"], "LIC-TWICE");
+        let records = alert["records"].as_array().unwrap();
+        assert_eq!(records.len(), 2);
+        // Each record verifies with its checkpoint's public key.
+        for r in records {
+            let cp = r["checkpoint"].as_str().unwrap();
+            let post = if cp == "post-a" { &c.a } else { &c.b };
+            let pem =
+                std::fs::read_to_string(post.dir.path().join("state/checkpoint.pub.pem")).unwrap();
+            let key = permitgate::keys::parse_public_pem(&pem).unwrap();
+            let bytes = hex::decode(r["cose_hex"].as_str().unwrap()).unwrap();
+            let rec = ConsumptionRecord::verify(&bytes, |_| Some(key)).unwrap();
+            assert_eq!(rec.license_id, "LIC-TWICE");
+        }
+    }
+    // Both records are kept; the alert is stored once at each post.
+    assert_eq!(c.hub.records(), 2);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(c.hub.alerts_of("double_use"), 1);
+    assert_eq!(c.a.alerts_of("double_use"), 1);
+    assert_eq!(c.b.alerts_of("double_use"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_killed_mid_sync_loses_and_duplicates_nothing() {
+    let mut c = Country::start().await;
+    c.hub.kill();
+    let mut officer_a = Officer::connect_to(c.a.broker.port, "officer-a", "post-a").await;
+    const N: usize = 300;
+    for i in 0..N {
+        let t = c.a.token_for(&format!("LIC-K-{i:03}"));
+        officer_a
+            .send(declaration(&format!("DK-{i}"), Some(&t)))
+            .await;
+    }
+    let last = format!("DK-{}", N - 1);
+    officer_a.verdict_for(&last).await;
+    assert!(eventually(10, || c.a.outbox() == N).await);
+
+    // Killed as soon as it has stored some, then restarted.
+    c.hub.start();
+    assert!(
+        eventually(10, || c.hub.records() > 0).await,
+        "{}",
+        c.hub.log()
+    );
+    c.hub.kill();
+    let at_kill = c.hub.records();
+    c.hub.start();
+    let done = eventually(20, || c.hub.records() == N && c.a.outbox() == 0).await;
+    assert!(
+        done,
+        "hub {} (had {at_kill} at the kill), outbox {}\n{}\nA:\n{}",
+        c.hub.records(),
+        c.a.outbox(),
+        c.hub.log(),
+        c.a.log()
+            .lines()
+            .filter(|l| !l.contains("decision"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        c.hub.head(),
+        N,
+        "global numbers are 1..={N} without gaps or repeats"
+    );
+    assert!(eventually(10, || c.b.remote_consumptions() == N).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_restored_from_an_old_ledger_backfills_what_it_missed() {
+    let mut c = Country::start().await;
+    let officer_a = Officer::connect_to(c.a.broker.port, "officer-a", "post-a").await;
+    for i in 0..5 {
+        let t = c.a.token_for(&format!("LIC-R-{i}"));
+        officer_a
+            .send(declaration(&format!("DR-{i}"), Some(&t)))
+            .await;
+    }
+    assert!(eventually(10, || c.b.remote_consumptions() == 5).await);
+    assert!(c.b.stop().success());
+    let saved: Vec<Option<Vec<u8>>> =
+        c.b.ledger_files()
+            .iter()
+            .map(|f| std::fs::read(f).ok())
+            .collect();
+    c.b.start();
+    wait_online(c.b.broker.port).await;
+
+    let late: Vec<String> = (5..10)
+        .map(|i| c.a.token_for(&format!("LIC-R-{i}")))
+        .collect();
+    for (i, t) in late.iter().enumerate() {
+        officer_a
+            .send(declaration(&format!("DR-{}", i + 5), Some(t)))
+            .await;
+    }
+    assert!(eventually(10, || c.b.remote_consumptions() == 10).await);
+
+    // B's disk is restored from before the last five: they were delivered
+    // to it already, so only a backfill can bring them back.
+    assert!(c.b.stop().success());
+    for (f, bytes) in c.b.ledger_files().iter().zip(&saved) {
+        let _ = std::fs::remove_file(f);
+        if let Some(b) = bytes {
+            std::fs::write(f, b).unwrap();
+        }
+    }
+    assert_eq!(c.b.remote_consumptions(), 5);
+    c.b.start();
+    assert!(
+        eventually(15, || c.b.remote_consumptions() == 10).await,
+        "B holds {} after restart\n{}",
+        c.b.remote_consumptions(),
+        c.b.log()
+    );
+    let mut officer_b = Officer::connect_to(c.b.broker.port, "officer-b", "post-b").await;
+    officer_b.send(declaration("DB-9", Some(&late[4]))).await;
+    let v = officer_b.verdict_for("DB-9").await;
+    assert_eq!(reason(&v).0, "license_already_used", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_refuses_forged_and_unknown_records() {
+    let c = Country::start().await;
+    let mut opts = MqttOptions::new("forger", "127.0.0.1", c.national.port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut el) = AsyncClient::new(opts, 10);
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let forged = |cp: &str, key: &ed25519_dalek::SigningKey| {
+        ConsumptionRecord {
+            checkpoint: cp.into(),
+            seq: 1,
+            license_id: "LIC-FORGED".into(),
+            declaration_id: "D-X".into(),
+            consumed_at: 1_780_000_000,
+            token_sha256: [0; 32],
+            declaration_sha256: [0; 32],
+        }
+        .sign(key)
+    };
+    let wrong_key = permitgate::keys::generate();
+    let topics = SyncTopics::new("permitgate");
+    // Signed as post-a with a key that is not post-a's; and from a checkpoint the hub does not know.
+    for (topic, record) in [
+        (topics.records("post-a"), forged("post-a", &wrong_key)),
+        (topics.records("post-z"), forged("post-z", &wrong_key)),
+        (topics.records("post-a"), b"not even CBOR".to_vec()),
+    ] {
+        let msg = Records {
+            records: vec![record],
+        }
+        .encode();
+        client
+            .publish(topic, QoS::AtLeastOnce, false, msg)
+            .await
+            .unwrap();
+    }
+    assert!(
+        eventually(10, || c.hub.alerts_of("refused_record") == 3).await,
+        "{}",
+        c.hub.log()
+    );
+    assert_eq!(c.hub.records(), 0, "nothing forged is stored");
+    // Post B never learns of the forged consumption.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(c.b.remote_consumptions(), 0);
+}
