@@ -89,6 +89,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// The authority's signed policy bundles.
+    Policy {
+        /// What to do.
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
     /// Inspect the ledger.
     Ledger {
         /// Agent config file.
@@ -97,6 +103,26 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: LedgerAction,
+    },
+}
+
+/// `permitgate policy` actions.
+#[derive(Debug, Subcommand)]
+pub enum PolicyAction {
+    /// Sign a policy file into a bundle (COSE_Sign1 over CBOR); writes the bytes.
+    Sign {
+        /// The authority's root private key (PKCS#8 PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// The policy file (TOML); issuer key files are inlined.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Key id in the bundle's header.
+        #[arg(long, default_value = crate::bundle::DEFAULT_KID)]
+        kid: String,
+        /// Where to write the bundle; standard output if absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -286,6 +312,24 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let cfg = crate::hub::HubConfig::load(&config)?;
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(async { crate::hub::run(cfg, shutdown_signal()).await })?;
+            Ok(Outcome::Ok)
+        }
+        Command::Policy {
+            action:
+                PolicyAction::Sign {
+                    key,
+                    input,
+                    kid,
+                    out,
+                },
+        } => {
+            let key = keys::load_signing_key(&key)?;
+            let bundle = crate::bundle::sign(&input, &key, &kid)?;
+            match out {
+                Some(path) => std::fs::write(&path, &bundle)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => std::io::stdout().write_all(&bundle)?,
+            }
             Ok(Outcome::Ok)
         }
         Command::Ledger { config, action } => {

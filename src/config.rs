@@ -51,6 +51,9 @@ pub struct SyncConfig {
     pub interval_ms: u64,
     /// Records not acknowledged by the hub within this long are sent again, seconds.
     pub resend_after_secs: u64,
+    /// The authority's root public key (SPKI PEM file): signed policy
+    /// bundles from the uplink are applied when it is set.
+    pub policy_root_key: Option<PathBuf>,
 }
 
 impl Default for SyncConfig {
@@ -58,6 +61,7 @@ impl Default for SyncConfig {
         SyncConfig {
             interval_ms: 2000,
             resend_after_secs: 15,
+            policy_root_key: None,
         }
     }
 }
@@ -157,6 +161,8 @@ pub struct Config {
     pub uplink_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Sync timing.
     pub sync: SyncConfig,
+    /// The authority's root key for signed policy bundles, when configured.
+    pub policy_root: Option<ed25519_dalek::VerifyingKey>,
 }
 
 /// Parses TOML text read from `file`; an error names the file and line.
@@ -284,6 +290,13 @@ impl Config {
                     .into(),
             ));
         }
+        let policy_root = match &raw.sync.policy_root_key {
+            Some(f) => Some(
+                crate::keys::load_verifying_key(&base.join(f))
+                    .map_err(|e| bad(None, format!("`sync.policy_root_key`: {e}")))?,
+            ),
+            None => None,
+        };
         let policy_file = base.join(&raw.policy);
         let policy = Policy::load(&policy_file)?;
         Ok(Config {
@@ -300,6 +313,7 @@ impl Config {
             uplink: raw.uplink,
             uplink_tls,
             sync: raw.sync,
+            policy_root,
         })
     }
 }

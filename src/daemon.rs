@@ -80,6 +80,8 @@ enum Work {
     Delivered(i64),
     /// Publish the queued messages with ids above this (0: start over).
     Resend(i64),
+    /// A newer signed policy to decide under from now on.
+    Policy(Box<crate::policy::Policy>),
 }
 
 /// A declaration and the connection it arrived on.
@@ -105,6 +107,35 @@ use crate::ledger::Publication;
 const RESEND_MAX: usize = 10_000;
 /// Largest MQTT packet the client reads.
 pub const INCOMING_PACKET_MAX: usize = 16 * 1024 * 1024;
+/// The policy to start with: the config's file, or the newest signed
+/// bundle in the ledger when it is newer (and verifies with the root key).
+fn newest_policy(cfg: &Config, ledger: &Ledger) -> crate::policy::Policy {
+    let Some(root) = &cfg.policy_root else {
+        return cfg.policy.clone();
+    };
+    match ledger.newest_policy_bundle() {
+        Ok(Some(bytes)) => match crate::bundle::open(&bytes, root) {
+            Ok(p) if p.version > cfg.policy.version => {
+                info!(
+                    version = p.version,
+                    "using the newest signed policy bundle from the ledger"
+                );
+                p
+            }
+            Ok(_) => cfg.policy.clone(),
+            Err(e) => {
+                warn!(error = %e, "the stored policy bundle does not verify; using the policy file");
+                cfg.policy.clone()
+            }
+        },
+        Ok(None) => cfg.policy.clone(),
+        Err(e) => {
+            warn!(error = %e, "cannot read stored policy bundles; using the policy file");
+            cfg.policy.clone()
+        }
+    }
+}
+
 /// Capacity of the queues between the connection task and the worker.
 const QUEUE: usize = 4096;
 /// Declarations held by the connection task while the worker is busy; at
@@ -125,10 +156,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     };
     let ledger = Ledger::open(&cfg.ledger, &cfg.checkpoint)?;
     let (verdicts, consumed, outbox) = ledger.counts()?;
+    let policy = newest_policy(&cfg, &ledger);
     info!(
         checkpoint = %cfg.checkpoint,
         ledger = %cfg.ledger.display(),
-        policy_version = cfg.policy.version,
+        policy_version = policy.version,
         verdicts, consumed, outbox,
         "ledger open, policy loaded"
     );
@@ -141,12 +173,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let topics = Topics::new(&cfg.mqtt.prefix, &cfg.checkpoint);
     let status = Status {
         checkpoint: cfg.checkpoint.clone(),
-        policy_version: cfg.policy.version,
     };
     let counts = Counts {
         verdicts,
         consumed,
         outbox,
+        policy_version: policy.version,
     };
 
     let mut opts = crate::mqtt::options(
@@ -178,6 +210,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     // Alerts the sync task stores go out on this connection.
     let (sync_pubs_tx, sync_pubs_rx) = mpsc::channel::<Publication>(256);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (policy_tx, policy_rx) = mpsc::channel::<crate::policy::Policy>(4);
     let sync_task = cfg.uplink.clone().map(|uplink| {
         tokio::spawn(crate::sync::agent::run(
             crate::sync::agent::Agent {
@@ -188,6 +221,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 sync: cfg.sync.clone(),
                 publications: sync_pubs_tx,
                 outbox_depth: outbox_depth.clone(),
+                policy_root: cfg.policy_root,
+                policy_version: Arc::new(AtomicU64::new(policy.version)),
+                policies: policy_tx,
             },
             stop_rx,
         ))
@@ -195,7 +231,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
 
     let (work_tx, work_rx) = mpsc::channel::<Work>(QUEUE);
     let (done_tx, done_rx) = mpsc::channel::<Done>(64);
-    let policy = cfg.policy.clone();
     let max_bytes = cfg.max_declaration_bytes;
     let batch_max = cfg.batch_max;
     let worker_outbox = outbox_depth.clone();
@@ -236,7 +271,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         counts,
         work_tx,
         done_rx,
-        sync_pubs_rx,
+        (sync_pubs_rx, policy_rx),
         shutdown,
     )
     .await;
@@ -255,18 +290,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     Ok(())
 }
 
-/// What the retained status says besides its state.
+/// What the retained status says besides its state and counts.
 struct Status {
     checkpoint: String,
-    policy_version: u64,
 }
 
-/// Ledger totals as the status reports them.
+/// Ledger totals and the policy in force, as the status reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Counts {
     verdicts: u64,
     consumed: u64,
     outbox: u64,
+    policy_version: u64,
 }
 
 impl Status {
@@ -275,7 +310,7 @@ impl Status {
             "state": state,
             "checkpoint": self.checkpoint,
             "version": env!("CARGO_PKG_VERSION"),
-            "policy_version": self.policy_version,
+            "policy_version": c.policy_version,
             "ledger": {"verdicts": c.verdicts, "consumed": c.consumed, "outbox": c.outbox},
             "at": to_rfc3339(SystemClock.now()),
         })
@@ -374,7 +409,10 @@ impl Connection {
         mut counts: Counts,
         work_tx: mpsc::Sender<Work>,
         mut done_rx: mpsc::Receiver<Done>,
-        mut sync_pubs: mpsc::Receiver<Publication>,
+        (mut sync_pubs, mut policies): (
+            mpsc::Receiver<Publication>,
+            mpsc::Receiver<crate::policy::Policy>,
+        ),
         shutdown: impl Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
@@ -437,6 +475,9 @@ impl Connection {
                 }
                 Some(p) = sync_pubs.recv(), if out.publications.len() < RESEND_MAX => {
                     out.publications.push_back(p);
+                }
+                Some(p) = policies.recv(), if work_tx.is_some() => {
+                    backlog.push(Work::Policy(Box::new(p)));
                 }
                 // Backpressure: take more from the worker only while our own queue is short.
                 done = done_rx.recv(), if !worker_done && out.publications.len() < RESEND_MAX => match done {
@@ -605,7 +646,7 @@ struct Worker {
 fn worker(w: Worker, mut rx: mpsc::Receiver<Work>, tx: mpsc::Sender<Done>) {
     let Worker {
         mut ledger,
-        policy,
+        mut policy,
         identity,
         max_bytes,
         batch_max,
@@ -619,14 +660,17 @@ fn worker(w: Worker, mut rx: mpsc::Receiver<Work>, tx: mpsc::Sender<Done>) {
         let mut declarations = Vec::new();
         let mut delivered = Vec::new();
         let mut resend = None;
+        let mut new_policy = None;
         let mut next = Some(first);
         while let Some(w) = next {
             match w {
                 Work::Declaration(r) => declarations.push(r),
                 Work::Delivered(id) => delivered.push(id),
                 Work::Resend(after) => resend = Some(after),
+                // Declarations before it are decided under the old policy, the rest under it.
+                Work::Policy(p) => new_policy = Some(p),
             }
-            next = if declarations.len() < batch_max {
+            next = if declarations.len() < batch_max && new_policy.is_none() {
                 rx.try_recv().ok()
             } else {
                 None
@@ -672,41 +716,58 @@ fn worker(w: Worker, mut rx: mpsc::Receiver<Work>, tx: mpsc::Sender<Done>) {
                 Err(e) => error!(error = %e, "could not read the publication queue"),
             }
         }
-        if declarations.is_empty() {
-            continue;
-        }
-        match decide_batch(
-            &mut ledger,
-            &policy,
-            &identity,
-            max_bytes,
-            &declarations,
-            &delivered,
-        ) {
-            Ok((publications, added)) => {
-                counts.verdicts += added.verdicts;
-                counts.consumed += added.consumed;
-                outbox_depth.fetch_add(added.outbox, Ordering::Relaxed);
-                for r in &mut declarations {
-                    // Only the packet id is needed to acknowledge.
-                    r.publish.payload = Default::default();
+        if !declarations.is_empty() {
+            match decide_batch(
+                &mut ledger,
+                &policy,
+                &identity,
+                max_bytes,
+                &declarations,
+                &delivered,
+            ) {
+                Ok((publications, added)) => {
+                    counts.verdicts += added.verdicts;
+                    counts.consumed += added.consumed;
+                    outbox_depth.fetch_add(added.outbox, Ordering::Relaxed);
+                    for r in &mut declarations {
+                        // Only the packet id is needed to acknowledge.
+                        r.publish.payload = Default::default();
+                    }
+                    if tx
+                        .blocking_send(Done {
+                            acks: declarations,
+                            publications,
+                            counts,
+                            more_after: None,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
                 }
-                if tx
-                    .blocking_send(Done {
-                        acks: declarations,
-                        publications,
-                        counts,
-                        more_after: None,
-                    })
-                    .is_err()
-                {
-                    return;
+                // Nothing is acknowledged: the broker keeps the declarations and
+                // redelivers them on the next connection.
+                Err(e) => {
+                    error!(error = %e, count = declarations.len(), "could not commit decisions; not acknowledging them")
                 }
             }
-            // Nothing is acknowledged: the broker keeps the declarations and
-            // redelivers them on the next connection.
-            Err(e) => {
-                error!(error = %e, count = declarations.len(), "could not commit decisions; not acknowledging them")
+        }
+        if let Some(p) = new_policy {
+            info!(
+                from = policy.version,
+                to = p.version,
+                "policy updated; deciding under the new one from now on"
+            );
+            policy = *p;
+            counts.policy_version = policy.version;
+            let update = Done {
+                acks: Vec::new(),
+                publications: Vec::new(),
+                counts,
+                more_after: None,
+            };
+            if tx.blocking_send(update).is_err() {
+                return;
             }
         }
     }
@@ -725,6 +786,7 @@ fn decide_batch(
         verdicts: 0,
         consumed: 0,
         outbox: 0,
+        policy_version: policy.version,
     };
     let mut batch = ledger.begin()?;
     batch.delete_publications(delivered)?;

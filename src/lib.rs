@@ -10,6 +10,7 @@
 //! - [`token`]: license tokens (COSE_Sign1 + CWT), issuing and opening them.
 //! - [`declaration`]: shipment declarations in JSON or CBOR.
 //! - [`policy`]: the control list, trusted keys, revocations, denied parties, bans.
+//! - [`bundle`]: the authority's signed policy bundles.
 //! - [`verdict`]: verdicts, reason codes, alerts.
 //! - [`decision`]: the pure decision engine.
 //! - [`record`]: signed consumption records, the unit of sync.
@@ -26,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod codec;

@@ -393,7 +393,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub fn sample(dir: &Path) -> (PathBuf, ed25519_dalek::SigningKey) {

@@ -311,3 +311,114 @@ async fn the_hub_refuses_forged_and_unknown_records() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(c.b.remote_consumptions(), 0);
 }
+
+/// `permitgate policy sign` on a copy of the post's policy with `edit` applied.
+fn signed_bundle(
+    post: &Post,
+    root_key: &str,
+    name: &str,
+    edit: impl Fn(String) -> String,
+) -> Vec<u8> {
+    let dir = post.dir.path();
+    let text = std::fs::read_to_string(dir.join("policy.toml")).unwrap();
+    std::fs::write(dir.join(format!("{name}.toml")), edit(text)).unwrap();
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_permitgate"))
+        .args(["policy", "sign", "--key", root_key, "--in"])
+        .arg(dir.join(format!("{name}.toml")))
+        .arg("--out")
+        .arg(dir.join(format!("{name}.cose")))
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::read(dir.join(format!("{name}.cose"))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_policy_bundles_apply_when_newer_and_genuine_and_survive_a_restart() {
+    let national_dir = tempfile::tempdir().unwrap();
+    let mut national = Broker::start(national_dir.path());
+    let mut a = Post::with("post-a", permitgate::keys::generate());
+    let root = permitgate::keys::generate();
+    permitgate::keys::write_keypair(a.dir.path(), "root", &root).unwrap();
+    permitgate::keys::write_keypair(a.dir.path(), "impostor", &permitgate::keys::generate())
+        .unwrap();
+    a.enable_sync_with(national.port, "policy_root_key = \"root.pub.pem\"\n");
+    a.start();
+    wait_online(a.broker.port).await;
+    let mut officer = Officer::connect_to(a.broker.port, "officer-a", "post-a").await;
+
+    let revoke = |t: String| {
+        t.replace("version = 7", "version = 8")
+            .replace("revoked_licenses = [", "revoked_licenses = [\"LIC-P-2\", ")
+    };
+    let v8 = signed_bundle(&a, "root.key.pem", "v8", revoke);
+    let old = signed_bundle(&a, "root.key.pem", "old", |t| {
+        t.replace("version = 7", "version = 6")
+    });
+    let forged = signed_bundle(&a, "impostor.key.pem", "forged", |t| {
+        t.replace("version = 7", "version = 9")
+            .replace("revoked_licenses = [", "revoked_licenses = [\"LIC-P-3\", ")
+    });
+
+    let mut opts = MqttOptions::new("authority", "127.0.0.1", national.port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (authority, mut el) = AsyncClient::new(opts, 10);
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    authority
+        .publish("permitgate/policy", QoS::AtLeastOnce, true, v8)
+        .await
+        .unwrap();
+    assert!(
+        status_where(a.broker.port, 10, |s| s["policy_version"] == 8)
+            .await
+            .is_some(),
+        "{}",
+        a.log()
+    );
+    officer
+        .send(declaration("DP-2", Some(&a.token_for("LIC-P-2"))))
+        .await;
+    let v = officer.verdict_for("DP-2").await;
+    assert_eq!(
+        (v["verdict"].as_str(), reason(&v).0),
+        (Some("rejected"), "revoked"),
+        "{v}"
+    );
+
+    // An older bundle and one signed by another key are refused; version 8 stays.
+    authority
+        .publish("permitgate/policy", QoS::AtLeastOnce, true, old)
+        .await
+        .unwrap();
+    authority
+        .publish("permitgate/policy", QoS::AtLeastOnce, true, forged)
+        .await
+        .unwrap();
+    officer
+        .send(declaration("DP-3", Some(&a.token_for("LIC-P-3"))))
+        .await;
+    assert_eq!(officer.verdict_for("DP-3").await["verdict"], "cleared");
+    assert!(
+        status_where(a.broker.port, 3, |s| s["policy_version"] != 8)
+            .await
+            .is_none()
+    );
+    assert!(a.log().contains("policy bundle refused"), "{}", a.log());
+
+    // Restarted with the uplink gone, the post still decides under version 8.
+    assert!(a.stop().success());
+    let _ = national.child.kill();
+    let _ = national.child.wait();
+    a.start();
+    assert!(
+        status_where(a.broker.port, 10, |s| s["state"] == "online"
+            && s["policy_version"] == 8)
+        .await
+        .is_some()
+    );
+    officer
+        .send(declaration("DP-4", Some(&a.token_for("LIC-P-2"))))
+        .await;
+    assert_eq!(reason(&officer.verdict_for("DP-4").await).0, "revoked");
+}

@@ -146,6 +146,36 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Keeps a signed policy bundle so it survives a restart offline.
+    pub fn store_policy_bundle(
+        &mut self,
+        version: u64,
+        bundle: &[u8],
+        now: UnixTime,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO policy_bundles(version, bundle, received_at) VALUES (?1, ?2, ?3)",
+                params![version as i64, bundle, now],
+            )
+            .map(|_| ())
+            .map_err(sql(&self.path))
+    }
+
+    /// The newest stored policy bundle.
+    pub fn newest_policy_bundle(&self) -> Result<Option<Vec<u8>>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT bundle FROM policy_bundles ORDER BY version DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql(&self.path))
+    }
+}
+
 /// Stores the alert once and queues it for publication.
 fn queue_alert(
     conn: &rusqlite::Connection,

@@ -37,6 +37,12 @@ pub struct Agent {
     pub publications: mpsc::Sender<Publication>,
     /// Records waiting for the hub's acknowledgement, for the status.
     pub outbox_depth: Arc<AtomicU64>,
+    /// The authority's root key; signed policy bundles are applied when set.
+    pub policy_root: Option<ed25519_dalek::VerifyingKey>,
+    /// The version of the policy in force (bundles must be newer).
+    pub policy_version: Arc<AtomicU64>,
+    /// Verified newer policies, for the decision worker.
+    pub policies: mpsc::Sender<crate::policy::Policy>,
 }
 
 /// Most record batches sent per tick, so a long backlog goes out in steps.
@@ -125,6 +131,9 @@ pub async fn run(agent: Agent, mut stop: watch::Receiver<bool>) {
                     st.backfill_since = None;
                     for t in [topics.ack(&agent.checkpoint), topics.backfill_reply(&agent.checkpoint), topics.feed(), topics.alerts()] {
                         let _ = client.try_subscribe(t, QoS::AtLeastOnce);
+                    }
+                    if agent.policy_root.is_some() {
+                        let _ = client.try_subscribe(topics.policy(), QoS::AtLeastOnce);
                     }
                     sync.send_records(&mut ledger, &mut st, resend_after);
                     sync.maybe_backfill(&ledger, &mut st, true);
@@ -271,6 +280,8 @@ impl Sync<'_> {
                 }
                 Err(e) => warn!(error = %e, "sync: unreadable feed message"),
             }
+        } else if p.topic == self.topics.policy() {
+            self.on_policy(ledger, &p.payload).await;
         } else if p.topic == self.topics.alerts() {
             match serde_json::from_slice::<Alert>(&p.payload) {
                 Ok(a) if a.kind == AlertKind::DoubleUse && a.alert_id.is_some() => {
@@ -288,6 +299,39 @@ impl Sync<'_> {
                 }
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "sync: unreadable hub alert"),
+            }
+        }
+    }
+
+    /// Applies a signed policy bundle if it verifies and is newer; keeps it in the ledger.
+    async fn on_policy(&self, ledger: &mut Ledger, bundle: &[u8]) {
+        let Some(root) = &self.agent.policy_root else {
+            return;
+        };
+        let current = self.agent.policy_version.load(Ordering::Relaxed);
+        match crate::bundle::open(bundle, root) {
+            Ok(p) if p.version > current => {
+                if let Err(e) =
+                    blocking(|| ledger.store_policy_bundle(p.version, bundle, SystemClock.now()))
+                {
+                    error!(error = %e, "policy bundle verified but not stored; applying it anyway");
+                }
+                info!(version = p.version, "signed policy bundle accepted");
+                self.agent
+                    .policy_version
+                    .store(p.version, Ordering::Relaxed);
+                let _ = self.agent.policies.send(p).await;
+            }
+            Ok(p) => {
+                if p.version < current {
+                    warn!(
+                        bundle = p.version,
+                        current, "policy bundle older than the policy in force; refused"
+                    );
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, current, "policy bundle refused; keeping the current policy")
             }
         }
     }

@@ -406,8 +406,13 @@ impl Post {
 
     /// Turns sync on: the uplink is the broker on `uplink_port`; fast timings for tests.
     pub fn enable_sync(&self, uplink_port: u16) {
+        self.enable_sync_with(uplink_port, "");
+    }
+
+    /// Turns sync on with `extra` lines in the `[sync]` table.
+    pub fn enable_sync_with(&self, uplink_port: u16, extra: &str) {
         self.write_config(&format!(
-            "port = {}\nreconnect_max_secs = 1\n\n[uplink]\nport = {uplink_port}\nreconnect_max_secs = 1\n\n[sync]\ninterval_ms = 300\nresend_after_secs = 3\n",
+            "port = {}\nreconnect_max_secs = 1\n\n[uplink]\nport = {uplink_port}\nreconnect_max_secs = 1\n\n[sync]\ninterval_ms = 300\nresend_after_secs = 3\n{extra}",
             self.broker.port
         ));
     }
