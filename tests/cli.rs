@@ -425,8 +425,16 @@ fn shipped_profiles_and_policies_load() {
         v["verdict"] == "cleared" || reason_codes(&v) == ["license_already_used"],
         "{v:#}"
     );
-    for profile in ["port-gateway.toml", "border-post.toml"] {
+    // The production profiles name files under /etc: check they are TOML with the expected tables.
+    for (profile, keys) in [
+        ("port-gateway.toml", &["checkpoint", "mqtt", "uplink", "sync"][..]),
+        ("border-post.toml", &["checkpoint", "mqtt", "uplink", "sync"]),
+        ("hub.toml", &["store", "mqtt", "checkpoints"]),
+    ] {
         let text = std::fs::read_to_string(root.join(profile)).unwrap();
-        assert!(text.contains("checkpoint = "), "{profile}");
+        let table: toml::Table = toml::from_str(&text).expect(profile);
+        for k in keys {
+            assert!(table.contains_key(*k), "{profile}: {k}");
+        }
     }
 }
