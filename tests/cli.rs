@@ -427,8 +427,14 @@ fn shipped_profiles_and_policies_load() {
     );
     // The production profiles name files under /etc: check they are TOML with the expected tables.
     for (profile, keys) in [
-        ("port-gateway.toml", &["checkpoint", "mqtt", "uplink", "sync"][..]),
-        ("border-post.toml", &["checkpoint", "mqtt", "uplink", "sync"]),
+        (
+            "port-gateway.toml",
+            &["checkpoint", "mqtt", "uplink", "sync"][..],
+        ),
+        (
+            "border-post.toml",
+            &["checkpoint", "mqtt", "uplink", "sync"],
+        ),
         ("hub.toml", &["store", "mqtt", "checkpoints"]),
     ] {
         let text = std::fs::read_to_string(root.join(profile)).unwrap();

@@ -422,3 +422,52 @@ async fn signed_policy_bundles_apply_when_newer_and_genuine_and_survive_a_restar
         .await;
     assert_eq!(reason(&officer.verdict_for("DP-4").await).0, "revoked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hub_processes_share_the_load_and_one_store() {
+    let c = Country::start().await;
+    let mut second = Hub::sharing(&c.hub, "permitgate-hub-2");
+    second.start();
+    let officer_a = Officer::connect_to(c.a.broker.port, "officer-a", "post-a").await;
+    let officer_b = Officer::connect_to(c.b.broker.port, "officer-b", "post-b").await;
+    const N: usize = 150;
+    for i in 0..N {
+        let ta = c.a.token_for(&format!("LIC-SA-{i}"));
+        let tb = c.b.token_for(&format!("LIC-SB-{i}"));
+        officer_a
+            .send(declaration(&format!("DSA-{i}"), Some(&ta)))
+            .await;
+        officer_b
+            .send(declaration(&format!("DSB-{i}"), Some(&tb)))
+            .await;
+        if i % 10 == 0 {
+            // Spread over time, so records go out in many messages.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let done = eventually(30, || {
+        c.hub.records() == 2 * N && c.a.outbox() == 0 && c.b.outbox() == 0
+    })
+    .await;
+    assert!(
+        done,
+        "store holds {}, outboxes {} {}\n{}\n{}",
+        c.hub.records(),
+        c.a.outbox(),
+        c.b.outbox(),
+        c.hub.log(),
+        second.log()
+    );
+    assert_eq!(c.hub.head(), 2 * N, "one gap-free global order");
+    for (name, hub) in [("first", &c.hub), ("second", &second)] {
+        assert!(
+            hub.log().contains("records stored"),
+            "the {name} hub stored nothing"
+        );
+    }
+    assert!(
+        eventually(10, || c.a.remote_consumptions() == N
+            && c.b.remote_consumptions() == N)
+        .await
+    );
+}

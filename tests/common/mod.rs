@@ -473,6 +473,24 @@ impl Hub {
         Hub { dir, child: None }
     }
 
+    /// A second hub process sharing `other`'s store and registry, under its own client id.
+    pub fn sharing(other: &Hub, client_id: &str) -> Hub {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = std::fs::read_to_string(other.dir.path().join("hub.toml")).unwrap();
+        let store = other.dir.path().join("hub.db");
+        let conf = conf
+            .replace(
+                "store = \"hub.db\"",
+                &format!("store = \"{}\"", store.display()),
+            )
+            .replace(
+                "[mqtt]\n",
+                &format!("[mqtt]\nclient_id = \"{client_id}\"\n"),
+            );
+        std::fs::write(dir.path().join("hub.toml"), conf).unwrap();
+        Hub { dir, child: None }
+    }
+
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
