@@ -234,27 +234,32 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let max_bytes = cfg.max_declaration_bytes;
     let batch_max = cfg.batch_max;
     let worker_outbox = outbox_depth.clone();
+    let (staged_tx, staged_rx) = std::sync::mpsc::sync_channel::<Verified>(STAGED_BATCHES);
+    let cannot_start = |e: std::io::Error| LedgerError::Unusable {
+        path: cfg.ledger.clone(),
+        message: format!("cannot start a worker thread: {e}"),
+    };
+    let verify_policy = policy.clone();
+    let verifier = std::thread::Builder::new()
+        .name("verify".into())
+        .spawn(move || verify_stage(verify_policy, max_bytes, batch_max, work_rx, staged_tx))
+        .map_err(cannot_start)?;
     let worker = std::thread::Builder::new()
         .name("ledger".into())
         .spawn(move || {
-            worker(
+            ledger_stage(
                 Worker {
                     ledger,
                     policy,
                     identity,
-                    max_bytes,
-                    batch_max,
                     counts,
                     outbox_depth: worker_outbox,
                 },
-                work_rx,
+                staged_rx,
                 done_tx,
             )
         })
-        .map_err(|e| LedgerError::Unusable {
-            path: cfg.ledger.clone(),
-            message: format!("cannot start the ledger thread: {e}"),
-        })?;
+        .map_err(cannot_start)?;
 
     // READY once the ledger is open and the policy loaded (systemd Type=notify).
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -283,8 +288,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     {
         warn!("the sync task did not stop in time");
     }
-    if worker.join().is_err() {
-        error!("the ledger thread panicked");
+    if verifier.join().is_err() || worker.join().is_err() {
+        error!("a worker thread panicked");
     }
     info!("stopped");
     Ok(())
@@ -637,25 +642,36 @@ struct Worker {
     ledger: Ledger,
     policy: crate::policy::Policy,
     identity: Identity,
-    max_bytes: usize,
-    batch_max: usize,
     counts: Counts,
     outbox_depth: Arc<AtomicU64>,
 }
 
-fn worker(w: Worker, mut rx: mpsc::Receiver<Work>, tx: mpsc::Sender<Done>) {
-    let Worker {
-        mut ledger,
-        mut policy,
-        identity,
-        max_bytes,
-        batch_max,
-        mut counts,
-        outbox_depth,
-    } = w;
-    // A re-send covers what was queued when it started; later messages go
-    // out with their own batch.
-    let mut resend_upto = 0i64;
+/// One batch after the CPU-bound stage, in arrival order.
+struct Verified {
+    declarations: Vec<Received>,
+    prepared: Vec<gate::Prepared>,
+    delivered: Vec<i64>,
+    resend: Option<i64>,
+    new_policy: Option<Box<crate::policy::Policy>>,
+}
+
+/// Batches that may wait between the two stages: one being verified while
+/// one commits is the overlap that matters.
+const STAGED_BATCHES: usize = 2;
+
+/// The CPU-bound stage: gathers what arrived together into a batch, parses
+/// and verifies its declarations on every core, and hands it on in order.
+///
+/// Design: it runs beside the ledger stage, so the signature checks of one
+/// batch overlap the commit (fsync) of the one before.
+fn verify_stage(
+    mut policy: crate::policy::Policy,
+    max_bytes: usize,
+    batch_max: usize,
+    mut rx: mpsc::Receiver<Work>,
+    tx: std::sync::mpsc::SyncSender<Verified>,
+) {
+    use rayon::prelude::*;
     while let Some(first) = rx.blocking_recv() {
         let mut declarations = Vec::new();
         let mut delivered = Vec::new();
@@ -676,6 +692,47 @@ fn worker(w: Worker, mut rx: mpsc::Receiver<Work>, tx: mpsc::Sender<Done>) {
                 None
             };
         }
+        let prepared: Vec<gate::Prepared> = declarations
+            .par_iter()
+            .map(|r| gate::prepare(&r.publish.payload, &policy, max_bytes))
+            .collect();
+        if let Some(p) = &new_policy {
+            policy = (**p).clone();
+        }
+        let batch = Verified {
+            declarations,
+            prepared,
+            delivered,
+            resend,
+            new_policy,
+        };
+        if tx.send(batch).is_err() {
+            return;
+        }
+    }
+}
+
+/// The ledger stage: decides each verified batch in one transaction,
+/// commits, and hands the connection task the PUBACKs and publications.
+fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Sender<Done>) {
+    let Worker {
+        mut ledger,
+        mut policy,
+        identity,
+        mut counts,
+        outbox_depth,
+    } = w;
+    // A re-send covers what was queued when it started; later messages go
+    // out with their own batch.
+    let mut resend_upto = 0i64;
+    while let Ok(Verified {
+        mut declarations,
+        prepared,
+        delivered,
+        resend,
+        new_policy,
+    }) = rx.recv()
+    {
         // Design: deletions of published messages ride in the next decision
         // transaction, so a busy gate pays one fsync per batch, not per PUBACK.
         if declarations.is_empty()
@@ -717,14 +774,7 @@ fn worker(w: Worker, mut rx: mpsc::Receiver<Work>, tx: mpsc::Sender<Done>) {
             }
         }
         if !declarations.is_empty() {
-            match decide_batch(
-                &mut ledger,
-                &policy,
-                &identity,
-                max_bytes,
-                &declarations,
-                &delivered,
-            ) {
+            match decide_batch(&mut ledger, &policy, &identity, &prepared, &delivered) {
                 Ok((publications, added)) => {
                     counts.verdicts += added.verdicts;
                     counts.consumed += added.consumed;
@@ -777,8 +827,7 @@ fn decide_batch(
     ledger: &mut Ledger,
     policy: &crate::policy::Policy,
     identity: &Identity,
-    max_bytes: usize,
-    declarations: &[Received],
+    prepared: &[gate::Prepared],
     delivered: &[i64],
 ) -> Result<(Vec<Publication>, Counts), LedgerError> {
     let now = SystemClock.now();
@@ -790,10 +839,9 @@ fn decide_batch(
     };
     let mut batch = ledger.begin()?;
     batch.delete_publications(delivered)?;
-    let mut publications = Vec::with_capacity(declarations.len());
-    for r in declarations {
-        let prepared = gate::prepare(&r.publish.payload, policy, max_bytes);
-        let out = gate::decide_and_record(&mut batch, &prepared, policy, identity, now)?;
+    let mut publications = Vec::with_capacity(prepared.len());
+    for prepared in prepared {
+        let out = gate::decide_and_record(&mut batch, prepared, policy, identity, now)?;
         added.verdicts += u64::from(out.recorded.audit_id.is_some());
         let consumed = u64::from(out.recorded.consumed_seq.is_some());
         added.consumed += consumed;
