@@ -89,6 +89,33 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// End-to-end benchmark against a real mosquitto and a real daemon; prints its figures.
+    Bench {
+        /// Declarations to send.
+        #[arg(long, default_value_t = 20_000)]
+        declarations: usize,
+        /// Declarations per second; 0 sends as fast as flow control allows.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Share of declarations reusing an earlier license.
+        #[arg(long, default_value_t = 0.05)]
+        reused: f64,
+        /// Share carrying a license signed by an untrusted key.
+        #[arg(long, default_value_t = 0.05)]
+        forged: f64,
+        /// Share of uncontrolled goods that need no license.
+        #[arg(long, default_value_t = 0.05)]
+        not_required: f64,
+        /// Consumed licenses to write into the ledger first (e.g. 10000000).
+        #[arg(long, default_value_t = 0)]
+        prefill: u64,
+        /// The mosquitto binary.
+        #[arg(long, default_value = "/usr/sbin/mosquitto")]
+        mosquitto: PathBuf,
+        /// Also write the figures to this JSON file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// The authority's signed policy bundles.
     Policy {
         /// What to do.
@@ -312,6 +339,30 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let cfg = crate::hub::HubConfig::load(&config)?;
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(async { crate::hub::run(cfg, shutdown_signal()).await })?;
+            Ok(Outcome::Ok)
+        }
+        Command::Bench {
+            declarations,
+            rate,
+            reused,
+            forged,
+            not_required,
+            prefill,
+            mosquitto,
+            json,
+        } => {
+            let opts = crate::bench::BenchOptions {
+                declarations,
+                rate,
+                reused,
+                forged,
+                not_required,
+                prefill,
+                mosquitto,
+                json,
+            };
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(crate::bench::run(opts))?;
             Ok(Outcome::Ok)
         }
         Command::Policy {

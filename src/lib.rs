@@ -24,8 +24,10 @@
 //! - [`mqtt`]: MQTT client settings and reconnect backoff shared by all connections.
 //! - [`sync`]: the checkpoint side of sync with the hub, and the sync messages.
 //! - [`hub`]: `permitgate hub`, the national store of consumption records.
+//! - [`bench`]: `permitgate bench`, the end-to-end benchmark.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod broker;
 pub mod bundle;
 pub mod cli;

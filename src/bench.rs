@@ -1,0 +1,522 @@
+//! `permitgate bench`: the end-to-end benchmark. It starts a real mosquitto
+//! and a real `permitgate run`, publishes generated declarations, collects
+//! every verdict, checks each one, and reports throughput, latency, the
+//! daemon's peak memory and, measured in the same run, what one core does
+//! with `verify_strict` alone.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::Serialize;
+
+use crate::clock::{Clock, SystemClock};
+use crate::token::{self, License};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Declarations to send.
+    pub declarations: usize,
+    /// Declarations per second; 0 sends as fast as flow control allows.
+    pub rate: u64,
+    /// Share carrying a license already used earlier in the run.
+    pub reused: f64,
+    /// Share carrying a license signed by an untrusted key.
+    pub forged: f64,
+    /// Share of uncontrolled goods without a license.
+    pub not_required: f64,
+    /// Consumed licenses written into the ledger before the daemon starts.
+    pub prefill: u64,
+    /// The mosquitto binary.
+    pub mosquitto: PathBuf,
+    /// Write the results here as JSON too.
+    pub json: Option<PathBuf>,
+}
+
+/// The figures a run produces.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    /// Declarations sent and verdicts received.
+    pub declarations: usize,
+    /// Verdicts that were not the expected one.
+    pub wrong_verdicts: usize,
+    /// Fixed rate asked for (0: as fast as possible).
+    pub rate_asked: u64,
+    /// Verdicts per second from the first publication to the last verdict.
+    pub sustained_per_sec: f64,
+    /// Publication to verdict, milliseconds.
+    pub latency_ms_p50: f64,
+    /// 99th percentile, milliseconds.
+    pub latency_ms_p99: f64,
+    /// Worst, milliseconds.
+    pub latency_ms_max: f64,
+    /// The daemon's peak resident memory (VmHWM), MiB.
+    pub daemon_peak_rss_mib: f64,
+    /// Single-core `verify_strict` rate on this machine, same run.
+    pub verify_strict_per_sec: f64,
+    /// `sustained_per_sec` / `verify_strict_per_sec`.
+    pub ratio_to_one_core_verify: f64,
+    /// Consumed licenses in the ledger before the run.
+    pub prefilled: u64,
+    /// From starting the daemon to its online status, milliseconds.
+    pub startup_to_ready_ms: f64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Valid,
+    Reused,
+    Forged,
+    NotRequired,
+}
+
+const CHECKPOINT: &str = "bench-01";
+const KID: &str = "bench-issuer";
+
+/// Runs the benchmark and prints the report.
+pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
+    if opts.declarations == 0 {
+        bail!("--declarations must be at least 1");
+    }
+    let dir = tempfile::tempdir().context("creating a scratch directory")?;
+    let issuer = crate::keys::generate();
+    crate::keys::write_keypair(dir.path(), "issuer", &issuer)?;
+    let policy = include_str!("../firmware-config/dev/policy.toml")
+        .replace("dev-issuer.pub.pem", "issuer.pub.pem")
+        .replace("kid = \"dev-issuer\"", &format!("kid = \"{KID}\""));
+    std::fs::write(dir.path().join("policy.toml"), policy)?;
+
+    eprintln!("measuring verify_strict on one core…");
+    let verify_rate = verify_strict_rate(&issuer);
+    eprintln!("generating {} declarations…", opts.declarations);
+    let (payloads, kinds) = generate(&opts, &issuer);
+
+    let port = free_port()?;
+    let mut broker = Guard(start_mosquitto(&opts.mosquitto, dir.path(), port)?);
+    wait_port(port)?;
+    std::fs::write(
+        dir.path().join("permitgate.toml"),
+        format!(
+            "checkpoint = \"{CHECKPOINT}\"\nledger = \"state/ledger.db\"\npolicy = \"policy.toml\"\ncheckpoint_key = \"state/checkpoint.key.pem\"\n\n[mqtt]\nport = {port}\ninflight = 1000\n"
+        ),
+    )?;
+    if opts.prefill > 0 {
+        eprintln!(
+            "writing {} consumed licenses into the ledger…",
+            opts.prefill
+        );
+        prefill(&dir.path().join("state/ledger.db"), opts.prefill)?;
+    }
+
+    let received = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let sent_at: Arc<Vec<AtomicU64>> =
+        Arc::new((0..payloads.len()).map(|_| AtomicU64::new(0)).collect());
+    let got_at: Arc<Vec<AtomicU64>> =
+        Arc::new((0..payloads.len()).map(|_| AtomicU64::new(0)).collect());
+    let verdicts: Arc<std::sync::Mutex<Vec<Option<String>>>> =
+        Arc::new(std::sync::Mutex::new(vec![None; payloads.len()]));
+    let (online_tx, mut online_rx) = tokio::sync::mpsc::unbounded_channel();
+    listen(
+        port,
+        start,
+        received.clone(),
+        got_at.clone(),
+        verdicts.clone(),
+        online_tx,
+    )
+    .await?;
+
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let spawned = Instant::now();
+    let mut daemon = Guard(
+        Command::new(exe)
+            .args(["run", "--config"])
+            .arg(dir.path().join("permitgate.toml"))
+            .env("PERMITGATE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("daemon.log"))?)
+            .spawn()
+            .context("starting the daemon")?,
+    );
+    tokio::time::timeout(Duration::from_secs(60), online_rx.recv())
+        .await
+        .map_err(|_| anyhow!("the daemon did not come online within 60 s"))?;
+    let startup = spawned.elapsed();
+
+    eprintln!("publishing…");
+    let (publisher, mut el) = AsyncClient::new(
+        {
+            let mut o = MqttOptions::new("bench-publisher", "127.0.0.1", port);
+            o.set_keep_alive(Duration::from_secs(30)).set_inflight(1000);
+            o
+        },
+        1000,
+    );
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let topic = format!("permitgate/{CHECKPOINT}/declarations");
+    let first_sent = start.elapsed();
+    let interval = (opts.rate > 0).then(|| Duration::from_secs_f64(1.0 / opts.rate as f64));
+    let t0 = Instant::now();
+    for (i, p) in payloads.into_iter().enumerate() {
+        if let Some(iv) = interval {
+            let due = t0 + iv * i as u32;
+            tokio::time::sleep_until(due.into()).await;
+        }
+        sent_at[i].store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        publisher
+            .publish(&topic, QoS::AtLeastOnce, false, p)
+            .await?;
+    }
+    let n = kinds.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(120 + n / 1000);
+    while received.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = received.load(Ordering::Relaxed);
+    let peak_rss = peak_rss_mib(daemon.0.id());
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status();
+    let _ = daemon.0.wait();
+    let _ = broker.0.kill();
+    if got < n {
+        bail!(
+            "only {got} of {n} verdicts arrived; daemon log:\n{}",
+            std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
+        );
+    }
+
+    let verdicts = verdicts
+        .lock()
+        .map_err(|_| anyhow!("verdict table poisoned"))?;
+    let wrong = kinds
+        .iter()
+        .zip(verdicts.iter())
+        .filter(|(k, v)| v.as_deref() != Some(expected(**k)))
+        .count();
+    let mut latencies: Vec<f64> = (0..kinds.len())
+        .map(|i| {
+            let s = sent_at[i].load(Ordering::Relaxed);
+            let g = got_at[i].load(Ordering::Relaxed);
+            g.saturating_sub(s) as f64 / 1e6
+        })
+        .collect();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    let last = got_at
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0);
+    let span = (last as f64 / 1e9 - first_sent.as_secs_f64()).max(1e-9);
+    let sustained = n as f64 / span;
+    let report = BenchReport {
+        declarations: kinds.len(),
+        wrong_verdicts: wrong,
+        rate_asked: opts.rate,
+        sustained_per_sec: sustained,
+        latency_ms_p50: pct(0.50),
+        latency_ms_p99: pct(0.99),
+        latency_ms_max: pct(1.0),
+        daemon_peak_rss_mib: peak_rss,
+        verify_strict_per_sec: verify_rate,
+        ratio_to_one_core_verify: sustained / verify_rate,
+        prefilled: opts.prefill,
+        startup_to_ready_ms: startup.as_secs_f64() * 1e3,
+    };
+    print_report(&report);
+    if let Some(path) = &opts.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if wrong > 0 {
+        bail!("{wrong} verdicts were not the expected ones");
+    }
+    Ok(report)
+}
+
+fn expected(k: Kind) -> &'static str {
+    match k {
+        Kind::Valid => "cleared",
+        Kind::Reused | Kind::Forged => "rejected",
+        Kind::NotRequired => "not_required",
+    }
+}
+
+fn print_report(r: &BenchReport) {
+    println!("declarations            {}", r.declarations);
+    println!("wrong verdicts          {}", r.wrong_verdicts);
+    if r.rate_asked > 0 {
+        println!("rate asked              {}/s", r.rate_asked);
+    }
+    println!(
+        "sustained               {:.0} declarations/s",
+        r.sustained_per_sec
+    );
+    println!(
+        "latency publish→verdict p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        r.latency_ms_p50, r.latency_ms_p99, r.latency_ms_max
+    );
+    println!("daemon peak RSS         {:.1} MiB", r.daemon_peak_rss_mib);
+    println!("verify_strict, 1 core   {:.0}/s", r.verify_strict_per_sec);
+    println!(
+        "ratio                   {:.2}× one core's verify_strict",
+        r.ratio_to_one_core_verify
+    );
+    println!("ledger prefilled with   {} consumed licenses", r.prefilled);
+    println!("start-up to ready       {:.0} ms", r.startup_to_ready_ms);
+}
+
+/// How many `verify_strict` calls one core does per second, on a real token.
+fn verify_strict_rate(issuer: &ed25519_dalek::SigningKey) -> f64 {
+    let lic = bench_license("LIC-VERIFY", 0);
+    let bytes = token::issue(&lic, KID, issuer);
+    let Ok(msg) = token::cose::parse(&bytes) else {
+        return f64::NAN;
+    };
+    let key = issuer.verifying_key();
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed() < Duration::from_secs(1) {
+        for _ in 0..100 {
+            let _ = std::hint::black_box(msg.verify(&key));
+        }
+        n += 100;
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn bench_license(id: &str, now: i64) -> License {
+    let mut lic = License::from_claims_json(include_str!("../firmware-config/dev/claims.json"))
+        .unwrap_or_else(|e| panic!("the bundled dev claims are valid: {e}"));
+    lic.license_id = id.to_owned();
+    lic.issued_at = now - 3600;
+    lic.not_before = None;
+    lic.expires = now + 86_400 * 30;
+    lic
+}
+
+/// The payloads, in sending order, and what each should get.
+fn generate(opts: &BenchOptions, issuer: &ed25519_dalek::SigningKey) -> (Vec<Vec<u8>>, Vec<Kind>) {
+    let now = SystemClock.now();
+    let impostor = crate::keys::generate();
+    let base: serde_json::Value =
+        serde_json::from_str(include_str!("../firmware-config/dev/declaration.json"))
+            .unwrap_or_default();
+    let mut uncontrolled = base.clone();
+    uncontrolled["items"] = serde_json::json!([{"hs_code": "850519", "description": "ferrite magnets", "net_kg": 900, "elements": ["Fe", "Sr"]}]);
+    if let Some(m) = uncontrolled.as_object_mut() {
+        m.remove("license");
+    }
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        // xorshift: a fixed, repeatable mix of kinds.
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut issued: Vec<String> = Vec::new();
+    let mut payloads = Vec::with_capacity(opts.declarations);
+    let mut kinds = Vec::with_capacity(opts.declarations);
+    for i in 0..opts.declarations {
+        let x = next();
+        let kind = if x < opts.reused && !issued.is_empty() {
+            Kind::Reused
+        } else if x < opts.reused + opts.forged {
+            Kind::Forged
+        } else if x < opts.reused + opts.forged + opts.not_required {
+            Kind::NotRequired
+        } else {
+            Kind::Valid
+        };
+        let mut d = if kind == Kind::NotRequired {
+            uncontrolled.clone()
+        } else {
+            base.clone()
+        };
+        d["declaration_id"] = format!("BENCH-{i}").into();
+        match kind {
+            Kind::Valid => {
+                let t = token::text::encode(&token::issue(
+                    &bench_license(&format!("LIC-B-{i}"), now),
+                    KID,
+                    issuer,
+                ));
+                issued.push(t.clone());
+                d["license"] = t.into();
+            }
+            Kind::Reused => d["license"] = issued[i % issued.len()].clone().into(),
+            Kind::Forged => {
+                d["license"] = token::text::encode(&token::issue(
+                    &bench_license(&format!("LIC-F-{i}"), now),
+                    KID,
+                    &impostor,
+                ))
+                .into()
+            }
+            Kind::NotRequired => {}
+        }
+        payloads.push(d.to_string().into_bytes());
+        kinds.push(kind);
+    }
+    (payloads, kinds)
+}
+
+/// Subscribes to the checkpoint's verdicts and status before anything is sent.
+async fn listen(
+    port: u16,
+    start: Instant,
+    received: Arc<AtomicU64>,
+    got_at: Arc<Vec<AtomicU64>>,
+    verdicts: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    online: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Result<()> {
+    let mut o = MqttOptions::new("bench-listener", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut el) = AsyncClient::new(o, 100);
+    client
+        .subscribe(
+            format!("permitgate/{CHECKPOINT}/verdicts"),
+            QoS::AtLeastOnce,
+        )
+        .await?;
+    client
+        .subscribe(format!("permitgate/{CHECKPOINT}/status"), QoS::AtLeastOnce)
+        .await?;
+    tokio::spawn(async move {
+        let _keep = client;
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let at = start.elapsed().as_nanos() as u64;
+                    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) else {
+                        continue;
+                    };
+                    if p.topic.ends_with("/status") {
+                        if v["state"] == "online" {
+                            let _ = online.send(());
+                        }
+                        continue;
+                    }
+                    let Some(i) = v["declaration_id"]
+                        .as_str()
+                        .and_then(|id| id.strip_prefix("BENCH-"))
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .filter(|i| *i < got_at.len())
+                    else {
+                        continue;
+                    };
+                    // At least once: count each declaration's first verdict only.
+                    if got_at[i]
+                        .compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        if let Ok(mut all) = verdicts.lock() {
+                            all[i] = v["verdict"].as_str().map(str::to_owned);
+                        }
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Writes `n` consumed licenses straight into a fresh ledger, as a long-serving post would hold.
+fn prefill(path: &Path, n: u64) -> Result<()> {
+    drop(crate::ledger::Ledger::open(path, CHECKPOINT)?);
+    let mut db = rusqlite::Connection::open(path)?;
+    db.pragma_update(None, "synchronous", "OFF")?;
+    let tx = db.transaction()?;
+    {
+        let mut st = tx.prepare(
+            "INSERT INTO consumed(license_id, declaration_id, consumed_at, seq, audit_id, record) VALUES (?1, ?2, 1700000000, ?3, 0, x'00')",
+        )?;
+        for i in 1..=n {
+            st.execute(rusqlite::params![
+                format!("LIC-OLD-{i:010}"),
+                format!("D-OLD-{i:010}"),
+                i as i64
+            ])?;
+            if i % 1_000_000 == 0 {
+                eprintln!("  {i}");
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn wait_port(port: u16) -> Result<()> {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("mosquitto did not start on port {port}")
+}
+
+fn start_mosquitto(bin: &Path, dir: &Path, port: u16) -> Result<Child> {
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 1000000\nmax_inflight_messages 1000\n"
+        ),
+    )?;
+    // mosquitto started as root drops to its own user: it must be able to read the file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+        let _ = std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644));
+    }
+    Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {} (apt-get install mosquitto)", bin.display()))
+}
+
+/// Peak resident set (VmHWM) of a process, MiB; NaN where /proc is not there.
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Kills the child when dropped, so an error never leaves processes behind.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
