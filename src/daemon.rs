@@ -138,11 +138,13 @@ fn newest_policy(cfg: &Config, ledger: &Ledger) -> crate::policy::Policy {
 
 /// Capacity of the queues between the connection task and the worker.
 const QUEUE: usize = 4096;
-/// Declarations held by the connection task while the worker is busy; at
-/// this depth it stops reading from the broker until the worker catches up.
-const BACKLOG_MAX: usize = 4096;
+/// Most declarations the connection task holds while the worker is busy.
+/// A broker keeps at most its in-flight window unacknowledged with us, so
+/// this is only reached by one that ignores it; the daemon then drops the
+/// connection, and the broker redelivers everything unacknowledged.
+const BACKLOG_MAX: usize = 65_536;
 /// The same bound in payload bytes.
-const BACKLOG_BYTES: usize = 16 * 1024 * 1024;
+const BACKLOG_BYTES: usize = 48 * 1024 * 1024;
 
 /// Runs the daemon until `shutdown` completes; then drains and exits cleanly.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
@@ -347,6 +349,21 @@ struct PendingOut {
     publications: VecDeque<Publication>,
 }
 
+/// Drops what belonged to a connection that is gone. Unsent PUBACKs and
+/// undecided declarations go too: the broker redelivers those declarations,
+/// and the ledger answers a decided one with its stored verdict.
+fn forget_connection(
+    handed: &mut VecDeque<Option<i64>>,
+    awaiting_ack: &mut HashMap<u16, Option<i64>>,
+    out: &mut PendingOut,
+    backlog: &mut Backlog,
+) {
+    handed.clear();
+    awaiting_ack.clear();
+    out.acks.clear();
+    backlog.forget_declarations();
+}
+
 /// Work waiting for room in the worker's queue, bounded by count and bytes.
 #[derive(Default)]
 struct Backlog {
@@ -447,9 +464,6 @@ impl Connection {
             counts.outbox = self.outbox_depth.load(Ordering::Relaxed);
             // A clone, so the shutdown branch can drop `work_tx` meanwhile.
             let feed = work_tx.clone().filter(|_| !backlog.is_empty());
-            // Design: while the backlog is full the broker is not read, so TCP
-            // flow control holds the rest there; PUBACKs wait a moment with it.
-            let reading = !backlog.is_full();
             tokio::select! {
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -494,7 +508,9 @@ impl Connection {
                     }
                     None => worker_done = true,
                 },
-                ev = eventloop.poll(), if reading => match ev {
+                // Design: always polled, even with a long backlog: the PUBACKs for
+                // our own publications arrive here, and without them nothing drains.
+                ev = eventloop.poll() => match ev {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         if ack.code != ConnectReturnCode::Success {
                             continue;
@@ -538,15 +554,16 @@ impl Connection {
                     Err(e) => {
                         // The durable copies are in the ledger: rumqttc's are dropped.
                         let wait = link.down(eventloop, &e, "broker", self.reconnect_max);
-                        handed.clear();
-                        awaiting_ack.clear();
-                        // Unsent PUBACKs belong to the lost connection: the broker redelivers
-                        // those declarations and the ledger answers with the stored verdicts.
-                        out.acks.clear();
-                        backlog.forget_declarations();
+                        forget_connection(&mut handed, &mut awaiting_ack, &mut out, &mut backlog);
                         tokio::time::sleep(wait).await;
                     }
                 },
+            }
+            if link.connected && backlog.is_full() {
+                let why = "the broker sent more unacknowledged declarations than the daemon holds; reconnecting so it redelivers them";
+                let wait = link.down(eventloop, &why, "broker", self.reconnect_max);
+                forget_connection(&mut handed, &mut awaiting_ack, &mut out, &mut backlog);
+                tokio::time::sleep(wait).await;
             }
             if out.publications.is_empty()
                 && work_tx.is_some()

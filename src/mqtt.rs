@@ -70,7 +70,7 @@ impl Link {
     pub fn down(
         &mut self,
         eventloop: &mut rumqttc::EventLoop,
-        error: &rumqttc::ConnectionError,
+        error: &dyn std::fmt::Display,
         what: &str,
         max: Duration,
     ) -> Duration {

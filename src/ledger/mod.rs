@@ -162,10 +162,8 @@ impl Ledger {
             Some(_) => Ok(()),
             None => self
                 .conn
-                .execute(
-                    "INSERT INTO meta(key, value) VALUES ('checkpoint', ?1)",
-                    [checkpoint],
-                )
+                .prepare_cached("INSERT INTO meta(key, value) VALUES ('checkpoint', ?1)")
+                .and_then(|mut st| st.execute([checkpoint]))
                 .map(|_| ())
                 .map_err(sql(&self.path)),
         }
@@ -438,9 +436,8 @@ impl Batch<'_> {
         {
             let seq: i64 = self
                 .tx
-                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM consumed", [], |r| {
-                    r.get(0)
-                })
+                .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM consumed")
+                .and_then(|mut st| st.query_row([], |r| r.get(0)))
                 .map_err(sql(&path))?;
             let rec = ConsumptionRecord {
                 checkpoint: identity.checkpoint.clone(),
@@ -452,14 +449,11 @@ impl Batch<'_> {
                 declaration_sha256: hash,
             };
             // The primary key makes a second consumption impossible even if a caller erred.
-            self.tx
-                .execute(
-                    "INSERT INTO consumed(license_id, declaration_id, consumed_at, seq, audit_id, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![license_id, decl_id, now, seq, audit_id, rec.sign(&identity.key)],
-                )
+            self.tx.prepare_cached("INSERT INTO consumed(license_id, declaration_id, consumed_at, seq, audit_id, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)").and_then(|mut st| st.execute(params![license_id, decl_id, now, seq, audit_id, rec.sign(&identity.key)]))
                 .map_err(sql(&path))?;
             self.tx
-                .execute("INSERT INTO outbox(seq) VALUES (?1)", [seq])
+                .prepare_cached("INSERT INTO outbox(seq) VALUES (?1)")
+                .and_then(|mut st| st.execute([seq]))
                 .map_err(sql(&path))?;
             consumed_seq = Some(seq as u64);
         }
@@ -475,10 +469,8 @@ impl Batch<'_> {
     /// Queues a message (`verdict` or `alert`) for publication; it stays until [`Ledger::delete_publications`].
     pub fn enqueue_publication(&mut self, kind: &str, payload: &str) -> Result<i64, LedgerError> {
         self.tx
-            .execute(
-                "INSERT INTO publish_queue(kind, payload) VALUES (?1, ?2)",
-                params![kind, payload],
-            )
+            .prepare_cached("INSERT INTO publish_queue(kind, payload) VALUES (?1, ?2)")
+            .and_then(|mut st| st.execute(params![kind, payload]))
             .map_err(sql(&self.path))?;
         Ok(self.tx.last_insert_rowid())
     }
@@ -503,9 +495,8 @@ impl Batch<'_> {
     ) -> rusqlite::Result<i64> {
         let id: i64 = self
             .tx
-            .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM audit", [], |r| {
-                r.get(0)
-            })?;
+            .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM audit")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))?;
         let row = AuditRow {
             id,
             declaration_id: verdict.declaration_id.clone(),
@@ -527,11 +518,7 @@ impl Batch<'_> {
     /// Makes the batch durable (one fsync for all its decisions).
     pub fn commit(self) -> Result<(), LedgerError> {
         let path = self.path.clone();
-        self.tx
-            .execute(
-                "INSERT INTO meta(key, value) VALUES ('chain_head', ?1) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                [hex::encode(self.head)],
-            )
+        self.tx.prepare_cached("INSERT INTO meta(key, value) VALUES ('chain_head', ?1) ON CONFLICT(key) DO UPDATE SET value=excluded.value").and_then(|mut st| st.execute([hex::encode(self.head)]))
             .map_err(sql(&path))?;
         self.tx.commit().map_err(sql(&path))
     }
@@ -603,10 +590,7 @@ fn insert_alert(conn: &Connection, alert: &Alert, now: UnixTime) -> rusqlite::Re
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    conn.execute(
-        "INSERT OR IGNORE INTO alerts(raised_at, kind, declaration_id, license_id, alert_json, alert_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![now, kind, alert.declaration_id, alert.license_id, json, alert.alert_id],
-    )
+    conn.prepare_cached("INSERT OR IGNORE INTO alerts(raised_at, kind, declaration_id, license_id, alert_json, alert_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)").and_then(|mut st| st.execute(params![now, kind, alert.declaration_id, alert.license_id, json, alert.alert_id]))
     .map(|n| n == 1)
 }
 
@@ -624,13 +608,7 @@ fn facts(
     declaration_id: &str,
     license_id: Option<&str>,
 ) -> rusqlite::Result<LedgerFacts> {
-    let prior = conn
-        .query_row(
-            "SELECT d.content_hash, a.verdict_json FROM declarations d JOIN audit a ON a.id = d.audit_id WHERE d.declaration_id = ?1",
-            [declaration_id],
-            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)),
-        )
-        .optional()?
+    let prior = conn.prepare_cached("SELECT d.content_hash, a.verdict_json FROM declarations d JOIN audit a ON a.id = d.audit_id WHERE d.declaration_id = ?1").and_then(|mut st| st.query_row([declaration_id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))).optional())?
         .and_then(|(hash, json)| {
             Some(PriorDecision {
                 content_hash: hash.as_slice().try_into().ok()?,
@@ -640,12 +618,11 @@ fn facts(
     let mut uses = Vec::new();
     if let Some(lic) = license_id {
         if let Some((decl, at)) = conn
-            .query_row(
-                "SELECT declaration_id, consumed_at FROM consumed WHERE license_id=?1",
-                [lic],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
-            )
-            .optional()?
+            .prepare_cached("SELECT declaration_id, consumed_at FROM consumed WHERE license_id=?1")
+            .and_then(|mut st| {
+                st.query_row([lic], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                    .optional()
+            })?
         {
             uses.push(LicenseUse {
                 checkpoint: here.to_owned(),
@@ -666,8 +643,9 @@ fn facts(
             uses.push(u?);
         }
     }
-    let newest_decision_at =
-        conn.query_row("SELECT MAX(decided_at) FROM audit", [], |r| r.get(0))?;
+    let newest_decision_at = conn
+        .prepare_cached("SELECT MAX(decided_at) FROM audit")
+        .and_then(|mut st| st.query_row([], |r| r.get(0)))?;
     Ok(LedgerFacts {
         prior,
         uses,
