@@ -128,6 +128,9 @@ impl Ledger {
         self.conn
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sql(&self.path))?;
+        // The decision path alone uses more than rusqlite's default 16
+        // cached statements; an evicted one is parsed again per decision.
+        self.conn.set_prepared_statement_cache_capacity(64);
         if writable {
             self.conn
                 .pragma_update(None, "journal_mode", "WAL")
@@ -418,10 +421,10 @@ impl Batch<'_> {
             && let (Some(id), Some(hash)) = (&verdict.declaration_id, content_hash)
         {
             self.tx
-                .execute(
+                .prepare_cached(
                     "INSERT INTO declarations(declaration_id, content_hash, audit_id) VALUES (?1, ?2, ?3)",
-                    params![id, &hash[..], audit_id],
                 )
+                .and_then(|mut st| st.execute(params![id, &hash[..], audit_id]))
                 .map_err(sql(&path))?;
         }
         let mut consumed_seq = None;
@@ -507,10 +510,11 @@ impl Batch<'_> {
             verdict_json: serde_json::to_string(verdict).unwrap_or_default(),
         };
         let hash = row.hash(&self.head);
-        self.tx.execute(
-            "INSERT INTO audit(id, declaration_id, license_id, verdict, decided_at, content_hash, verdict_json, prev_hash, row_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![row.id, row.declaration_id, row.license_id, row.verdict, row.decided_at, row.content_hash, row.verdict_json, &self.head[..], &hash[..]],
-        )?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO audit(id, declaration_id, license_id, verdict, decided_at, content_hash, verdict_json, prev_hash, row_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![row.id, row.declaration_id, row.license_id, row.verdict, row.decided_at, row.content_hash, row.verdict_json, &self.head[..], &hash[..]])?;
         self.head = hash;
         Ok(id)
     }
