@@ -36,6 +36,8 @@ pub struct BenchOptions {
     pub mosquitto: PathBuf,
     /// Write the results here as JSON too.
     pub json: Option<PathBuf>,
+    /// Keep the daemon's log here (its level from `PERMITGATE_LOG`, default `warn`).
+    pub daemon_log: Option<PathBuf>,
 }
 
 /// The figures a run produces.
@@ -138,7 +140,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
         Command::new(exe)
             .args(["run", "--config"])
             .arg(dir.path().join("permitgate.toml"))
-            .env("PERMITGATE_LOG", "warn")
+            .env("PERMITGATE_LOG", std::env::var("PERMITGATE_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("daemon.log"))?)
             .spawn()
@@ -185,6 +187,10 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
         .status();
     let _ = daemon.0.wait();
     let _ = broker.0.kill();
+    if let Some(keep) = &opts.daemon_log {
+        std::fs::copy(dir.path().join("daemon.log"), keep)
+            .with_context(|| format!("cannot write {}", keep.display()))?;
+    }
     if got < n {
         bail!(
             "only {got} of {n} verdicts arrived; daemon log:\n{}",

@@ -115,6 +115,9 @@ pub enum Command {
         /// Also write the figures to this JSON file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Keep the daemon's log in this file (level from PERMITGATE_LOG, default warn).
+        #[arg(long)]
+        daemon_log: Option<PathBuf>,
     },
     /// The authority's signed policy bundles.
     Policy {
@@ -350,6 +353,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             prefill,
             mosquitto,
             json,
+            daemon_log,
         } => {
             let opts = crate::bench::BenchOptions {
                 declarations,
@@ -360,6 +364,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 prefill,
                 mosquitto,
                 json,
+                daemon_log,
             };
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(crate::bench::run(opts))?;

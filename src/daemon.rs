@@ -469,6 +469,14 @@ impl Connection {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
                 _ = status_tick.tick(), if link.connected && announced != Some(counts) => {
+                    tracing::debug!(
+                        backlog = backlog.items.len(),
+                        backlog_bytes = backlog.bytes,
+                        acks = out.acks.len(),
+                        publications = out.publications.len(),
+                        awaiting = awaiting_ack.len(),
+                        "queues"
+                    );
                     if self.client.try_publish(&self.topics.status, QoS::AtLeastOnce, true, self.status.render("online", counts)).is_ok() {
                         handed.push_back(None);
                         announced = Some(counts);
