@@ -140,7 +140,10 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
         Command::new(exe)
             .args(["run", "--config"])
             .arg(dir.path().join("permitgate.toml"))
-            .env("PERMITGATE_LOG", std::env::var("PERMITGATE_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "PERMITGATE_LOG",
+                std::env::var("PERMITGATE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("daemon.log"))?)
             .spawn()

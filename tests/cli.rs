@@ -444,3 +444,45 @@ fn shipped_profiles_and_policies_load() {
         }
     }
 }
+
+/// The benchmark is a tool, not a timed test: this only checks that it runs
+/// end to end and that every verdict it collects is the expected one.
+#[test]
+fn the_benchmark_runs_end_to_end_and_checks_every_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let o = run(&[
+        "bench",
+        "--declarations",
+        "300",
+        "--reused",
+        "0.1",
+        "--forged",
+        "0.1",
+        "--not-required",
+        "0.1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["declarations"], 300);
+    assert_eq!(report["wrong_verdicts"], 0);
+    for key in [
+        "sustained_per_sec",
+        "latency_ms_p99",
+        "daemon_peak_rss_mib",
+        "verify_strict_per_sec",
+    ] {
+        assert!(
+            report[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {report}"
+        );
+    }
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("declarations/s") && out.contains("one core's verify_strict"),
+        "{out}"
+    );
+}
