@@ -153,6 +153,24 @@ impl Post {
         self.daemon = Some(child);
     }
 
+    /// SIGKILL: the daemon gets no chance to finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs SQL on the ledger and returns the rows' first columns as text.
+    pub fn ledger_strings(&self, sql: &str) -> Vec<String> {
+        let db = rusqlite::Connection::open(self.dir.path().join("state/ledger.db")).unwrap();
+        let mut st = db.prepare(sql).unwrap();
+        st.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
     /// Sends SIGTERM and returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.daemon.take().unwrap();
