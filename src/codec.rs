@@ -206,4 +206,15 @@ mod tests {
         let deep = vec![0x81u8; 10_000];
         assert!(decode_value(&deep).is_err());
     }
+
+    #[test]
+    fn refuses_huge_declared_lengths_without_trusting_them() {
+        // A byte string, a text string, an array and a map, each claiming
+        // 2^63 entries with nothing behind: refused, nothing preallocated.
+        for head in [0x5b_u8, 0x7b, 0x9b, 0xbb] {
+            let mut b = vec![head];
+            b.extend_from_slice(&(1u64 << 63).to_be_bytes());
+            assert!(decode_value(&b).is_err(), "{head:#x}");
+        }
+    }
 }
