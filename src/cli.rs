@@ -484,7 +484,21 @@ fn parse_declaration_file(path: &Path) -> Result<serde_json::Value> {
     let v: serde_json::Value = if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
         serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", path.display()))?
     } else {
-        crate::codec::from_slice(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?
+        use crate::codec::Value;
+        // JSON has no byte strings: a raw COSE license becomes its PG1: text.
+        let mut v =
+            crate::codec::decode_value(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        if let Value::Map(entries) = &mut v {
+            for (k, val) in entries.iter_mut() {
+                if matches!(k, Value::Text(t) if t == "license")
+                    && let Value::Bytes(cose) = val
+                {
+                    *val = Value::Text(crate::token::text::encode(cose));
+                }
+            }
+        }
+        crate::codec::from_slice(&crate::codec::encode_value(&v))
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?
     };
     if !v.is_object() {
         bail!("{}: a declaration is a JSON object", path.display());

@@ -387,6 +387,37 @@ fn standard_input_and_cbor_declarations() {
     );
 }
 
+#[test]
+fn verify_reads_a_cbor_declaration_whose_license_is_raw_cose_bytes() {
+    use permitgate::codec::Value;
+    let post = Post::new();
+    let token = post.issue("keys/issuer.key.pem", "mofcom-2025-1");
+    let cose = permitgate::token::text::to_cose_bytes(token.trim().as_bytes()).unwrap();
+    let mut d: serde_json::Value =
+        serde_json::from_str(include_str!("data/declaration.json")).unwrap();
+    d["license"] = "placeholder".into();
+    let mut v = permitgate::codec::decode_value(&serde_cbor_like(&d)).unwrap();
+    if let Value::Map(entries) = &mut v {
+        for (k, val) in entries.iter_mut() {
+            if matches!(k, Value::Text(t) if t == "license") {
+                *val = Value::Bytes(cose.clone());
+            }
+        }
+    }
+    std::fs::write(post.p("d.cbor"), permitgate::codec::encode_value(&v)).unwrap();
+    std::fs::write(post.p("t.cose"), &cose).unwrap();
+    let o = run(&[
+        "verify",
+        "--config",
+        post.s("permitgate.toml"),
+        "--token",
+        post.s("t.cose"),
+        "--declaration",
+        post.s("d.cbor"),
+    ]);
+    assert_verdict(&o, "cleared", 0);
+}
+
 /// CBOR of a JSON value, through the crate's codec.
 fn serde_cbor_like(v: &serde_json::Value) -> Vec<u8> {
     permitgate::codec::to_vec(v).unwrap()
