@@ -49,6 +49,9 @@ pub enum Command {
         /// Also write the raw COSE bytes to this file.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Also draw the token as a QR code: a PNG file, or `-` for the terminal (on standard error).
+        #[arg(long)]
+        qr: Option<PathBuf>,
     },
     /// Dry run: decide without consuming anything; prints the verdict JSON.
     Verify {
@@ -119,6 +122,13 @@ pub enum Command {
         #[arg(long)]
         daemon_log: Option<PathBuf>,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from these definitions.
+    Man,
     /// The authority's signed policy bundles.
     Policy {
         /// What to do.
@@ -215,6 +225,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             kid,
             claims,
             out,
+            qr,
         } => {
             let key = keys::load_signing_key(&key)?;
             let text = String::from_utf8(read_input(&claims)?)
@@ -226,7 +237,16 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 std::fs::write(&out, &cose)
                     .with_context(|| format!("writing {}", out.display()))?;
             }
-            println!("{}", token::text::encode(&cose));
+            let text = token::text::encode(&cose);
+            match qr {
+                Some(path) if path == Path::new("-") => {
+                    eprintln!("{}", crate::qr::terminal(&text)?)
+                }
+                Some(path) => std::fs::write(&path, crate::qr::png(&text, 6)?)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => {}
+            }
+            println!("{text}");
             Ok(Outcome::Ok)
         }
         Command::Verify {
@@ -368,6 +388,21 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             };
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(crate::bench::run(opts))?;
+            Ok(Outcome::Ok)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "permitgate",
+                &mut std::io::stdout(),
+            );
+            Ok(Outcome::Ok)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(Outcome::Ok)
         }
         Command::Policy {

@@ -25,6 +25,7 @@
 //! - [`sync`]: the checkpoint side of sync with the hub, and the sync messages.
 //! - [`hub`]: `permitgate hub`, the national store of consumption records.
 //! - [`bench`]: `permitgate bench`, the end-to-end benchmark.
+//! - [`qr`]: QR codes of license tokens for paperwork.
 #![forbid(unsafe_code)]
 
 pub mod bench;
@@ -44,6 +45,7 @@ pub mod keys;
 pub mod ledger;
 pub mod mqtt;
 pub mod policy;
+pub mod qr;
 pub mod record;
 pub mod sync;
 pub mod tls;

@@ -517,3 +517,84 @@ fn the_benchmark_runs_end_to_end_and_checks_every_verdict() {
         "{out}"
     );
 }
+
+#[test]
+fn issue_draws_a_qr_code_that_scans_back_to_a_token_verify_accepts() {
+    let post = Post::new();
+    let token = post.issue("keys/issuer.key.pem", "mofcom-2025-1");
+    let o = run(&[
+        "issue",
+        "--key",
+        post.s("keys/issuer.key.pem"),
+        "--kid",
+        "mofcom-2025-1",
+        "--claims",
+        post.s("claims.json"),
+        "--qr",
+        post.s("token.png"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let issued = stdout(&o).trim().to_owned();
+    assert!(issued.starts_with("PG1:") && issued.len() == token.len());
+
+    // Scan the PNG with an independent QR decoder.
+    let decoder = png::Decoder::new(std::io::Cursor::new(
+        std::fs::read(post.p("token.png")).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[y * w + x]);
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1);
+    let (_, scanned) = grids[0].decode().unwrap();
+    assert_eq!(scanned, issued);
+
+    // What the scanner read is what `verify --token` takes.
+    std::fs::write(post.p("scanned.txt"), format!("{scanned}\n")).unwrap();
+    let o = run(&[
+        "verify",
+        "--config",
+        post.s("permitgate.toml"),
+        "--token",
+        post.s("scanned.txt"),
+    ]);
+    assert_verdict(&o, "cleared", 0);
+
+    // `--qr -` draws it on the terminal (standard error), the token stays on standard output.
+    let o = run(&[
+        "issue",
+        "--key",
+        post.s("keys/issuer.key.pem"),
+        "--kid",
+        "mofcom-2025-1",
+        "--claims",
+        post.s("claims.json"),
+        "--qr",
+        "-",
+    ]);
+    assert!(stderr(&o).contains('\u{2588}') || stderr(&o).contains('\u{2580}'));
+    assert!(stdout(&o).trim().starts_with("PG1:"));
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_command_definitions() {
+    let o = run(&["completions", "bash"]);
+    assert!(o.status.success());
+    let bash = stdout(&o);
+    for sub in ["issue", "verify", "run", "hub", "bench", "ledger"] {
+        assert!(bash.contains(sub), "bash completion lacks {sub}");
+    }
+    let o = run(&["man"]);
+    assert!(o.status.success());
+    let man = stdout(&o);
+    assert!(
+        man.contains(".TH permitgate 1") && man.contains("policy"),
+        "{man}"
+    );
+    assert_eq!(
+        run(&["completions", "no-such-shell"]).status.code(),
+        Some(2)
+    );
+}
