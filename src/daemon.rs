@@ -136,6 +136,43 @@ fn newest_policy(cfg: &Config, ledger: &Ledger) -> crate::policy::Policy {
     }
 }
 
+/// On SIGHUP, reads the policy file again and applies it if its version is
+/// newer than the policy in force (a signed bundle may be newer still).
+async fn reload_on_sighup(
+    file: std::path::PathBuf,
+    in_force: Arc<AtomicU64>,
+    policies: mpsc::Sender<crate::policy::Policy>,
+) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            warn!("cannot listen for SIGHUP; the policy file is read at start-up only");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match crate::policy::Policy::load(&file) {
+                Ok(p) if p.version > in_force.load(Ordering::Relaxed) => {
+                    info!(file = %file.display(), version = p.version, "SIGHUP: policy file reloaded");
+                    in_force.store(p.version, Ordering::Relaxed);
+                    let _ = policies.send(p).await;
+                }
+                Ok(p) => warn!(
+                    file = %file.display(),
+                    version = p.version,
+                    in_force = in_force.load(Ordering::Relaxed),
+                    "SIGHUP: the policy file is not newer than the policy in force; kept"
+                ),
+                Err(e) => {
+                    error!(error = %e, "SIGHUP: the policy file is invalid; the policy in force is kept")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (file, in_force, policies);
+}
+
 /// Capacity of the queues between the connection task and the worker.
 const QUEUE: usize = 4096;
 /// Most declarations the connection task holds while the worker is busy.
@@ -213,6 +250,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let (sync_pubs_tx, sync_pubs_rx) = mpsc::channel::<Publication>(256);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (policy_tx, policy_rx) = mpsc::channel::<crate::policy::Policy>(4);
+    let policy_version = Arc::new(AtomicU64::new(policy.version));
+    let reload_task = tokio::spawn(reload_on_sighup(
+        cfg.policy_file.clone(),
+        policy_version.clone(),
+        policy_tx.clone(),
+    ));
     let sync_task = cfg.uplink.clone().map(|uplink| {
         tokio::spawn(crate::sync::agent::run(
             crate::sync::agent::Agent {
@@ -224,7 +267,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 publications: sync_pubs_tx,
                 outbox_depth: outbox_depth.clone(),
                 policy_root: cfg.policy_root,
-                policy_version: Arc::new(AtomicU64::new(policy.version)),
+                policy_version,
                 policies: policy_tx,
             },
             stop_rx,
@@ -283,6 +326,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     )
     .await;
     let _ = stop_tx.send(true);
+    reload_task.abort();
     if let Some(task) = sync_task
         && tokio::time::timeout(Duration::from_secs(5), task)
             .await

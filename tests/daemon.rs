@@ -400,3 +400,57 @@ async fn logs_in_with_username_and_password() {
     officer.expect_cleared(&post, "AUTH-1").await;
     assert!(post.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_newer_policy_file_and_keeps_the_old_one_when_the_file_is_bad() {
+    let mut post = Post::new();
+    post.start();
+    wait_online(post.broker.port).await;
+    let mut officer = Officer::connect(post.broker.port, "officer-hup").await;
+    let hup = |post: &Post| {
+        let pid = post.daemon.as_ref().unwrap().id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    let file = post.dir.path().join("policy.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("version = 7", "version = 8")
+            .replace("revoked_licenses = [", "revoked_licenses = [\"LIC-HUP\", "),
+    )
+    .unwrap();
+    hup(&post);
+    assert!(
+        status_where(post.broker.port, 15, |s| s["policy_version"] == 8)
+            .await
+            .is_some()
+    );
+    officer
+        .send(declaration("HUP-1", Some(&post.token_for("LIC-HUP"))))
+        .await;
+    let v = officer.verdict_for("HUP-1").await;
+    assert_eq!(v["reasons"][0]["code"], "revoked", "{v}");
+
+    // A broken file is refused; the daemon keeps running under version 8.
+    std::fs::write(&file, "version = \"nine\"\n").unwrap();
+    hup(&post);
+    officer
+        .send(declaration("HUP-2", Some(&post.token_for("LIC-HUP"))))
+        .await;
+    assert_eq!(
+        officer.verdict_for("HUP-2").await["reasons"][0]["code"],
+        "revoked"
+    );
+    assert!(
+        post.log().contains("SIGHUP: the policy file is invalid"),
+        "{}",
+        post.log()
+    );
+    assert!(post.stop().success());
+}
