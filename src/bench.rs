@@ -17,26 +17,35 @@ use serde::Serialize;
 use crate::clock::{Clock, SystemClock};
 use crate::token::{self, License};
 
-/// What to run.
-#[derive(Debug, Clone)]
+/// What to run (the command line of `permitgate bench`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
     /// Declarations to send.
+    #[arg(long, default_value_t = 20_000)]
     pub declarations: usize,
     /// Declarations per second; 0 sends as fast as flow control allows.
+    #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// Share carrying a license already used earlier in the run.
+    /// Share of declarations reusing an earlier license.
+    #[arg(long, default_value_t = 0.05)]
     pub reused: f64,
     /// Share carrying a license signed by an untrusted key.
+    #[arg(long, default_value_t = 0.05)]
     pub forged: f64,
-    /// Share of uncontrolled goods without a license.
+    /// Share of uncontrolled goods that need no license.
+    #[arg(long, default_value_t = 0.05)]
     pub not_required: f64,
-    /// Consumed licenses written into the ledger before the daemon starts.
+    /// Consumed licenses to write into the ledger first (e.g. 10000000).
+    #[arg(long, default_value_t = 0)]
     pub prefill: u64,
     /// The mosquitto binary.
+    #[arg(long, default_value = "/usr/sbin/mosquitto")]
     pub mosquitto: PathBuf,
-    /// Write the results here as JSON too.
+    /// Also write the figures to this JSON file.
+    #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Keep the daemon's log here (its level from `PERMITGATE_LOG`, default `warn`).
+    /// Keep the daemon's log in this file (level from PERMITGATE_LOG, default warn).
+    #[arg(long)]
     pub daemon_log: Option<PathBuf>,
 }
 

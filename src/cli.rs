@@ -93,35 +93,7 @@ pub enum Command {
         log_format: LogFormat,
     },
     /// End-to-end benchmark against a real mosquitto and a real daemon; prints its figures.
-    Bench {
-        /// Declarations to send.
-        #[arg(long, default_value_t = 20_000)]
-        declarations: usize,
-        /// Declarations per second; 0 sends as fast as flow control allows.
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        /// Share of declarations reusing an earlier license.
-        #[arg(long, default_value_t = 0.05)]
-        reused: f64,
-        /// Share carrying a license signed by an untrusted key.
-        #[arg(long, default_value_t = 0.05)]
-        forged: f64,
-        /// Share of uncontrolled goods that need no license.
-        #[arg(long, default_value_t = 0.05)]
-        not_required: f64,
-        /// Consumed licenses to write into the ledger first (e.g. 10000000).
-        #[arg(long, default_value_t = 0)]
-        prefill: u64,
-        /// The mosquitto binary.
-        #[arg(long, default_value = "/usr/sbin/mosquitto")]
-        mosquitto: PathBuf,
-        /// Also write the figures to this JSON file.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Keep the daemon's log in this file (level from PERMITGATE_LOG, default warn).
-        #[arg(long)]
-        daemon_log: Option<PathBuf>,
-    },
+    Bench(crate::bench::BenchOptions),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -364,28 +336,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             rt.block_on(async { crate::hub::run(cfg, shutdown_signal()).await })?;
             Ok(Outcome::Ok)
         }
-        Command::Bench {
-            declarations,
-            rate,
-            reused,
-            forged,
-            not_required,
-            prefill,
-            mosquitto,
-            json,
-            daemon_log,
-        } => {
-            let opts = crate::bench::BenchOptions {
-                declarations,
-                rate,
-                reused,
-                forged,
-                not_required,
-                prefill,
-                mosquitto,
-                json,
-                daemon_log,
-            };
+        Command::Bench(opts) => {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(crate::bench::run(opts))?;
             Ok(Outcome::Ok)
