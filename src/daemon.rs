@@ -223,10 +223,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let mut opts = crate::mqtt::options(
         &cfg.mqtt,
         cfg.mqtt_tls.as_ref(),
-        cfg.mqtt
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("permitgate-{}", cfg.checkpoint)),
+        format!("permitgate-{}", cfg.checkpoint),
     );
     // Design: the client reads packets far larger than a declaration may
     // be, so an oversized one gets a `malformed` verdict. A packet over
@@ -256,23 +253,31 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         policy_version.clone(),
         policy_tx.clone(),
     ));
-    let sync_task = cfg.uplink.clone().map(|uplink| {
-        tokio::spawn(crate::sync::agent::run(
-            crate::sync::agent::Agent {
-                checkpoint: cfg.checkpoint.clone(),
-                ledger: cfg.ledger.clone(),
-                uplink,
-                tls: cfg.uplink_tls.clone(),
-                sync: cfg.sync.clone(),
-                publications: sync_pubs_tx,
-                outbox_depth: outbox_depth.clone(),
-                policy_root: cfg.policy_root,
-                policy_version,
-                policies: policy_tx,
-            },
-            stop_rx,
-        ))
-    });
+    let sync_ledger = match &cfg.uplink {
+        Some(_) => Some(ledger.second_handle()?),
+        None => None,
+    };
+    let sync_task = cfg
+        .uplink
+        .clone()
+        .zip(sync_ledger)
+        .map(|(uplink, sync_ledger)| {
+            tokio::spawn(crate::sync::agent::run(
+                crate::sync::agent::Agent {
+                    checkpoint: cfg.checkpoint.clone(),
+                    uplink,
+                    tls: cfg.uplink_tls.clone(),
+                    sync: cfg.sync.clone(),
+                    publications: sync_pubs_tx,
+                    outbox_depth: outbox_depth.clone(),
+                    policy_root: cfg.policy_root,
+                    policy_version,
+                    policies: policy_tx,
+                },
+                sync_ledger,
+                stop_rx,
+            ))
+        });
 
     let (work_tx, work_rx) = mpsc::channel::<Work>(QUEUE);
     let (done_tx, done_rx) = mpsc::channel::<Done>(64);
@@ -910,7 +915,7 @@ fn decide_batch(
     batch.delete_publications(delivered)?;
     let mut publications = Vec::with_capacity(prepared.len());
     for prepared in prepared {
-        let out = gate::decide_and_record(&mut batch, prepared, policy, identity, now)?;
+        let mut out = gate::decide_and_record(&mut batch, prepared, policy, identity, now)?;
         added.verdicts += u64::from(out.recorded.audit_id.is_some());
         let consumed = u64::from(out.recorded.consumed_seq.is_some());
         added.consumed += consumed;
@@ -924,7 +929,11 @@ fn decide_batch(
             repeated = out.repeated,
             "decision"
         );
-        let json = serde_json::to_string(v).unwrap_or_default();
+        let json = out
+            .recorded
+            .verdict_json
+            .take()
+            .unwrap_or_else(|| serde_json::to_string(v).unwrap_or_default());
         publications.push((
             batch.enqueue_publication("verdict", &json)?,
             "verdict".into(),

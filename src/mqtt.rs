@@ -8,13 +8,14 @@ use rumqttc::{MqttOptions, NetworkOptions};
 
 use crate::config::MqttConfig;
 
-/// Client options for `m`: persistent session under `client_id`, manual
-/// acknowledgements, credentials and TLS when configured.
+/// Client options for `m`: persistent session under its `client_id` (or
+/// `default_id`), manual acknowledgements, credentials and TLS when configured.
 pub fn options(
     m: &MqttConfig,
     tls: Option<&Arc<rustls::ClientConfig>>,
-    client_id: String,
+    default_id: String,
 ) -> MqttOptions {
+    let client_id = m.client_id.clone().unwrap_or(default_id);
     let mut opts = MqttOptions::new(client_id, m.host.clone(), m.port);
     opts.set_clean_session(false)
         .set_manual_acks(true)

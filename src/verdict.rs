@@ -185,6 +185,18 @@ pub enum AlertKind {
     RefusedRecord,
 }
 
+impl AlertKind {
+    /// The name used on the wire and in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::SuspiciousVerdict => "suspicious_verdict",
+            AlertKind::UnreadablePayload => "unreadable_payload",
+            AlertKind::DoubleUse => "double_use",
+            AlertKind::RefusedRecord => "refused_record",
+        }
+    }
+}
+
 /// An alert for anti-smuggling officers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
@@ -237,5 +249,22 @@ impl Alert {
             records: Vec::new(),
             detail: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_kind_names_are_the_serialized_ones() {
+        for k in [
+            AlertKind::SuspiciousVerdict,
+            AlertKind::UnreadablePayload,
+            AlertKind::DoubleUse,
+            AlertKind::RefusedRecord,
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
     }
 }

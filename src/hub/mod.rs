@@ -131,14 +131,7 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
     let (records, alerts) = store.counts()?;
     info!(store = %cfg.store.display(), records, alerts, checkpoints = cfg.checkpoints.len(), "hub store open");
     let topics = SyncTopics::new(&cfg.mqtt.prefix);
-    let mut opts = crate::mqtt::options(
-        &cfg.mqtt,
-        cfg.mqtt_tls.as_ref(),
-        cfg.mqtt
-            .client_id
-            .clone()
-            .unwrap_or_else(|| "permitgate-hub".into()),
-    );
+    let mut opts = crate::mqtt::options(&cfg.mqtt, cfg.mqtt_tls.as_ref(), "permitgate-hub".into());
     opts.set_max_packet_size(4 << 20, 4 << 20);
     let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
     eventloop.set_network_options(crate::mqtt::network_options());

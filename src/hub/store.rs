@@ -262,10 +262,7 @@ impl HubStore {
 
 /// Stores an alert unless one with the same `alert_id` is held; true if stored.
 fn insert_alert(conn: &Connection, alert: &Alert, now: UnixTime) -> rusqlite::Result<bool> {
-    let kind = serde_json::to_value(alert.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let kind = alert.kind.as_str();
     let n = conn.execute(
         "INSERT OR IGNORE INTO alerts(alert_id, kind, raised_at, alert_json) VALUES (?1, ?2, ?3, ?4)",
         params![

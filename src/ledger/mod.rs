@@ -68,6 +68,9 @@ pub struct Recorded {
     pub audit_id: Option<i64>,
     /// Sequence number of the consumption record, when a license was consumed.
     pub consumed_seq: Option<u64>,
+    /// The verdict as written to the audit log (JSON), so callers publishing
+    /// it need not serialise it again; `None` for a repeated verdict.
+    pub verdict_json: Option<String>,
 }
 
 const GENESIS: [u8; 32] = [0; 32];
@@ -89,6 +92,24 @@ impl Ledger {
         };
         ledger.setup(true)?;
         ledger.claim(checkpoint)?;
+        Ok(ledger)
+    }
+
+    /// A second connection to this ledger, for another thread (the sync
+    /// task). The file was checked and migrated when this one opened, so
+    /// neither is done again: on a large ledger they cost seconds.
+    pub fn second_handle(&self) -> Result<Ledger, LedgerError> {
+        let conn = Connection::open(&self.path).map_err(sql(&self.path))?;
+        let ledger = Ledger {
+            conn,
+            path: self.path.clone(),
+            checkpoint: self.checkpoint.clone(),
+        };
+        ledger.configure()?;
+        ledger
+            .conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(sql(&self.path))?;
         Ok(ledger)
     }
 
@@ -125,12 +146,7 @@ impl Ledger {
         if check != "ok" {
             return Err(unusable(format!("integrity check failed: {check}")));
         }
-        self.conn
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sql(&self.path))?;
-        // The decision path alone uses more than rusqlite's default 16
-        // cached statements; an evicted one is parsed again per decision.
-        self.conn.set_prepared_statement_cache_capacity(64);
+        self.configure()?;
         if writable {
             self.conn
                 .pragma_update(None, "journal_mode", "WAL")
@@ -151,6 +167,17 @@ impl Ledger {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Settings every connection needs.
+    fn configure(&self) -> Result<(), LedgerError> {
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql(&self.path))?;
+        // The decision path alone uses more than rusqlite's default 16
+        // cached statements; an evicted one is parsed again per decision.
+        self.conn.set_prepared_statement_cache_capacity(64);
         Ok(())
     }
 
@@ -411,10 +438,11 @@ impl Batch<'_> {
             return Ok(Recorded {
                 audit_id: None,
                 consumed_seq: None,
+                verdict_json: None,
             });
         };
         let path = self.path.clone();
-        let audit_id = self
+        let (audit_id, verdict_json) = self
             .append_verdict(verdict, content_hash, now)
             .map_err(sql(&path))?;
         if *claims_declaration_id
@@ -466,6 +494,7 @@ impl Batch<'_> {
         Ok(Recorded {
             audit_id: Some(audit_id),
             consumed_seq,
+            verdict_json: Some(verdict_json),
         })
     }
 
@@ -495,7 +524,7 @@ impl Batch<'_> {
         verdict: &Verdict,
         content_hash: Option<[u8; 32]>,
         now: UnixTime,
-    ) -> rusqlite::Result<i64> {
+    ) -> rusqlite::Result<(i64, String)> {
         let id: i64 = self
             .tx
             .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM audit")
@@ -516,7 +545,7 @@ impl Batch<'_> {
             )?
             .execute(params![row.id, row.declaration_id, row.license_id, row.verdict, row.decided_at, row.content_hash, row.verdict_json, &self.head[..], &hash[..]])?;
         self.head = hash;
-        Ok(id)
+        Ok((id, row.verdict_json))
     }
 
     /// Makes the batch durable (one fsync for all its decisions).
@@ -590,10 +619,7 @@ fn stored_checkpoint(conn: &Connection) -> rusqlite::Result<Option<String>> {
 /// Stores an alert unless one with the same `alert_id` is held; true if stored.
 fn insert_alert(conn: &Connection, alert: &Alert, now: UnixTime) -> rusqlite::Result<bool> {
     let json = serde_json::to_string(alert).unwrap_or_default();
-    let kind = serde_json::to_value(alert.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let kind = alert.kind.as_str();
     conn.prepare_cached("INSERT OR IGNORE INTO alerts(raised_at, kind, declaration_id, license_id, alert_json, alert_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)").and_then(|mut st| st.execute(params![now, kind, alert.declaration_id, alert.license_id, json, alert.alert_id]))
     .map(|n| n == 1)
 }

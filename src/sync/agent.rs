@@ -5,7 +5,6 @@
 //! It has its own MQTT connection (the uplink may be another broker than
 //! the declarations') and its own connection to the ledger file.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,8 +24,6 @@ use crate::verdict::{Alert, AlertKind};
 pub struct Agent {
     /// This checkpoint's id.
     pub checkpoint: String,
-    /// The ledger file (opened again here).
-    pub ledger: PathBuf,
     /// The broker the hub is reached through.
     pub uplink: MqttConfig,
     /// TLS for the uplink.
@@ -66,22 +63,14 @@ struct State {
     last_backfill: Instant,
 }
 
-/// Runs until `stop` turns true.
-pub async fn run(agent: Agent, mut stop: watch::Receiver<bool>) {
-    let mut ledger = match Ledger::open(&agent.ledger, &agent.checkpoint) {
-        Ok(l) => l,
-        Err(e) => {
-            error!(error = %e, "sync disabled: cannot open the ledger");
-            return;
-        }
-    };
+/// Runs until `stop` turns true, on its own connection to the ledger.
+pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<bool>) {
     let topics = SyncTopics::new(&agent.uplink.prefix);
-    let client_id = agent
-        .uplink
-        .client_id
-        .clone()
-        .unwrap_or_else(|| format!("permitgate-{}-sync", agent.checkpoint));
-    let mut opts = crate::mqtt::options(&agent.uplink, agent.tls.as_ref(), client_id);
+    let mut opts = crate::mqtt::options(
+        &agent.uplink,
+        agent.tls.as_ref(),
+        format!("permitgate-{}-sync", agent.checkpoint),
+    );
     opts.set_max_packet_size(4 << 20, 1 << 20);
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     eventloop.set_network_options(crate::mqtt::network_options());
