@@ -795,4 +795,47 @@ mod tests {
         assert!(e.contains("junk.db"), "{e}");
         assert_eq!(std::fs::read(&junk).unwrap(), vec![0x5a; 8192]);
     }
+
+    #[test]
+    fn a_remote_record_for_a_license_consumed_here_raises_double_use_once() {
+        let (dir, policy, tok, identity) = setup();
+        let now = crate::clock::parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("l.db"), "p1").unwrap();
+        let mut batch = ledger.begin().unwrap();
+        let prepared = gate::prepare(&payload("A", &tok), &policy, 1 << 20);
+        gate::decide_and_record(&mut batch, &prepared, &policy, &identity, now).unwrap();
+        batch.commit().unwrap();
+
+        let other = crate::keys::generate();
+        let remote = ConsumptionRecord {
+            checkpoint: "p2".into(),
+            seq: 1,
+            license_id: "LIC-2025-000123".into(),
+            declaration_id: "Z".into(),
+            consumed_at: now - 60,
+            token_sha256: [0; 32],
+            declaration_sha256: [0; 32],
+        };
+        let bytes = remote.sign(&other);
+        let entry = [(1, remote, bytes)];
+        let out = ledger.store_feed(&entry, now).unwrap();
+        assert_eq!((out.stored, out.high_water), (1, 1));
+        assert_eq!(
+            out.publications.len(),
+            1,
+            "one alert, queued for publication"
+        );
+        let alert: Alert = serde_json::from_str(&out.publications[0].2).unwrap();
+        assert_eq!(alert.kind, crate::verdict::AlertKind::DoubleUse);
+        let mut who: Vec<_> = alert
+            .records
+            .iter()
+            .map(|r| r.checkpoint.as_str())
+            .collect();
+        who.sort();
+        assert_eq!(who, ["p1", "p2"]);
+        // The same entry again (redelivery, backfill) changes nothing.
+        let again = ledger.store_feed(&entry, now).unwrap();
+        assert_eq!((again.stored, again.publications.len()), (0, 0));
+    }
 }
