@@ -20,7 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttc::{
@@ -99,6 +99,30 @@ struct Done {
     counts: Counts,
     /// A re-send was cut at this id; ask for the rest once these are out.
     more_after: Option<i64>,
+    /// The ledger stopped or resumed committing.
+    health: Option<Health>,
+}
+
+/// A change in whether the ledger can commit.
+#[derive(Debug, Clone)]
+enum Health {
+    /// It cannot (why, as SQLite says it); declarations wait unacknowledged.
+    Fault(String),
+    /// It commits again.
+    Recovered,
+}
+
+impl Done {
+    /// Only new counts.
+    fn counts(counts: Counts) -> Done {
+        Done {
+            acks: Vec::new(),
+            publications: Vec::new(),
+            counts,
+            more_after: None,
+            health: None,
+        }
+    }
 }
 
 use crate::ledger::Publication;
@@ -236,7 +260,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     )
     .set_last_will(LastWill::new(
         &topics.status,
-        status.render("offline", counts),
+        status.render("offline", counts, None),
         QoS::AtLeastOnce,
         true,
     ));
@@ -284,12 +308,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let max_bytes = cfg.max_declaration_bytes;
     let batch_max = cfg.batch_max;
     let worker_outbox = outbox_depth.clone();
+    let stopping = Arc::new(AtomicBool::new(false));
     let (staged_tx, staged_rx) = std::sync::mpsc::sync_channel::<Verified>(STAGED_BATCHES);
     let cannot_start = |e: std::io::Error| LedgerError::Unusable {
         path: cfg.ledger.clone(),
         message: format!("cannot start a worker thread: {e}"),
     };
     let verify_policy = policy.clone();
+    let worker_stopping = stopping.clone();
     let verifier = std::thread::Builder::new()
         .name("verify".into())
         .spawn(move || verify_stage(verify_policy, max_bytes, batch_max, work_rx, staged_tx))
@@ -304,6 +330,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     identity,
                     counts,
                     outbox_depth: worker_outbox,
+                    stopping: worker_stopping,
                 },
                 staged_rx,
                 done_tx,
@@ -320,6 +347,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         inflight: cfg.mqtt.inflight as usize,
         reconnect_max: Duration::from_secs(cfg.mqtt.reconnect_max_secs),
         outbox_depth,
+        stopping,
     };
     conn.drive(
         &mut eventloop,
@@ -361,16 +389,19 @@ struct Counts {
 }
 
 impl Status {
-    fn render(&self, state: &str, c: Counts) -> String {
-        serde_json::json!({
+    fn render(&self, state: &str, c: Counts, reason: Option<&str>) -> String {
+        let mut v = serde_json::json!({
             "state": state,
             "checkpoint": self.checkpoint,
             "version": env!("CARGO_PKG_VERSION"),
             "policy_version": c.policy_version,
             "ledger": {"verdicts": c.verdicts, "consumed": c.consumed, "outbox": c.outbox},
             "at": to_rfc3339(SystemClock.now()),
-        })
-        .to_string()
+        });
+        if let Some(reason) = reason {
+            v["reason"] = reason.into();
+        }
+        v.to_string()
     }
 }
 
@@ -387,6 +418,8 @@ struct Connection {
     reconnect_max: Duration,
     /// Records waiting for the hub's acknowledgement (the worker and the sync task update it).
     outbox_depth: Arc<AtomicU64>,
+    /// Tells the ledger stage the daemon is stopping.
+    stopping: Arc<AtomicBool>,
 }
 
 /// What the connection task still has to hand to the client.
@@ -396,6 +429,9 @@ struct PendingOut {
     acks: VecDeque<Received>,
     /// Verdicts and alerts to publish: (queue id, kind, payload).
     publications: VecDeque<Publication>,
+    /// Alerts about the daemon itself, not queued in the ledger (it may be
+    /// the ledger that fails): sent once, on this connection.
+    alerts: VecDeque<String>,
 }
 
 /// Drops what belonged to a connection that is gone. Unsent PUBACKs and
@@ -493,6 +529,8 @@ impl Connection {
         let mut awaiting_ack: HashMap<u16, Option<i64>> = HashMap::new();
         // The counts the retained status last went out with.
         let mut announced: Option<Counts> = None;
+        // Why the ledger cannot commit, while it cannot.
+        let mut fault: Option<String> = None;
         let mut status_tick = tokio::time::interval(STATUS_EVERY);
         let mut link = crate::mqtt::Link::default();
         // Numbers the connections, so a PUBACK never goes out on a later one.
@@ -526,7 +564,7 @@ impl Connection {
                         awaiting = awaiting_ack.len(),
                         "queues"
                     );
-                    if self.client.try_publish(&self.topics.status, QoS::AtLeastOnce, true, self.status.render("online", counts)).is_ok() {
+                    if self.announce(counts, fault.as_deref()) {
                         handed.push_back(None);
                         announced = Some(counts);
                     }
@@ -538,6 +576,7 @@ impl Connection {
                     backlog.clear();
                     // Dropping the sender lets the worker finish its queue and stop.
                     work_tx = None;
+                    self.stopping.store(true, Ordering::Relaxed);
                 }
                 Ok(permit) = async move {
                     match feed {
@@ -559,6 +598,19 @@ impl Connection {
                 done = done_rx.recv(), if !worker_done && out.publications.len() < RESEND_MAX => match done {
                     Some(done) => {
                         counts = done.counts;
+                        match done.health {
+                            Some(Health::Fault(why)) => {
+                                out.alerts.push_back(self.ledger_fault_alert(&why));
+                                fault = Some(why);
+                                // The next tick announces the degraded state.
+                                announced = None;
+                            }
+                            Some(Health::Recovered) => {
+                                fault = None;
+                                announced = None;
+                            }
+                            None => {}
+                        }
                         more_after = done.more_after.or(more_after);
                         out.acks.extend(done.acks);
                         out.publications.extend(done.publications);
@@ -582,7 +634,7 @@ impl Connection {
                         // Queued publications are re-read from the ledger (Resend below).
                         out.publications.clear();
                         let _ = self.client.try_subscribe(&self.topics.declarations, QoS::AtLeastOnce);
-                        if self.client.try_publish(&self.topics.status, QoS::AtLeastOnce, true, self.status.render("online", counts)).is_ok() {
+                        if self.announce(counts, fault.as_deref()) {
                             handed.push_back(None);
                             announced = Some(counts);
                         }
@@ -665,6 +717,20 @@ impl Connection {
             out.acks.pop_front();
         }
         while handed.len() + awaiting < self.inflight {
+            let Some(alert) = out.alerts.pop_front() else {
+                break;
+            };
+            if self
+                .client
+                .try_publish(&self.topics.alerts, QoS::AtLeastOnce, false, alert.clone())
+                .is_err()
+            {
+                out.alerts.push_front(alert);
+                return;
+            }
+            handed.push_back(None);
+        }
+        while handed.len() + awaiting < self.inflight {
             let Some((id, kind, payload)) = out.publications.pop_front() else {
                 return;
             };
@@ -686,6 +752,43 @@ impl Connection {
         }
     }
 
+    /// Hands the retained status to the client: `online`, or `degraded`
+    /// with the reason while the ledger cannot commit.
+    fn announce(&self, counts: Counts, fault: Option<&str>) -> bool {
+        let state = if fault.is_some() {
+            "degraded"
+        } else {
+            "online"
+        };
+        self.client
+            .try_publish(
+                &self.topics.status,
+                QoS::AtLeastOnce,
+                true,
+                self.status.render(state, counts, fault),
+            )
+            .is_ok()
+    }
+
+    /// The alert for a ledger that cannot commit.
+    fn ledger_fault_alert(&self, why: &str) -> String {
+        let alert = crate::verdict::Alert {
+            kind: crate::verdict::AlertKind::LedgerFault,
+            checkpoint: self.status.checkpoint.clone(),
+            raised_at: to_rfc3339(SystemClock.now()),
+            declaration_id: None,
+            license_id: None,
+            reasons: Vec::new(),
+            payload_sha256: None,
+            alert_id: None,
+            records: Vec::new(),
+            detail: Some(format!(
+                "{why}; declarations are held unacknowledged until the ledger commits again"
+            )),
+        };
+        serde_json::to_string(&alert).unwrap_or_default()
+    }
+
     /// Publishes the offline status and disconnects, giving PUBACKs a moment to arrive.
     async fn finish(&self, eventloop: &mut EventLoop, connected: bool, counts: Counts) {
         if connected {
@@ -693,7 +796,7 @@ impl Connection {
                 &self.topics.status,
                 QoS::AtLeastOnce,
                 true,
-                self.status.render("offline", counts),
+                self.status.render("offline", counts, None),
             );
             let _ = self.client.try_disconnect();
             let deadline = tokio::time::sleep(Duration::from_secs(3));
@@ -718,6 +821,8 @@ struct Worker {
     identity: Identity,
     counts: Counts,
     outbox_depth: Arc<AtomicU64>,
+    /// Set when the daemon stops: a batch held by a storage fault is let go.
+    stopping: Arc<AtomicBool>,
 }
 
 /// One batch after the CPU-bound stage, in arrival order.
@@ -795,6 +900,7 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
         identity,
         mut counts,
         outbox_depth,
+        stopping,
     } = w;
     // A re-send covers what was queued when it started; later messages go
     // out with their own batch.
@@ -831,15 +937,12 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
                     let more_after = (publications.len() == RESEND_MAX)
                         .then(|| publications.last().map(|p| p.0))
                         .flatten();
-                    if tx
-                        .blocking_send(Done {
-                            acks: Vec::new(),
-                            publications,
-                            counts,
-                            more_after,
-                        })
-                        .is_err()
-                    {
+                    let done = Done {
+                        publications,
+                        more_after,
+                        ..Done::counts(counts)
+                    };
+                    if tx.blocking_send(done).is_err() {
                         return;
                     }
                 }
@@ -847,33 +950,33 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
                 Err(e) => error!(error = %e, "could not read the publication queue"),
             }
         }
-        if !declarations.is_empty() {
-            match decide_batch(&mut ledger, &policy, &identity, &prepared, &delivered) {
-                Ok((publications, added)) => {
-                    counts.verdicts += added.verdicts;
-                    counts.consumed += added.consumed;
-                    outbox_depth.fetch_add(added.outbox, Ordering::Relaxed);
-                    for r in &mut declarations {
-                        // Only the packet id is needed to acknowledge.
-                        r.publish.payload = Default::default();
-                    }
-                    if tx
-                        .blocking_send(Done {
-                            acks: declarations,
-                            publications,
-                            counts,
-                            more_after: None,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                // Nothing is acknowledged: the broker keeps the declarations and
-                // redelivers them on the next connection.
-                Err(e) => {
-                    error!(error = %e, count = declarations.len(), "could not commit decisions; not acknowledging them")
-                }
+        // When it is not committed, nothing is acknowledged: the broker keeps
+        // the declarations and redelivers them on the next connection.
+        if !declarations.is_empty()
+            && let Some((publications, added)) = commit_batch(
+                &mut ledger,
+                &policy,
+                &identity,
+                &prepared,
+                &delivered,
+                (counts, &stopping),
+                &tx,
+            )
+        {
+            counts.verdicts += added.verdicts;
+            counts.consumed += added.consumed;
+            outbox_depth.fetch_add(added.outbox, Ordering::Relaxed);
+            for r in &mut declarations {
+                // Only the packet id is needed to acknowledge.
+                r.publish.payload = Default::default();
+            }
+            let done = Done {
+                acks: declarations,
+                publications,
+                ..Done::counts(counts)
+            };
+            if tx.blocking_send(done).is_err() {
+                return;
             }
         }
         if let Some(p) = new_policy {
@@ -884,14 +987,66 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
             );
             policy = *p;
             counts.policy_version = policy.version;
-            let update = Done {
-                acks: Vec::new(),
-                publications: Vec::new(),
-                counts,
-                more_after: None,
-            };
-            if tx.blocking_send(update).is_err() {
+            if tx.blocking_send(Done::counts(counts)).is_err() {
                 return;
+            }
+        }
+    }
+}
+
+/// First and longest wait between attempts to commit while the ledger's storage fails.
+const FAULT_RETRY: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(5));
+
+/// Decides and commits one batch. While the storage fails (disk full,
+/// read-only) it holds the batch and tries again, reporting the fault and
+/// the recovery to the connection task, until it commits or the daemon
+/// stops; `None` when the batch was not committed.
+///
+/// Design: holding the batch (rather than dropping it) keeps its
+/// declarations unacknowledged on the live connection, so the broker keeps
+/// them and sends no more than its in-flight window; nothing is lost if the
+/// process dies meanwhile.
+fn commit_batch(
+    ledger: &mut Ledger,
+    policy: &crate::policy::Policy,
+    identity: &Identity,
+    prepared: &[gate::Prepared],
+    delivered: &[i64],
+    (counts, stopping): (Counts, &AtomicBool),
+    tx: &mpsc::Sender<Done>,
+) -> Option<(Vec<Publication>, Counts)> {
+    let mut wait = FAULT_RETRY.0;
+    let mut faulted = false;
+    loop {
+        match decide_batch(ledger, policy, identity, prepared, delivered) {
+            Ok(out) => {
+                if faulted {
+                    info!(
+                        count = prepared.len(),
+                        "ledger: committing again; the declarations held are decided"
+                    );
+                    let _ = tx.blocking_send(Done {
+                        health: Some(Health::Recovered),
+                        ..Done::counts(counts)
+                    });
+                }
+                return Some(out);
+            }
+            Err(e) if e.is_storage_fault() && !stopping.load(Ordering::Relaxed) => {
+                if !faulted {
+                    error!(error = %e, count = prepared.len(), "ledger: cannot commit; holding these declarations unacknowledged and retrying until it can");
+                    faulted = true;
+                    let _ = tx.blocking_send(Done {
+                        health: Some(Health::Fault(e.to_string())),
+                        ..Done::counts(counts)
+                    });
+                }
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(FAULT_RETRY.1);
+            }
+            Err(e) => {
+                error!(error = %e, count = prepared.len(), "could not commit decisions; not acknowledging them");
+                return None;
             }
         }
     }

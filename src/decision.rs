@@ -294,7 +294,7 @@ fn check_denied_parties(
     reasons: &mut Vec<Reason>,
 ) {
     for (role, party) in parties([&d.exporter, &d.consignee, &d.end_user]) {
-        let id = normalize_id(&party.id);
+        let id = crate::policy::denied_id_form(&party.id);
         let name = normalize_name(&party.name);
         if let Some(hit) = policy.denied_parties.iter().find(|dp| {
             (!dp.id.is_empty() && dp.id == id) || (!dp.name.is_empty() && dp.name == name)

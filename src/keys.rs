@@ -32,6 +32,40 @@ pub enum KeyError {
         /// The parser's message.
         reason: String,
     },
+    /// A private key file others may read.
+    #[error("{path}: private key readable by others (mode {mode:o}); run `chmod 600 {path}`")]
+    TooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+/// Refuses a private key file that group or others may access: a key
+/// that may have been read can sign licenses or consumption records.
+pub fn check_private_file(path: &Path) -> Result<(), KeyError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path)
+            .map_err(|source| KeyError::Io {
+                path: path.to_owned(),
+                source,
+            })?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::TooOpen {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Makes a new random signing key from the operating system's generator.
@@ -98,6 +132,10 @@ pub fn write_keypair(
 /// Loads the signing key at `path`, creating it (mode 0600, public half beside it) if absent.
 pub fn load_or_create_signing_key(path: &Path) -> Result<(SigningKey, bool), KeyError> {
     if path.exists() {
+        // Design: the daemon's own key is checked; `issue` and `policy sign`
+        // take the operator's word (the development key in the repository
+        // cannot carry a file mode).
+        check_private_file(path)?;
         return Ok((load_signing_key(path)?, false));
     }
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -169,6 +207,26 @@ mod tests {
         );
         // Never overwrite an existing key.
         assert!(write_keypair(dir.path(), "issuer", &key).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_daemon_refuses_its_key_when_others_may_read_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (private, _) = write_keypair(dir.path(), "issuer", &generate()).unwrap();
+        for mode in [0o640, 0o604, 0o644] {
+            fs::set_permissions(&private, fs::Permissions::from_mode(mode)).unwrap();
+            let e = load_or_create_signing_key(&private)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("readable by others") && e.contains("chmod 600"),
+                "{e}"
+            );
+        }
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(load_or_create_signing_key(&private).is_ok());
     }
 
     #[test]

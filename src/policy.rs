@@ -40,7 +40,7 @@ pub struct Issuer {
 /// A party on the denied-party list.
 #[derive(Debug, Clone)]
 pub struct DeniedParty {
-    /// Identifier, normalized (see [`normalize_id`]); empty if the list gives only a name.
+    /// Identifier, in [`denied_id_form`]; empty if the list gives only a name.
     pub id: String,
     /// Name, normalized (see [`normalize_name`]).
     pub name: String,
@@ -155,19 +155,43 @@ pub fn normalize_id(s: &str) -> String {
         .collect()
 }
 
-/// Name normal form: lower case, runs of anything but letters and digits become one space.
+/// Name normal form, for the denied-party list: Unicode look-alikes folded
+/// (the skeleton of Unicode TR39, so a Cyrillic `е`, a fullwidth `Ｅ` or a
+/// digit `0` for `o` all fold to one form; accents are dropped), lower case,
+/// runs of anything but letters and digits become one space.
+///
+/// Design: the form is only ever compared, never shown; it folds more than
+/// a reader would (`m` and `rn` meet), which on a denial list errs toward
+/// catching an evasion.
 pub fn normalize_name(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for word in s
+    let lower: String = s.chars().flat_map(char::to_lowercase).collect();
+    // The skeleton is decomposed: accents come out as combining marks, dropped here.
+    let folded: String = unicode_security::confusable_detection::skeleton(&lower)
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect();
+    let mut out = String::with_capacity(folded.len());
+    for word in folded
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
     {
         if !out.is_empty() {
             out.push(' ');
         }
-        out.extend(word.chars().flat_map(char::to_lowercase));
+        out.push_str(word);
     }
     out
+}
+
+/// An identifier as the denied-party list compares it: [`normalize_id`],
+/// then Unicode look-alikes folded as for names, so `US-DЕ-0666` with a
+/// Cyrillic `Е` is still the listed `US-DE-0666`. (A license binds a party
+/// by its exact [`normalize_id`]: there a look-alike is another party.)
+pub fn denied_id_form(s: &str) -> String {
+    let id = normalize_id(s);
+    unicode_security::confusable_detection::skeleton(&id)
+        .flat_map(char::to_uppercase)
+        .collect()
 }
 
 /// Country normal form: two ASCII letters, upper case.
@@ -350,7 +374,7 @@ impl Policy {
                     ));
                 }
                 Ok(DeniedParty {
-                    id: normalize_id(&d.id),
+                    id: denied_id_form(&d.id),
                     name: normalize_name(&d.name),
                     display_name: d.name.clone(),
                     source: d.source.clone(),
@@ -454,7 +478,25 @@ pub(crate) mod tests {
     #[test]
     fn normal_forms() {
         assert_eq!(normalize_id(" de-hrb 20002 "), "DE-HRB20002");
-        assert_eq!(normalize_name("Example  Auto, AG."), "example auto ag");
+        // Case and punctuation go; `m` is folded to its look-alike `rn`.
+        assert_eq!(normalize_name("Example  Auto, AG."), "exarnple auto ag");
+        // Look-alikes fold: Cyrillic, fullwidth and mathematical letters, a digit for a letter.
+        let plain = normalize_name("Shadow Defense Systems LLC");
+        for disguised in [
+            "Shadow D\u{0435}fense Systems LLC",
+            "\u{FF33}hadow Defense Systems LLC",
+            "Shad0w Defense Systems LLC",
+            "\u{1D412}hadow Defense Systems LLC",
+            "Shadow Défense Systems, LLC.",
+        ] {
+            assert_eq!(normalize_name(disguised), plain, "{disguised}");
+        }
+        assert_ne!(normalize_name("Shadow Offense Systems LLC"), plain);
+        assert_eq!(
+            denied_id_form("us-d\u{0415}-0666"),
+            denied_id_form("US-DE-0666")
+        );
+        assert_ne!(denied_id_form("US-DE-0667"), denied_id_form("US-DE-0666"));
         assert_eq!(normalize_country(" de "), Some("DE".into()));
         assert_eq!(normalize_country("DEU"), None);
     }

@@ -39,6 +39,8 @@ pub fn client_config(
             let certs = CertificateDer::pem_file_iter(cert_file)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| format!("`mqtt.tls.cert_file` {}: {e}", cert_file.display()))?;
+            crate::keys::check_private_file(key_file)
+                .map_err(|e| format!("`mqtt.tls.key_file` {e}"))?;
             let key = PrivateKeyDer::from_pem_file(key_file)
                 .map_err(|e| format!("`mqtt.tls.key_file` {}: {e}", key_file.display()))?;
             builder

@@ -183,6 +183,9 @@ pub enum AlertKind {
     DoubleUse,
     /// The hub refused a consumption record: unknown checkpoint or bad signature.
     RefusedRecord,
+    /// The ledger cannot commit (disk full, read-only, I/O error):
+    /// declarations wait unacknowledged until it can.
+    LedgerFault,
 }
 
 impl AlertKind {
@@ -193,6 +196,7 @@ impl AlertKind {
             AlertKind::UnreadablePayload => "unreadable_payload",
             AlertKind::DoubleUse => "double_use",
             AlertKind::RefusedRecord => "refused_record",
+            AlertKind::LedgerFault => "ledger_fault",
         }
     }
 }
@@ -263,6 +267,7 @@ mod tests {
             AlertKind::UnreadablePayload,
             AlertKind::DoubleUse,
             AlertKind::RefusedRecord,
+            AlertKind::LedgerFault,
         ] {
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }

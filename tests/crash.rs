@@ -20,13 +20,78 @@ enum Kind {
     Uncontrolled,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_at_random_moments_loses_nothing_and_consumes_nothing_twice() {
-    let kills: usize = std::env::var("PG_CRASH_KILLS")
+/// What the harness does to the running system, again and again.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Disruption {
+    /// SIGKILL the daemon and start it again.
+    DaemonKilled,
+    /// Stop mosquitto (it saves its persistent sessions) and start it again;
+    /// the daemon keeps running and reconnects by itself.
+    BrokerRestarted,
+}
+
+fn rounds_from_env(var: &str, default: usize) -> usize {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_nothing_and_consumes_nothing_twice() {
+    harness(
+        Disruption::DaemonKilled,
+        rounds_from_env("PG_CRASH_KILLS", 50),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restarts_lose_nothing_and_consume_nothing_twice() {
+    harness(
+        Disruption::BrokerRestarted,
+        rounds_from_env("PG_BROKER_RESTARTS", 8),
+    )
+    .await;
+}
+
+/// The scanner's client: a persistent session, so a broker restart keeps
+/// (and the client re-sends) what it published and has not had acknowledged.
+/// A clean-session client drops those on reconnect.
+fn scanner(port: u16) -> rumqttc::AsyncClient {
+    let mut opts = rumqttc::MqttOptions::new("crash-scanner", "127.0.0.1", port);
+    opts.set_clean_session(false)
+        .set_keep_alive(Duration::from_secs(30));
+    let (client, mut el) = rumqttc::AsyncClient::new(opts, 100);
+    tokio::spawn(async move {
+        loop {
+            if el.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    client
+}
+
+async fn harness(disruption: Disruption, kills: usize) {
     let mut post = Post::new();
+    if disruption == Disruption::BrokerRestarted {
+        // A broker that keeps its sessions and queued messages across a restart.
+        post.broker = Broker::start_with(
+            post.dir.path(),
+            "",
+            &format!(
+                // `user root`: mosquitto started as root otherwise drops to
+                // its own user, which cannot write the test's directory.
+                "user root\npersistence true\npersistence_location {}/\n",
+                post.dir.path().display()
+            ),
+        );
+        post.write_config(&format!(
+            "port = {}\nreconnect_max_secs = 1\n",
+            post.broker.port
+        ));
+    }
     post.start();
     wait_online(post.broker.port).await;
     let mut officer = Officer::connect(post.broker.port, "crash-officer").await;
@@ -85,7 +150,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_consumes_nothing_twice() {
 
     // Sent in the background, spread over the kills.
     let sender = {
-        let client = officer.client.clone();
+        let client = scanner(post.broker.port);
         let topic = "permitgate/lyg-port-01/declarations".to_owned();
         let payloads: Vec<Vec<u8>> = stream.iter().map(|s| s.3.clone()).collect();
         tokio::spawn(async move {
@@ -101,14 +166,24 @@ async fn sigkill_at_random_moments_loses_nothing_and_consumes_nothing_twice() {
         })
     };
     for k in 0..kills {
-        tokio::time::sleep(Duration::from_millis(60 + rand() % 300)).await;
-        post.kill();
-        if k + 1 < kills {
-            post.start();
+        match disruption {
+            Disruption::DaemonKilled => {
+                tokio::time::sleep(Duration::from_millis(60 + rand() % 300)).await;
+                post.kill();
+                if k + 1 < kills {
+                    post.start();
+                }
+            }
+            Disruption::BrokerRestarted => {
+                tokio::time::sleep(Duration::from_millis(200 + rand() % 1200)).await;
+                post.broker.restart_gracefully();
+            }
         }
     }
     sender.await.unwrap();
-    post.start();
+    if disruption == Disruption::DaemonKilled {
+        post.start();
+    }
     let n = stream.len();
     let all_decided = eventually(120, || {
         post.ledger_strings(
@@ -118,11 +193,36 @@ async fn sigkill_at_random_moments_loses_nothing_and_consumes_nothing_twice() {
             == n
     })
     .await;
+    if !all_decided {
+        let decided: HashSet<String> = post
+            .ledger_strings(
+                "SELECT DISTINCT declaration_id FROM audit WHERE declaration_id IS NOT NULL",
+            )
+            .into_iter()
+            .collect();
+        let missing: Vec<&str> = stream
+            .iter()
+            .map(|s| s.0.as_str())
+            .filter(|id| !decided.contains(*id))
+            .collect();
+        panic!(
+            "decided {} of {n}; missing {:?}…\nbroker log:\n{}\ndaemon log (end):\n{}",
+            decided.len(),
+            &missing[..missing.len().min(20)],
+            std::fs::read_to_string(post.broker.conf.with_extension("log")).unwrap_or_default(),
+            post.log()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    // Every queued verdict and alert reaches the broker (its PUBACK empties the queue).
     assert!(
-        all_decided,
-        "decided {} of {n}",
-        post.ledger_strings("SELECT DISTINCT declaration_id FROM audit")
-            .len()
+        eventually(60, || post.queued_publications() == 0).await,
+        "{} publications still queued",
+        post.queued_publications()
     );
     // Let the last verdicts reach the officer, then stop cleanly.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -208,20 +308,10 @@ async fn sigkill_at_random_moments_loses_nothing_and_consumes_nothing_twice() {
     }
 
     // The audit chain is intact, and the outbox holds every consumption (no hub here).
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_permitgate"))
-        .args(["ledger", "--config"])
-        .arg(post.dir.path().join("permitgate.toml"))
-        .arg("check")
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    post.assert_ledger_checks_clean();
     assert_eq!(post.outbox(), consumed.len());
     eprintln!(
-        "crash harness: {kills} kills, {n} declarations, verdicts {counts:?}, {} licenses consumed once each, {received} verdicts the officer received match the ledger, audit chain intact",
+        "crash harness ({disruption:?}): {kills} times, {n} declarations, verdicts {counts:?}, {} licenses consumed once each, {received} verdicts the officer received match the ledger, audit chain intact",
         consumed.len()
     );
 }

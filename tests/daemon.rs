@@ -454,3 +454,159 @@ async fn sighup_reloads_a_newer_policy_file_and_keeps_the_old_one_when_the_file_
     );
     assert!(post.stop().success());
 }
+
+/// A client logged in as `user` (password `pw-USER`), collecting what it receives.
+async fn logged_in(
+    port: u16,
+    user: &str,
+    subscribe: &[&str],
+) -> (
+    rumqttc::AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<(String, serde_json::Value)>,
+) {
+    let mut opts = rumqttc::MqttOptions::new(format!("{user}-client"), "127.0.0.1", port);
+    opts.set_credentials(user, format!("pw-{user}"))
+        .set_keep_alive(Duration::from_secs(30));
+    let (client, mut el) = rumqttc::AsyncClient::new(opts, 100);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let v = serde_json::from_slice(&p.payload).unwrap_or_default();
+                    let _ = tx.send((p.topic.clone(), v));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    for t in subscribe {
+        client
+            .subscribe(*t, rumqttc::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        ready_rx.recv().await;
+    }
+    (client, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_mosquitto_acl_lets_only_the_agent_publish_verdicts() {
+    let mut post = Post::new();
+    let dir = post.dir.path().to_owned();
+    let passwd = dir.join("passwd");
+    for (n, user) in ["permitgate-agent", "scanner", "officer"]
+        .iter()
+        .enumerate()
+    {
+        let mut cmd = Command::new("mosquitto_passwd");
+        if n == 0 {
+            cmd.arg("-c");
+        }
+        let st = cmd
+            .arg("-b")
+            .arg(&passwd)
+            .arg(user)
+            .arg(format!("pw-{user}"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("mosquitto_passwd (package mosquitto)");
+        assert!(st.success());
+    }
+    let acl = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/firmware-config/mosquitto/permitgate.acl"
+    );
+    post.broker = Broker::start_with(
+        &dir,
+        "user root\nper_listener_settings false\n",
+        &format!(
+            "allow_anonymous false\npassword_file {}\nacl_file {acl}\n",
+            passwd.display()
+        ),
+    );
+    let port = post.broker.port;
+    post.write_config(&format!(
+        "port = {port}\nusername = \"permitgate-agent\"\npassword = \"pw-permitgate-agent\"\n"
+    ));
+    post.start();
+    let (officer, mut seen) = logged_in(port, "officer", &["permitgate/#"]).await;
+    let (scanner, _) = logged_in(port, "scanner", &[]).await;
+    // The agent is subscribed once its status says online.
+    loop {
+        let (t, v) = tokio::time::timeout(Duration::from_secs(15), seen.recv())
+            .await
+            .expect("the agent comes online")
+            .unwrap();
+        if t.ends_with("/status") && v["state"] == "online" {
+            break;
+        }
+    }
+    let verdicts = "permitgate/lyg-port-01/verdicts";
+
+    // A scanner (or anyone else) forging a verdict: the broker drops it.
+    let forged = serde_json::json!({"declaration_id": "ACL-0", "verdict": "cleared"});
+    for client in [&scanner, &officer] {
+        client
+            .publish(
+                verdicts,
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                forged.to_string(),
+            )
+            .await
+            .unwrap();
+    }
+    // The scanner's declaration reaches the agent, whose verdict reaches the officer.
+    scanner
+        .publish(
+            "permitgate/lyg-port-01/declarations",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            declaration("ACL-1", Some(&post.token())),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, seen.recv()).await {
+            Ok(Some((t, v))) if t == verdicts => {
+                let done = v["declaration_id"] == "ACL-1";
+                got.push(v);
+                if done {
+                    break;
+                }
+            }
+            Ok(Some(_)) => {}
+            _ => panic!(
+                "no verdict for ACL-1: {got:?}\n{}\n{}",
+                post.log(),
+                std::fs::read_to_string(post.broker.conf.with_extension("log")).unwrap_or_default()
+            ),
+        }
+    }
+    assert_eq!(got.len(), 1, "only the agent's verdict arrives: {got:?}");
+    assert_eq!(got[0]["verdict"], "cleared");
+    // An officer cannot inject a declaration either.
+    officer
+        .publish(
+            "permitgate/lyg-port-01/declarations",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            declaration("ACL-2", Some(&post.token_for("LIC-ACL-2"))),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        post.ledger_strings("SELECT declaration_id FROM audit WHERE declaration_id = 'ACL-2'")
+            .is_empty(),
+        "the officer's declaration never reached the agent"
+    );
+}

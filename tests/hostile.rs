@@ -4,9 +4,11 @@
 //! Normalisation (documented in the README): a licensed party is bound by
 //! its registration id and country; ids compare after trimming and
 //! upper-casing, countries are two ASCII letters in either case. Names
-//! (for the denied-party list) compare after case folding and collapsing
-//! everything that is not a letter or digit to one space. Unicode
-//! look-alikes are *not* folded: a Cyrillic "Е" is another letter.
+//! (for the denied-party list) compare after folding Unicode look-alikes
+//! (TR39 skeletons), case and accents, and collapsing everything that is
+//! not a letter or digit to one space; ids on the denied-party list also
+//! compare with look-alikes folded. A license binds a party by its exact
+//! id: there a Cyrillic "Е" makes another id.
 
 use permitgate::codec::{self, Value};
 use permitgate::decision::{Context, LedgerFacts};
@@ -202,7 +204,7 @@ fn set_net_kg(v: &mut Value, x: f64) {
 }
 
 #[test]
-fn parties_are_bound_by_id_and_country_folding_case_and_spacing_not_look_alikes() {
+fn parties_are_bound_by_exact_id_and_denied_parties_caught_through_look_alikes() {
     let g = gate();
     let d0 = g.with_token(&token::issue(&license(), KID, &g.key));
     let mut folded = d0.clone();
@@ -228,6 +230,26 @@ fn parties_are_bound_by_id_and_country_folding_case_and_spacing_not_look_alikes(
     let (v, alert) = g.decide(&denied);
     assert_eq!(code(&v), "denied_party", "{v:?}");
     assert!(alert.is_some());
+
+    // Written with look-alikes, a denied party is caught all the same:
+    // by name (Cyrillic, fullwidth, a zero for an o, an accent) ...
+    for disguised in [
+        "Sh\u{0430}dow D\u{0435}fense Systems LLC",
+        "\u{FF33}hadow Defense Systems LLC",
+        "Shad0w Défense Systems LLC",
+    ] {
+        let mut d = d0.clone();
+        d["consignee"]["name"] = disguised.into();
+        let (v, alert) = g.decide(&d);
+        assert_eq!(code(&v), "denied_party", "{disguised}: {v:?}");
+        assert!(alert.is_some());
+    }
+    // ... and by id.
+    let mut d = d0.clone();
+    d["consignee"]["name"] = "Harmless Trading".into();
+    d["consignee"]["id"] = "US-D\u{0415}-0666".into();
+    let (v, _) = g.decide(&d);
+    assert_eq!(code(&v), "denied_party", "{v:?}");
 }
 
 #[test]

@@ -41,6 +41,29 @@ pub enum LedgerError {
     },
 }
 
+impl LedgerError {
+    /// Whether the storage failed (disk full, read-only, I/O error, held
+    /// locked) rather than the data: the same write may succeed later.
+    pub fn is_storage_fault(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        matches!(
+            self,
+            LedgerError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } if matches!(
+                e.code,
+                C::DiskFull
+                    | C::ReadOnly
+                    | C::SystemIoFailure
+                    | C::CannotOpen
+                    | C::DatabaseBusy
+                    | C::DatabaseLocked
+            )
+        )
+    }
+}
+
 /// A verdict or alert queued for publication: (queue id, kind, JSON payload).
 pub type Publication = (i64, String, String);
 
@@ -85,6 +108,14 @@ impl Ledger {
             })?;
         }
         let conn = Connection::open(path).map_err(sql(path))?;
+        // SQLite quietly opens a write-protected file read-only; every
+        // decision would then fail. Refuse at start instead.
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            return Err(LedgerError::Unusable {
+                path: path.to_owned(),
+                message: "read-only (file permissions or a read-only filesystem); the daemon must be able to write it".into(),
+            });
+        }
         let mut ledger = Ledger {
             conn,
             path: path.to_owned(),

@@ -70,6 +70,19 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// SIGTERM, as `systemctl restart mosquitto` does: a broker with
+    /// persistence saves its sessions and queued messages first.
+    pub fn restart_gracefully(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        self.child = spawn_broker(&self.conf);
+        self.wait_ready();
+    }
+}
+
 pub fn spawn_broker(conf: &std::path::Path) -> Child {
     let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
         .into_iter()
@@ -79,7 +92,13 @@ pub fn spawn_broker(conf: &std::path::Path) -> Child {
         .arg("-c")
         .arg(conf)
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(conf.with_extension("log")).unwrap())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(conf.with_extension("log"))
+                .unwrap(),
+        )
         .spawn()
         .unwrap()
 }
@@ -195,6 +214,21 @@ impl Post {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
 
+    /// `permitgate ledger check` passes: the file is sound and the audit chain intact.
+    pub fn assert_ledger_checks_clean(&self) {
+        let check = Command::new(env!("CARGO_BIN_EXE_permitgate"))
+            .args(["ledger", "--config"])
+            .arg(self.dir.path().join("permitgate.toml"))
+            .arg("check")
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+
     pub fn token(&self) -> String {
         self.token_for("LIC-2025-000123")
     }
@@ -287,9 +321,24 @@ impl Officer {
         let (client, mut el) = AsyncClient::new(opts, 1000);
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+        let resubscribe = client.clone();
+        let topics = [
+            format!("permitgate/{checkpoint}/verdicts"),
+            format!("permitgate/{checkpoint}/alerts"),
+        ];
+        let mut connections = 0;
         tokio::spawn(async move {
             loop {
                 match el.poll().await {
+                    // A clean session loses its subscriptions with the connection.
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connections += 1;
+                        if connections > 1 {
+                            for t in &topics {
+                                let _ = resubscribe.try_subscribe(t, QoS::AtLeastOnce);
+                            }
+                        }
+                    }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         let _ = ready_tx.send(());
                     }
