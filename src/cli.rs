@@ -156,14 +156,7 @@ pub enum LedgerAction {
     Check,
 }
 
-/// Log formats.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable.
-    Text,
-    /// JSON lines (for journald or log shippers).
-    Json,
-}
+pub use crate::logging::LogFormat;
 
 /// Export formats.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -323,14 +316,14 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             })
         }
         Command::Run { config, log_format } => {
-            init_logging(log_format);
             let cfg = Config::load(&config)?;
+            crate::logging::init(log_format, &cfg.log_level);
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(async { crate::daemon::run(cfg, shutdown_signal()).await })?;
             Ok(Outcome::Ok)
         }
         Command::Hub { config, log_format } => {
-            init_logging(log_format);
+            crate::logging::init(log_format, crate::config::DEFAULT_LOG_LEVEL);
             let cfg = crate::hub::HubConfig::load(&config)?;
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(async { crate::hub::run(cfg, shutdown_signal()).await })?;
@@ -490,21 +483,6 @@ fn parse_declaration_file(path: &Path) -> Result<serde_json::Value> {
         bail!("{}: a declaration is a JSON object", path.display());
     }
     Ok(v)
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PERMITGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
-    use std::io::IsTerminal;
-    // Colour only on a terminal: journald and log files get plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 /// Completes on SIGTERM or SIGINT. The handlers are installed when this is

@@ -41,7 +41,28 @@ struct RawConfig {
     uplink: Option<MqttConfig>,
     #[serde(default)]
     sync: SyncConfig,
+    log_level: Option<String>,
+    http: Option<HttpConfig>,
 }
+
+/// The operators' HTTP listener (`[http]`): metrics, health, gate console.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on; loopback unless the operator opens it.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: ([127, 0, 0, 1], 9710).into(),
+        }
+    }
+}
+
+/// The log filter when neither `PERMITGATE_LOG` nor `log_level` says otherwise.
+pub const DEFAULT_LOG_LEVEL: &str = "info,rumqttd=warn";
 
 /// Sync with the hub (`[sync]`); it runs when `[uplink]` is set.
 #[derive(Debug, Clone, Deserialize)]
@@ -163,6 +184,10 @@ pub struct Config {
     pub sync: SyncConfig,
     /// The authority's root key for signed policy bundles, when configured.
     pub policy_root: Option<ed25519_dalek::VerifyingKey>,
+    /// The log filter (`log_level`, tracing's `EnvFilter` syntax).
+    pub log_level: String,
+    /// The operators' HTTP listener, when `[http]` is set.
+    pub http: Option<HttpConfig>,
 }
 
 /// Parses TOML text read from `file`; an error names the file and line.
@@ -215,6 +240,25 @@ pub fn check_mqtt(m: &MqttConfig, table: &str) -> Result<(), String> {
         return Err(format!("`{table}.reconnect_max_secs` must be at least 1"));
     }
     Ok(())
+}
+
+/// Reads only `log_level` from the config file (for a reload on SIGHUP).
+pub fn log_level_of(file: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::File {
+        file: file.to_owned(),
+        line: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    let table: toml::Table = parse_toml(file, &text)?;
+    match table.get("log_level") {
+        None => Ok(DEFAULT_LOG_LEVEL.to_owned()),
+        Some(toml::Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(ConfigError::File {
+            file: file.to_owned(),
+            line: None,
+            message: "`log_level` must be a string".into(),
+        }),
+    }
 }
 
 impl Config {
@@ -297,6 +341,12 @@ impl Config {
             ),
             None => None,
         };
+        let log_level = raw
+            .log_level
+            .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            return Err(bad(None, format!("`log_level`: `{log_level}`: {e}")));
+        }
         let policy_file = base.join(&raw.policy);
         let policy = Policy::load(&policy_file)?;
         Ok(Config {
@@ -314,6 +364,8 @@ impl Config {
             uplink_tls,
             sync: raw.sync,
             policy_root,
+            log_level,
+            http: raw.http,
         })
     }
 }

@@ -34,6 +34,7 @@ use crate::config::Config;
 use crate::gate;
 use crate::keys;
 use crate::ledger::{Identity, Ledger, LedgerError};
+use crate::telemetry::Telemetry;
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,9 @@ pub enum DaemonError {
     /// The embedded broker did not start.
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
+    /// The HTTP listener did not start.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 /// The MQTT topics of one checkpoint.
@@ -89,6 +93,8 @@ struct Received {
     publish: Publish,
     /// Which connection delivered it: a PUBACK is only valid on that one.
     connection: u64,
+    /// When it arrived, for the decision latency metric.
+    at: std::time::Instant,
 }
 
 struct Done {
@@ -160,9 +166,11 @@ fn newest_policy(cfg: &Config, ledger: &Ledger) -> crate::policy::Policy {
     }
 }
 
-/// On SIGHUP, reads the policy file again and applies it if its version is
-/// newer than the policy in force (a signed bundle may be newer still).
+/// On SIGHUP, applies the config file's `log_level`, and reads the policy
+/// file again and applies it if its version is newer than the policy in
+/// force (a signed bundle may be newer still).
 async fn reload_on_sighup(
+    config_file: std::path::PathBuf,
     file: std::path::PathBuf,
     in_force: Arc<AtomicU64>,
     policies: mpsc::Sender<crate::policy::Policy>,
@@ -175,6 +183,19 @@ async fn reload_on_sighup(
             return;
         };
         while hup.recv().await.is_some() {
+            match crate::config::log_level_of(&config_file)
+                .map_err(|e| e.to_string())
+                .and_then(|level| crate::logging::set_level(&level).map(|set| (level, set)))
+            {
+                // At WARN, so the line survives the level it sets.
+                Ok((level, true)) => warn!(log_level = %level, "SIGHUP: log level set"),
+                Ok((_, false)) => {
+                    info!("SIGHUP: log level left as {} sets it", crate::logging::ENV)
+                }
+                Err(e) => {
+                    error!(error = %e, "SIGHUP: cannot apply `log_level`; the level in force is kept")
+                }
+            }
             match crate::policy::Policy::load(&file) {
                 Ok(p) if p.version > in_force.load(Ordering::Relaxed) => {
                     info!(file = %file.display(), version = p.version, "SIGHUP: policy file reloaded");
@@ -194,7 +215,7 @@ async fn reload_on_sighup(
         }
     }
     #[cfg(not(unix))]
-    let _ = (file, in_force, policies);
+    let _ = (config_file, file, in_force, policies);
 }
 
 /// Capacity of the queues between the connection task and the worker.
@@ -227,6 +248,25 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         verdicts, consumed, outbox,
         "ledger open, policy loaded"
     );
+    let telemetry = Telemetry::new(cfg.uplink.is_some(), SystemClock.now());
+    telemetry.policy(policy.version, policy.issued_at, policy.max_age);
+    telemetry.ledger_counts(verdicts, consumed);
+    telemetry.outbox(outbox, ledger.oldest_unsynced().unwrap_or(None));
+    let http_task = match &cfg.http {
+        Some(http) => {
+            match (
+                ledger.recent_verdicts(crate::telemetry::RECENT),
+                ledger.recent_alerts(crate::telemetry::RECENT),
+            ) {
+                (Ok(v), Ok(a)) => telemetry.seed(v, a),
+                (Err(e), _) | (_, Err(e)) => {
+                    warn!(error = %e, "cannot read recent verdicts for the console")
+                }
+            }
+            Some(crate::http::start(http.listen, telemetry.clone(), &cfg.checkpoint).await?)
+        }
+        None => None,
+    };
     if cfg.mqtt.embedded_broker {
         let ip: std::net::IpAddr = cfg.mqtt.host.parse().map_err(|_| {
             crate::broker::BrokerError::Config(format!("`{}` is not an IP address", cfg.mqtt.host))
@@ -273,6 +313,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let (policy_tx, policy_rx) = mpsc::channel::<crate::policy::Policy>(4);
     let policy_version = Arc::new(AtomicU64::new(policy.version));
     let reload_task = tokio::spawn(reload_on_sighup(
+        cfg.file.clone(),
         cfg.policy_file.clone(),
         policy_version.clone(),
         policy_tx.clone(),
@@ -297,6 +338,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     policy_root: cfg.policy_root,
                     policy_version,
                     policies: policy_tx,
+                    telemetry: telemetry.clone(),
                 },
                 sync_ledger,
                 stop_rx,
@@ -316,6 +358,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     };
     let verify_policy = policy.clone();
     let worker_stopping = stopping.clone();
+    let worker_telemetry = telemetry.clone();
     let verifier = std::thread::Builder::new()
         .name("verify".into())
         .spawn(move || verify_stage(verify_policy, max_bytes, batch_max, work_rx, staged_tx))
@@ -331,6 +374,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     counts,
                     outbox_depth: worker_outbox,
                     stopping: worker_stopping,
+                    telemetry: worker_telemetry,
                 },
                 staged_rx,
                 done_tx,
@@ -348,6 +392,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         reconnect_max: Duration::from_secs(cfg.mqtt.reconnect_max_secs),
         outbox_depth,
         stopping,
+        telemetry: telemetry.clone(),
     };
     conn.drive(
         &mut eventloop,
@@ -369,6 +414,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     }
     if verifier.join().is_err() || worker.join().is_err() {
         error!("a worker thread panicked");
+    }
+    if let Some(task) = http_task {
+        task.abort();
     }
     info!("stopped");
     Ok(())
@@ -420,6 +468,7 @@ struct Connection {
     outbox_depth: Arc<AtomicU64>,
     /// Tells the ledger stage the daemon is stopping.
     stopping: Arc<AtomicBool>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// What the connection task still has to hand to the client.
@@ -589,6 +638,9 @@ impl Connection {
                     }
                 }
                 Some(p) = sync_pubs.recv(), if out.publications.len() < RESEND_MAX => {
+                    if let Ok(a) = serde_json::from_str::<crate::verdict::Alert>(&p.2) {
+                        self.telemetry.alerted(Arc::new(a));
+                    }
                     out.publications.push_back(p);
                 }
                 Some(p) = policies.recv(), if work_tx.is_some() => {
@@ -600,12 +652,16 @@ impl Connection {
                         counts = done.counts;
                         match done.health {
                             Some(Health::Fault(why)) => {
-                                out.alerts.push_back(self.ledger_fault_alert(&why));
+                                let alert = self.ledger_fault_alert(&why);
+                                out.alerts.push_back(serde_json::to_string(&alert).unwrap_or_default());
+                                self.telemetry.alerted(Arc::new(alert));
+                                self.telemetry.ledger_fault(Some(why.clone()));
                                 fault = Some(why);
                                 // The next tick announces the degraded state.
                                 announced = None;
                             }
                             Some(Health::Recovered) => {
+                                self.telemetry.ledger_fault(None);
                                 fault = None;
                                 announced = None;
                             }
@@ -628,6 +684,7 @@ impl Connection {
                             info!(session_present = ack.session_present, "connected to broker");
                         }
                         link.up();
+                        self.telemetry.link(false, true, SystemClock.now());
                         connection += 1;
                         handed.clear();
                         awaiting_ack.clear();
@@ -647,7 +704,7 @@ impl Connection {
                         if work_tx.is_none() || p.topic != self.topics.declarations {
                             continue;
                         }
-                        backlog.push(Work::Declaration(Received { publish: p, connection }));
+                        backlog.push(Work::Declaration(Received { publish: p, connection, at: std::time::Instant::now() }));
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                         if let Some(id) = handed.pop_front() {
@@ -663,6 +720,7 @@ impl Connection {
                     Err(e) => {
                         // The durable copies are in the ledger: rumqttc's are dropped.
                         let wait = link.down(eventloop, &e, "broker", self.reconnect_max);
+                        self.telemetry.link(false, false, SystemClock.now());
                         forget_connection(&mut handed, &mut awaiting_ack, &mut out, &mut backlog);
                         tokio::time::sleep(wait).await;
                     }
@@ -671,6 +729,7 @@ impl Connection {
             if link.connected && backlog.is_full() {
                 let why = "the broker sent more unacknowledged declarations than the daemon holds; reconnecting so it redelivers them";
                 let wait = link.down(eventloop, &why, "broker", self.reconnect_max);
+                self.telemetry.link(false, false, SystemClock.now());
                 forget_connection(&mut handed, &mut awaiting_ack, &mut out, &mut backlog);
                 tokio::time::sleep(wait).await;
             }
@@ -771,8 +830,8 @@ impl Connection {
     }
 
     /// The alert for a ledger that cannot commit.
-    fn ledger_fault_alert(&self, why: &str) -> String {
-        let alert = crate::verdict::Alert {
+    fn ledger_fault_alert(&self, why: &str) -> crate::verdict::Alert {
+        crate::verdict::Alert {
             kind: crate::verdict::AlertKind::LedgerFault,
             checkpoint: self.status.checkpoint.clone(),
             raised_at: to_rfc3339(SystemClock.now()),
@@ -785,8 +844,7 @@ impl Connection {
             detail: Some(format!(
                 "{why}; declarations are held unacknowledged until the ledger commits again"
             )),
-        };
-        serde_json::to_string(&alert).unwrap_or_default()
+        }
     }
 
     /// Publishes the offline status and disconnects, giving PUBACKs a moment to arrive.
@@ -823,6 +881,7 @@ struct Worker {
     outbox_depth: Arc<AtomicU64>,
     /// Set when the daemon stops: a batch held by a storage fault is let go.
     stopping: Arc<AtomicBool>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// One batch after the CPU-bound stage, in arrival order.
@@ -901,6 +960,7 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
         mut counts,
         outbox_depth,
         stopping,
+        telemetry,
     } = w;
     // A re-send covers what was queued when it started; later messages go
     // out with their own batch.
@@ -953,7 +1013,7 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
         // When it is not committed, nothing is acknowledged: the broker keeps
         // the declarations and redelivers them on the next connection.
         if !declarations.is_empty()
-            && let Some((publications, added)) = commit_batch(
+            && let Some(committed) = commit_batch(
                 &mut ledger,
                 &policy,
                 &identity,
@@ -963,9 +1023,27 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
                 &tx,
             )
         {
+            let Committed {
+                publications,
+                added,
+                decided,
+                alerts,
+            } = committed;
             counts.verdicts += added.verdicts;
             counts.consumed += added.consumed;
             outbox_depth.fetch_add(added.outbox, Ordering::Relaxed);
+            telemetry.ledger_counts(counts.verdicts, counts.consumed);
+            if added.outbox > 0 {
+                telemetry.consumed_at(SystemClock.now(), added.outbox);
+            }
+            for (r, v) in declarations.iter().zip(decided) {
+                if let Some(v) = v {
+                    telemetry.decided(v, Some(r.at.elapsed()));
+                }
+            }
+            for a in alerts {
+                telemetry.alerted(a);
+            }
             for r in &mut declarations {
                 // Only the packet id is needed to acknowledge.
                 r.publish.payload = Default::default();
@@ -987,6 +1065,7 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
             );
             policy = *p;
             counts.policy_version = policy.version;
+            telemetry.policy(policy.version, policy.issued_at, policy.max_age);
             if tx.blocking_send(Done::counts(counts)).is_err() {
                 return;
             }
@@ -1014,7 +1093,7 @@ fn commit_batch(
     delivered: &[i64],
     (counts, stopping): (Counts, &AtomicBool),
     tx: &mpsc::Sender<Done>,
-) -> Option<(Vec<Publication>, Counts)> {
+) -> Option<Committed> {
     let mut wait = FAULT_RETRY.0;
     let mut faulted = false;
     loop {
@@ -1058,7 +1137,7 @@ fn decide_batch(
     identity: &Identity,
     prepared: &[gate::Prepared],
     delivered: &[i64],
-) -> Result<(Vec<Publication>, Counts), LedgerError> {
+) -> Result<Committed, LedgerError> {
     let now = SystemClock.now();
     let mut added = Counts {
         verdicts: 0,
@@ -1069,6 +1148,8 @@ fn decide_batch(
     let mut batch = ledger.begin()?;
     batch.delete_publications(delivered)?;
     let mut publications = Vec::with_capacity(prepared.len());
+    let mut decided = Vec::with_capacity(prepared.len());
+    let mut alerts = Vec::new();
     for prepared in prepared {
         let mut out = gate::decide_and_record(&mut batch, prepared, policy, identity, now)?;
         added.verdicts += u64::from(out.recorded.audit_id.is_some());
@@ -1094,16 +1175,34 @@ fn decide_batch(
             "verdict".into(),
             json,
         ));
-        if let Some(alert) = &out.alert {
+        if let Some(alert) = out.alert {
             warn!(declaration_id = v.declaration_id.as_deref().unwrap_or("-"), kind = ?alert.kind, "alert");
-            let json = serde_json::to_string(alert).unwrap_or_default();
+            let json = serde_json::to_string(&alert).unwrap_or_default();
             publications.push((
                 batch.enqueue_publication("alert", &json)?,
                 "alert".into(),
                 json,
             ));
+            alerts.push(Arc::new(alert));
         }
+        // A redelivery's stored verdict is an answer, not a new decision.
+        decided.push((!out.repeated).then(|| Arc::new(out.verdict)));
     }
     batch.commit()?;
-    Ok((publications, added))
+    Ok(Committed {
+        publications,
+        added,
+        decided,
+        alerts,
+    })
+}
+
+/// What one committed batch produced.
+struct Committed {
+    publications: Vec<Publication>,
+    /// What the batch added to the ledger's totals.
+    added: Counts,
+    /// Per declaration, in order: the new verdict (`None` for a repeated one).
+    decided: Vec<Option<Arc<crate::verdict::Verdict>>>,
+    alerts: Vec<Arc<crate::verdict::Alert>>,
 }

@@ -26,6 +26,10 @@
 //! - [`hub`]: `permitgate hub`, the national store of consumption records.
 //! - [`bench`]: `permitgate bench`, the end-to-end benchmark.
 //! - [`qr`]: QR codes of license tokens for paperwork.
+//! - [`logging`]: `tracing` set-up, with the filter reloadable on SIGHUP.
+//! - [`telemetry`]: metrics, health and the console's live feed, shared by the daemon's tasks.
+//! - [`console`]: the officer's gate console page, rendered on the server.
+//! - [`http`]: the operators' HTTP listener: `/metrics`, `/healthz`, the console.
 #![forbid(unsafe_code)]
 
 pub mod bench;
@@ -35,19 +39,23 @@ pub mod cli;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod decision;
 pub mod declaration;
 pub mod elements;
 pub mod gate;
+pub mod http;
 pub mod hub;
 pub mod keys;
 pub mod ledger;
+pub mod logging;
 pub mod mqtt;
 pub mod policy;
 pub mod qr;
 pub mod record;
 pub mod sync;
+pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod verdict;

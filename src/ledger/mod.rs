@@ -431,6 +431,48 @@ impl Ledger {
             )
             .map_err(sql(&self.path))
     }
+
+    /// The newest `n` verdicts, newest first (for the gate console).
+    pub fn recent_verdicts(&self, n: usize) -> Result<Vec<Verdict>, LedgerError> {
+        self.newest_json(
+            "SELECT verdict_json FROM audit ORDER BY id DESC LIMIT ?1",
+            n,
+        )
+    }
+
+    /// The newest `n` alerts, newest first (for the gate console).
+    pub fn recent_alerts(&self, n: usize) -> Result<Vec<Alert>, LedgerError> {
+        self.newest_json("SELECT alert_json FROM alerts ORDER BY id DESC LIMIT ?1", n)
+    }
+
+    fn newest_json<T: serde::de::DeserializeOwned>(
+        &self,
+        sql_text: &str,
+        n: usize,
+    ) -> Result<Vec<T>, LedgerError> {
+        let mut st = self.conn.prepare(sql_text).map_err(sql(&self.path))?;
+        let rows = st
+            .query_map([n as i64], |r| r.get::<_, String>(0))
+            .map_err(sql(&self.path))?;
+        let mut out = Vec::new();
+        for json in rows {
+            // A row this build cannot read is skipped, not fatal: the console is a view.
+            if let Ok(v) = serde_json::from_str(&json.map_err(sql(&self.path))?) {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the oldest consumption the hub has not acknowledged was made.
+    pub fn oldest_unsynced(&self) -> Result<Option<UnixTime>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT consumed_at FROM consumed WHERE seq = (SELECT MIN(seq) FROM outbox)",
+            )
+            .and_then(|mut st| st.query_row([], |r| r.get(0)).optional())
+            .map_err(sql(&self.path))
+    }
 }
 
 /// A write transaction holding a group of decisions; nothing is durable until [`Batch::commit`].

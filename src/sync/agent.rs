@@ -40,6 +40,8 @@ pub struct Agent {
     pub policy_version: Arc<AtomicU64>,
     /// Verified newer policies, for the decision worker.
     pub policies: mpsc::Sender<crate::policy::Policy>,
+    /// Metrics and health.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// Most record batches sent per tick, so a long backlog goes out in steps.
@@ -114,6 +116,7 @@ pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<boo
                 Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
                     info!(uplink = %format!("{}:{}", agent.uplink.host, agent.uplink.port), "sync: connected to the uplink");
                     st.link.up();
+                    agent.telemetry.link(true, true, SystemClock.now());
                     st.sent_upto = 0;
                     st.last_progress = Instant::now();
                     st.resend_wait = resend_after;
@@ -134,6 +137,7 @@ pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<boo
                 Ok(_) => {}
                 Err(e) => {
                     let wait = st.link.down(&mut eventloop, &e, "sync uplink", reconnect_max);
+                    agent.telemetry.link(true, false, SystemClock.now());
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = stop.changed() => return,
@@ -240,6 +244,9 @@ impl Sync<'_> {
                     match blocking(|| ledger.acknowledge_outbox(ack.contiguous)) {
                         Ok(left) => {
                             let before = self.agent.outbox_depth.swap(left, Ordering::Relaxed);
+                            let t = &self.agent.telemetry;
+                            t.synced(SystemClock.now());
+                            t.outbox(left, ledger.oldest_unsynced().unwrap_or(None));
                             if left < before {
                                 st.last_progress = Instant::now();
                                 st.resend_wait =

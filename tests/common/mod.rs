@@ -160,6 +160,16 @@ impl Post {
         self.start_with(&[]);
     }
 
+    /// Turns on the HTTP listener on a free loopback port, returning the base URL.
+    pub fn enable_http(&self) -> String {
+        let port = free_port();
+        let cfg = self.dir.path().join("permitgate.toml");
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text.push_str(&format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+        std::fs::write(cfg, text).unwrap();
+        format!("http://127.0.0.1:{port}")
+    }
+
     pub fn start_with(&mut self, env: &[(&str, &str)]) {
         let child = Command::new(env!("CARGO_BIN_EXE_permitgate"))
             .envs(env.iter().copied())
