@@ -28,8 +28,8 @@ pub fn verdict_row(v: &Verdict) -> String {
         })
         .collect();
     format!(
-        "<li class=\"verdict {kind}\" data-declaration=\"{id_attr}\"><span class=\"badge\">{kind_text}</span> \
-         <b class=\"decl\">{id}</b> <span class=\"lic\">{lic}</span> {reasons} <time>{at}</time></li>",
+        "<li class=\"verdict {kind}\" data-declaration=\"{id_attr}\"><time>{at}</time><span class=\"badge\">{kind_text}</span> \
+         <b class=\"decl\">{id}</b> <span class=\"lic\">{lic}</span> {reasons}</li>",
         kind = v.verdict.as_str(),
         kind_text = esc(&v.verdict.as_str().replace('_', " ")),
         id_attr =
@@ -48,12 +48,12 @@ pub fn alert_row(a: &Alert) -> String {
         what.push(d.clone());
     }
     format!(
-        "<li class=\"alert\"><span class=\"badge\">{kind}</span> <b>{decl}</b> {lic} <span class=\"what\">{what}</span> <time>{at}</time></li>",
+        "<li class=\"alert\"><time>{at}</time><span class=\"badge\">{kind}</span> <b>{decl}</b> {lic} <span class=\"what\">{what}</span></li>",
         kind = esc(&a.kind.as_str().replace('_', " ")),
         decl = esc(a.declaration_id.as_deref().unwrap_or("")),
         lic = esc(a.license_id.as_deref().unwrap_or("")),
         what = esc(&what.join("; ")),
-        at = esc(&a.raised_at),
+        at = esc(a.raised_at.get(11..19).unwrap_or(&a.raised_at)),
     )
 }
 
@@ -61,9 +61,13 @@ pub fn alert_row(a: &Alert) -> String {
 pub fn strip(t: &Telemetry, now: UnixTime) -> String {
     let Health { state, reasons } = t.health(now);
     let (policy_age, outbox_age, waiting) = t.ages(now);
-    let backlog = match outbox_age {
-        Some(age) => format!("{waiting} records waiting, oldest {}", human(age)),
-        None => "all records synced".to_owned(),
+    let backlog = match (t.has_uplink(), outbox_age) {
+        (false, _) => format!("no uplink: {waiting} consumption records kept here"),
+        (true, Some(age)) => format!(
+            "{waiting} records waiting for the hub, oldest {}",
+            human(age)
+        ),
+        (true, None) => "all records synced".to_owned(),
     };
     let policy = match policy_age {
         Some(age) => format!("policy v{} ({} old)", t.policy_version(), human(age)),

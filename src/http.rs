@@ -112,7 +112,11 @@ async fn events(State(app): State<App>) -> Sse<impl Stream<Item = Result<Event, 
         |(mut rx, mut tick, app)| async move {
             let event = tokio::select! {
                 r = rx.recv() => match r {
-                    Ok(ConsoleEvent::Verdict(v)) => Event::default().event("verdict").data(console::verdict_row(&v)),
+                    Ok(ConsoleEvent::Verdict(v)) => {
+                        // The counts on the strip have changed: show them soon.
+                        tick.reset_after(Duration::from_millis(250));
+                        Event::default().event("verdict").data(console::verdict_row(&v))
+                    }
                     Ok(ConsoleEvent::Alert(a)) => Event::default().event("alert").data(console::alert_row(&a)),
                     // A slow page missed some rows; the next ones still come.
                     Err(RecvError::Lagged(_)) => strip(&app),

@@ -382,6 +382,11 @@ impl Telemetry {
         )
     }
 
+    /// Whether sync with a hub is configured.
+    pub fn has_uplink(&self) -> bool {
+        lock(&self.links).uplink.is_some()
+    }
+
     /// The policy version in force.
     pub fn policy_version(&self) -> i64 {
         self.policy_version.get()
