@@ -474,6 +474,25 @@ fn shipped_profiles_and_policies_load() {
             assert!(table.contains_key(*k), "{profile}: {k}");
         }
     }
+    // The Debian package's default config loads as installed (its /etc and
+    // /var/lib paths moved into a scratch root).
+    let scratch = tempfile::tempdir().unwrap();
+    let etc = scratch.path().join("etc/permitgate");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::copy(root.join("policy.toml"), etc.join("policy.toml")).unwrap();
+    let packaged = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/permitgate.toml"),
+    )
+    .unwrap()
+    .replace("/etc/", &format!("{}/etc/", scratch.path().display()))
+    .replace("/var/", &format!("{}/var/", scratch.path().display()));
+    std::fs::write(etc.join("permitgate.toml"), packaged).unwrap();
+    let cfg = permitgate::config::Config::load(&etc.join("permitgate.toml"))
+        .expect("the packaged config loads");
+    assert_eq!(
+        cfg.http.map(|h| h.listen.to_string()),
+        Some("127.0.0.1:9710".to_owned())
+    );
 }
 
 /// The benchmark is a tool, not a timed test: this only checks that it runs
