@@ -107,6 +107,13 @@ pub enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// The local daemon's state: its ledger, and `/healthz` when `[http]` is set.
+    /// Exit status 0 when ready, 1 otherwise.
+    Status {
+        /// Agent config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Inspect the ledger.
     Ledger {
         /// Agent config file.
@@ -146,17 +153,56 @@ pub enum LedgerAction {
         /// The license id.
         license_id: String,
     },
-    /// Every verdict, oldest first.
+    /// Verdicts, oldest first: all, or for one party and a time range.
     Export {
         /// Output format.
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
         format: ExportFormat,
+        /// Only declarations whose exporter or end user has this id.
+        #[arg(long)]
+        party: Option<String>,
+        #[command(flatten)]
+        range: TimeRange,
+    },
+    /// Alerts raised here, oldest first, in a time range.
+    Alerts {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        #[command(flatten)]
+        range: TimeRange,
     },
     /// Verify the audit log's hash chain.
     Check,
 }
 
 pub use crate::logging::LogFormat;
+
+/// A time range for the investigators' queries (UTC).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TimeRange {
+    /// From this time on (RFC 3339, or a date: 2026-11-01).
+    #[arg(long, value_parser = parse_time)]
+    since: Option<i64>,
+    /// Before this time (RFC 3339, or a date: the day before it is the last).
+    #[arg(long, value_parser = parse_time)]
+    until: Option<i64>,
+}
+
+impl TimeRange {
+    fn bounds(&self) -> (i64, i64) {
+        (
+            self.since.unwrap_or(i64::MIN),
+            self.until.unwrap_or(i64::MAX),
+        )
+    }
+}
+
+fn parse_time(s: &str) -> std::result::Result<i64, String> {
+    crate::clock::parse_rfc3339(s)
+        .or_else(|_| crate::clock::parse_rfc3339(&format!("{s}T00:00:00Z")))
+        .map_err(|_| format!("`{s}`: give RFC 3339 (2026-11-01T08:00:00Z) or a date (2026-11-01)"))
+}
 
 /// Export formats.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -367,6 +413,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             }
             Ok(Outcome::Ok)
         }
+        Command::Status { config } => status(&Config::load(&config)?),
         Command::Ledger { config, action } => {
             let cfg = Config::load(&config)?;
             let ledger = Ledger::open_read_only(&cfg.ledger)?
@@ -374,6 +421,63 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             ledger_action(&ledger, action)
         }
     }
+}
+
+/// `permitgate status`: what the ledger holds and what the daemon says of itself.
+fn status(cfg: &Config) -> Result<Outcome> {
+    let ledger = Ledger::open_read_only(&cfg.ledger)?
+        .ok_or_else(|| anyhow!("ledger {} does not exist yet", cfg.ledger.display()))?;
+    let (verdicts, consumed, outbox) = ledger.counts()?;
+    let last = ledger.recent_verdicts(1)?.into_iter().next();
+    let oldest = ledger.oldest_unsynced()?;
+    println!(
+        "checkpoint {}  ledger {}",
+        cfg.checkpoint,
+        cfg.ledger.display()
+    );
+    println!(
+        "  verdicts {verdicts}, licenses consumed {consumed}, waiting for the hub {outbox}{}",
+        oldest
+            .map(|t| format!(" (oldest {})", crate::clock::to_rfc3339(t)))
+            .unwrap_or_default()
+    );
+    if let Some(v) = last {
+        println!(
+            "  last verdict {} {} at {}",
+            v.declaration_id.as_deref().unwrap_or("-"),
+            v.verdict.as_str(),
+            v.decided_at
+        );
+    }
+    let Some(http) = &cfg.http else {
+        println!("  daemon: no [http] listener configured, so no health to ask");
+        return Ok(Outcome::Ok);
+    };
+    let url = format!("http://{}/healthz", http.listen);
+    let answer = match ureq::get(&url)
+        .timeout(std::time::Duration::from_secs(3))
+        .call()
+    {
+        Ok(r) => r.into_string().ok(),
+        Err(ureq::Error::Status(_, r)) => r.into_string().ok(),
+        Err(e) => {
+            println!("  daemon: not answering at {url} ({e})");
+            return Ok(Outcome::Refused);
+        }
+    };
+    let h: serde_json::Value = answer
+        .and_then(|a| serde_json::from_str(&a).ok())
+        .unwrap_or_default();
+    let state = h["state"].as_str().unwrap_or("unknown");
+    println!("  daemon: {state}");
+    for r in h["reasons"].as_array().into_iter().flatten() {
+        println!("    - {}", r.as_str().unwrap_or_default());
+    }
+    Ok(if state == "ready" {
+        Outcome::Ok
+    } else {
+        Outcome::Refused
+    })
 }
 
 fn ledger_action(ledger: &Ledger, action: LedgerAction) -> Result<Outcome> {
@@ -384,46 +488,83 @@ fn ledger_action(ledger: &Ledger, action: LedgerAction) -> Result<Outcome> {
             let report = ledger.license_report(&license_id)?;
             writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         }
-        LedgerAction::Export { format } => {
+        LedgerAction::Alerts { format, range } => {
             if let ExportFormat::Csv = format {
                 writeln!(
                     out,
-                    "audit_id,declaration_id,verdict,reasons,license_id,checkpoint,decided_at"
+                    "raised_at,kind,declaration_id,license_id,checkpoint,detail"
                 )?;
             }
-            ledger.for_each_verdict(|id, json| match format {
+            ledger.for_each_alert(range.bounds(), |json| match format {
                 ExportFormat::Jsonl => writeln!(out, "{json}"),
                 ExportFormat::Csv => {
                     let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
                     let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
-                    let reasons = v["reasons"]
+                    let detail = v["reasons"]
                         .as_array()
                         .map(|a| {
                             a.iter()
-                                .filter_map(|r| r["code"].as_str())
+                                .filter_map(|r| r["detail"].as_str())
                                 .collect::<Vec<_>>()
-                                .join(";")
+                                .join("; ")
                         })
-                        .unwrap_or_default();
+                        .filter(|d| !d.is_empty())
+                        .unwrap_or_else(|| s("detail"));
                     let row = [
-                        id.to_string(),
+                        s("raised_at"),
+                        s("kind"),
                         s("declaration_id"),
-                        s("verdict"),
-                        reasons,
                         s("license_id"),
                         s("checkpoint"),
-                        s("decided_at"),
+                        detail,
                     ];
-                    writeln!(
-                        out,
-                        "{}",
-                        row.iter()
-                            .map(|f| csv_field(f))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    )
+                    writeln!(out, "{}", csv_row(&row))
                 }
             })?;
+        }
+        LedgerAction::Export {
+            format,
+            party,
+            range,
+        } => {
+            if let ExportFormat::Csv = format {
+                writeln!(
+                    out,
+                    "audit_id,declaration_id,verdict,reasons,license_id,exporter,end_user,checkpoint,decided_at"
+                )?;
+            }
+            ledger.for_each_verdict_where(
+                party.as_deref(),
+                range.bounds(),
+                |id, json| match format {
+                    ExportFormat::Jsonl => writeln!(out, "{json}"),
+                    ExportFormat::Csv => {
+                        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                        let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+                        let reasons = v["reasons"]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|r| r["code"].as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(";")
+                            })
+                            .unwrap_or_default();
+                        let row = [
+                            id.to_string(),
+                            s("declaration_id"),
+                            s("verdict"),
+                            reasons,
+                            s("license_id"),
+                            s("exporter"),
+                            s("end_user"),
+                            s("checkpoint"),
+                            s("decided_at"),
+                        ];
+                        writeln!(out, "{}", csv_row(&row))
+                    }
+                },
+            )?;
         }
         LedgerAction::Check => match ledger.check()? {
             Ok(n) => writeln!(out, "audit chain intact: {n} verdicts checked")?,
@@ -436,6 +577,14 @@ fn ledger_action(ledger: &Ledger, action: LedgerAction) -> Result<Outcome> {
     }
     out.flush()?;
     Ok(Outcome::Ok)
+}
+
+fn csv_row(fields: &[String]) -> String {
+    fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn csv_field(f: &str) -> String {

@@ -112,6 +112,8 @@ pub fn malformed(
             checkpoint: ctx.checkpoint.to_owned(),
             decided_at: to_rfc3339(ctx.now),
             policy_version: Some(policy_version),
+            exporter: None,
+            end_user: None,
         },
         consume: None,
         alert: None,
@@ -141,6 +143,8 @@ pub fn decide(
         checkpoint: ctx.checkpoint.to_owned(),
         decided_at: to_rfc3339(ctx.now),
         policy_version: Some(policy.version),
+        exporter: Some(crate::policy::normalize_id(&d.exporter.id)),
+        end_user: Some(crate::policy::normalize_id(&d.end_user.id)),
     };
 
     if let Some(prior) = &facts.prior {
@@ -567,6 +571,8 @@ pub fn assess_token(
         checkpoint: ctx.checkpoint.to_owned(),
         decided_at: to_rfc3339(ctx.now),
         policy_version: Some(policy.version),
+        exporter: None,
+        end_user: None,
     }
 }
 

@@ -169,6 +169,12 @@ pub struct Verdict {
     /// Version of the policy the decision used.
     #[serde(default)]
     pub policy_version: Option<u64>,
+    /// The declared exporter's id, normalised, for investigators' queries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter: Option<String>,
+    /// The declared end user's id, normalised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<String>,
 }
 
 /// What an alert is about.

@@ -18,7 +18,7 @@ struct Driver(std::process::Child, u16);
 impl Driver {
     fn start() -> Driver {
         let port = free_port();
-        let child = Command::new("chromedriver")
+        let mut child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -30,6 +30,8 @@ impl Driver {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("chromedriver did not start on port {port}");
     }
 }

@@ -66,6 +66,68 @@ async fn metrics_health_and_console_follow_the_gate() {
     );
     assert!(page.contains("data-declaration=\"OPS-1\""), "{page}");
 
+    // The officer's command line: status from the ledger and /healthz ...
+    let cfg = post.dir.path().join("permitgate.toml");
+    let pg = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_permitgate"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let cfg = cfg.to_str().unwrap();
+    let (code, out) = pg(&["status", "--config", cfg]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("verdicts 2, licenses consumed 1") && out.contains("daemon: ready"),
+        "{out}"
+    );
+    // ... the investigator's queries: one license, one party in a time range, alerts.
+    let (_, out) = pg(&["ledger", "--config", cfg, "show", "LIC-2025-000123"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["used_for"]["end_user"], "DE-HRB-20002", "{report:#}");
+    assert_eq!(report["consumed_here"]["declaration_id"], "OPS-1");
+    assert_eq!(report["reuse_attempts"][0]["declaration_id"], "OPS-2");
+    let (_, out) = pg(&[
+        "ledger",
+        "--config",
+        cfg,
+        "export",
+        "--party",
+        "de-hrb-20002",
+        "--since",
+        "2020-01-01",
+        "--format",
+        "csv",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].contains("exporter,end_user") && lines[1].contains("OPS-1"),
+        "{out}"
+    );
+    let (_, out) = pg(&["ledger", "--config", cfg, "export", "--party", "NOBODY"]);
+    assert!(out.is_empty(), "{out}");
+    let (_, out) = pg(&["ledger", "--config", cfg, "export", "--until", "2020-01-01"]);
+    assert!(out.is_empty(), "{out}");
+    let (_, out) = pg(&[
+        "ledger",
+        "--config",
+        cfg,
+        "alerts",
+        "--since",
+        "2020-01-01",
+        "--format",
+        "csv",
+    ]);
+    assert!(
+        out.lines().count() == 2 && out.contains("suspicious_verdict,OPS-2"),
+        "{out}"
+    );
+
     // The broker gone: failing, with the reason, and 503.
     post.broker.child.kill().unwrap();
     let _ = post.broker.child.wait();
@@ -82,6 +144,12 @@ async fn metrics_health_and_console_follow_the_gate() {
         last.1.contains("\"failing\"") && last.1.contains("broker down"),
         "{}",
         last.1
+    );
+    let (code, out) = pg(&["status", "--config", cfg]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("daemon: failing") && out.contains("broker down"),
+        "{out}"
     );
     let (_, m) = get_async(format!("{base}/metrics")).await;
     assert!(

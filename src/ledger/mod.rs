@@ -294,10 +294,25 @@ impl Ledger {
                 .into_iter()
                 .filter_map(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
                 .collect::<Vec<_>>();
+            // The declaration that consumed it names the parties it was used for.
+            let used_for = verdicts
+                .iter()
+                .find(|v| v["verdict"] == "cleared")
+                .map(|v| serde_json::json!({"exporter": v["exporter"], "end_user": v["end_user"]}));
+            let reuse_attempts: Vec<&serde_json::Value> = verdicts
+                .iter()
+                .filter(|v| {
+                    v["reasons"]
+                        .as_array()
+                        .is_some_and(|rs| rs.iter().any(|r| r["code"] == "license_already_used"))
+                })
+                .collect();
             Ok(serde_json::json!({
                 "license_id": license_id,
+                "used_for": used_for,
                 "consumed_here": consumed,
                 "consumed_elsewhere": remote,
+                "reuse_attempts": reuse_attempts,
                 "verdicts": verdicts,
             }))
         };
@@ -307,22 +322,64 @@ impl Ledger {
     /// Calls `f` with each audit row in order: (id, verdict JSON).
     pub fn for_each_verdict(
         &self,
+        f: impl FnMut(i64, &str) -> std::io::Result<()>,
+    ) -> Result<(), LedgerError> {
+        self.for_each_verdict_where(None, (i64::MIN, i64::MAX), f)
+    }
+
+    /// Verdicts decided in `[since, until)`, oldest first, optionally only
+    /// those whose declared exporter or end user is `party` (normalised id).
+    pub fn for_each_verdict_where(
+        &self,
+        party: Option<&str>,
+        (since, until): (UnixTime, UnixTime),
         mut f: impl FnMut(i64, &str) -> std::io::Result<()>,
     ) -> Result<(), LedgerError> {
+        let party = party.map(crate::policy::normalize_id);
         let mut stmt = self
             .conn
-            .prepare("SELECT id, verdict_json FROM audit ORDER BY id")
+            .prepare(
+                "SELECT id, verdict_json FROM audit WHERE decided_at >= ?1 AND decided_at < ?2 \
+                 AND (?3 IS NULL OR json_extract(verdict_json, '$.exporter') = ?3 \
+                      OR json_extract(verdict_json, '$.end_user') = ?3) ORDER BY id",
+            )
             .map_err(sql(&self.path))?;
-        let mut rows = stmt.query([]).map_err(sql(&self.path))?;
+        let mut rows = stmt
+            .query(params![since, until, party])
+            .map_err(sql(&self.path))?;
         while let Some(r) = rows.next().map_err(sql(&self.path))? {
             let id: i64 = r.get(0).map_err(sql(&self.path))?;
             let json: String = r.get(1).map_err(sql(&self.path))?;
-            f(id, &json).map_err(|e| LedgerError::Unusable {
-                path: self.path.clone(),
-                message: format!("writing the export: {e}"),
-            })?;
+            f(id, &json).map_err(|e| self.export_error(e))?;
         }
         Ok(())
+    }
+
+    /// Alerts raised in `[since, until)`, oldest first, as stored (JSON).
+    pub fn for_each_alert(
+        &self,
+        (since, until): (UnixTime, UnixTime),
+        mut f: impl FnMut(&str) -> std::io::Result<()>,
+    ) -> Result<(), LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT alert_json FROM alerts WHERE raised_at >= ?1 AND raised_at < ?2 ORDER BY id",
+            )
+            .map_err(sql(&self.path))?;
+        let mut rows = stmt.query(params![since, until]).map_err(sql(&self.path))?;
+        while let Some(r) = rows.next().map_err(sql(&self.path))? {
+            let json: String = r.get(0).map_err(sql(&self.path))?;
+            f(&json).map_err(|e| self.export_error(e))?;
+        }
+        Ok(())
+    }
+
+    fn export_error(&self, e: std::io::Error) -> LedgerError {
+        LedgerError::Unusable {
+            path: self.path.clone(),
+            message: format!("writing the export: {e}"),
+        }
     }
 
     /// Walks the audit chain; returns the number of rows checked, or the first broken row.
