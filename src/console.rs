@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn the_page_lists_open_alerts_and_recent_verdicts() {
-        let t = Telemetry::new(false, 1_790_000_000);
+        let t = Telemetry::new(std::path::Path::new("/nonexistent"), false, 1_790_000_000);
         let v: Verdict = serde_json::from_value(serde_json::json!({
             "declaration_id": "D-7", "verdict": "cleared", "license_id": "L-7",
             "checkpoint": "c", "decided_at": "2026-01-01T10:11:12Z", "reasons": []

@@ -248,7 +248,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         verdicts, consumed, outbox,
         "ledger open, policy loaded"
     );
-    let telemetry = Telemetry::new(cfg.uplink.is_some(), SystemClock.now());
+    let telemetry = Telemetry::new(&cfg.ledger, cfg.uplink.is_some(), SystemClock.now());
     telemetry.policy(policy.version, policy.issued_at, policy.max_age);
     telemetry.ledger_counts(verdicts, consumed);
     telemetry.outbox(outbox, ledger.oldest_unsynced().unwrap_or(None));

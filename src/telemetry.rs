@@ -76,6 +76,9 @@ pub struct Telemetry {
     connected: Family<LinkLabels, Gauge>,
     reconnects: Family<LinkLabels, Counter>,
     ledger_fault_gauge: Gauge,
+    ledger_bytes: Gauge,
+    /// The ledger file, whose size (with its WAL) is reported.
+    ledger_path: std::path::PathBuf,
     /// Unix seconds of the oldest consumption the hub has not acknowledged (0: none).
     oldest_unsynced: AtomicI64,
     /// Unix seconds the policy in force was issued.
@@ -105,8 +108,8 @@ struct Recent {
 }
 
 impl Telemetry {
-    /// Fresh telemetry; `uplink` says whether sync is configured.
-    pub fn new(uplink: bool, now: UnixTime) -> Arc<Telemetry> {
+    /// Fresh telemetry for the ledger at `ledger`; `uplink` says whether sync is configured.
+    pub fn new(ledger: &std::path::Path, uplink: bool, now: UnixTime) -> Arc<Telemetry> {
         let mut registry = Registry::with_prefix("permitgate");
         let declarations = Family::<DecisionLabels, Counter>::default();
         registry.register(
@@ -174,6 +177,11 @@ impl Telemetry {
             "ledger_fault",
             "1 while the ledger cannot commit (disk full, read-only)",
         );
+        let ledger_bytes = g(
+            &mut registry,
+            "ledger_bytes",
+            "Size of the ledger file and its write-ahead log",
+        );
         let (events, _) = broadcast::channel(256);
         let links = Links {
             broker_down_since: Some(now),
@@ -193,6 +201,8 @@ impl Telemetry {
             connected,
             reconnects,
             ledger_fault_gauge,
+            ledger_bytes,
+            ledger_path: ledger.to_owned(),
             oldest_unsynced: AtomicI64::new(0),
             policy_issued_at: AtomicI64::new(0),
             policy_max_age: AtomicI64::new(0),
@@ -397,6 +407,12 @@ impl Telemetry {
         let (policy_age, outbox_age, _) = self.ages(now);
         self.policy_age.set(policy_age.unwrap_or(0));
         self.outbox_oldest_age.set(outbox_age.unwrap_or(0));
+        let size = |suffix: &str| {
+            let mut p = self.ledger_path.clone().into_os_string();
+            p.push(suffix);
+            std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+        };
+        self.ledger_bytes.set((size("") + size("-wal")) as i64);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -428,7 +444,7 @@ mod tests {
 
     #[test]
     fn health_says_what_is_wrong() {
-        let t = Telemetry::new(true, T0);
+        let t = Telemetry::new(std::path::Path::new("/nonexistent"), true, T0);
         t.policy(7, T0 - 86_400, 30 * 86_400);
         // Nothing connected yet: failing on the broker.
         let h = t.health(T0 + 5);
@@ -464,7 +480,7 @@ mod tests {
 
     #[test]
     fn metrics_render_in_the_openmetrics_text_format() {
-        let t = Telemetry::new(false, T0);
+        let t = Telemetry::new(std::path::Path::new("/nonexistent"), false, T0);
         t.link(false, true, T0);
         t.link(false, false, T0 + 1);
         t.policy(7, T0 - 100, 86_400);

@@ -52,6 +52,7 @@ async fn metrics_health_and_console_follow_the_gate() {
         "permitgate_policy_version 7",
         "permitgate_mqtt_connected{link=\"broker\"} 1",
         "permitgate_ledger_fault 0",
+        "permitgate_ledger_bytes ",
     ] {
         assert!(m.contains(line), "{line} missing from:\n{m}");
     }
