@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use crate::clock::{UnixTime, to_rfc3339};
 use crate::declaration::{Item, ParsedDeclaration};
 use crate::elements::{canonical_symbol, hs_digits};
-use crate::policy::{Policy, normalize_country, normalize_id, normalize_name};
+use crate::policy::{Policy, normalize_country, normalize_id};
 use crate::token::{Party, TokenError, VerifiedToken};
 use crate::verdict::{Alert, PreviousUse, Reason, ReasonCode, Verdict, VerdictKind};
 
@@ -165,7 +165,7 @@ pub fn decide(
 
     let reasons = &mut verdict.reasons;
     let controlled = classify(&d.items, policy, reasons);
-    check_denied_parties(d, policy, reasons);
+    check_denied_parties(decl, policy, reasons);
     check_bans(d, policy, reasons);
 
     let mut consume = None;
@@ -292,16 +292,14 @@ fn parties(p: [&Party; 3]) -> [(&'static str, &Party); 3] {
     [("exporter", p[0]), ("consignee", p[1]), ("end_user", p[2])]
 }
 
-fn check_denied_parties(
-    d: &crate::declaration::Declaration,
-    policy: &Policy,
-    reasons: &mut Vec<Reason>,
-) {
-    for (role, party) in parties([&d.exporter, &d.consignee, &d.end_user]) {
-        let id = crate::policy::denied_id_form(&party.id);
-        let name = normalize_name(&party.name);
+fn check_denied_parties(decl: &ParsedDeclaration, policy: &Policy, reasons: &mut Vec<Reason>) {
+    let d = &decl.declaration;
+    for ((role, party), (id, name)) in parties([&d.exporter, &d.consignee, &d.end_user])
+        .into_iter()
+        .zip(&decl.screening)
+    {
         if let Some(hit) = policy.denied_parties.iter().find(|dp| {
-            (!dp.id.is_empty() && dp.id == id) || (!dp.name.is_empty() && dp.name == name)
+            (!dp.id.is_empty() && dp.id == *id) || (!dp.name.is_empty() && dp.name == *name)
         }) {
             reasons.push(Reason::new(
                 ReasonCode::DeniedParty,

@@ -76,6 +76,11 @@ pub struct ParsedDeclaration {
     pub declaration: Declaration,
     /// SHA-256 of its canonical form: the same content gives the same hash in JSON or CBOR.
     pub content_hash: [u8; 32],
+    /// Exporter, consignee and end user as the denied-party list compares
+    /// them: ([`crate::policy::denied_id_form`], [`crate::policy::normalize_name`]).
+    /// Computed with the parse, which runs on every core, rather than in
+    /// the serial decision.
+    pub screening: [(String, String); 3],
 }
 
 /// Parses a JSON or CBOR declaration, refusing payloads over `max_bytes`.
@@ -109,9 +114,21 @@ pub fn parse(payload: &[u8], max_bytes: usize) -> Result<ParsedDeclaration, Malf
         });
     }
     let content_hash = content_hash(&declaration);
+    let screen = |p: &Party| {
+        (
+            crate::policy::denied_id_form(&p.id),
+            crate::policy::normalize_name(&p.name),
+        )
+    };
+    let screening = [
+        screen(&declaration.exporter),
+        screen(&declaration.consignee),
+        screen(&declaration.end_user),
+    ];
     Ok(ParsedDeclaration {
         declaration,
         content_hash,
+        screening,
     })
 }
 
