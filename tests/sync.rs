@@ -165,6 +165,62 @@ async fn one_license_accepted_at_two_offline_posts_raises_one_double_use() {
     assert_eq!(c.b.alerts_of("double_use"), 1);
 }
 
+/// The crash harness's hub case: the hub SIGKILLed again and again at
+/// random moments while declarations keep arriving at post A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_killed_again_and_again_loses_and_duplicates_nothing() {
+    let kills: usize = std::env::var("PG_HUB_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let mut c = Country::start().await;
+    let officer_a = Officer::connect_to(c.a.broker.port, "officer-ra", "post-a").await;
+    let per_round = 40;
+    let n = kills * per_round;
+    let tokens: Vec<String> = (0..n)
+        .map(|i| c.a.token_for(&format!("LIC-R-{i:04}")))
+        .collect();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..kills {
+        for (i, t) in tokens
+            .iter()
+            .enumerate()
+            .skip(round * per_round)
+            .take(per_round)
+        {
+            officer_a
+                .send(declaration(&format!("DR-{i}"), Some(t)))
+                .await;
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(100 + seed % 600)).await;
+        c.hub.kill();
+        // Nothing is lost meanwhile: what the hub has not acknowledged waits in A's outbox.
+        let consumed = c.a.ledger_strings("SELECT license_id FROM consumed").len();
+        assert!(c.a.outbox() <= consumed);
+        c.hub.start();
+    }
+    let done = eventually(30, || c.hub.records() == n && c.a.outbox() == 0).await;
+    assert!(
+        done,
+        "hub {}, A's outbox {} of {n}\n{}",
+        c.hub.records(),
+        c.a.outbox(),
+        c.hub.log()
+    );
+    assert_eq!(
+        c.hub.head(),
+        n,
+        "global numbers 1..={n}, no gaps or repeats"
+    );
+    assert!(eventually(15, || c.b.remote_consumptions() == n).await);
+    eprintln!(
+        "hub killed {kills} times: {n} records, each stored once, A's outbox empty, B learned all"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_killed_mid_sync_loses_and_duplicates_nothing() {
     let mut c = Country::start().await;
