@@ -726,12 +726,10 @@ impl AuditRow {
 }
 
 fn chain_head(conn: &Connection) -> rusqlite::Result<[u8; 32]> {
+    // Cached: it runs once per batch, on the decision path.
     let last: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT row_hash FROM audit ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT row_hash FROM audit ORDER BY id DESC LIMIT 1")?
+        .query_row([], |r| r.get(0))
         .optional()?;
     Ok(last
         .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
