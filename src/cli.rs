@@ -500,16 +500,10 @@ fn ledger_action(ledger: &Ledger, action: LedgerAction) -> Result<Outcome> {
                 ExportFormat::Csv => {
                     let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
                     let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
-                    let detail = v["reasons"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|r| r["detail"].as_str())
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        })
-                        .filter(|d| !d.is_empty())
-                        .unwrap_or_else(|| s("detail"));
+                    let mut detail = joined_reasons(&v, "detail", "; ");
+                    if detail.is_empty() {
+                        detail = s("detail");
+                    }
                     let row = [
                         s("raised_at"),
                         s("kind"),
@@ -541,15 +535,7 @@ fn ledger_action(ledger: &Ledger, action: LedgerAction) -> Result<Outcome> {
                     ExportFormat::Csv => {
                         let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
                         let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
-                        let reasons = v["reasons"]
-                            .as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|r| r["code"].as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(";")
-                            })
-                            .unwrap_or_default();
+                        let reasons = joined_reasons(&v, "code", ";");
                         let row = [
                             id.to_string(),
                             s("declaration_id"),
@@ -577,6 +563,19 @@ fn ledger_action(ledger: &Ledger, action: LedgerAction) -> Result<Outcome> {
     }
     out.flush()?;
     Ok(Outcome::Ok)
+}
+
+/// One field of each of a verdict's or alert's `reasons`, joined by `sep`.
+fn joined_reasons(v: &serde_json::Value, field: &str, sep: &str) -> String {
+    v["reasons"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r[field].as_str())
+                .collect::<Vec<_>>()
+                .join(sep)
+        })
+        .unwrap_or_default()
 }
 
 fn csv_row(fields: &[String]) -> String {

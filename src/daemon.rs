@@ -106,12 +106,12 @@ struct Done {
     /// A re-send was cut at this id; ask for the rest once these are out.
     more_after: Option<i64>,
     /// The ledger stopped or resumed committing.
-    health: Option<Health>,
+    health: Option<LedgerHealth>,
 }
 
 /// A change in whether the ledger can commit.
 #[derive(Debug, Clone)]
-enum Health {
+enum LedgerHealth {
     /// It cannot (why, as SQLite says it); declarations wait unacknowledged.
     Fault(String),
     /// It commits again.
@@ -306,7 +306,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     ));
     let (client, mut eventloop) = AsyncClient::new(opts, QUEUE * 2);
     eventloop.set_network_options(crate::mqtt::network_options());
-    let outbox_depth = Arc::new(AtomicU64::new(outbox));
     // Alerts the sync task stores go out on this connection.
     let (sync_pubs_tx, sync_pubs_rx) = mpsc::channel::<Publication>(256);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -334,7 +333,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     tls: cfg.uplink_tls.clone(),
                     sync: cfg.sync.clone(),
                     publications: sync_pubs_tx,
-                    outbox_depth: outbox_depth.clone(),
                     policy_root: cfg.policy_root,
                     policy_version,
                     policies: policy_tx,
@@ -349,7 +347,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let (done_tx, done_rx) = mpsc::channel::<Done>(64);
     let max_bytes = cfg.max_declaration_bytes;
     let batch_max = cfg.batch_max;
-    let worker_outbox = outbox_depth.clone();
     let stopping = Arc::new(AtomicBool::new(false));
     let (staged_tx, staged_rx) = std::sync::mpsc::sync_channel::<Verified>(STAGED_BATCHES);
     let cannot_start = |e: std::io::Error| LedgerError::Unusable {
@@ -372,7 +369,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     policy,
                     identity,
                     counts,
-                    outbox_depth: worker_outbox,
                     stopping: worker_stopping,
                     telemetry: worker_telemetry,
                 },
@@ -390,7 +386,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         status,
         inflight: cfg.mqtt.inflight as usize,
         reconnect_max: Duration::from_secs(cfg.mqtt.reconnect_max_secs),
-        outbox_depth,
         stopping,
         telemetry: telemetry.clone(),
     };
@@ -464,8 +459,6 @@ struct Connection {
     inflight: usize,
     /// Longest wait between reconnection attempts.
     reconnect_max: Duration,
-    /// Records waiting for the hub's acknowledgement (the worker and the sync task update it).
-    outbox_depth: Arc<AtomicU64>,
     /// Tells the ledger stage the daemon is stopping.
     stopping: Arc<AtomicBool>,
     telemetry: Arc<Telemetry>,
@@ -597,7 +590,7 @@ impl Connection {
             tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |d| d / 2));
 
         loop {
-            counts.outbox = self.outbox_depth.load(Ordering::Relaxed);
+            counts.outbox = self.telemetry.outbox_depth();
             // A clone, so the shutdown branch can drop `work_tx` meanwhile.
             let feed = work_tx.clone().filter(|_| !backlog.is_empty());
             tokio::select! {
@@ -651,7 +644,7 @@ impl Connection {
                     Some(done) => {
                         counts = done.counts;
                         match done.health {
-                            Some(Health::Fault(why)) => {
+                            Some(LedgerHealth::Fault(why)) => {
                                 let alert = self.ledger_fault_alert(&why);
                                 out.alerts.push_back(serde_json::to_string(&alert).unwrap_or_default());
                                 self.telemetry.alerted(Arc::new(alert));
@@ -660,7 +653,7 @@ impl Connection {
                                 // The next tick announces the degraded state.
                                 announced = None;
                             }
-                            Some(Health::Recovered) => {
+                            Some(LedgerHealth::Recovered) => {
                                 self.telemetry.ledger_fault(None);
                                 fault = None;
                                 announced = None;
@@ -878,7 +871,6 @@ struct Worker {
     policy: crate::policy::Policy,
     identity: Identity,
     counts: Counts,
-    outbox_depth: Arc<AtomicU64>,
     /// Set when the daemon stops: a batch held by a storage fault is let go.
     stopping: Arc<AtomicBool>,
     telemetry: Arc<Telemetry>,
@@ -958,7 +950,6 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
         mut policy,
         identity,
         mut counts,
-        outbox_depth,
         stopping,
         telemetry,
     } = w;
@@ -1031,7 +1022,6 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
             } = committed;
             counts.verdicts += added.verdicts;
             counts.consumed += added.consumed;
-            outbox_depth.fetch_add(added.outbox, Ordering::Relaxed);
             telemetry.ledger_counts(counts.verdicts, counts.consumed);
             if added.outbox > 0 {
                 telemetry.consumed_at(SystemClock.now(), added.outbox);
@@ -1105,7 +1095,7 @@ fn commit_batch(
                         "ledger: committing again; the declarations held are decided"
                     );
                     let _ = tx.blocking_send(Done {
-                        health: Some(Health::Recovered),
+                        health: Some(LedgerHealth::Recovered),
                         ..Done::counts(counts)
                     });
                 }
@@ -1116,7 +1106,7 @@ fn commit_batch(
                     error!(error = %e, count = prepared.len(), "ledger: cannot commit; holding these declarations unacknowledged and retrying until it can");
                     faulted = true;
                     let _ = tx.blocking_send(Done {
-                        health: Some(Health::Fault(e.to_string())),
+                        health: Some(LedgerHealth::Fault(e.to_string())),
                         ..Done::counts(counts)
                     });
                 }

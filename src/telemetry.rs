@@ -273,12 +273,19 @@ impl Telemetry {
         self.ledger_consumed.set(consumed as i64);
     }
 
-    /// The outbox's depth and its oldest record's time (`None`: empty).
-    pub fn outbox(&self, depth: u64, oldest: Option<UnixTime>) {
-        self.outbox.store(depth, Ordering::Relaxed);
+    /// The outbox's depth and its oldest record's time (`None`: empty);
+    /// returns the depth it had.
+    pub fn outbox(&self, depth: u64, oldest: Option<UnixTime>) -> u64 {
+        let before = self.outbox.swap(depth, Ordering::Relaxed);
         self.outbox_depth.set(depth as i64);
         self.oldest_unsynced
             .store(oldest.unwrap_or(0), Ordering::Relaxed);
+        before
+    }
+
+    /// Consumption records waiting for the hub.
+    pub fn outbox_depth(&self) -> u64 {
+        self.outbox.load(Ordering::Relaxed)
     }
 
     /// Records were consumed at `now`: the outbox has one at least that old.

@@ -32,8 +32,6 @@ pub struct Agent {
     pub sync: SyncConfig,
     /// Alerts to publish on the checkpoint's own alerts topic.
     pub publications: mpsc::Sender<Publication>,
-    /// Records waiting for the hub's acknowledgement, for the status.
-    pub outbox_depth: Arc<AtomicU64>,
     /// The authority's root key; signed policy bundles are applied when set.
     pub policy_root: Option<ed25519_dalek::VerifyingKey>,
     /// The version of the policy in force (bundles must be newer).
@@ -157,7 +155,7 @@ struct Sync<'a> {
 impl Sync<'_> {
     /// Sends own records the hub has not acknowledged, in batches.
     fn send_records(&self, ledger: &mut Ledger, st: &mut State, resend_after: Duration) {
-        let depth = self.agent.outbox_depth.load(Ordering::Relaxed);
+        let depth = self.agent.telemetry.outbox_depth();
         if depth > 0 && st.last_progress.elapsed() >= st.resend_wait {
             // No acknowledgement for a while: the hub (or a bridge) may have
             // lost them. Design: the wait doubles (to 64× `resend_after`), so a
@@ -243,10 +241,9 @@ impl Sync<'_> {
                 Ok(ack) if ack.checkpoint == *cp => {
                     match blocking(|| ledger.acknowledge_outbox(ack.contiguous)) {
                         Ok(left) => {
-                            let before = self.agent.outbox_depth.swap(left, Ordering::Relaxed);
                             let t = &self.agent.telemetry;
                             t.synced(SystemClock.now());
-                            t.outbox(left, ledger.oldest_unsynced().unwrap_or(None));
+                            let before = t.outbox(left, ledger.oldest_unsynced().unwrap_or(None));
                             if left < before {
                                 st.last_progress = Instant::now();
                                 st.resend_wait =
