@@ -134,9 +134,21 @@ pub fn parse(payload: &[u8], max_bytes: usize) -> Result<ParsedDeclaration, Malf
 
 /// SHA-256 of the declaration's canonical JSON (fields in struct order).
 pub fn content_hash(d: &Declaration) -> [u8; 32] {
+    /// Feeds the JSON straight into the hash, without building it in memory.
+    struct HashWriter(Sha256);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = HashWriter(Sha256::new());
     // Serializing a struct of strings, numbers and vectors cannot fail.
-    let canonical = serde_json::to_vec(d).unwrap_or_default();
-    Sha256::digest(&canonical).into()
+    let _ = serde_json::to_writer(&mut w, d);
+    w.0.finalize().into()
 }
 
 fn valid_id(id: &str) -> bool {
@@ -235,7 +247,10 @@ mod hex_bytes {
     use serde::Serializer;
 
     pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(b))
+        let mut buf = vec![0u8; b.len() * 2];
+        // The buffer is exactly twice the input, and hex digits are ASCII.
+        let _ = hex::encode_to_slice(b, &mut buf);
+        s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
     }
 }
 
@@ -250,6 +265,24 @@ pub(crate) mod tests {
         let p = parse(SAMPLE.as_bytes(), 65536).unwrap();
         assert_eq!(p.declaration.declaration_id, "CN-LYG-2025-000123");
         assert_eq!(p.declaration.items[0].elements, ["Nd", "Dy"]);
+    }
+
+    #[test]
+    fn the_content_hash_is_stable_across_versions() {
+        // Stored hashes tell a redelivery from a changed declaration, so the
+        // canonical form must never change: every earlier version computed these.
+        let p = parse(SAMPLE.as_bytes(), 65536).unwrap();
+        assert_eq!(
+            hex::encode(p.content_hash),
+            "472ea757b988213358bcfe9e550b403d24f4a61c60931306b8579e7e55056e4a"
+        );
+        let mut v: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
+        v["license"] = "PG1:ABC".into();
+        let p = parse(v.to_string().as_bytes(), 65536).unwrap();
+        assert_eq!(
+            hex::encode(p.content_hash),
+            "e4b585eb844c83e1e513546da321024bb83ec345e227e35091ea84b6cc13a9d1"
+        );
     }
 
     #[test]

@@ -166,7 +166,8 @@ pub fn normalize_id(s: &str) -> String {
 pub fn normalize_name(s: &str) -> String {
     let lower: String = s.chars().flat_map(char::to_lowercase).collect();
     // The skeleton is decomposed: accents come out as combining marks, dropped here.
-    let folded: String = unicode_security::confusable_detection::skeleton(&lower)
+    let folded: String = skeleton(&lower)
+        .chars()
         .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
         .flat_map(char::to_lowercase)
         .collect();
@@ -189,10 +190,40 @@ pub fn normalize_name(s: &str) -> String {
 /// by its exact [`normalize_id`]: there a look-alike is another party.)
 pub fn denied_id_form(s: &str) -> String {
     let id = normalize_id(s);
-    unicode_security::confusable_detection::skeleton(&id)
-        .flat_map(char::to_uppercase)
-        .collect()
+    skeleton(&id).chars().flat_map(char::to_uppercase).collect()
 }
+
+/// The TR39 skeleton of `s` (look-alikes folded, decomposed).
+///
+/// Design: names and ids are nearly always ASCII, and the skeleton of an
+/// ASCII string whose characters' skeletons are all ASCII is those joined
+/// (NFD leaves ASCII as it is): a table lookup instead of two
+/// normalisations and a search of the confusables table per character.
+fn skeleton(s: &str) -> String {
+    let table = &*ASCII_SKELETON;
+    if s.is_ascii() && s.bytes().all(|b| table[usize::from(b)].is_some()) {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            out.push_str(table[usize::from(b)].as_deref().unwrap_or_default());
+        }
+        out
+    } else {
+        unicode_security::confusable_detection::skeleton(s).collect()
+    }
+}
+
+/// Each ASCII character's TR39 skeleton, where that is ASCII too.
+static ASCII_SKELETON: std::sync::LazyLock<Vec<Option<String>>> = std::sync::LazyLock::new(|| {
+    (0u8..128)
+        .map(|b| {
+            let one: String = unicode_security::confusable_detection::skeleton(
+                char::from(b).encode_utf8(&mut [0; 4]),
+            )
+            .collect();
+            one.is_ascii().then_some(one)
+        })
+        .collect()
+});
 
 /// Country normal form: two ASCII letters, upper case.
 pub fn normalize_country(s: &str) -> Option<String> {
@@ -426,6 +457,33 @@ pub(crate) mod tests {
         let p = dir.join("policy.toml");
         std::fs::write(&p, include_str!("../tests/data/policy.toml")).unwrap();
         (p, key)
+    }
+
+    #[test]
+    fn the_ascii_skeleton_table_agrees_with_tr39() {
+        use unicode_security::confusable_detection::skeleton as tr39;
+        // Only `%` (to `°/₀`) leaves ASCII; a string with one takes the long way.
+        let outside: Vec<u8> = (0u8..128)
+            .filter(|b| ASCII_SKELETON[usize::from(*b)].is_none())
+            .collect();
+        assert_eq!(outside, b"%");
+        assert_eq!(skeleton("10%"), tr39("10%").collect::<String>());
+        // And whole strings agree, including the look-alikes TR39 folds in ASCII.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for n in 0..2000 {
+            let s: String = (0..n % 40)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from((x % 128) as u8)
+                })
+                .collect();
+            assert_eq!(skeleton(&s), tr39(&s).collect::<String>(), "{s:?}");
+        }
+        for s in ["rn", "m", "0O1lI|", "ACME Rare Earth Trading Co., Ltd."] {
+            assert_eq!(skeleton(s), tr39(s).collect::<String>());
+        }
     }
 
     #[test]

@@ -238,11 +238,25 @@ impl Ledger {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql(&path))?;
         let head = chain_head(&tx).map_err(sql(&path))?;
+        // Read once per batch; the batch keeps them as it appends.
+        let next = (|| -> rusqlite::Result<(i64, i64, Option<UnixTime>)> {
+            let audit_id = tx
+                .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM audit")?
+                .query_row([], |r| r.get(0))?;
+            let seq = tx
+                .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM consumed")?
+                .query_row([], |r| r.get(0))?;
+            Ok((audit_id, seq, newest_decision_at(&tx)?))
+        })()
+        .map_err(sql(&path))?;
         Ok(Batch {
             tx,
             path,
             head,
             checkpoint: self.checkpoint.clone(),
+            next_audit_id: next.0,
+            next_seq: next.1,
+            newest_decision_at: next.2,
         })
     }
 
@@ -252,7 +266,17 @@ impl Ledger {
         declaration_id: &str,
         license_id: Option<&str>,
     ) -> Result<LedgerFacts, LedgerError> {
-        facts(&self.conn, &self.checkpoint, declaration_id, license_id).map_err(sql(&self.path))
+        newest_decision_at(&self.conn)
+            .and_then(|newest| {
+                facts(
+                    &self.conn,
+                    &self.checkpoint,
+                    declaration_id,
+                    license_id,
+                    newest,
+                )
+            })
+            .map_err(sql(&self.path))
     }
 
     /// Everything the ledger holds about one license.
@@ -538,6 +562,9 @@ pub struct Batch<'a> {
     path: PathBuf,
     head: [u8; 32],
     checkpoint: String,
+    next_audit_id: i64,
+    next_seq: i64,
+    newest_decision_at: Option<UnixTime>,
 }
 
 impl Batch<'_> {
@@ -547,7 +574,14 @@ impl Batch<'_> {
         declaration_id: &str,
         license_id: Option<&str>,
     ) -> Result<LedgerFacts, LedgerError> {
-        facts(&self.tx, &self.checkpoint, declaration_id, license_id).map_err(sql(&self.path))
+        facts(
+            &self.tx,
+            &self.checkpoint,
+            declaration_id,
+            license_id,
+            self.newest_decision_at,
+        )
+        .map_err(sql(&self.path))
     }
 
     /// Writes a decision: audit row, standing verdict, consumption and its signed record, alert.
@@ -595,11 +629,7 @@ impl Batch<'_> {
             Some(hash),
         ) = (consume, &verdict.declaration_id, content_hash)
         {
-            let seq: i64 = self
-                .tx
-                .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM consumed")
-                .and_then(|mut st| st.query_row([], |r| r.get(0)))
-                .map_err(sql(&path))?;
+            let seq = self.next_seq;
             let rec = ConsumptionRecord {
                 checkpoint: identity.checkpoint.clone(),
                 seq: seq as u64,
@@ -616,6 +646,7 @@ impl Batch<'_> {
                 .prepare_cached("INSERT INTO outbox(seq) VALUES (?1)")
                 .and_then(|mut st| st.execute([seq]))
                 .map_err(sql(&path))?;
+            self.next_seq += 1;
             consumed_seq = Some(seq as u64);
         }
         if let Some(a) = alert {
@@ -655,10 +686,7 @@ impl Batch<'_> {
         content_hash: Option<[u8; 32]>,
         now: UnixTime,
     ) -> rusqlite::Result<(i64, String)> {
-        let id: i64 = self
-            .tx
-            .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM audit")
-            .and_then(|mut st| st.query_row([], |r| r.get(0)))?;
+        let id = self.next_audit_id;
         let row = AuditRow {
             id,
             declaration_id: verdict.declaration_id.clone(),
@@ -675,6 +703,8 @@ impl Batch<'_> {
             )?
             .execute(params![row.id, row.declaration_id, row.license_id, row.verdict, row.decided_at, row.content_hash, row.verdict_json, &self.head[..], &hash[..]])?;
         self.head = hash;
+        self.next_audit_id += 1;
+        self.newest_decision_at = Some(self.newest_decision_at.map_or(now, |n| n.max(now)));
         Ok((id, row.verdict_json))
     }
 
@@ -760,27 +790,52 @@ fn delete_queued(conn: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
     Ok(())
 }
 
+// The decision path's lookups. Each is one table and has no ORDER BY:
+// SQLite (built with STAT4) prepares a join or a sorted query again on every
+// new binding, which the profile showed as a quarter of the ledger stage.
+const PRIOR_SQL: &str = "SELECT content_hash, audit_id FROM declarations WHERE declaration_id = ?1";
+const AUDIT_VERDICT_SQL: &str = "SELECT verdict_json FROM audit WHERE id = ?1";
+const CONSUMED_SQL: &str = "SELECT declaration_id, consumed_at FROM consumed WHERE license_id = ?1";
+const REMOTE_SQL: &str =
+    "SELECT checkpoint, declaration_id, consumed_at FROM remote_consumptions WHERE license_id = ?1";
+
+/// When the newest verdict was given (`None` on an empty ledger).
+fn newest_decision_at(conn: &Connection) -> rusqlite::Result<Option<UnixTime>> {
+    conn.prepare_cached("SELECT MAX(decided_at) FROM audit")?
+        .query_row([], |r| r.get(0))
+}
+
 fn facts(
     conn: &Connection,
     here: &str,
     declaration_id: &str,
     license_id: Option<&str>,
+    newest_decision_at: Option<UnixTime>,
 ) -> rusqlite::Result<LedgerFacts> {
-    let prior = conn.prepare_cached("SELECT d.content_hash, a.verdict_json FROM declarations d JOIN audit a ON a.id = d.audit_id WHERE d.declaration_id = ?1").and_then(|mut st| st.query_row([declaration_id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))).optional())?
-        .and_then(|(hash, json)| {
-            Some(PriorDecision {
-                content_hash: hash.as_slice().try_into().ok()?,
-                verdict: serde_json::from_str(&json).ok()?,
+    let standing: Option<(Vec<u8>, i64)> = conn
+        .prepare_cached(PRIOR_SQL)?
+        .query_row([declaration_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let prior = match standing {
+        Some((hash, audit_id)) => {
+            let json: String = conn
+                .prepare_cached(AUDIT_VERDICT_SQL)?
+                .query_row([audit_id], |r| r.get(0))?;
+            hash.as_slice().try_into().ok().and_then(|content_hash| {
+                Some(PriorDecision {
+                    content_hash,
+                    verdict: serde_json::from_str(&json).ok()?,
+                })
             })
-        });
+        }
+        None => None,
+    };
     let mut uses = Vec::new();
     if let Some(lic) = license_id {
         if let Some((decl, at)) = conn
-            .prepare_cached("SELECT declaration_id, consumed_at FROM consumed WHERE license_id=?1")
-            .and_then(|mut st| {
-                st.query_row([lic], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                    .optional()
-            })?
+            .prepare_cached(CONSUMED_SQL)?
+            .query_row([lic], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .optional()?
         {
             uses.push(LicenseUse {
                 checkpoint: here.to_owned(),
@@ -788,22 +843,19 @@ fn facts(
                 at,
             });
         }
-        let mut stmt = conn.prepare_cached(
-            "SELECT checkpoint, declaration_id, consumed_at FROM remote_consumptions WHERE license_id=?1 ORDER BY consumed_at",
-        )?;
-        for u in stmt.query_map([lic], |r| {
-            Ok(LicenseUse {
-                checkpoint: r.get(0)?,
-                declaration_id: r.get(1)?,
-                at: r.get(2)?,
-            })
-        })? {
-            uses.push(u?);
-        }
+        let mut stmt = conn.prepare_cached(REMOTE_SQL)?;
+        let mut remote = stmt
+            .query_map([lic], |r| {
+                Ok(LicenseUse {
+                    checkpoint: r.get(0)?,
+                    declaration_id: r.get(1)?,
+                    at: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        remote.sort_by_key(|u| u.at);
+        uses.append(&mut remote);
     }
-    let newest_decision_at = conn
-        .prepare_cached("SELECT MAX(decided_at) FROM audit")
-        .and_then(|mut st| st.query_row([], |r| r.get(0)))?;
     Ok(LedgerFacts {
         prior,
         uses,
@@ -891,6 +943,47 @@ mod tests {
             (r.license_id.as_str(), r.declaration_id.as_str()),
             ("LIC-2025-000123", "A")
         );
+    }
+
+    #[test]
+    fn batches_continue_numbering_and_lookups_are_prepared_once() {
+        let (dir, policy, tok, identity) = setup();
+        let other = {
+            let issuer = crate::keys::load_signing_key(&dir.path().join("issuer.key.pem")).unwrap();
+            let mut lic = token::tests::sample_license();
+            lic.license_id = "LIC-2025-000124".into();
+            token::text::encode(&token::issue(&lic, "mofcom-2025-1", &issuer))
+        };
+        let now = crate::clock::parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("l.db"), "p1").unwrap();
+        let mut seqs = Vec::new();
+        for (id, t) in [("A", &tok), ("A", &tok), ("B", &other), ("C", &tok)] {
+            let mut batch = ledger.begin().unwrap();
+            let prepared = gate::prepare(&payload(id, t), &policy, 1 << 20);
+            let out =
+                gate::decide_and_record(&mut batch, &prepared, &policy, &identity, now).unwrap();
+            batch.commit().unwrap();
+            seqs.push((out.recorded.audit_id, out.recorded.consumed_seq));
+        }
+        // C reuses A's license: a verdict, no consumption.
+        assert_eq!(
+            seqs,
+            [
+                (Some(1), Some(1)),
+                (None, None),
+                (Some(2), Some(2)),
+                (Some(3), None)
+            ]
+        );
+        assert_eq!(ledger.check().unwrap(), Ok(3));
+        for sql_text in [PRIOR_SQL, AUDIT_VERDICT_SQL, CONSUMED_SQL, REMOTE_SQL] {
+            let st = ledger.conn.prepare_cached(sql_text).unwrap();
+            assert_eq!(
+                st.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "{sql_text} was prepared again on a new binding"
+            );
+        }
     }
 
     #[test]

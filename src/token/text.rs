@@ -1,9 +1,6 @@
 //! The text form of a token for QR codes and paper: `PG1:` + base45(zlib(COSE)).
 
-use std::io::Read;
-
 use flate2::Compression;
-use flate2::read::ZlibDecoder;
 use flate2::write::ZlibEncoder;
 
 /// Prefix of the text form.
@@ -43,18 +40,30 @@ pub fn to_cose_bytes(input: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 fn inflate(data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    // Bound the output so a zlib bomb costs nothing.
-    ZlibDecoder::new(data)
-        .take(MAX_TOKEN_BYTES as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("PG1 text does not inflate: {e}"))?;
-    if out.len() > MAX_TOKEN_BYTES {
-        return Err(format!(
-            "token inflates to more than {MAX_TOKEN_BYTES} bytes"
-        ));
+    use flate2::{Decompress, FlushDecompress, Status};
+    use std::cell::RefCell;
+    thread_local! {
+        // Design: one inflater per thread, reset per token; making a new one
+        // allocates and clears tens of kilobytes for a few hundred bytes out.
+        static INFLATER: RefCell<Decompress> = RefCell::new(Decompress::new(true));
     }
-    Ok(out)
+    // Room for one byte more than allowed, so a zlib bomb is caught and costs nothing.
+    let mut out = Vec::with_capacity(MAX_TOKEN_BYTES + 1);
+    let status = INFLATER.with_borrow_mut(|z| {
+        z.reset(true);
+        z.decompress_vec(data, &mut out, FlushDecompress::Finish)
+    });
+    match status {
+        Ok(Status::StreamEnd) if out.len() <= MAX_TOKEN_BYTES => {
+            out.shrink_to_fit();
+            Ok(out)
+        }
+        Ok(_) if out.len() > MAX_TOKEN_BYTES => Err(format!(
+            "token inflates to more than {MAX_TOKEN_BYTES} bytes"
+        )),
+        Ok(_) => Err("PG1 text does not inflate: the zlib stream is cut short".into()),
+        Err(e) => Err(format!("PG1 text does not inflate: {e}")),
+    }
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
@@ -92,6 +101,22 @@ mod tests {
                 .unwrap_err()
                 .contains("more than")
         );
+    }
+
+    #[test]
+    fn a_cut_or_corrupt_stream_is_refused_and_the_next_token_still_reads() {
+        let cose: Vec<u8> = (0..600u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut z = ZlibEncoder::new(Vec::new(), Compression::best());
+        std::io::Write::write_all(&mut z, &cose).unwrap();
+        let zlib = z.finish().unwrap();
+        let text = |b: &[u8]| format!("{PREFIX}{}", base45::encode(b));
+        let cut = to_cose_bytes(text(&zlib[..zlib.len() / 2]).as_bytes()).unwrap_err();
+        assert!(cut.contains("cut short"), "{cut}");
+        let mut bad = zlib.clone();
+        bad[3] ^= 0xff;
+        assert!(to_cose_bytes(text(&bad).as_bytes()).is_err());
+        // The inflater is reused per thread: what failed before leaves no trace.
+        assert_eq!(to_cose_bytes(text(&zlib).as_bytes()).unwrap(), cose);
     }
 
     #[test]
