@@ -238,7 +238,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         checkpoint: cfg.checkpoint.clone(),
         key,
     };
-    let ledger = Ledger::open(&cfg.ledger, &cfg.checkpoint)?;
+    let ledger = Ledger::open_checking_later(&cfg.ledger, &cfg.checkpoint)?;
+    let check = integrity_check_in_background(&ledger)?;
     let (verdicts, consumed, outbox) = ledger.counts()?;
     let policy = newest_policy(&cfg, &ledger);
     info!(
@@ -389,6 +390,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         stopping,
         telemetry: telemetry.clone(),
     };
+    let damaged = Arc::new(std::sync::Mutex::new(None));
+    let shutdown = stop_if_damaged(check, damaged.clone(), shutdown);
     conn.drive(
         &mut eventloop,
         counts,
@@ -413,8 +416,72 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     if let Some(task) = http_task {
         task.abort();
     }
+    if let Some(e) = damaged.lock().ok().and_then(|mut d| d.take()) {
+        return Err(e.into());
+    }
     info!("stopped");
     Ok(())
+}
+
+/// Checks the whole ledger file on a thread of its own while the daemon
+/// decides; the answer comes on the channel.
+///
+/// Design: on ten million rows the check takes seconds and start-up to
+/// ready must not. SQLite still refuses any damaged page a decision reads;
+/// what the check adds is finding damage anywhere in the file, and the
+/// daemon stops when it does.
+fn integrity_check_in_background(
+    ledger: &Ledger,
+) -> Result<tokio::sync::oneshot::Receiver<Result<(), LedgerError>>, LedgerError> {
+    let reader = ledger.second_handle()?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("ledger-check".into())
+        .spawn(move || {
+            // Lowest CPU priority for this thread alone (Linux's setpriority
+            // on a thread id): decisions go first, the check uses what is left.
+            if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19)
+            {
+                warn!(error = %e, "ledger: cannot lower the integrity check's priority");
+            }
+            let started = std::time::Instant::now();
+            let result = reader.integrity_check();
+            if result.is_ok() {
+                info!(
+                    ms = started.elapsed().as_millis() as u64,
+                    "ledger: integrity check of the whole file passed"
+                );
+            }
+            let _ = tx.send(result);
+        })
+        .map_err(|e| LedgerError::Unusable {
+            path: ledger.path().to_owned(),
+            message: format!("cannot start the integrity check: {e}"),
+        })?;
+    Ok(rx)
+}
+
+/// `shutdown`, or sooner if the integrity check finds the ledger damaged
+/// (the error is left in `damaged` for `run` to return).
+async fn stop_if_damaged(
+    check: tokio::sync::oneshot::Receiver<Result<(), LedgerError>>,
+    damaged: Arc<std::sync::Mutex<Option<LedgerError>>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut shutdown => return,
+        result = check => {
+            if let Ok(Err(e)) = result {
+                error!(error = %e, "ledger: damaged; stopping, so no decision rests on it");
+                if let Ok(mut slot) = damaged.lock() {
+                    *slot = Some(e);
+                }
+                return;
+            }
+        }
+    }
+    shutdown.await
 }
 
 /// What the retained status says besides its state and counts.

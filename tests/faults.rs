@@ -179,3 +179,67 @@ fn a_checkpoint_key_others_may_read_stops_start_up() {
         "{log}"
     );
 }
+
+/// Waits up to `secs` for the daemon to exit on its own; its status.
+fn exits_within(post: &mut Post, secs: u64) -> Option<std::process::ExitStatus> {
+    let mut daemon = post.daemon.take().unwrap();
+    for _ in 0..secs * 10 {
+        if let Some(st) = daemon.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = daemon.kill();
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_damaged_where_start_up_does_not_read_stops_the_daemon_and_stays_refused() {
+    let mut post = Post::new();
+    post.start();
+    wait_online(post.broker.port).await;
+    assert!(post.stop().success(), "{}", post.log());
+
+    // Twenty thousand consumptions, then one page in the middle of the file
+    // overwritten: what start-up reads (schema, counts, newest rows) is intact.
+    let path = post.dir.path().join("state/ledger.db");
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        let tx = db.unchecked_transaction().unwrap();
+        for i in 1..=20_000i64 {
+            tx.execute(
+                "INSERT INTO consumed(license_id, declaration_id, consumed_at, seq, audit_id, record) VALUES (?1, ?2, 1700000000, ?3, 0, x'00')",
+                rusqlite::params![format!("LIC-{i:08}"), format!("D-{i:08}"), i],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        db.pragma_update(None, "wal_checkpoint", "TRUNCATE")
+            .unwrap();
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 4096 / 2 * 4096;
+    bytes[middle..middle + 4096].fill(0xa5);
+    std::fs::write(&path, bytes).unwrap();
+
+    post.start();
+    let status = exits_within(&mut post, 30).expect("the daemon stops on a damaged ledger");
+    assert!(!status.success());
+    let log = post.log();
+    assert!(
+        log.contains("damaged; stopping") && log.contains("integrity check failed"),
+        "{log}"
+    );
+    let marker = post.dir.path().join("state/ledger.db.damaged");
+    assert!(marker.exists());
+
+    // From then on it is refused at once, naming the marker.
+    post.start();
+    let status = exits_within(&mut post, 10).expect("refused at start");
+    assert!(!status.success());
+    let log = post.log();
+    assert!(
+        log.contains("restore it from a backup") && log.contains("ledger.db.damaged"),
+        "{log}"
+    );
+}

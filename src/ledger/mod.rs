@@ -99,8 +99,31 @@ pub struct Recorded {
 const GENESIS: [u8; 32] = [0; 32];
 
 impl Ledger {
-    /// Opens (creating if needed) the ledger at `path` for `checkpoint`.
+    /// Opens (creating if needed) the ledger at `path` for `checkpoint`,
+    /// after checking the whole file (`quick_check`).
     pub fn open(path: &Path, checkpoint: &str) -> Result<Ledger, LedgerError> {
+        let ledger = Ledger::open_checking_later(path, checkpoint)?;
+        ledger.integrity_check()?;
+        Ok(ledger)
+    }
+
+    /// Opens the ledger like [`Ledger::open`] but leaves the check of the
+    /// whole file to [`Ledger::integrity_check`], which the daemon runs
+    /// once it is ready: on ten million rows the check takes seconds.
+    /// A ledger that failed a check before (it has a marker beside it) is
+    /// refused here.
+    pub fn open_checking_later(path: &Path, checkpoint: &str) -> Result<Ledger, LedgerError> {
+        let marker = damage_marker(path);
+        if let Ok(why) = std::fs::read_to_string(&marker) {
+            return Err(LedgerError::Unusable {
+                path: path.to_owned(),
+                message: format!(
+                    "failed its integrity check ({}); restore it from a backup, then remove {}",
+                    why.trim(),
+                    marker.display()
+                ),
+            });
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| LedgerError::Unusable {
                 path: path.to_owned(),
@@ -157,6 +180,7 @@ impl Ledger {
             checkpoint: String::new(),
         };
         ledger.setup(false)?;
+        ledger.quick_check()?;
         ledger.checkpoint = stored_checkpoint(&ledger.conn)
             .map_err(sql(path))?
             .unwrap_or_default();
@@ -169,14 +193,12 @@ impl Ledger {
             path: p.clone(),
             message,
         };
-        // A corrupt or foreign file fails here, loudly; it is never recreated.
-        let check: String = self
-            .conn
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        // A foreign or truncated file fails here, loudly; it is never recreated.
+        self.conn
+            .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map_err(|e| unusable(format!("not a readable SQLite database ({e})")))?;
-        if check != "ok" {
-            return Err(unusable(format!("integrity check failed: {check}")));
-        }
         self.configure()?;
         if writable {
             self.conn
@@ -199,6 +221,46 @@ impl Ledger {
             }
         }
         Ok(())
+    }
+
+    /// Checks the whole file (SQLite's `quick_check`). A damaged ledger
+    /// gets a marker file beside it (`ledger.db.damaged`), so it is refused
+    /// at every later start until an operator restores it.
+    pub fn integrity_check(&self) -> Result<(), LedgerError> {
+        let result = self.quick_check();
+        if let Err(LedgerError::Unusable { message, .. }) = &result {
+            // Best effort: the error itself is reported either way.
+            let _ = std::fs::write(damage_marker(&self.path), format!("{message}\n"));
+        }
+        result
+    }
+
+    fn quick_check(&self) -> Result<(), LedgerError> {
+        let unusable = |message: String| LedgerError::Unusable {
+            path: self.path.clone(),
+            message,
+        };
+        let check: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::DatabaseCorrupt
+                        || f.code == rusqlite::ErrorCode::NotADatabase =>
+                {
+                    unusable(format!("integrity check failed: {e}"))
+                }
+                e => sql(&self.path)(e),
+            })?;
+        if check != "ok" {
+            return Err(unusable(format!("integrity check failed: {check}")));
+        }
+        Ok(())
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Settings every connection needs.
@@ -504,9 +566,12 @@ impl Ledger {
 
     /// Counts for status displays: (verdicts, consumed licenses, outbox depth).
     pub fn counts(&self) -> Result<(u64, u64, u64), LedgerError> {
+        // Audit ids and consumption numbers run from 1 without gaps (the
+        // chain check proves it for the audit), so the largest is the count:
+        // read from the end of an index, not by walking ten million rows.
         self.conn
             .query_row(
-                "SELECT (SELECT COUNT(*) FROM audit), (SELECT COUNT(*) FROM consumed), (SELECT COUNT(*) FROM outbox)",
+                "SELECT (SELECT COALESCE(MAX(id), 0) FROM audit), (SELECT COALESCE(MAX(seq), 0) FROM consumed), (SELECT COUNT(*) FROM outbox)",
                 [],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
             )
@@ -766,6 +831,13 @@ fn chain_head(conn: &Connection) -> rusqlite::Result<[u8; 32]> {
         .unwrap_or(GENESIS))
 }
 
+/// The file beside a ledger that says it failed an integrity check.
+pub fn damage_marker(ledger: &Path) -> PathBuf {
+    let mut name = ledger.as_os_str().to_owned();
+    name.push(".damaged");
+    PathBuf::from(name)
+}
+
 /// The checkpoint id recorded in the ledger, if any.
 fn stored_checkpoint(conn: &Connection) -> rusqlite::Result<Option<String>> {
     conn.query_row("SELECT value FROM meta WHERE key='checkpoint'", [], |r| {
@@ -1012,9 +1084,70 @@ mod tests {
 
         let junk = dir.path().join("junk.db");
         std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
+        let e = Ledger::open_checking_later(&junk, "p1")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not a readable SQLite database"), "{e}");
+        std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
         let e = Ledger::open(&junk, "p1").err().unwrap().to_string();
         assert!(e.contains("junk.db"), "{e}");
         assert_eq!(std::fs::read(&junk).unwrap(), vec![0x5a; 8192]);
+    }
+
+    /// A ledger of `n` consumptions with one page in the middle of the file
+    /// overwritten: it opens (the pages read at start are intact) but fails
+    /// a check of the whole file.
+    pub(crate) fn damaged_ledger(path: &Path, n: u64) {
+        drop(Ledger::open(path, "p1").unwrap());
+        let db = Connection::open(path).unwrap();
+        let tx = db.unchecked_transaction().unwrap();
+        for i in 1..=n {
+            tx.execute(
+                "INSERT INTO consumed(license_id, declaration_id, consumed_at, seq, audit_id, record) VALUES (?1, ?2, 1700000000, ?3, 0, x'00')",
+                params![format!("LIC-{i:08}"), format!("D-{i:08}"), i as i64],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        db.pragma_update(None, "wal_checkpoint", "TRUNCATE")
+            .unwrap();
+        drop(db);
+        let mut bytes = std::fs::read(path).unwrap();
+        let page = 4096;
+        let middle = bytes.len() / page / 2 * page;
+        bytes[middle..middle + page].fill(0xa5);
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn damage_found_after_start_is_marked_and_refused_from_then_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        damaged_ledger(&path, 20_000);
+        let ledger = Ledger::open_checking_later(&path, "p1").unwrap();
+        assert_eq!(ledger.counts().unwrap(), (0, 20_000, 0));
+        let e = ledger.integrity_check().unwrap_err().to_string();
+        assert!(
+            e.contains("integrity check failed") && e.contains("l.db"),
+            "{e}"
+        );
+        drop(ledger);
+        let marker = damage_marker(&path);
+        assert!(marker.exists());
+        for e in [
+            Ledger::open_checking_later(&path, "p1").err().unwrap(),
+            Ledger::open(&path, "p1").err().unwrap(),
+        ] {
+            let e = e.to_string();
+            assert!(
+                e.contains("restore it from a backup") && e.contains("l.db.damaged"),
+                "{e}"
+            );
+        }
+        // A read-only look (export, show) still checks the file and says what is wrong.
+        let e = Ledger::open_read_only(&path).err().unwrap().to_string();
+        assert!(e.contains("integrity check failed"), "{e}");
     }
 
     #[test]
