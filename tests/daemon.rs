@@ -172,6 +172,45 @@ async fn sigterm_during_a_burst_loses_nothing_acknowledged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_sending_past_its_window_is_held_back_without_reconnecting() {
+    // Debian's mosquitto 2.0.11 sends far more than `max_inflight_messages`
+    // unacknowledged once a client acknowledges in order; a burst larger
+    // than the daemon's backlog then arrives all at once.
+    let mut post = Post::new();
+    post.start_with(&[("PERMITGATE_LOG", "info,permitgate::daemon=debug")]);
+    wait_online(post.broker.port).await;
+    let mut officer = Officer::connect(post.broker.port, "officer-flood").await;
+    for n in 0..BURST {
+        officer.send(declaration(&format!("F-{n}"), None)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut answered = std::collections::HashSet::new();
+    while answered.len() < BURST && std::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), officer.rx.recv()).await {
+            Ok(Some((topic, v))) if topic.ends_with("/verdicts") => {
+                answered.insert(v["declaration_id"].as_str().unwrap_or_default().to_owned());
+            }
+            Ok(Some(_)) | Err(_) => {}
+            Ok(None) => break,
+        }
+    }
+    let log = post.log();
+    let notes: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains("decision") && !l.contains("alert"))
+        .collect();
+    assert_eq!(answered.len(), BURST, "{}", notes.join("\n"));
+    assert_eq!(post.ledger_count(), BURST);
+    assert!(
+        log.contains("backlog full: not reading from the broker"),
+        "the burst never filled the backlog, so this test proved nothing:\n{}",
+        notes.join("\n")
+    );
+    assert!(!log.contains("connection lost"), "{}", notes.join("\n"));
+    assert!(post.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tells_systemd_it_is_ready_and_pings_the_watchdog() {
     let mut post = Post::new();
     let sock_path = post.dir.path().join("notify.sock");
