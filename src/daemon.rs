@@ -237,6 +237,8 @@ const QUEUE: usize = 4096;
 const BACKLOG_MAX: usize = 2048;
 /// The same bound in payload bytes.
 const BACKLOG_BYTES: usize = 8 * 1024 * 1024;
+/// How often the event loop is polled while reads are paused.
+const PAUSED_POLL_EVERY: Duration = Duration::from_millis(200);
 
 /// Runs the daemon until `shutdown` completes; then drains and exits cleanly.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
@@ -677,6 +679,11 @@ impl Connection {
             tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |d| d / 2));
         // False while the backlog is too long to read more from the broker.
         let mut reading = true;
+        // While not reading, the event loop is still polled now and then, so
+        // pings, the status and alerts (say, of a full disk that stalls the
+        // worker) still go out; each such poll admits at most one message.
+        let mut paused_tick = tokio::time::interval(PAUSED_POLL_EVERY);
+        let mut poll_once = false;
 
         loop {
             if reading && backlog.is_full() {
@@ -688,10 +695,16 @@ impl Connection {
             } else if !reading && backlog.is_half_empty() {
                 reading = true;
             }
+            if reading {
+                poll_once = false;
+            }
             counts.outbox = self.telemetry.outbox_depth();
             // A clone, so the shutdown branch can drop `work_tx` meanwhile.
             let feed = work_tx.clone().filter(|_| !backlog.is_empty());
             tokio::select! {
+                _ = paused_tick.tick(), if !reading => {
+                    poll_once = true;
+                }
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
@@ -782,59 +795,63 @@ impl Connection {
                     }
                     None => worker_done = true,
                 },
-                // Polled whenever the backlog has room: the PUBACKs for our own
+                // Polled whenever the backlog has room, and every
+                // PAUSED_POLL_EVERY while it has not: the PUBACKs for our own
                 // publications arrive here too.
-                ev = eventloop.poll(), if reading => match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        if ack.code != ConnectReturnCode::Success {
-                            continue;
+                ev = eventloop.poll(), if reading || poll_once => {
+                    poll_once = false;
+                    match ev {
+                        Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                            if ack.code != ConnectReturnCode::Success {
+                                continue;
+                            }
+                            if !link.connected {
+                                info!(session_present = ack.session_present, "connected to broker");
+                            }
+                            link.up();
+                            self.telemetry.link(false, true, SystemClock.now());
+                            connection += 1;
+                            handed.clear();
+                            awaiting_ack.clear();
+                            // Queued publications are re-read from the ledger (Resend below).
+                            out.publications.clear();
+                            let _ = self.client.try_subscribe(&self.topics.declarations, QoS::AtLeastOnce);
+                            if self.announce(counts, fault.as_deref()) {
+                                handed.push_back(None);
+                                announced = Some(counts);
+                            }
+                            if work_tx.is_some() {
+                                backlog.push(Work::Resend(0));
+                                catching_up = true;
+                            }
+                            more_after = None;
                         }
-                        if !link.connected {
-                            info!(session_present = ack.session_present, "connected to broker");
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            if work_tx.is_none() || p.topic != self.topics.declarations {
+                                continue;
+                            }
+                            backlog.push(Work::Declaration(Received { publish: p, connection, at: std::time::Instant::now() }));
                         }
-                        link.up();
-                        self.telemetry.link(false, true, SystemClock.now());
-                        connection += 1;
-                        handed.clear();
-                        awaiting_ack.clear();
-                        // Queued publications are re-read from the ledger (Resend below).
-                        out.publications.clear();
-                        let _ = self.client.try_subscribe(&self.topics.declarations, QoS::AtLeastOnce);
-                        if self.announce(counts, fault.as_deref()) {
-                            handed.push_back(None);
-                            announced = Some(counts);
+                        Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                            if let Some(id) = handed.pop_front() {
+                                awaiting_ack.insert(pkid, id);
+                            }
                         }
-                        if work_tx.is_some() {
-                            backlog.push(Work::Resend(0));
-                            catching_up = true;
+                        Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                            if let Some(Some(id)) = awaiting_ack.remove(&ack.pkid) && work_tx.is_some() {
+                                backlog.push(Work::Delivered(id));
+                            }
                         }
-                        more_after = None;
+                        Ok(_) => {}
+                        Err(e) => {
+                            // The durable copies are in the ledger: rumqttc's are dropped.
+                            let wait = link.down(eventloop, &e, "broker", self.reconnect_max);
+                            self.telemetry.link(false, false, SystemClock.now());
+                            forget_connection(&mut handed, &mut awaiting_ack, &mut out, &mut backlog);
+                            tokio::time::sleep(wait).await;
+                        }
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if work_tx.is_none() || p.topic != self.topics.declarations {
-                            continue;
-                        }
-                        backlog.push(Work::Declaration(Received { publish: p, connection, at: std::time::Instant::now() }));
-                    }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        if let Some(id) = handed.pop_front() {
-                            awaiting_ack.insert(pkid, id);
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some(Some(id)) = awaiting_ack.remove(&ack.pkid) && work_tx.is_some() {
-                            backlog.push(Work::Delivered(id));
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        // The durable copies are in the ledger: rumqttc's are dropped.
-                        let wait = link.down(eventloop, &e, "broker", self.reconnect_max);
-                        self.telemetry.link(false, false, SystemClock.now());
-                        forget_connection(&mut handed, &mut awaiting_ack, &mut out, &mut backlog);
-                        tokio::time::sleep(wait).await;
-                    }
-                },
+                }
             }
             if out.publications.is_empty()
                 && work_tx.is_some()
