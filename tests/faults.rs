@@ -141,17 +141,8 @@ async fn a_read_only_ledger_stops_start_up_with_a_clear_error() {
 
     disk.remount("ro");
     post.start();
-    let mut daemon = post.daemon.take().unwrap();
-    let mut status = None;
-    for _ in 0..100 {
-        if let Some(st) = daemon.try_wait().unwrap() {
-            status = Some(st);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = daemon.kill();
-    let status = status.expect("the daemon exits instead of running on a read-only ledger");
+    let status = exits_within(&mut post, 10)
+        .expect("the daemon exits instead of running on a read-only ledger");
     assert!(!status.success());
     let log = post.log();
     eprintln!("{log}");
