@@ -76,6 +76,14 @@ pub struct BenchReport {
     pub prefilled: u64,
     /// From starting the daemon to its online status, milliseconds.
     pub startup_to_ready_ms: f64,
+    /// This disk's own write + fdatasync of 16 KiB, p50 in milliseconds
+    /// (the floor under every commit), measured in the scratch directory.
+    pub disk_fsync_ms_p50: f64,
+    /// The same, 99th percentile.
+    pub disk_fsync_ms_p99: f64,
+    /// Share of CPU time the hypervisor gave to others while declarations
+    /// were sent and decided (`steal` in /proc/stat), percent; `null` where unknown.
+    pub cpu_steal_percent: Option<f64>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -106,6 +114,8 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
     let verify_rate = verify_strict_rate(&issuer);
     eprintln!("generating {} declarations…", opts.declarations);
     let (payloads, kinds) = generate(&opts, &issuer);
+    eprintln!("measuring this disk's fsync…");
+    let (fsync_p50, fsync_p99) = disk_fsync_ms(dir.path())?;
 
     let port = free_port()?;
     let mut broker = Guard(start_mosquitto(&opts.mosquitto, dir.path(), port)?);
@@ -175,6 +185,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
     tokio::spawn(async move { while el.poll().await.is_ok() {} });
     let topic = format!("permitgate/{CHECKPOINT}/declarations");
     let first_sent = start.elapsed();
+    let cpu_before = cpu_times();
     let interval = (opts.rate > 0).then(|| Duration::from_secs_f64(1.0 / opts.rate as f64));
     let t0 = Instant::now();
     for (i, p) in payloads.into_iter().enumerate() {
@@ -193,6 +204,9 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let got = received.load(Ordering::Relaxed);
+    let steal = cpu_before
+        .zip(cpu_times())
+        .map(|((s0, t0), (s1, t1))| 100.0 * (s1 - s0) as f64 / (t1 - t0).max(1) as f64);
     let peak_rss = peak_rss_mib(daemon.0.id());
     let _ = Command::new("kill")
         .args(["-TERM", &daemon.0.id().to_string()])
@@ -247,6 +261,9 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
         ratio_to_one_core_verify: sustained / verify_rate,
         prefilled: opts.prefill,
         startup_to_ready_ms: startup.as_secs_f64() * 1e3,
+        disk_fsync_ms_p50: fsync_p50,
+        disk_fsync_ms_p99: fsync_p99,
+        cpu_steal_percent: steal,
     };
     print_report(&report);
     if let Some(path) = &opts.json {
@@ -289,6 +306,51 @@ fn print_report(r: &BenchReport) {
     );
     println!("ledger prefilled with   {} consumed licenses", r.prefilled);
     println!("start-up to ready       {:.0} ms", r.startup_to_ready_ms);
+    println!(
+        "disk write+fdatasync    p50 {:.2} ms, p99 {:.2} ms (16 KiB)",
+        r.disk_fsync_ms_p50, r.disk_fsync_ms_p99
+    );
+    match r.cpu_steal_percent {
+        Some(st) => println!("CPU stolen by the host  {st:.1} % during the run"),
+        None => println!("CPU stolen by the host  unknown"),
+    }
+}
+
+/// Latency of what every commit waits for: 16 KiB written, then
+/// `fdatasync`, 200 times in `dir`; (p50, p99) in milliseconds.
+fn disk_fsync_ms(dir: &Path) -> Result<(f64, f64)> {
+    use std::io::{Seek, SeekFrom, Write};
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).context("creating the fsync probe")?;
+    let block = vec![0x5au8; 16 * 1024];
+    let mut ms = Vec::with_capacity(200);
+    for i in 0..200u64 {
+        // Overwrites in place, as a reused WAL file is written.
+        f.seek(SeekFrom::Start((i % 16) * block.len() as u64))?;
+        f.write_all(&block)?;
+        let t = Instant::now();
+        f.sync_data().context("fdatasync on the probe")?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    ms.sort_by(|a, b| a.total_cmp(b));
+    Ok((ms[ms.len() / 2], ms[ms.len() * 99 / 100]))
+}
+
+/// The whole machine's (steal, total) CPU time in ticks, from /proc/stat.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal
+    (fields.len() == 8).then(|| (fields[7], fields.iter().sum()))
 }
 
 /// How many `verify_strict` calls one core does per second, on a real token.

@@ -384,6 +384,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     counts,
                     stopping: worker_stopping,
                     telemetry: worker_telemetry,
+                    batch_max,
                 },
                 staged_rx,
                 done_tx,
@@ -1001,6 +1002,8 @@ struct Worker {
     /// Set when the daemon stops: a batch held by a storage fault is let go.
     stopping: Arc<AtomicBool>,
     telemetry: Arc<Telemetry>,
+    /// Most declarations joined into one transaction (the last batch joined may pass it).
+    batch_max: usize,
 }
 
 /// One batch after the CPU-bound stage, in arrival order.
@@ -1010,6 +1013,69 @@ struct Verified {
     delivered: Vec<i64>,
     resend: Option<i64>,
     new_policy: Option<Box<crate::policy::Policy>>,
+}
+
+impl Verified {
+    /// Whether `next` may join this batch's transaction: only while no
+    /// re-send or policy change has to happen between the two.
+    fn can_take(&self, next: &Verified) -> bool {
+        self.resend.is_none() && self.new_policy.is_none() && next.resend.is_none()
+    }
+
+    /// Appends `next` (checked with [`Verified::can_take`]); its policy
+    /// change, if any, still comes after all these declarations.
+    fn take(&mut self, next: Verified) {
+        self.declarations.extend(next.declarations);
+        self.prepared.extend(next.prepared);
+        self.delivered.extend(next.delivered);
+        self.new_policy = next.new_policy;
+    }
+}
+
+/// Takes the next batch (waiting at most `idle`, when given) and joins to
+/// it the batches verified while the last commit ran (group commit: one
+/// transaction, one fsync); a batch that cannot join is kept in `carried`
+/// for the next turn.
+fn next_batch(
+    rx: &std::sync::mpsc::Receiver<Verified>,
+    carried: &mut Option<Verified>,
+    batch_max: usize,
+    idle: Option<Duration>,
+) -> Next {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut batch = match (carried.take(), idle) {
+        (Some(b), _) => b,
+        (None, None) => match rx.recv() {
+            Ok(b) => b,
+            Err(_) => return Next::Closed,
+        },
+        (None, Some(wait)) => match rx.recv_timeout(wait) {
+            Ok(b) => b,
+            Err(RecvTimeoutError::Timeout) => return Next::Idle,
+            Err(RecvTimeoutError::Disconnected) => return Next::Closed,
+        },
+    };
+    while batch.declarations.len() < batch_max {
+        match rx.try_recv() {
+            Ok(next) if batch.can_take(&next) => batch.take(next),
+            Ok(next) => {
+                *carried = Some(next);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Next::Batch(batch)
+}
+
+/// What the ledger stage has to do next.
+enum Next {
+    /// Decide this batch.
+    Batch(Verified),
+    /// Nothing arrived within the wait asked for.
+    Idle,
+    /// The verify stage stopped.
+    Closed,
 }
 
 /// Batches that may wait between the two stages: one being verified while
@@ -1049,10 +1115,14 @@ fn verify_stage(
                 None
             };
         }
-        let prepared: Vec<gate::Prepared> = declarations
-            .par_iter()
-            .map(|r| gate::prepare(&r.publish.payload, &policy, max_bytes))
-            .collect();
+        // One alone is checked here: handing it to the pool costs a
+        // thread wake-up, which is most of a quiet gate's latency.
+        let prepare = |r: &Received| gate::prepare(&r.publish.payload, &policy, max_bytes);
+        let prepared: Vec<gate::Prepared> = if declarations.len() == 1 {
+            declarations.iter().map(prepare).collect()
+        } else {
+            declarations.par_iter().map(prepare).collect()
+        };
         if let Some(p) = &new_policy {
             policy = (**p).clone();
         }
@@ -1072,6 +1142,39 @@ fn verify_stage(
 /// The ledger stage: decides each verified batch in one transaction,
 /// commits, and hands the connection task the PUBACKs and publications.
 fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Sender<Done>) {
+    let mut acked = Vec::new();
+    let mut ledger = decide_until_stopped(w, &rx, &tx, &mut acked);
+    clear_acked(&mut ledger, &mut acked);
+}
+
+/// How long acknowledged publications wait for a decision transaction to
+/// ride in before they are deleted on their own.
+const ACKED_IDLE: Duration = Duration::from_secs(1);
+
+/// Deletes the publications the broker acknowledged, in one transaction.
+fn clear_acked(ledger: &mut Ledger, acked: &mut Vec<i64>) {
+    if acked.is_empty() {
+        return;
+    }
+    if let Err(e) = ledger.delete_publications(acked) {
+        error!(error = %e, "could not clear published messages; they will be sent again");
+    }
+    acked.clear();
+}
+
+/// The ledger stage's loop; hands the ledger back when the daemon stops.
+///
+/// Design: deletions of published messages ride in the next decision
+/// transaction (`acked` holds them until then, or until the gate has been
+/// quiet for [`ACKED_IDLE`]): a deletion of its own would cost a second
+/// fsync per declaration at a quiet gate, and a lost one only means the
+/// message is published again.
+fn decide_until_stopped(
+    w: Worker,
+    rx: &std::sync::mpsc::Receiver<Verified>,
+    tx: &mpsc::Sender<Done>,
+    acked: &mut Vec<i64>,
+) -> Ledger {
     let Worker {
         mut ledger,
         mut policy,
@@ -1079,24 +1182,32 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
         mut counts,
         stopping,
         telemetry,
+        batch_max,
     } = w;
-    while let Ok(Verified {
-        mut declarations,
-        prepared,
-        delivered,
-        resend,
-        new_policy,
-    }) = rx.recv()
-    {
-        // Design: deletions of published messages ride in the next decision
-        // transaction, so a busy gate pays one fsync per batch, not per PUBACK.
-        if declarations.is_empty()
-            && !delivered.is_empty()
-            && let Err(e) = ledger.delete_publications(&delivered)
-        {
-            error!(error = %e, "could not clear published messages; they will be sent again");
+    let mut carried = None;
+    loop {
+        let idle = (!acked.is_empty()).then_some(ACKED_IDLE);
+        let Verified {
+            mut declarations,
+            prepared,
+            delivered,
+            resend,
+            new_policy,
+        } = match next_batch(rx, &mut carried, batch_max, idle) {
+            Next::Batch(b) => b,
+            Next::Idle => {
+                clear_acked(&mut ledger, acked);
+                continue;
+            }
+            Next::Closed => return ledger,
+        };
+        acked.extend(delivered);
+        if acked.len() >= RESEND_MAX {
+            clear_acked(&mut ledger, acked);
         }
         if let Some(after) = resend {
+            // What the broker has is not read again to be sent once more.
+            clear_acked(&mut ledger, acked);
             // Up to the newest: while a re-send runs, the connection task
             // leaves new publications to it rather than holding them twice.
             let publications = ledger
@@ -1122,7 +1233,7 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
                 ..Done::counts(counts)
             };
             if tx.blocking_send(done).is_err() {
-                return;
+                return ledger;
             }
         }
         // When it is not committed, nothing is acknowledged: the broker keeps
@@ -1133,11 +1244,12 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
                 &policy,
                 &identity,
                 &prepared,
-                &delivered,
+                acked,
                 (counts, &stopping),
-                &tx,
+                tx,
             )
         {
+            acked.clear();
             let Committed {
                 publications,
                 added,
@@ -1168,7 +1280,7 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
                 ..Done::counts(counts)
             };
             if tx.blocking_send(done).is_err() {
-                return;
+                return ledger;
             }
         }
         if let Some(p) = new_policy {
@@ -1181,7 +1293,7 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
             counts.policy_version = policy.version;
             telemetry.policy(policy.version, policy.issued_at, policy.max_age);
             if tx.blocking_send(Done::counts(counts)).is_err() {
-                return;
+                return ledger;
             }
         }
     }
@@ -1319,4 +1431,120 @@ struct Committed {
     /// Per declaration, in order: the new verdict (`None` for a repeated one).
     decided: Vec<Option<Arc<crate::verdict::Verdict>>>,
     alerts: Vec<Arc<crate::verdict::Alert>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::sync_channel;
+
+    fn policy() -> crate::policy::Policy {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = crate::policy::tests::sample(dir.path());
+        crate::policy::Policy::load(&p).unwrap()
+    }
+
+    fn batch(ids: &[&str], delivered: &[i64]) -> Verified {
+        let declarations: Vec<Received> = ids
+            .iter()
+            .map(|id| Received {
+                publish: Publish::new("d", QoS::AtLeastOnce, id.as_bytes().to_vec()),
+                connection: 1,
+                at: std::time::Instant::now(),
+            })
+            .collect();
+        let prepared = ids
+            .iter()
+            .map(|id| gate::prepare(id.as_bytes(), &POLICY, 1 << 20))
+            .collect();
+        Verified {
+            declarations,
+            prepared,
+            delivered: delivered.to_vec(),
+            resend: None,
+            new_policy: None,
+        }
+    }
+
+    static POLICY: std::sync::LazyLock<crate::policy::Policy> = std::sync::LazyLock::new(policy);
+
+    fn ids(v: &Verified) -> Vec<String> {
+        v.declarations
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.publish.payload).into_owned())
+            .collect()
+    }
+
+    fn next(
+        rx: &std::sync::mpsc::Receiver<Verified>,
+        carried: &mut Option<Verified>,
+        max: usize,
+    ) -> Verified {
+        match next_batch(rx, carried, max, Some(Duration::from_millis(10))) {
+            Next::Batch(b) => b,
+            Next::Idle => panic!("idle"),
+            Next::Closed => panic!("closed"),
+        }
+    }
+
+    #[test]
+    fn batches_waiting_together_are_committed_together_in_order() {
+        let (tx, rx) = sync_channel(8);
+        tx.send(batch(&["a"], &[1])).unwrap();
+        tx.send(batch(&["b", "c"], &[2])).unwrap();
+        tx.send(batch(&[], &[3])).unwrap();
+        let mut carried = None;
+        let b = next(&rx, &mut carried, 100);
+        assert_eq!(ids(&b), ["a", "b", "c"]);
+        assert_eq!(b.prepared.len(), 3);
+        assert_eq!(b.delivered, [1, 2, 3]);
+        assert!(carried.is_none());
+        assert!(matches!(
+            next_batch(&rx, &mut carried, 100, Some(Duration::from_millis(10))),
+            Next::Idle
+        ));
+        drop(tx);
+        assert!(matches!(
+            next_batch(&rx, &mut carried, 100, None),
+            Next::Closed
+        ));
+    }
+
+    #[test]
+    fn a_full_batch_is_not_joined_and_a_resend_waits_its_turn() {
+        let (tx, rx) = sync_channel(8);
+        tx.send(batch(&["a", "b"], &[])).unwrap();
+        tx.send(batch(&["c"], &[])).unwrap();
+        let mut resend = batch(&["d"], &[]);
+        resend.resend = Some(7);
+        tx.send(resend).unwrap();
+        tx.send(batch(&["e"], &[])).unwrap();
+        let mut carried = None;
+        // Full at two: "c" waits for the next turn.
+        assert_eq!(ids(&next(&rx, &mut carried, 2)), ["a", "b"]);
+        // "c" may not be joined by a batch that re-sends first.
+        let c = next(&rx, &mut carried, 100);
+        assert_eq!(ids(&c), ["c"]);
+        assert_eq!(carried.as_ref().and_then(|b| b.resend), Some(7));
+        // The re-sending batch comes alone, then the rest.
+        let d = next(&rx, &mut carried, 100);
+        assert_eq!((ids(&d), d.resend), (vec!["d".to_string()], Some(7)));
+        assert_eq!(ids(&next(&rx, &mut carried, 100)), ["e"]);
+    }
+
+    #[test]
+    fn a_policy_change_ends_the_joined_batch_after_its_declarations() {
+        let (tx, rx) = sync_channel(8);
+        tx.send(batch(&["a"], &[])).unwrap();
+        let mut change = batch(&["b"], &[]);
+        change.new_policy = Some(Box::new(POLICY.clone()));
+        tx.send(change).unwrap();
+        tx.send(batch(&["c"], &[])).unwrap();
+        let mut carried = None;
+        // "b" was decided under the old policy: it joins, and nothing after it does.
+        let b = next(&rx, &mut carried, 100);
+        assert_eq!(ids(&b), ["a", "b"]);
+        assert!(b.new_policy.is_some());
+        assert_eq!(ids(&next(&rx, &mut carried, 100)), ["c"]);
+    }
 }
