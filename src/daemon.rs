@@ -81,7 +81,8 @@ impl Topics {
 
 enum Work {
     Declaration(Received),
-    Delivered(i64),
+    /// Publications the broker acknowledged: their queue rows can go.
+    Delivered(Vec<i64>),
     /// Publish the queued messages with ids above this (0: start over).
     Resend(i64),
     /// A newer signed policy to decide under from now on.
@@ -685,6 +686,11 @@ impl Connection {
         // worker) still go out; each such poll admits at most one message.
         let mut paused_tick = tokio::time::interval(PAUSED_POLL_EVERY);
         let mut poll_once = false;
+        // Publications the broker acknowledged, handed to the worker with
+        // the next declaration (one wake-up for both), or after a quiet while.
+        let mut delivered: Vec<i64> = Vec::new();
+        let mut delivered_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + ACKED_IDLE, ACKED_IDLE);
 
         loop {
             if reading && backlog.is_full() {
@@ -705,6 +711,9 @@ impl Connection {
             tokio::select! {
                 _ = paused_tick.tick(), if !reading => {
                     poll_once = true;
+                }
+                _ = delivered_tick.tick(), if !delivered.is_empty() && work_tx.is_some() => {
+                    backlog.push(Work::Delivered(std::mem::take(&mut delivered)));
                 }
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -728,6 +737,10 @@ impl Connection {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                     // Not yet with the worker, so not committed: the broker keeps them.
                     backlog.clear();
+                    // Best effort: one not deleted is only published again after the restart.
+                    if let Some(tx) = &work_tx && !delivered.is_empty() {
+                        let _ = tx.try_send(Work::Delivered(std::mem::take(&mut delivered)));
+                    }
                     // Dropping the sender lets the worker finish its queue and stop.
                     work_tx = None;
                     self.stopping.store(true, Ordering::Relaxed);
@@ -831,6 +844,9 @@ impl Connection {
                             if work_tx.is_none() || p.topic != self.topics.declarations {
                                 continue;
                             }
+                            if !delivered.is_empty() {
+                                backlog.push(Work::Delivered(std::mem::take(&mut delivered)));
+                            }
                             backlog.push(Work::Declaration(Received { publish: p, connection, at: std::time::Instant::now() }));
                         }
                         Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
@@ -840,7 +856,10 @@ impl Connection {
                         }
                         Ok(Event::Incoming(Packet::PubAck(ack))) => {
                             if let Some(Some(id)) = awaiting_ack.remove(&ack.pkid) && work_tx.is_some() {
-                                backlog.push(Work::Delivered(id));
+                                delivered.push(id);
+                                if delivered.len() >= RESEND_MAX {
+                                    backlog.push(Work::Delivered(std::mem::take(&mut delivered)));
+                                }
                             }
                         }
                         Ok(_) => {}
@@ -1104,7 +1123,7 @@ fn verify_stage(
         while let Some(w) = next {
             match w {
                 Work::Declaration(r) => declarations.push(r),
-                Work::Delivered(id) => delivered.push(id),
+                Work::Delivered(ids) => delivered.extend(ids),
                 Work::Resend(after) => resend = Some(after),
                 // Declarations before it are decided under the old policy, the rest under it.
                 Work::Policy(p) => new_policy = Some(p),
