@@ -524,15 +524,31 @@ fn the_benchmark_runs_end_to_end_and_checks_every_verdict() {
         "latency_ms_p99",
         "daemon_peak_rss_mib",
         "verify_strict_per_sec",
+        "disk_fsync_ms_p50",
+        "disk_fsync_ms_p99",
     ] {
         assert!(
             report[key].as_f64().is_some_and(|v| v > 0.0),
             "{key}: {report}"
         );
     }
+    // What the latency figures stand on: a share of the machine's CPU.
+    assert!(
+        report["cpu_steal_percent"]
+            .as_f64()
+            .is_some_and(|v| (0.0..=100.0).contains(&v)),
+        "{report}"
+    );
+    assert!(
+        report["disk_fsync_ms_p50"].as_f64() <= report["disk_fsync_ms_p99"].as_f64(),
+        "{report}"
+    );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        out.contains("declarations/s") && out.contains("one core's verify_strict"),
+        out.contains("declarations/s")
+            && out.contains("one core's verify_strict")
+            && out.contains("write+fdatasync")
+            && out.contains("stolen by the host"),
         "{out}"
     );
 }
