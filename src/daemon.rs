@@ -585,6 +585,13 @@ impl Backlog {
         self.items.push_back(w);
     }
 
+    /// Queues the acknowledged publications held so far, if any.
+    fn push_delivered(&mut self, delivered: &mut Vec<i64>) {
+        if !delivered.is_empty() {
+            self.push(Work::Delivered(std::mem::take(delivered)));
+        }
+    }
+
     fn pop(&mut self) -> Option<Work> {
         let w = self.items.pop_front()?;
         self.bytes -= work_bytes(&w);
@@ -713,7 +720,7 @@ impl Connection {
                     poll_once = true;
                 }
                 _ = delivered_tick.tick(), if !delivered.is_empty() && work_tx.is_some() => {
-                    backlog.push(Work::Delivered(std::mem::take(&mut delivered)));
+                    backlog.push_delivered(&mut delivered);
                 }
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -835,6 +842,8 @@ impl Connection {
                                 announced = Some(counts);
                             }
                             if work_tx.is_some() {
+                                // Deleted first, so what the broker already has is not read again.
+                                backlog.push_delivered(&mut delivered);
                                 backlog.push(Work::Resend(0));
                                 catching_up = true;
                             }
@@ -844,9 +853,7 @@ impl Connection {
                             if work_tx.is_none() || p.topic != self.topics.declarations {
                                 continue;
                             }
-                            if !delivered.is_empty() {
-                                backlog.push(Work::Delivered(std::mem::take(&mut delivered)));
-                            }
+                            backlog.push_delivered(&mut delivered);
                             backlog.push(Work::Declaration(Received { publish: p, connection, at: std::time::Instant::now() }));
                         }
                         Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
@@ -858,7 +865,7 @@ impl Connection {
                             if let Some(Some(id)) = awaiting_ack.remove(&ack.pkid) && work_tx.is_some() {
                                 delivered.push(id);
                                 if delivered.len() >= RESEND_MAX {
-                                    backlog.push(Work::Delivered(std::mem::take(&mut delivered)));
+                                    backlog.push_delivered(&mut delivered);
                                 }
                             }
                         }
@@ -877,6 +884,7 @@ impl Connection {
                 && work_tx.is_some()
                 && let Some(after) = more_after.take()
             {
+                backlog.push_delivered(&mut delivered);
                 backlog.push(Work::Resend(after));
             }
             if let Some(tx) = &work_tx {
