@@ -404,17 +404,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         stopping,
         telemetry: telemetry.clone(),
     };
-    let damaged = Arc::new(std::sync::Mutex::new(None));
-    let shutdown = stop_if_damaged(check, damaged.clone(), shutdown);
-    conn.drive(
-        &mut eventloop,
-        counts,
-        work_tx,
-        done_rx,
-        (sync_pubs_rx, policy_rx),
-        shutdown,
-    )
-    .await;
+    let damaged = conn
+        .drive(
+            &mut eventloop,
+            counts,
+            work_tx,
+            done_rx,
+            (sync_pubs_rx, policy_rx),
+            stop_if_damaged(check, shutdown),
+        )
+        .await
+        .flatten();
     let _ = stop_tx.send(true);
     reload_task.abort();
     if let Some(task) = sync_task
@@ -430,7 +430,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     if let Some(task) = http_task {
         task.abort();
     }
-    if let Some(e) = damaged.lock().ok().and_then(|mut d| d.take()) {
+    if let Some(e) = damaged {
         return Err(e.into());
     }
     info!("stopped");
@@ -475,27 +475,24 @@ fn integrity_check_in_background(
     Ok(rx)
 }
 
-/// `shutdown`, or sooner if the integrity check finds the ledger damaged
-/// (the error is left in `damaged` for `run` to return).
+/// `shutdown`, or sooner, with the error, if the integrity check finds the
+/// ledger damaged.
 async fn stop_if_damaged(
     check: tokio::sync::oneshot::Receiver<Result<(), LedgerError>>,
-    damaged: Arc<std::sync::Mutex<Option<LedgerError>>>,
     shutdown: impl Future<Output = ()>,
-) {
+) -> Option<LedgerError> {
     tokio::pin!(shutdown);
     tokio::select! {
-        _ = &mut shutdown => return,
+        _ = &mut shutdown => return None,
         result = check => {
             if let Ok(Err(e)) = result {
                 error!(error = %e, "ledger: damaged; stopping, so no decision rests on it");
-                if let Ok(mut slot) = damaged.lock() {
-                    *slot = Some(e);
-                }
-                return;
+                return Some(e);
             }
         }
     }
-    shutdown.await
+    shutdown.await;
+    None
 }
 
 /// What the retained status says besides its state and counts.
@@ -644,7 +641,9 @@ fn work_bytes(w: &Work) -> usize {
 }
 
 impl Connection {
-    async fn drive(
+    /// Runs the connection until `shutdown` completes and everything in
+    /// hand is committed and acknowledged; returns what `shutdown` gave.
+    async fn drive<S>(
         &self,
         eventloop: &mut EventLoop,
         mut counts: Counts,
@@ -654,9 +653,11 @@ impl Connection {
             mpsc::Receiver<Publication>,
             mpsc::Receiver<crate::policy::Policy>,
         ),
-        shutdown: impl Future<Output = ()>,
-    ) {
+        shutdown: impl Future<Output = S>,
+    ) -> Option<S> {
         tokio::pin!(shutdown);
+        // What `shutdown` completed with, once it has.
+        let mut stopped_by = None;
         let mut work_tx = Some(work_tx);
         // Publications handed to the client, in order, until rumqttc gives them a packet id.
         let mut handed: VecDeque<Option<i64>> = VecDeque::new();
@@ -739,7 +740,8 @@ impl Connection {
                         announced = Some(counts);
                     }
                 }
-                _ = &mut shutdown, if work_tx.is_some() => {
+                why = &mut shutdown, if work_tx.is_some() => {
+                    stopped_by = Some(why);
                     info!("shutting down: no new declarations; finishing those in hand");
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                     // Not yet with the worker, so not committed: the broker keeps them.
@@ -897,7 +899,7 @@ impl Connection {
             // its PUBACKs are with the client (or the connection is gone).
             if worker_done && work_tx.is_none() && (out.acks.is_empty() || !link.connected) {
                 self.finish(eventloop, link.connected, counts).await;
-                return;
+                return stopped_by;
             }
         }
     }
