@@ -713,6 +713,12 @@ impl Connection {
             if reading {
                 poll_once = false;
             }
+            // While reads are paused, an alert or status handed to the client
+            // is still polled out at once: rumqttc sends a request only once
+            // the events it read are taken, so this admits a few messages
+            // more (about two for each request ahead of it, of which there
+            // are at most `inflight`).
+            let rush = !reading && handed.contains(&None);
             counts.outbox = self.telemetry.outbox_depth();
             // A clone, so the shutdown branch can drop `work_tx` meanwhile.
             let feed = work_tx.clone().filter(|_| !backlog.is_empty());
@@ -821,7 +827,7 @@ impl Connection {
                 // Polled whenever the backlog has room, and every
                 // PAUSED_POLL_EVERY while it has not: the PUBACKs for our own
                 // publications arrive here too.
-                ev = eventloop.poll(), if reading || poll_once => {
+                ev = eventloop.poll(), if reading || poll_once || rush => {
                     poll_once = false;
                     match ev {
                         Ok(Event::Incoming(Packet::ConnAck(ack))) => {
