@@ -365,11 +365,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let cfg = Config::load(&config)?;
             crate::logging::init(log_format, &cfg.log_level);
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            // Spawned, not run on this thread: a worker thread that is woken
-            // by the socket then runs the connection task itself, instead of
-            // waking this one (a context switch less per packet).
-            rt.block_on(async { tokio::spawn(crate::daemon::run(cfg, shutdown_signal())).await })
-                .context("the daemon's task failed")??;
+            rt.block_on(async { crate::daemon::run(cfg, shutdown_signal()).await })?;
             Ok(Outcome::Ok)
         }
         Command::Hub { config, log_format } => {
