@@ -713,12 +713,12 @@ impl Connection {
             if reading {
                 poll_once = false;
             }
-            // While reads are paused, an alert or status handed to the client
-            // is still polled out at once: rumqttc sends a request only once
-            // the events it read are taken, so this admits a few messages
-            // more (about two for each request ahead of it, of which there
-            // are at most `inflight`).
-            let rush = !reading && handed.contains(&None);
+            // While reads are paused and the ledger cannot commit, the fault's
+            // alert and status handed to the client are still polled out at
+            // once: rumqttc sends a request only once the events it read are
+            // taken, so this admits a few messages more (about two for each
+            // request ahead of it, of which there are at most `inflight`).
+            let rush = !reading && fault.is_some() && handed.contains(&None);
             counts.outbox = self.telemetry.outbox_depth();
             // A clone, so the shutdown branch can drop `work_tx` meanwhile.
             let feed = work_tx.clone().filter(|_| !backlog.is_empty());
