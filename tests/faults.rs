@@ -279,27 +279,8 @@ async fn a_ledger_damaged_where_start_up_does_not_read_stops_the_daemon_and_stay
     wait_online(post.broker.port).await;
     assert!(post.stop().success(), "{}", post.log());
 
-    // Twenty thousand consumptions, then one page in the middle of the file
-    // overwritten: what start-up reads (schema, counts, newest rows) is intact.
-    let path = post.dir.path().join("state/ledger.db");
-    {
-        let db = rusqlite::Connection::open(&path).unwrap();
-        let tx = db.unchecked_transaction().unwrap();
-        for i in 1..=20_000i64 {
-            tx.execute(
-                "INSERT INTO consumed(license_id, declaration_id, consumed_at, seq, audit_id, record) VALUES (?1, ?2, 1700000000, ?3, 0, x'00')",
-                rusqlite::params![format!("LIC-{i:08}"), format!("D-{i:08}"), i],
-            )
-            .unwrap();
-        }
-        tx.commit().unwrap();
-        db.pragma_update(None, "wal_checkpoint", "TRUNCATE")
-            .unwrap();
-    }
-    let mut bytes = std::fs::read(&path).unwrap();
-    let middle = bytes.len() / 4096 / 2 * 4096;
-    bytes[middle..middle + 4096].fill(0xa5);
-    std::fs::write(&path, bytes).unwrap();
+    // What start-up reads is intact; a page in the middle is not.
+    damage_a_ledger(&post.dir.path().join("state/ledger.db"));
 
     post.start();
     let status = exits_within(&mut post, 30).expect("the daemon stops on a damaged ledger");
@@ -321,4 +302,35 @@ async fn a_ledger_damaged_where_start_up_does_not_read_stops_the_daemon_and_stay
         log.contains("restore it from a backup") && log.contains("ledger.db.damaged"),
         "{log}"
     );
+}
+
+#[test]
+fn a_damaged_ledger_found_by_the_check_after_start_is_marked_and_refused_from_then_on() {
+    use permitgate::ledger::Ledger;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    drop(Ledger::open(&path, "p1").unwrap());
+    damage_a_ledger(&path);
+    let ledger = Ledger::open_checking_later(&path, "p1").unwrap();
+    assert_eq!(ledger.counts().unwrap(), (0, 20_000, 0));
+    let e = ledger.integrity_check().unwrap_err().to_string();
+    assert!(
+        e.contains("integrity check failed") && e.contains("l.db"),
+        "{e}"
+    );
+    drop(ledger);
+    assert!(dir.path().join("l.db.damaged").exists());
+    for e in [
+        Ledger::open_checking_later(&path, "p1").err().unwrap(),
+        Ledger::open(&path, "p1").err().unwrap(),
+    ] {
+        let e = e.to_string();
+        assert!(
+            e.contains("restore it from a backup") && e.contains("l.db.damaged"),
+            "{e}"
+        );
+    }
+    // A read-only look (export, show) still checks the file and says what is wrong.
+    let e = Ledger::open_read_only(&path).err().unwrap().to_string();
+    assert!(e.contains("integrity check failed"), "{e}");
 }

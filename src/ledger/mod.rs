@@ -1095,61 +1095,6 @@ mod tests {
         assert_eq!(std::fs::read(&junk).unwrap(), vec![0x5a; 8192]);
     }
 
-    /// A ledger of `n` consumptions with one page in the middle of the file
-    /// overwritten: it opens (the pages read at start are intact) but fails
-    /// a check of the whole file.
-    pub(crate) fn damaged_ledger(path: &Path, n: u64) {
-        drop(Ledger::open(path, "p1").unwrap());
-        let db = Connection::open(path).unwrap();
-        let tx = db.unchecked_transaction().unwrap();
-        for i in 1..=n {
-            tx.execute(
-                "INSERT INTO consumed(license_id, declaration_id, consumed_at, seq, audit_id, record) VALUES (?1, ?2, 1700000000, ?3, 0, x'00')",
-                params![format!("LIC-{i:08}"), format!("D-{i:08}"), i as i64],
-            )
-            .unwrap();
-        }
-        tx.commit().unwrap();
-        db.pragma_update(None, "wal_checkpoint", "TRUNCATE")
-            .unwrap();
-        drop(db);
-        let mut bytes = std::fs::read(path).unwrap();
-        let page = 4096;
-        let middle = bytes.len() / page / 2 * page;
-        bytes[middle..middle + page].fill(0xa5);
-        std::fs::write(path, bytes).unwrap();
-    }
-
-    #[test]
-    fn damage_found_after_start_is_marked_and_refused_from_then_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("l.db");
-        damaged_ledger(&path, 20_000);
-        let ledger = Ledger::open_checking_later(&path, "p1").unwrap();
-        assert_eq!(ledger.counts().unwrap(), (0, 20_000, 0));
-        let e = ledger.integrity_check().unwrap_err().to_string();
-        assert!(
-            e.contains("integrity check failed") && e.contains("l.db"),
-            "{e}"
-        );
-        drop(ledger);
-        let marker = damage_marker(&path);
-        assert!(marker.exists());
-        for e in [
-            Ledger::open_checking_later(&path, "p1").err().unwrap(),
-            Ledger::open(&path, "p1").err().unwrap(),
-        ] {
-            let e = e.to_string();
-            assert!(
-                e.contains("restore it from a backup") && e.contains("l.db.damaged"),
-                "{e}"
-            );
-        }
-        // A read-only look (export, show) still checks the file and says what is wrong.
-        let e = Ledger::open_read_only(&path).err().unwrap().to_string();
-        assert!(e.contains("integrity check failed"), "{e}");
-    }
-
     #[test]
     fn a_remote_record_for_a_license_consumed_here_raises_double_use_once() {
         let (dir, policy, tok, identity) = setup();

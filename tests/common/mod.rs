@@ -641,3 +641,28 @@ pub async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Writes twenty thousand consumptions into the ledger at `path` (which
+/// exists), then overwrites one page in the middle of the file: what
+/// start-up reads (schema, counts, newest rows) stays intact, a whole-file
+/// check does not.
+pub fn damage_a_ledger(path: &std::path::Path) {
+    {
+        let db = rusqlite::Connection::open(path).unwrap();
+        let tx = db.unchecked_transaction().unwrap();
+        for i in 1..=20_000i64 {
+            tx.execute(
+                "INSERT INTO consumed(license_id, declaration_id, consumed_at, seq, audit_id, record) VALUES (?1, ?2, 1700000000, ?3, 0, x'00')",
+                rusqlite::params![format!("LIC-{i:08}"), format!("D-{i:08}"), i],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        db.pragma_update(None, "wal_checkpoint", "TRUNCATE")
+            .unwrap();
+    }
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle = bytes.len() / 4096 / 2 * 4096;
+    bytes[middle..middle + 4096].fill(0xa5);
+    std::fs::write(path, bytes).unwrap();
+}
