@@ -437,6 +437,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     Ok(())
 }
 
+/// Completes at `at`, or never when there is none.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Checks the whole ledger file on a thread of its own while the daemon
 /// decides; the answer comes on the channel.
 ///
@@ -658,6 +666,8 @@ impl Connection {
         tokio::pin!(shutdown);
         // What `shutdown` completed with, once it has.
         let mut stopped_by = None;
+        // When to try the broker again after a failed connection.
+        let mut retry_at: Option<tokio::time::Instant> = None;
         let mut work_tx = Some(work_tx);
         // Publications handed to the client, in order, until rumqttc gives them a packet id.
         let mut handed: VecDeque<Option<i64>> = VecDeque::new();
@@ -827,7 +837,10 @@ impl Connection {
                 // Polled whenever the backlog has room, and every
                 // PAUSED_POLL_EVERY while it has not: the PUBACKs for our own
                 // publications arrive here too.
-                ev = eventloop.poll(), if reading || poll_once || rush => {
+                _ = sleep_until_some(retry_at), if retry_at.is_some() => {
+                    retry_at = None;
+                }
+                ev = eventloop.poll(), if (reading || poll_once || rush) && retry_at.is_none() => {
                     poll_once = false;
                     match ev {
                         Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -883,7 +896,8 @@ impl Connection {
                             let wait = link.down(eventloop, &e, "broker", self.reconnect_max);
                             self.telemetry.link(false, false, SystemClock.now());
                             forget_connection(&mut handed, &mut awaiting_ack, &mut out, &mut backlog);
-                            tokio::time::sleep(wait).await;
+                            // Waited for in the select, so a SIGTERM meanwhile stops at once.
+                            retry_at = Some(tokio::time::Instant::now() + wait);
                         }
                     }
                 }

@@ -397,6 +397,24 @@ async fn verdicts_committed_but_unpublished_go_out_after_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_at_once_while_waiting_to_reconnect() {
+    let mut post = Post::new();
+    // Nothing listens here: every attempt fails and the waits double
+    // (0.5, 1, 2, 4 s, then about 8 s, from about 7.5 s on).
+    post.write_config(&format!("port = {}\n", free_port()));
+    post.start();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let asked = std::time::Instant::now();
+    assert!(post.stop().success(), "{}", post.log());
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "took {:?} to stop while waiting to reconnect\n{}",
+        asked.elapsed(),
+        post.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_in_with_username_and_password() {
     let mut post = Post::new();
     let dir = post.dir.path().to_owned();
