@@ -834,12 +834,12 @@ impl Connection {
                     }
                     None => worker_done = true,
                 },
-                // Polled whenever the backlog has room, and every
-                // PAUSED_POLL_EVERY while it has not: the PUBACKs for our own
-                // publications arrive here too.
                 _ = sleep_until_some(retry_at), if retry_at.is_some() => {
                     retry_at = None;
                 }
+                // Polled whenever the backlog has room, and every
+                // PAUSED_POLL_EVERY while it has not: the PUBACKs for our own
+                // publications arrive here too.
                 ev = eventloop.poll(), if (reading || poll_once || rush) && retry_at.is_none() => {
                     poll_once = false;
                     match ev {

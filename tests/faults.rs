@@ -255,16 +255,8 @@ async fn a_read_only_ledger_stops_start_up_with_a_clear_error() {
     assert!(post.stop().success(), "{}", post.log());
 
     disk.remount("ro");
-    post.start();
-    let status = exits_within(&mut post, 10)
-        .expect("the daemon exits instead of running on a read-only ledger");
-    assert!(!status.success());
-    let log = post.log();
-    eprintln!("{log}");
-    assert!(
-        log.contains("ledger.db") && log.contains("read-only"),
-        "{log}"
-    );
+    // The daemon exits instead of running on a read-only ledger.
+    starts_and_fails(&mut post, 10, &["ledger.db", "read-only"]);
 }
 
 #[test]
@@ -284,6 +276,17 @@ fn a_checkpoint_key_others_may_read_stops_start_up() {
         log.contains("checkpoint.key.pem") && log.contains("readable by others"),
         "{log}"
     );
+}
+
+/// Starts the daemon and checks it exits unsuccessfully within `secs`,
+/// with a log that says every one of `says`.
+fn starts_and_fails(post: &mut Post, secs: u64, says: &[&str]) {
+    post.start();
+    let status = exits_within(post, secs)
+        .unwrap_or_else(|| panic!("still running after {secs} s:\n{}", post.log()));
+    assert!(!status.success());
+    let log = post.log();
+    assert!(says.iter().all(|s| log.contains(s)), "{log}");
 }
 
 /// Waits up to `secs` for the daemon to exit on its own; its status.
@@ -309,25 +312,19 @@ async fn a_ledger_damaged_where_start_up_does_not_read_stops_the_daemon_and_stay
     // What start-up reads is intact; a page in the middle is not.
     damage_a_ledger(&post.dir.path().join("state/ledger.db"));
 
-    post.start();
-    let status = exits_within(&mut post, 30).expect("the daemon stops on a damaged ledger");
-    assert!(!status.success());
-    let log = post.log();
-    assert!(
-        log.contains("damaged; stopping") && log.contains("integrity check failed"),
-        "{log}"
+    starts_and_fails(
+        &mut post,
+        30,
+        &["damaged; stopping", "integrity check failed"],
     );
     let marker = post.dir.path().join("state/ledger.db.damaged");
     assert!(marker.exists());
 
     // From then on it is refused at once, naming the marker.
-    post.start();
-    let status = exits_within(&mut post, 10).expect("refused at start");
-    assert!(!status.success());
-    let log = post.log();
-    assert!(
-        log.contains("restore it from a backup") && log.contains("ledger.db.damaged"),
-        "{log}"
+    starts_and_fails(
+        &mut post,
+        10,
+        &["restore it from a backup", "ledger.db.damaged"],
     );
 }
 
