@@ -57,6 +57,7 @@ fn hot(c: &mut Criterion) {
     c.bench_function("verify_strict alone", |b| {
         b.iter(|| msg.verify(black_box(&key)))
     });
+    batch_against_strict(c);
     c.bench_function("token open (decode + verify + claims)", |b| {
         b.iter(|| {
             token::open(black_box(s.token_text.as_bytes()), |k| {
@@ -82,6 +83,18 @@ fn hot(c: &mut Criterion) {
         checkpoint: "bench".into(),
         key: permitgate::keys::generate(),
     };
+    let record = permitgate::record::ConsumptionRecord {
+        checkpoint: "bench".into(),
+        seq: 1,
+        license_id: "MOFCOM-2025-RE-000001".into(),
+        declaration_id: "B-1".into(),
+        consumed_at: s.now,
+        token_sha256: [7; 32],
+        declaration_sha256: [9; 32],
+    };
+    c.bench_function("consumption record: encode and sign", |b| {
+        b.iter(|| black_box(&record).sign(&identity.key))
+    });
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::open(&dir.path().join("ledger.db"), "bench").unwrap();
     let mut n = 0u64;
@@ -111,6 +124,40 @@ fn hot(c: &mut Criterion) {
             },
             BatchSize::SmallInput,
         )
+    });
+}
+
+/// What an exact batch check would cost: `verify_batch` of 64 (per call),
+/// and the torsion check of one R that would make it accept exactly what
+/// `verify_strict` accepts (the README's "No batch verification").
+fn batch_against_strict(c: &mut Criterion) {
+    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+    use curve25519_dalek::scalar::Scalar;
+    use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+    use ed25519_dalek::Signature;
+
+    let issuer = permitgate::keys::generate();
+    let messages: Vec<Vec<u8>> = (0..64)
+        .map(|i| format!("Signature1 sig_structure stand-in {i:>300}").into_bytes())
+        .collect();
+    let signatures: Vec<Signature> = messages
+        .iter()
+        .map(|m| ed25519_dalek::Signer::sign(&issuer, m))
+        .collect();
+    let keys = vec![issuer.verifying_key(); 64];
+    let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
+    c.bench_function("verify_batch of 64 (whole batch)", |b| {
+        b.iter(|| ed25519_dalek::verify_batch(black_box(&refs), &signatures, &keys))
+    });
+    let r = CompressedEdwardsY(*signatures[0].r_bytes())
+        .decompress()
+        .unwrap();
+    let l_minus_one = Scalar::ZERO - Scalar::ONE;
+    c.bench_function("torsion check of one R ([L]R, variable time)", |b| {
+        b.iter(|| {
+            let r = black_box(r);
+            (EdwardsPoint::vartime_multiscalar_mul([l_minus_one], [r]) + r).is_identity()
+        })
     });
 }
 
