@@ -80,7 +80,9 @@ impl Topics {
 }
 
 enum Work {
-    Declaration(Received),
+    /// A declaration, with the acknowledged publications (see
+    /// [`Work::Delivered`]) that travel with it, so both are one hand-over.
+    Declaration(Received, Vec<i64>),
     /// Publications the broker acknowledged: their queue rows can go.
     Delivered(Vec<i64>),
     /// Publish the queued messages with ids above this (0: start over).
@@ -591,9 +593,9 @@ impl Backlog {
     }
 
     /// Queues the acknowledged publications held so far, if any.
-    fn push_delivered(&mut self, delivered: &mut Vec<i64>) {
-        if !delivered.is_empty() {
-            self.push(Work::Delivered(std::mem::take(delivered)));
+    fn push_delivered(&mut self, delivered: &mut Acknowledged) {
+        if !delivered.ids.is_empty() {
+            self.push(Work::Delivered(delivered.take()));
         }
     }
 
@@ -629,9 +631,17 @@ impl Backlog {
         }
     }
 
-    /// Declarations of a lost connection: the broker redelivers them.
+    /// Declarations of a lost connection: the broker redelivers them (the
+    /// acknowledgements they carried stay).
     fn forget_declarations(&mut self) {
-        self.items.retain(|w| !matches!(w, Work::Declaration(_)));
+        self.items = std::mem::take(&mut self.items)
+            .into_iter()
+            .filter_map(|w| match w {
+                Work::Declaration(_, ids) if ids.is_empty() => None,
+                Work::Declaration(_, ids) => Some(Work::Delivered(ids)),
+                other => Some(other),
+            })
+            .collect();
         self.bytes = self.items.iter().map(work_bytes).sum();
     }
 
@@ -641,9 +651,41 @@ impl Backlog {
     }
 }
 
+/// How long acknowledged publications wait for a declaration to travel
+/// with before they go to the ledger on their own.
+const ACKED_IDLE: Duration = Duration::from_secs(1);
+
+/// Publications the broker acknowledged, not yet handed to the worker.
+///
+/// Design: they travel with the next declaration, so both stages wake once
+/// for the two and the deletion rides in that declaration's transaction (a
+/// transaction of its own costs an fsync per declaration at a quiet gate);
+/// only after [`ACKED_IDLE`] without one do they go alone. One lost only
+/// means the message is published again.
+#[derive(Default)]
+struct Acknowledged {
+    ids: Vec<i64>,
+    /// When they go alone: [`ACKED_IDLE`] after the first was held.
+    due: Option<tokio::time::Instant>,
+}
+
+impl Acknowledged {
+    fn add(&mut self, id: i64) {
+        if self.ids.is_empty() {
+            self.due = Some(tokio::time::Instant::now() + ACKED_IDLE);
+        }
+        self.ids.push(id);
+    }
+
+    fn take(&mut self) -> Vec<i64> {
+        self.due = None;
+        std::mem::take(&mut self.ids)
+    }
+}
+
 fn work_bytes(w: &Work) -> usize {
     match w {
-        Work::Declaration(r) => r.publish.payload.len(),
+        Work::Declaration(r, _) => r.publish.payload.len(),
         _ => 0,
     }
 }
@@ -704,11 +746,7 @@ impl Connection {
         // worker) still go out; each such poll admits at most one message.
         let mut paused_tick = tokio::time::interval(PAUSED_POLL_EVERY);
         let mut poll_once = false;
-        // Publications the broker acknowledged, handed to the worker with
-        // the next declaration (one wake-up for both), or after a quiet while.
-        let mut delivered: Vec<i64> = Vec::new();
-        let mut delivered_tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + ACKED_IDLE, ACKED_IDLE);
+        let mut delivered = Acknowledged::default();
 
         loop {
             if reading && backlog.is_full() {
@@ -736,7 +774,7 @@ impl Connection {
                 _ = paused_tick.tick(), if !reading => {
                     poll_once = true;
                 }
-                _ = delivered_tick.tick(), if !delivered.is_empty() && work_tx.is_some() => {
+                _ = sleep_until_some(delivered.due), if delivered.due.is_some() && work_tx.is_some() => {
                     backlog.push_delivered(&mut delivered);
                 }
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
@@ -763,8 +801,8 @@ impl Connection {
                     // Not yet with the worker, so not committed: the broker keeps them.
                     backlog.clear();
                     // Best effort: one not deleted is only published again after the restart.
-                    if let Some(tx) = &work_tx && !delivered.is_empty() {
-                        let _ = tx.try_send(Work::Delivered(std::mem::take(&mut delivered)));
+                    if let Some(tx) = &work_tx && !delivered.ids.is_empty() {
+                        let _ = tx.try_send(Work::Delivered(delivered.take()));
                     }
                     // Dropping the sender lets the worker finish its queue and stop.
                     work_tx = None;
@@ -874,8 +912,8 @@ impl Connection {
                             if work_tx.is_none() || p.topic != self.topics.declarations {
                                 continue;
                             }
-                            backlog.push_delivered(&mut delivered);
-                            backlog.push(Work::Declaration(Received { publish: p, connection, at: std::time::Instant::now() }));
+                            let r = Received { publish: p, connection, at: std::time::Instant::now() };
+                            backlog.push(Work::Declaration(r, delivered.take()));
                         }
                         Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                             if let Some(id) = handed.pop_front() {
@@ -884,8 +922,8 @@ impl Connection {
                         }
                         Ok(Event::Incoming(Packet::PubAck(ack))) => {
                             if let Some(Some(id)) = awaiting_ack.remove(&ack.pkid) && work_tx.is_some() {
-                                delivered.push(id);
-                                if delivered.len() >= RESEND_MAX {
+                                delivered.add(id);
+                                if delivered.ids.len() >= RESEND_MAX {
                                     backlog.push_delivered(&mut delivered);
                                 }
                             }
@@ -1081,28 +1119,18 @@ impl Verified {
     }
 }
 
-/// Takes the next batch (waiting at most `idle`, when given) and joins to
-/// it the batches verified while the last commit ran (group commit: one
-/// transaction, one fsync); a batch that cannot join is kept in `carried`
-/// for the next turn.
+/// Takes the next batch and joins to it the batches verified while the last
+/// commit ran (group commit: one transaction, one fsync); a batch that
+/// cannot join is kept in `carried` for the next turn. `None` once the
+/// verify stage has stopped.
 fn next_batch(
     rx: &std::sync::mpsc::Receiver<Verified>,
     carried: &mut Option<Verified>,
     batch_max: usize,
-    idle: Option<Duration>,
-) -> Next {
-    use std::sync::mpsc::RecvTimeoutError;
-    let mut batch = match (carried.take(), idle) {
-        (Some(b), _) => b,
-        (None, None) => match rx.recv() {
-            Ok(b) => b,
-            Err(_) => return Next::Closed,
-        },
-        (None, Some(wait)) => match rx.recv_timeout(wait) {
-            Ok(b) => b,
-            Err(RecvTimeoutError::Timeout) => return Next::Idle,
-            Err(RecvTimeoutError::Disconnected) => return Next::Closed,
-        },
+) -> Option<Verified> {
+    let mut batch = match carried.take() {
+        Some(b) => b,
+        None => rx.recv().ok()?,
     };
     while batch.declarations.len() < batch_max {
         match rx.try_recv() {
@@ -1114,17 +1142,7 @@ fn next_batch(
             Err(_) => break,
         }
     }
-    Next::Batch(batch)
-}
-
-/// What the ledger stage has to do next.
-enum Next {
-    /// Decide this batch.
-    Batch(Verified),
-    /// Nothing arrived within the wait asked for.
-    Idle,
-    /// The verify stage stopped.
-    Closed,
+    Some(batch)
 }
 
 /// Batches that may wait between the two stages: one being verified while
@@ -1152,7 +1170,10 @@ fn verify_stage(
         let mut next = Some(first);
         while let Some(w) = next {
             match w {
-                Work::Declaration(r) => declarations.push(r),
+                Work::Declaration(r, ids) => {
+                    declarations.push(r);
+                    delivered.extend(ids);
+                }
                 Work::Delivered(ids) => delivered.extend(ids),
                 Work::Resend(after) => resend = Some(after),
                 // Declarations before it are decided under the old policy, the rest under it.
@@ -1191,39 +1212,6 @@ fn verify_stage(
 /// The ledger stage: decides each verified batch in one transaction,
 /// commits, and hands the connection task the PUBACKs and publications.
 fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Sender<Done>) {
-    let mut acked = Vec::new();
-    let mut ledger = decide_until_stopped(w, &rx, &tx, &mut acked);
-    clear_acked(&mut ledger, &mut acked);
-}
-
-/// How long acknowledged publications wait for a decision transaction to
-/// ride in before they are deleted on their own.
-const ACKED_IDLE: Duration = Duration::from_secs(1);
-
-/// Deletes the publications the broker acknowledged, in one transaction.
-fn clear_acked(ledger: &mut Ledger, acked: &mut Vec<i64>) {
-    if acked.is_empty() {
-        return;
-    }
-    if let Err(e) = ledger.delete_publications(acked) {
-        error!(error = %e, "could not clear published messages; they will be sent again");
-    }
-    acked.clear();
-}
-
-/// The ledger stage's loop; hands the ledger back when the daemon stops.
-///
-/// Design: deletions of published messages ride in the next decision
-/// transaction (`acked` holds them until then, or until the gate has been
-/// quiet for [`ACKED_IDLE`]): a deletion of its own would cost a second
-/// fsync per declaration at a quiet gate, and a lost one only means the
-/// message is published again.
-fn decide_until_stopped(
-    w: Worker,
-    rx: &std::sync::mpsc::Receiver<Verified>,
-    tx: &mpsc::Sender<Done>,
-    acked: &mut Vec<i64>,
-) -> Ledger {
     let Worker {
         mut ledger,
         mut policy,
@@ -1234,29 +1222,21 @@ fn decide_until_stopped(
         batch_max,
     } = w;
     let mut carried = None;
-    loop {
-        let idle = (!acked.is_empty()).then_some(ACKED_IDLE);
+    while let Some(batch) = next_batch(&rx, &mut carried, batch_max) {
         let Verified {
             mut declarations,
             prepared,
-            delivered,
+            mut delivered,
             resend,
             new_policy,
-        } = match next_batch(rx, &mut carried, batch_max, idle) {
-            Next::Batch(b) => b,
-            Next::Idle => {
-                clear_acked(&mut ledger, acked);
-                continue;
-            }
-            Next::Closed => return ledger,
-        };
-        acked.extend(delivered);
-        if acked.len() >= RESEND_MAX {
-            clear_acked(&mut ledger, acked);
+        } = batch;
+        // Acknowledged publications ride in the decision transaction; with
+        // none to ride in, or before a re-send reads the queue (what the
+        // broker has is not read again to be sent once more), they go alone.
+        if resend.is_some() || declarations.is_empty() {
+            delete_delivered(&mut ledger, &mut delivered);
         }
         if let Some(after) = resend {
-            // What the broker has is not read again to be sent once more.
-            clear_acked(&mut ledger, acked);
             // Up to the newest: while a re-send runs, the connection task
             // leaves new publications to it rather than holding them twice.
             let publications = ledger
@@ -1282,23 +1262,28 @@ fn decide_until_stopped(
                 ..Done::counts(counts)
             };
             if tx.blocking_send(done).is_err() {
-                return ledger;
+                return;
             }
         }
         // When it is not committed, nothing is acknowledged: the broker keeps
         // the declarations and redelivers them on the next connection.
-        if !declarations.is_empty()
-            && let Some(committed) = commit_batch(
+        let committed = if declarations.is_empty() {
+            None
+        } else {
+            commit_batch(
                 &mut ledger,
                 &policy,
                 &identity,
                 &prepared,
-                acked,
+                &delivered,
                 (counts, &stopping),
-                tx,
+                &tx,
             )
-        {
-            acked.clear();
+        };
+        if committed.is_none() {
+            delete_delivered(&mut ledger, &mut delivered);
+        }
+        if let Some(committed) = committed {
             let Committed {
                 publications,
                 added,
@@ -1329,7 +1314,7 @@ fn decide_until_stopped(
                 ..Done::counts(counts)
             };
             if tx.blocking_send(done).is_err() {
-                return ledger;
+                return;
             }
         }
         if let Some(p) = new_policy {
@@ -1342,10 +1327,21 @@ fn decide_until_stopped(
             counts.policy_version = policy.version;
             telemetry.policy(policy.version, policy.issued_at, policy.max_age);
             if tx.blocking_send(Done::counts(counts)).is_err() {
-                return ledger;
+                return;
             }
         }
     }
+}
+
+/// Deletes publications the broker acknowledged, in a transaction of their own.
+fn delete_delivered(ledger: &mut Ledger, delivered: &mut Vec<i64>) {
+    if delivered.is_empty() {
+        return;
+    }
+    if let Err(e) = ledger.delete_publications(delivered) {
+        error!(error = %e, "could not clear published messages; they will be sent again");
+    }
+    delivered.clear();
 }
 
 /// First and longest wait between attempts to commit while the ledger's storage fails.
@@ -1529,11 +1525,7 @@ mod tests {
         carried: &mut Option<Verified>,
         max: usize,
     ) -> Verified {
-        match next_batch(rx, carried, max, Some(Duration::from_millis(10))) {
-            Next::Batch(b) => b,
-            Next::Idle => panic!("idle"),
-            Next::Closed => panic!("closed"),
-        }
+        next_batch(rx, carried, max).expect("a batch")
     }
 
     #[test]
@@ -1548,15 +1540,8 @@ mod tests {
         assert_eq!(b.prepared.len(), 3);
         assert_eq!(b.delivered, [1, 2, 3]);
         assert!(carried.is_none());
-        assert!(matches!(
-            next_batch(&rx, &mut carried, 100, Some(Duration::from_millis(10))),
-            Next::Idle
-        ));
         drop(tx);
-        assert!(matches!(
-            next_batch(&rx, &mut carried, 100, None),
-            Next::Closed
-        ));
+        assert!(next_batch(&rx, &mut carried, 100).is_none());
     }
 
     #[test]

@@ -105,6 +105,28 @@ async fn reconnects_after_the_broker_restarts() {
     assert!(post.stop().success());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_gate_clears_its_published_verdicts_from_the_ledger() {
+    let mut post = Post::new();
+    post.start();
+    wait_online(post.broker.port).await;
+    let mut officer = Officer::connect(post.broker.port, "officer-q").await;
+    officer.expect_cleared(&post, "QUIET-1").await;
+    // The broker has the verdict; with no next declaration to carry its
+    // deletion, it goes alone after a second (ACKED_IDLE).
+    let since = std::time::Instant::now();
+    while post.queued_publications() > 0 && since.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        post.queued_publications(),
+        0,
+        "published verdict still queued after 3 s\n{}",
+        post.log()
+    );
+    assert!(post.stop().success());
+}
+
 /// Declarations in the SIGTERM burst: tens of thousands, so that on the
 /// restart mosquitto redelivers far more than the daemon's queues hold.
 const BURST: usize = 20_000;
