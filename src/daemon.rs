@@ -552,9 +552,10 @@ struct Connection {
     telemetry: Arc<Telemetry>,
 }
 
-/// What the connection task still has to hand to the client.
+/// What the connection task holds for the broker: what it still has to hand
+/// to the client, and what the client has in flight for it.
 #[derive(Default)]
-struct PendingOut {
+struct Outbound {
     /// PUBACKs for committed declarations, in arrival order.
     acks: VecDeque<Received>,
     /// Verdicts and alerts to publish: (queue id, kind, payload).
@@ -562,21 +563,95 @@ struct PendingOut {
     /// Alerts about the daemon itself, not queued in the ledger (it may be
     /// the ledger that fails): sent once, on this connection.
     alerts: VecDeque<String>,
+    /// Publications handed to the client, in order, until rumqttc gives them
+    /// a packet id (`None`: not from the ledger's queue).
+    handed: VecDeque<Option<i64>>,
+    /// Publications sent and not yet acknowledged, by packet id.
+    awaiting: HashMap<u16, Option<i64>>,
+    /// Publications above this id are still in the ledger's queue only: ask
+    /// for them once those held are out.
+    more_after: Option<i64>,
+    /// True while publications are re-read from the ledger's queue (after a
+    /// connect, or when more were made than are held): new ones are left
+    /// there for the re-send to pick up, in order.
+    catching_up: bool,
+    /// The newest publication id held (or already sent).
+    last_held: i64,
 }
 
-/// Drops what belonged to a connection that is gone. Unsent PUBACKs and
-/// undecided declarations go too: the broker redelivers those declarations,
-/// and the ledger answers a decided one with its stored verdict.
-fn forget_connection(
-    handed: &mut VecDeque<Option<i64>>,
-    awaiting_ack: &mut HashMap<u16, Option<i64>>,
-    out: &mut PendingOut,
-    backlog: &mut Backlog,
-) {
-    handed.clear();
-    awaiting_ack.clear();
-    out.acks.clear();
-    backlog.forget_declarations();
+impl Outbound {
+    /// A new connection: the client's in-flight state is gone, and queued
+    /// publications are re-read from the ledger (`resending`: from the start).
+    fn connected(&mut self, resending: bool) {
+        self.handed.clear();
+        self.awaiting.clear();
+        self.publications.clear();
+        self.more_after = None;
+        if resending {
+            self.catching_up = true;
+        }
+    }
+
+    /// The connection is gone. Unsent PUBACKs go too: the broker redelivers
+    /// those declarations, and the ledger answers them with the stored verdict.
+    fn lost(&mut self) {
+        self.handed.clear();
+        self.awaiting.clear();
+        self.acks.clear();
+    }
+
+    /// rumqttc gave the oldest publication handed to it this packet id.
+    fn sent(&mut self, pkid: u16) {
+        if let Some(id) = self.handed.pop_front() {
+            self.awaiting.insert(pkid, id);
+        }
+    }
+
+    /// The broker acknowledged `pkid`: the queue id it was sent from, if any.
+    fn acknowledged(&mut self, pkid: u16) -> Option<i64> {
+        self.awaiting.remove(&pkid).flatten()
+    }
+
+    /// Takes what the ledger stage committed or re-read. New publications
+    /// are held only while the re-send has caught up and they fit in
+    /// [`RESEND_MAX`]; otherwise they are left in the ledger's queue and a
+    /// re-send after the newest held picks them up, in order.
+    fn take(
+        &mut self,
+        acks: Vec<Received>,
+        publications: Vec<Publication>,
+        more_after: Option<i64>,
+        resent: bool,
+    ) {
+        self.more_after = more_after.or(self.more_after);
+        self.acks.extend(acks);
+        let newest = publications.last().map(|p| p.0);
+        let hold = if resent {
+            self.catching_up = more_after.is_some();
+            true
+        } else if self.catching_up {
+            false
+        } else if self.publications.len() + publications.len() > RESEND_MAX {
+            self.catching_up = true;
+            self.more_after = Some(self.last_held);
+            false
+        } else {
+            true
+        };
+        if hold {
+            self.last_held = self.last_held.max(newest.unwrap_or(0));
+            self.publications.extend(publications);
+        }
+    }
+
+    /// Where the next re-send starts, once everything held is out.
+    fn resend_due(&mut self) -> Option<i64> {
+        if self.publications.is_empty() {
+            self.more_after.take()
+        } else {
+            None
+        }
+    }
 }
 
 /// Work waiting for room in the worker's queue, bounded by count and bytes.
@@ -711,9 +786,6 @@ impl Connection {
         // When to try the broker again after a failed connection.
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut work_tx = Some(work_tx);
-        // Publications handed to the client, in order, until rumqttc gives them a packet id.
-        let mut handed: VecDeque<Option<i64>> = VecDeque::new();
-        let mut awaiting_ack: HashMap<u16, Option<i64>> = HashMap::new();
         // The counts the retained status last went out with.
         let mut announced: Option<Counts> = None;
         // Why the ledger cannot commit, while it cannot.
@@ -723,18 +795,11 @@ impl Connection {
         // Numbers the connections, so a PUBACK never goes out on a later one.
         let mut connection = 0u64;
         let mut worker_done = false;
-        let mut out = PendingOut::default();
+        let mut out = Outbound::default();
         // Work the worker's queue had no room for, in arrival order. Never
         // dropped: a declaration left unacknowledged on a live connection is
         // not redelivered until the next one.
         let mut backlog = Backlog::default();
-        let mut more_after: Option<i64> = None;
-        // True while publications are re-read from the ledger's queue (after a
-        // connect, or when more were made than are held): new ones are left
-        // there for the re-send to pick up, in order.
-        let mut catching_up = false;
-        // The newest publication id held in memory (or already sent).
-        let mut last_held = 0i64;
         // Pinged from this loop, so a stuck event loop stops the pings and systemd restarts us.
         let watchdog = sd_notify::watchdog_enabled();
         let mut watchdog_tick =
@@ -766,7 +831,7 @@ impl Connection {
             // once: rumqttc sends a request only once the events it read are
             // taken, so this admits a few messages more (about two for each
             // request ahead of it, of which there are at most `inflight`).
-            let rush = !reading && fault.is_some() && handed.contains(&None);
+            let rush = !reading && fault.is_some() && out.handed.contains(&None);
             counts.outbox = self.telemetry.outbox_depth();
             // A clone, so the shutdown branch can drop `work_tx` meanwhile.
             let feed = work_tx.clone().filter(|_| !backlog.is_empty());
@@ -786,11 +851,11 @@ impl Connection {
                         backlog_bytes = backlog.bytes,
                         acks = out.acks.len(),
                         publications = out.publications.len(),
-                        awaiting = awaiting_ack.len(),
+                        awaiting = out.awaiting.len(),
                         "queues"
                     );
                     if self.announce(counts, fault.as_deref()) {
-                        handed.push_back(None);
+                        out.handed.push_back(None);
                         announced = Some(counts);
                     }
                 }
@@ -850,25 +915,7 @@ impl Connection {
                             }
                             None => {}
                         }
-                        more_after = done.more_after.or(more_after);
-                        out.acks.extend(done.acks);
-                        let newest = done.publications.last().map(|p| p.0);
-                        let hold = if done.resent {
-                            catching_up = done.more_after.is_some();
-                            true
-                        } else if catching_up {
-                            false
-                        } else if out.publications.len() + done.publications.len() > RESEND_MAX {
-                            catching_up = true;
-                            more_after = Some(last_held);
-                            false
-                        } else {
-                            true
-                        };
-                        if hold {
-                            last_held = last_held.max(newest.unwrap_or(0));
-                            out.publications.extend(done.publications);
-                        }
+                        out.take(done.acks, done.publications, done.more_after, done.resent);
                     }
                     None => worker_done = true,
                 },
@@ -891,22 +938,18 @@ impl Connection {
                             link.up();
                             self.telemetry.link(false, true, SystemClock.now());
                             connection += 1;
-                            handed.clear();
-                            awaiting_ack.clear();
                             // Queued publications are re-read from the ledger (Resend below).
-                            out.publications.clear();
+                            out.connected(work_tx.is_some());
                             let _ = self.client.try_subscribe(&self.topics.declarations, QoS::AtLeastOnce);
                             if self.announce(counts, fault.as_deref()) {
-                                handed.push_back(None);
+                                out.handed.push_back(None);
                                 announced = Some(counts);
                             }
                             if work_tx.is_some() {
                                 // Deleted first, so what the broker already has is not read again.
                                 backlog.push_delivered(&mut delivered);
                                 backlog.push(Work::Resend(0));
-                                catching_up = true;
                             }
-                            more_after = None;
                         }
                         Ok(Event::Incoming(Packet::Publish(p))) => {
                             if work_tx.is_none() || p.topic != self.topics.declarations {
@@ -915,13 +958,9 @@ impl Connection {
                             let r = Received { publish: p, connection, at: std::time::Instant::now() };
                             backlog.push(Work::Declaration(r, delivered.take()));
                         }
-                        Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                            if let Some(id) = handed.pop_front() {
-                                awaiting_ack.insert(pkid, id);
-                            }
-                        }
+                        Ok(Event::Outgoing(Outgoing::Publish(pkid))) => out.sent(pkid),
                         Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                            if let Some(Some(id)) = awaiting_ack.remove(&ack.pkid) && work_tx.is_some() {
+                            if let Some(id) = out.acknowledged(ack.pkid) && work_tx.is_some() {
                                 delivered.add(id);
                                 if delivered.ids.len() >= RESEND_MAX {
                                     backlog.push_delivered(&mut delivered);
@@ -933,16 +972,17 @@ impl Connection {
                             // The durable copies are in the ledger: rumqttc's are dropped.
                             let wait = link.down(eventloop, &e, "broker", self.reconnect_max);
                             self.telemetry.link(false, false, SystemClock.now());
-                            forget_connection(&mut handed, &mut awaiting_ack, &mut out, &mut backlog);
+                            out.lost();
+                            // The broker redelivers them.
+                            backlog.forget_declarations();
                             // Waited for in the select, so a SIGTERM meanwhile stops at once.
                             retry_at = Some(tokio::time::Instant::now() + wait);
                         }
                     }
                 }
             }
-            if out.publications.is_empty()
-                && work_tx.is_some()
-                && let Some(after) = more_after.take()
+            if work_tx.is_some()
+                && let Some(after) = out.resend_due()
             {
                 backlog.push_delivered(&mut delivered);
                 backlog.push(Work::Resend(after));
@@ -951,7 +991,7 @@ impl Connection {
                 backlog.feed(tx);
             }
             if link.connected {
-                self.flush(&mut out, &mut handed, awaiting_ack.len(), connection);
+                self.flush(&mut out, connection);
             }
             // Stopping: the worker has committed everything in hand; leave once
             // its PUBACKs are with the client (or the connection is gone).
@@ -968,13 +1008,7 @@ impl Connection {
     /// Design: a PUBACK is never dropped. A dropped one would hold one of the
     /// broker's in-flight slots for this client until the next reconnect,
     /// and enough of them stall delivery altogether.
-    fn flush(
-        &self,
-        out: &mut PendingOut,
-        handed: &mut VecDeque<Option<i64>>,
-        awaiting: usize,
-        connection: u64,
-    ) {
+    fn flush(&self, out: &mut Outbound, connection: u64) {
         while let Some(r) = out.acks.front() {
             // A packet id from an earlier connection may name another message
             // now; the broker redelivers that declaration instead.
@@ -983,7 +1017,7 @@ impl Connection {
             }
             out.acks.pop_front();
         }
-        while handed.len() + awaiting < self.inflight {
+        while out.handed.len() + out.awaiting.len() < self.inflight {
             let Some(alert) = out.alerts.pop_front() else {
                 break;
             };
@@ -995,9 +1029,9 @@ impl Connection {
                 out.alerts.push_front(alert);
                 return;
             }
-            handed.push_back(None);
+            out.handed.push_back(None);
         }
-        while handed.len() + awaiting < self.inflight {
+        while out.handed.len() + out.awaiting.len() < self.inflight {
             let Some((id, kind, payload)) = out.publications.pop_front() else {
                 return;
             };
@@ -1010,7 +1044,7 @@ impl Connection {
                 .client
                 .try_publish(topic, QoS::AtLeastOnce, false, payload.clone())
             {
-                Ok(()) => handed.push_back(Some(id)),
+                Ok(()) => out.handed.push_back(Some(id)),
                 Err(_) => {
                     out.publications.push_front((id, kind, payload));
                     return;
@@ -1526,6 +1560,76 @@ mod tests {
         max: usize,
     ) -> Verified {
         next_batch(rx, carried, max).expect("a batch")
+    }
+
+    fn publications(ids: std::ops::RangeInclusive<i64>) -> Vec<Publication> {
+        ids.map(|id| (id, "verdict".to_string(), format!("v{id}")))
+            .collect()
+    }
+
+    fn held(out: &Outbound) -> Vec<i64> {
+        out.publications.iter().map(|p| p.0).collect()
+    }
+
+    #[test]
+    fn new_publications_beyond_what_is_held_are_left_to_a_resend_in_order() {
+        let mut out = Outbound::default();
+        let max = RESEND_MAX as i64;
+        out.take(Vec::new(), publications(1..=max - 1), None, false);
+        out.take(Vec::new(), publications(max..=max), None, false);
+        assert_eq!(held(&out).len(), RESEND_MAX);
+        // One more does not fit: it stays in the ledger's queue, and so does
+        // every newer one until a re-send from the newest held catches up.
+        out.take(Vec::new(), publications(max + 1..=max + 1), None, false);
+        out.take(Vec::new(), publications(max + 2..=max + 2), None, false);
+        assert_eq!(held(&out).len(), RESEND_MAX);
+        assert_eq!(out.resend_due(), None, "not while some are held");
+        out.publications.clear();
+        assert_eq!(out.resend_due(), Some(max));
+        assert_eq!(out.resend_due(), None, "asked once");
+        // The re-send brings them back in order; it reached the newest, so new
+        // ones are held again.
+        out.take(Vec::new(), publications(max + 1..=max + 2), None, true);
+        out.take(Vec::new(), publications(max + 3..=max + 3), None, false);
+        assert_eq!(held(&out), [max + 1, max + 2, max + 3]);
+    }
+
+    #[test]
+    fn a_resend_cut_short_asks_for_the_rest_and_new_ones_wait_for_it() {
+        let mut out = Outbound::default();
+        out.connected(true);
+        // The first page of the queue, cut at 40.
+        out.take(Vec::new(), publications(1..=40), Some(40), true);
+        // Made meanwhile: left in the ledger, where the next page finds them.
+        out.take(Vec::new(), publications(90..=91), None, false);
+        assert_eq!(held(&out), (1..=40).collect::<Vec<_>>());
+        out.publications.clear();
+        assert_eq!(out.resend_due(), Some(40));
+        out.take(Vec::new(), publications(41..=91), None, true);
+        out.take(Vec::new(), publications(92..=92), None, false);
+        assert_eq!(held(&out), (41..=92).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_puback_names_the_queued_publication_handed_in_that_order() {
+        let mut out = Outbound::default();
+        // The status (not from the queue), then two verdicts.
+        out.handed.extend([None, Some(7), Some(8)]);
+        out.sent(11);
+        out.sent(12);
+        out.sent(13);
+        assert_eq!(out.acknowledged(13), Some(8));
+        assert_eq!(out.acknowledged(11), None);
+        assert_eq!(out.acknowledged(12), Some(7));
+        assert_eq!(out.acknowledged(12), None, "acknowledged once");
+        // A new connection forgets what the old one had in flight, and what
+        // was held: the queue is read again from the start.
+        out.handed.push_back(Some(9));
+        out.sent(1);
+        out.take(Vec::new(), publications(10..=10), None, false);
+        out.connected(true);
+        assert_eq!(out.acknowledged(1), None);
+        assert!(out.publications.is_empty() && out.handed.is_empty());
     }
 
     #[test]
