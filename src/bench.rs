@@ -4,6 +4,7 @@
 //! daemon's peak memory and, measured in the same run, what one core does
 //! with `verify_strict` alone.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -84,6 +85,11 @@ pub struct BenchReport {
     /// Share of CPU time the hypervisor gave to others while declarations
     /// were sent and decided (`steal` in /proc/stat), percent; `null` where unknown.
     pub cpu_steal_percent: Option<f64>,
+    /// CPU time per declaration while they were sent and decided, µs, by
+    /// where it was spent: the daemon's `verify` stage (with its worker
+    /// pool), `ledger` stage, `connection` task and `daemon_other` threads,
+    /// `mosquitto`, and this `generator`. Empty where /proc has no schedstat.
+    pub cpu_us_per_declaration: BTreeMap<String, f64>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -186,6 +192,12 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
     let topic = format!("permitgate/{CHECKPOINT}/declarations");
     let first_sent = start.elapsed();
     let cpu_before = cpu_times();
+    let pids = [
+        ("daemon", daemon.0.id()),
+        ("mosquitto", broker.0.id()),
+        ("generator", std::process::id()),
+    ];
+    let threads_before = thread_cpu_ns(&pids);
     let interval = (opts.rate > 0).then(|| Duration::from_secs_f64(1.0 / opts.rate as f64));
     let t0 = Instant::now();
     for (i, p) in payloads.into_iter().enumerate() {
@@ -207,6 +219,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
     let steal = cpu_before
         .zip(cpu_times())
         .map(|((s0, t0), (s1, t1))| 100.0 * (s1 - s0) as f64 / (t1 - t0).max(1) as f64);
+    let per_declaration = per_declaration_us(&threads_before, &thread_cpu_ns(&pids), n);
     let peak_rss = peak_rss_mib(daemon.0.id());
     let _ = Command::new("kill")
         .args(["-TERM", &daemon.0.id().to_string()])
@@ -264,6 +277,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
         disk_fsync_ms_p50: fsync_p50,
         disk_fsync_ms_p99: fsync_p99,
         cpu_steal_percent: steal,
+        cpu_us_per_declaration: per_declaration,
     };
     print_report(&report);
     if let Some(path) = &opts.json {
@@ -314,6 +328,20 @@ fn print_report(r: &BenchReport) {
         Some(st) => println!("CPU stolen by the host  {st:.1} % during the run"),
         None => println!("CPU stolen by the host  unknown"),
     }
+    if !r.cpu_us_per_declaration.is_empty() {
+        let cpu = &r.cpu_us_per_declaration;
+        let parts: Vec<String> = PLACES
+            .iter()
+            .filter_map(|k| cpu.get(*k).map(|v| format!("{k} {v:.0}")))
+            .collect();
+        let total: f64 = cpu.values().sum();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        println!("CPU per declaration, µs {}", parts.join(", "));
+        println!(
+            "  total {total:.0} µs: {cores} cores allow at most {:.0} declarations/s",
+            cores as f64 * 1e6 / total.max(1e-9)
+        );
+    }
     if r.cpu_steal_percent.is_some_and(|st| st > STEAL_NOTABLE) {
         println!(
             "note: the host took more than {STEAL_NOTABLE} % of the CPU; the latency tail measures the host, run again"
@@ -361,6 +389,65 @@ fn cpu_times() -> Option<(u64, u64)> {
         .collect::<Option<_>>()?;
     // user nice system idle iowait irq softirq steal
     (fields.len() == 8).then(|| (fields[7], fields.iter().sum()))
+}
+
+/// Where CPU time is spent, in the order printed.
+const PLACES: [&str; 6] = [
+    "verify",
+    "ledger",
+    "connection",
+    "daemon_other",
+    "mosquitto",
+    "generator",
+];
+
+/// CPU time so far of each thread of the given processes, in nanoseconds
+/// (`/proc/PID/task/TID/schedstat`), keyed by where it counts: the
+/// daemon's threads by stage (named threads; rayon's workers take the name
+/// of the verify thread that started them), the others by process.
+fn thread_cpu_ns(pids: &[(&str, u32)]) -> BTreeMap<(String, u32), u64> {
+    let mut out = BTreeMap::new();
+    for &(process, pid) in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let path = task.path();
+            let Some(ns) = std::fs::read_to_string(path.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let tid = task.file_name().to_string_lossy().parse().unwrap_or(0);
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            let place = match (process, comm.trim()) {
+                ("daemon", "verify") => "verify",
+                ("daemon", "ledger") => "ledger",
+                // The main thread runs the MQTT connection task.
+                ("daemon", _) if tid == pid => "connection",
+                ("daemon", _) => "daemon_other",
+                (other, _) => other,
+            };
+            out.insert((place.to_owned(), tid), ns);
+        }
+    }
+    out
+}
+
+/// The CPU each place used between two [`thread_cpu_ns`] readings, per
+/// declaration, µs (a thread started in between counts from zero).
+fn per_declaration_us(
+    before: &BTreeMap<(String, u32), u64>,
+    after: &BTreeMap<(String, u32), u64>,
+    declarations: u64,
+) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for (key, &ns) in after {
+        let used = ns.saturating_sub(before.get(key).copied().unwrap_or(0));
+        *out.entry(key.0.clone()).or_default() += used as f64 / 1e3 / declarations.max(1) as f64;
+    }
+    out
 }
 
 /// How many `verify_strict` calls one core does per second, on a real token.

@@ -543,12 +543,23 @@ fn the_benchmark_runs_end_to_end_and_checks_every_verdict() {
         report["disk_fsync_ms_p50"].as_f64() <= report["disk_fsync_ms_p99"].as_f64(),
         "{report}"
     );
+    // Where the CPU went, per declaration: every stage did some work, and
+    // the verify stage at least the signature checks (tens of µs each).
+    let cpu = &report["cpu_us_per_declaration"];
+    for place in ["verify", "ledger", "connection", "mosquitto", "generator"] {
+        assert!(
+            cpu[place].as_f64().is_some_and(|v| v > 0.0),
+            "{place}: {report}"
+        );
+    }
+    assert!(cpu["verify"].as_f64().is_some_and(|v| v >= 5.0), "{report}");
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.contains("declarations/s")
             && out.contains("one core's verify_strict")
             && out.contains("write+fdatasync")
-            && out.contains("stolen by the host"),
+            && out.contains("stolen by the host")
+            && out.contains("CPU per declaration, µs verify"),
         "{out}"
     );
 }
