@@ -1,7 +1,9 @@
 //! The hot pieces of one declaration, measured one by one:
 //! `cargo bench --bench hot`. The end-to-end figure is `permitgate bench`.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use permitgate::decision::{Context, LedgerFacts};
@@ -43,8 +45,52 @@ fn setup() -> Setup {
     }
 }
 
+/// Counts heap allocations, so "no allocation storm per declaration" is a
+/// figure, not a hope.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED_BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// Allocations (and bytes) one call of `f` makes, averaged over 100 calls.
+fn allocations<R>(mut f: impl FnMut() -> R) -> (u64, u64) {
+    let (n0, b0) = (
+        ALLOCATIONS.load(Ordering::Relaxed),
+        ALLOCATED_BYTES.load(Ordering::Relaxed),
+    );
+    for _ in 0..100 {
+        black_box(f());
+    }
+    (
+        (ALLOCATIONS.load(Ordering::Relaxed) - n0) / 100,
+        (ALLOCATED_BYTES.load(Ordering::Relaxed) - b0) / 100,
+    )
+}
+
 fn hot(c: &mut Criterion) {
     let s = setup();
+    let (n, bytes) = allocations(|| gate::prepare(&s.payload, &s.policy, 1 << 20));
+    println!("allocations: prepare (declaration parse + token open): {n} ({bytes} bytes)");
     let cose = token::text::to_cose_bytes(s.token_text.as_bytes()).unwrap();
     c.bench_function("token text to COSE bytes (base45 + inflate)", |b| {
         b.iter(|| token::text::to_cose_bytes(black_box(s.token_text.as_bytes())))
@@ -95,33 +141,55 @@ fn hot(c: &mut Criterion) {
     c.bench_function("consumption record: encode and sign", |b| {
         b.iter(|| black_box(&record).sign(&identity.key))
     });
+    let (n, bytes) = allocations(|| record.sign(&identity.key));
+    println!("allocations: encode and sign a consumption record: {n} ({bytes} bytes)");
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::open(&dir.path().join("ledger.db"), "bench").unwrap();
     let mut n = 0u64;
+    let mut unlicensed = |count: usize| {
+        (0..count)
+            .map(|_| {
+                n += 1;
+                let mut d: serde_json::Value =
+                    serde_json::from_str(include_str!("../tests/data/declaration.json")).unwrap();
+                d["declaration_id"] = format!("B-{n}").into();
+                if let Some(m) = d.as_object_mut() {
+                    m.remove("license");
+                }
+                gate::prepare(d.to_string().as_bytes(), &s.policy, 1 << 20)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut commit = |batch: &[gate::Prepared]| {
+        let mut tx = ledger.begin().unwrap();
+        for p in batch {
+            gate::decide_and_record(&mut tx, p, &s.policy, &identity, s.now).unwrap();
+        }
+        tx.commit().unwrap();
+    };
+    // Warm: the statement cache is filled on the first transaction.
+    commit(&unlicensed(100));
+    let batch = unlicensed(100);
+    let (total, bytes) = {
+        let (n0, b0) = (
+            ALLOCATIONS.load(Ordering::Relaxed),
+            ALLOCATED_BYTES.load(Ordering::Relaxed),
+        );
+        commit(&batch);
+        (
+            ALLOCATIONS.load(Ordering::Relaxed) - n0,
+            ALLOCATED_BYTES.load(Ordering::Relaxed) - b0,
+        )
+    };
+    println!(
+        "allocations: decide and record one declaration (no license), in a batch of 100: {} ({} bytes)",
+        total / 100,
+        bytes / 100
+    );
     c.bench_function("ledger: decide and commit a batch of 100", |b| {
         b.iter_batched(
-            || {
-                (0..100)
-                    .map(|_| {
-                        n += 1;
-                        let mut d: serde_json::Value =
-                            serde_json::from_str(include_str!("../tests/data/declaration.json"))
-                                .unwrap();
-                        d["declaration_id"] = format!("B-{n}").into();
-                        if let Some(m) = d.as_object_mut() {
-                            m.remove("license");
-                        }
-                        gate::prepare(d.to_string().as_bytes(), &s.policy, 1 << 20)
-                    })
-                    .collect::<Vec<_>>()
-            },
-            |batch| {
-                let mut tx = ledger.begin().unwrap();
-                for p in &batch {
-                    gate::decide_and_record(&mut tx, p, &s.policy, &identity, s.now).unwrap();
-                }
-                tx.commit().unwrap();
-            },
+            || unlicensed(100),
+            |batch| commit(&batch),
             BatchSize::SmallInput,
         )
     });
