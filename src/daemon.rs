@@ -654,6 +654,64 @@ impl Outbound {
     }
 }
 
+/// Whether the event loop is polled for more from the broker.
+///
+/// Design: reads pause while the backlog is full and resume once it is
+/// half empty, so a backlog at the edge does not flap. While paused the
+/// loop is still polled once every [`PAUSED_POLL_EVERY`], so pings, the
+/// status and alerts (say, of a full disk that stalls the worker) still go
+/// out; each such poll admits at most one message.
+struct Reads {
+    reading: bool,
+    poll_once: bool,
+}
+
+impl Default for Reads {
+    fn default() -> Self {
+        Reads {
+            reading: true,
+            poll_once: false,
+        }
+    }
+}
+
+impl Reads {
+    /// Pauses reads when the backlog is full, resumes them when it is half empty.
+    fn follow(&mut self, backlog: &Backlog) {
+        if self.reading && backlog.is_full() {
+            self.reading = false;
+            tracing::debug!(
+                backlog = backlog.items.len(),
+                "backlog full: not reading from the broker until the worker catches up"
+            );
+        } else if !self.reading && backlog.is_half_empty() {
+            self.reading = true;
+        }
+        if self.reading {
+            self.poll_once = false;
+        }
+    }
+
+    fn paused(&self) -> bool {
+        !self.reading
+    }
+
+    /// A pause interval has passed: one poll is allowed.
+    fn allow_one(&mut self) {
+        self.poll_once = true;
+    }
+
+    /// Whether the event loop may be polled now; `rush` polls it while paused.
+    fn may_poll(&self, rush: bool) -> bool {
+        self.reading || self.poll_once || rush
+    }
+
+    /// The event loop was polled.
+    fn polled(&mut self) {
+        self.poll_once = false;
+    }
+}
+
 /// Work waiting for room in the worker's queue, bounded by count and bytes.
 #[derive(Default)]
 struct Backlog {
@@ -804,41 +862,23 @@ impl Connection {
         let watchdog = sd_notify::watchdog_enabled();
         let mut watchdog_tick =
             tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |d| d / 2));
-        // False while the backlog is too long to read more from the broker.
-        let mut reading = true;
-        // While not reading, the event loop is still polled now and then, so
-        // pings, the status and alerts (say, of a full disk that stalls the
-        // worker) still go out; each such poll admits at most one message.
+        let mut reads = Reads::default();
         let mut paused_tick = tokio::time::interval(PAUSED_POLL_EVERY);
-        let mut poll_once = false;
         let mut delivered = Acknowledged::default();
 
         loop {
-            if reading && backlog.is_full() {
-                reading = false;
-                tracing::debug!(
-                    backlog = backlog.items.len(),
-                    "backlog full: not reading from the broker until the worker catches up"
-                );
-            } else if !reading && backlog.is_half_empty() {
-                reading = true;
-            }
-            if reading {
-                poll_once = false;
-            }
+            reads.follow(&backlog);
             // While reads are paused and the ledger cannot commit, the fault's
             // alert and status handed to the client are still polled out at
             // once: rumqttc sends a request only once the events it read are
             // taken, so this admits a few messages more (about two for each
             // request ahead of it, of which there are at most `inflight`).
-            let rush = !reading && fault.is_some() && out.handed.contains(&None);
+            let rush = reads.paused() && fault.is_some() && out.handed.contains(&None);
             counts.outbox = self.telemetry.outbox_depth();
             // A clone, so the shutdown branch can drop `work_tx` meanwhile.
             let feed = work_tx.clone().filter(|_| !backlog.is_empty());
             tokio::select! {
-                _ = paused_tick.tick(), if !reading => {
-                    poll_once = true;
-                }
+                _ = paused_tick.tick(), if reads.paused() => reads.allow_one(),
                 _ = sleep_until_some(delivered.due), if delivered.due.is_some() && work_tx.is_some() => {
                     backlog.push_delivered(&mut delivered);
                 }
@@ -925,8 +965,8 @@ impl Connection {
                 // Polled whenever the backlog has room, and every
                 // PAUSED_POLL_EVERY while it has not: the PUBACKs for our own
                 // publications arrive here too.
-                ev = eventloop.poll(), if (reading || poll_once || rush) && retry_at.is_none() => {
-                    poll_once = false;
+                ev = eventloop.poll(), if reads.may_poll(rush) && retry_at.is_none() => {
+                    reads.polled();
                     match ev {
                         Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                             if ack.code != ConnectReturnCode::Success {
@@ -1630,6 +1670,50 @@ mod tests {
         out.connected(true);
         assert_eq!(out.acknowledged(1), None);
         assert!(out.publications.is_empty() && out.handed.is_empty());
+    }
+
+    #[test]
+    fn reads_pause_while_the_backlog_is_full_and_resume_when_it_is_half_empty() {
+        let mut backlog = Backlog::default();
+        let mut reads = Reads::default();
+        for _ in 0..BACKLOG_MAX - 1 {
+            backlog.push(Work::Resend(0));
+        }
+        reads.follow(&backlog);
+        assert!(reads.may_poll(false));
+        backlog.push(Work::Resend(0));
+        reads.follow(&backlog);
+        assert!(reads.paused() && !reads.may_poll(false));
+        assert!(reads.may_poll(true), "a rush polls while paused");
+        // One poll per pause interval.
+        reads.allow_one();
+        assert!(reads.may_poll(false));
+        reads.polled();
+        assert!(!reads.may_poll(false));
+        // Still paused until half of it has gone to the worker.
+        while backlog.items.len() > BACKLOG_MAX / 2 + 1 {
+            backlog.pop();
+        }
+        reads.follow(&backlog);
+        assert!(reads.paused());
+        backlog.pop();
+        reads.follow(&backlog);
+        assert!(!reads.paused() && reads.may_poll(false));
+        // A few large declarations fill it by bytes alone.
+        let big = Received {
+            publish: Publish::new("d", QoS::AtLeastOnce, vec![0u8; BACKLOG_BYTES]),
+            connection: 1,
+            at: std::time::Instant::now(),
+        };
+        backlog.clear();
+        backlog.push(Work::Declaration(big, vec![3]));
+        reads.follow(&backlog);
+        assert!(reads.paused());
+        // A lost connection forgets the declaration but keeps its acknowledgements.
+        backlog.forget_declarations();
+        assert!(matches!(backlog.items.front(), Some(Work::Delivered(ids)) if ids == &[3]));
+        reads.follow(&backlog);
+        assert!(!reads.paused());
     }
 
     #[test]
