@@ -72,24 +72,24 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static COUNTING: Counting = Counting;
 
-/// Allocations (and bytes) one call of `f` makes, averaged over 100 calls.
-fn allocations<R>(mut f: impl FnMut() -> R) -> (u64, u64) {
+/// Allocations (and bytes) one call of `f` makes, averaged over `calls` calls.
+fn allocations<R>(calls: u64, mut f: impl FnMut() -> R) -> (u64, u64) {
     let (n0, b0) = (
         ALLOCATIONS.load(Ordering::Relaxed),
         ALLOCATED_BYTES.load(Ordering::Relaxed),
     );
-    for _ in 0..100 {
+    for _ in 0..calls {
         black_box(f());
     }
     (
-        (ALLOCATIONS.load(Ordering::Relaxed) - n0) / 100,
-        (ALLOCATED_BYTES.load(Ordering::Relaxed) - b0) / 100,
+        (ALLOCATIONS.load(Ordering::Relaxed) - n0) / calls,
+        (ALLOCATED_BYTES.load(Ordering::Relaxed) - b0) / calls,
     )
 }
 
 fn hot(c: &mut Criterion) {
     let s = setup();
-    let (n, bytes) = allocations(|| gate::prepare(&s.payload, &s.policy, 1 << 20));
+    let (n, bytes) = allocations(100, || gate::prepare(&s.payload, &s.policy, 1 << 20));
     println!("allocations: prepare (declaration parse + token open): {n} ({bytes} bytes)");
     let cose = token::text::to_cose_bytes(s.token_text.as_bytes()).unwrap();
     c.bench_function("token text to COSE bytes (base45 + inflate)", |b| {
@@ -141,7 +141,7 @@ fn hot(c: &mut Criterion) {
     c.bench_function("consumption record: encode and sign", |b| {
         b.iter(|| black_box(&record).sign(&identity.key))
     });
-    let (n, bytes) = allocations(|| record.sign(&identity.key));
+    let (n, bytes) = allocations(100, || record.sign(&identity.key));
     println!("allocations: encode and sign a consumption record: {n} ({bytes} bytes)");
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::open(&dir.path().join("ledger.db"), "bench").unwrap();
@@ -170,17 +170,7 @@ fn hot(c: &mut Criterion) {
     // Warm: the statement cache is filled on the first transaction.
     commit(&unlicensed(100));
     let batch = unlicensed(100);
-    let (total, bytes) = {
-        let (n0, b0) = (
-            ALLOCATIONS.load(Ordering::Relaxed),
-            ALLOCATED_BYTES.load(Ordering::Relaxed),
-        );
-        commit(&batch);
-        (
-            ALLOCATIONS.load(Ordering::Relaxed) - n0,
-            ALLOCATED_BYTES.load(Ordering::Relaxed) - b0,
-        )
-    };
+    let (total, bytes) = allocations(1, || commit(&batch));
     println!(
         "allocations: decide and record one declaration (no license), in a batch of 100: {} ({} bytes)",
         total / 100,

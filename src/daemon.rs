@@ -600,6 +600,17 @@ impl Outbound {
         self.acks.clear();
     }
 
+    /// A message of the daemon's own (status, alert), not from the ledger's
+    /// queue, was handed to the client.
+    fn handed_own(&mut self) {
+        self.handed.push_back(None);
+    }
+
+    /// Whether one of the daemon's own messages still waits for a packet id.
+    fn own_in_hand(&self) -> bool {
+        self.handed.contains(&None)
+    }
+
     /// rumqttc gave the oldest publication handed to it this packet id.
     fn sent(&mut self, pkid: u16) {
         if let Some(id) = self.handed.pop_front() {
@@ -727,8 +738,8 @@ impl Backlog {
 
     /// Queues the acknowledged publications held so far, if any.
     fn push_delivered(&mut self, delivered: &mut Acknowledged) {
-        if !delivered.ids.is_empty() {
-            self.push(Work::Delivered(delivered.take()));
+        if let Some(w) = delivered.work() {
+            self.push(w);
         }
     }
 
@@ -814,6 +825,11 @@ impl Acknowledged {
         self.due = None;
         std::mem::take(&mut self.ids)
     }
+
+    /// All of them as work for the worker, if there are any.
+    fn work(&mut self) -> Option<Work> {
+        (!self.ids.is_empty()).then(|| Work::Delivered(self.take()))
+    }
 }
 
 fn work_bytes(w: &Work) -> usize {
@@ -873,7 +889,7 @@ impl Connection {
             // once: rumqttc sends a request only once the events it read are
             // taken, so this admits a few messages more (about two for each
             // request ahead of it, of which there are at most `inflight`).
-            let rush = reads.paused() && fault.is_some() && out.handed.contains(&None);
+            let rush = reads.paused() && fault.is_some() && out.own_in_hand();
             counts.outbox = self.telemetry.outbox_depth();
             // A clone, so the shutdown branch can drop `work_tx` meanwhile.
             let feed = work_tx.clone().filter(|_| !backlog.is_empty());
@@ -895,7 +911,7 @@ impl Connection {
                         "queues"
                     );
                     if self.announce(counts, fault.as_deref()) {
-                        out.handed.push_back(None);
+                        out.handed_own();
                         announced = Some(counts);
                     }
                 }
@@ -906,8 +922,8 @@ impl Connection {
                     // Not yet with the worker, so not committed: the broker keeps them.
                     backlog.clear();
                     // Best effort: one not deleted is only published again after the restart.
-                    if let Some(tx) = &work_tx && !delivered.ids.is_empty() {
-                        let _ = tx.try_send(Work::Delivered(delivered.take()));
+                    if let Some(tx) = &work_tx && let Some(w) = delivered.work() {
+                        let _ = tx.try_send(w);
                     }
                     // Dropping the sender lets the worker finish its queue and stop.
                     work_tx = None;
@@ -982,7 +998,7 @@ impl Connection {
                             out.connected(work_tx.is_some());
                             let _ = self.client.try_subscribe(&self.topics.declarations, QoS::AtLeastOnce);
                             if self.announce(counts, fault.as_deref()) {
-                                out.handed.push_back(None);
+                                out.handed_own();
                                 announced = Some(counts);
                             }
                             if work_tx.is_some() {
@@ -1069,7 +1085,7 @@ impl Connection {
                 out.alerts.push_front(alert);
                 return;
             }
-            out.handed.push_back(None);
+            out.handed_own();
         }
         while out.handed.len() + out.awaiting.len() < self.inflight {
             let Some((id, kind, payload)) = out.publications.pop_front() else {
@@ -1304,10 +1320,10 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
             resend,
             new_policy,
         } = batch;
-        // Acknowledged publications ride in the decision transaction; with
-        // none to ride in, or before a re-send reads the queue (what the
-        // broker has is not read again to be sent once more), they go alone.
-        if resend.is_some() || declarations.is_empty() {
+        // Acknowledged publications ride in the decision transaction, but go
+        // alone before a re-send reads the queue (what the broker has is not
+        // read again to be sent once more).
+        if resend.is_some() {
             delete_delivered(&mut ledger, &mut delivered);
         }
         if let Some(after) = resend {
@@ -1341,19 +1357,20 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
         }
         // When it is not committed, nothing is acknowledged: the broker keeps
         // the declarations and redelivers them on the next connection.
-        let committed = if declarations.is_empty() {
-            None
-        } else {
-            commit_batch(
-                &mut ledger,
-                &policy,
-                &identity,
-                &prepared,
-                &delivered,
-                (counts, &stopping),
-                &tx,
-            )
-        };
+        let committed = (!declarations.is_empty())
+            .then(|| {
+                commit_batch(
+                    &mut ledger,
+                    &policy,
+                    &identity,
+                    &prepared,
+                    &delivered,
+                    (counts, &stopping),
+                    &tx,
+                )
+            })
+            .flatten();
+        // Nothing to ride in, or it was not committed: they go alone.
         if committed.is_none() {
             delete_delivered(&mut ledger, &mut delivered);
         }
@@ -1563,14 +1580,18 @@ mod tests {
         crate::policy::Policy::load(&p).unwrap()
     }
 
+    fn received(payload: Vec<u8>) -> Received {
+        Received {
+            publish: Publish::new("d", QoS::AtLeastOnce, payload),
+            connection: 1,
+            at: std::time::Instant::now(),
+        }
+    }
+
     fn batch(ids: &[&str], delivered: &[i64]) -> Verified {
         let declarations: Vec<Received> = ids
             .iter()
-            .map(|id| Received {
-                publish: Publish::new("d", QoS::AtLeastOnce, id.as_bytes().to_vec()),
-                connection: 1,
-                at: std::time::Instant::now(),
-            })
+            .map(|id| received(id.as_bytes().to_vec()))
             .collect();
         let prepared = ids
             .iter()
@@ -1700,13 +1721,11 @@ mod tests {
         reads.follow(&backlog);
         assert!(!reads.paused() && reads.may_poll(false));
         // A few large declarations fill it by bytes alone.
-        let big = Received {
-            publish: Publish::new("d", QoS::AtLeastOnce, vec![0u8; BACKLOG_BYTES]),
-            connection: 1,
-            at: std::time::Instant::now(),
-        };
         backlog.clear();
-        backlog.push(Work::Declaration(big, vec![3]));
+        backlog.push(Work::Declaration(
+            received(vec![0u8; BACKLOG_BYTES]),
+            vec![3],
+        ));
         reads.follow(&backlog);
         assert!(reads.paused());
         // A lost connection forgets the declaration but keeps its acknowledgements.

@@ -114,13 +114,8 @@ async fn a_quiet_gate_clears_its_published_verdicts_from_the_ledger() {
     officer.expect_cleared(&post, "QUIET-1").await;
     // The broker has the verdict; with no next declaration to carry its
     // deletion, it goes alone after a second (ACKED_IDLE).
-    let since = std::time::Instant::now();
-    while post.queued_publications() > 0 && since.elapsed() < Duration::from_secs(3) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        post.queued_publications(),
-        0,
+    assert!(
+        eventually(3, || post.queued_publications() == 0).await,
         "published verdict still queued after 3 s\n{}",
         post.log()
     );

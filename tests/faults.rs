@@ -46,6 +46,21 @@ impl Drop for Tmpfs {
     }
 }
 
+/// The `ledger_fault` alert and the retained status both say the disk is full.
+async fn reported_full(port: u16, alert: &serde_json::Value) {
+    assert!(
+        alert["detail"].as_str().unwrap().contains("full"),
+        "{alert}"
+    );
+    let degraded = status_where(port, 15, |v| v["state"] == "degraded")
+        .await
+        .expect("the retained status says degraded");
+    assert!(
+        degraded["reason"].as_str().unwrap().contains("full"),
+        "{degraded}"
+    );
+}
+
 /// Writes a file until the filesystem is full; returns its path.
 fn fill(dir: &Path) -> PathBuf {
     let path = dir.join("filler");
@@ -80,17 +95,7 @@ async fn a_full_disk_holds_declarations_alerts_and_resumes_when_space_returns() 
         .next(|t, v| t.ends_with("/alerts") && v["kind"] == "ledger_fault")
         .await;
     assert_eq!(alert["checkpoint"], "lyg-port-01");
-    assert!(
-        alert["detail"].as_str().unwrap().contains("full"),
-        "{alert}"
-    );
-    let degraded = status_where(post.broker.port, 15, |v| v["state"] == "degraded")
-        .await
-        .expect("the retained status says degraded");
-    assert!(
-        degraded["reason"].as_str().unwrap().contains("full"),
-        "{degraded}"
-    );
+    reported_full(post.broker.port, &alert).await;
     assert!(
         post.log().contains("ledger: cannot commit"),
         "{}",
@@ -181,14 +186,7 @@ async fn a_disk_that_fills_during_a_flood_is_reported_and_nothing_is_lost() {
                 answered.insert(v["declaration_id"].as_str().unwrap_or_default().to_owned());
             }
             Ok(Some((topic, v))) if topic.ends_with("/alerts") && v["kind"] == "ledger_fault" => {
-                assert!(v["detail"].as_str().unwrap().contains("full"), "{v}");
-                let degraded = status_where(post.broker.port, 15, |v| v["state"] == "degraded")
-                    .await
-                    .expect("the retained status says degraded");
-                assert!(
-                    degraded["reason"].as_str().unwrap().contains("full"),
-                    "{degraded}"
-                );
+                reported_full(post.broker.port, &v).await;
                 let held = post.ledger_count();
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 assert_eq!(post.ledger_count(), held, "nothing commits while full");
