@@ -67,8 +67,9 @@ fn main() {
         &Ack {
             checkpoint: "post-a".into(),
             contiguous: 3,
+            issued_at: 1_800_000_000,
         }
-        .encode(),
+        .seal("hub-1", &key),
     );
     write(
         "sync_messages",
@@ -76,8 +77,9 @@ fn main() {
         &Feed {
             entries: vec![(1, rec)],
             head: 1,
+            issued_at: 1_800_000_000,
         }
-        .encode(),
+        .seal("hub-1", &key),
     );
     write(
         "sync_messages",
@@ -86,8 +88,9 @@ fn main() {
             checkpoint: "post-a".into(),
             after: 0,
             limit: 500,
+            issued_at: 1_800_000_000,
         }
-        .encode(),
+        .seal(&key),
     );
     let dir = tempfile::tempdir().expect("scratch");
     let p = dir.path().join("policy.toml");

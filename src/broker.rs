@@ -1,6 +1,10 @@
 //! The embedded MQTT broker (rumqttd, from the same project as rumqttc) for
 //! a post with no broker of its own and for the development profile.
 //!
+//! It listens with MQTT 3.1.1 on the configured address (scanners and
+//! officers' tools) and with MQTT 5 on a second, ephemeral loopback port
+//! that only the daemon in the same process uses; both share one router.
+//!
 //! Design: it keeps sessions in memory only, so declarations queued for a
 //! stopped daemon die with the process that hosts them. Gateways that must
 //! ride out daemon restarts run a standalone broker (mosquitto) instead.
@@ -24,8 +28,15 @@ pub enum BrokerError {
     },
 }
 
-/// Starts the broker on `listen` in its own threads; returns once it accepts connections.
-pub fn start(listen: SocketAddr, max_payload: usize) -> Result<(), BrokerError> {
+/// Starts the broker on `listen` in its own threads; returns, once it
+/// accepts connections, the loopback address of its MQTT 5 listener.
+pub fn start(listen: SocketAddr, max_payload: usize) -> Result<SocketAddr, BrokerError> {
+    let internal: SocketAddr = TcpListener::bind((listen.ip(), 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| BrokerError::Start {
+            listen,
+            reason: format!("no free port for the daemon's own listener: {e}"),
+        })?;
     let text = format!(
         r#"
 id = 0
@@ -41,6 +52,16 @@ name = "embedded"
 listen = "{listen}"
 next_connection_delay_ms = 1
 [v4.1.connections]
+connection_timeout_ms = 60000
+max_payload_size = {max_payload}
+max_inflight_count = 100
+dynamic_filters = true
+
+[v5.1]
+name = "daemon"
+listen = "{internal}"
+next_connection_delay_ms = 1
+[v5.1.connections]
 connection_timeout_ms = 60000
 max_payload_size = {max_payload}
 max_inflight_count = 100
@@ -69,9 +90,9 @@ dynamic_filters = true
         })?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if TcpListener::bind(listen).is_err() {
+        if TcpListener::bind(listen).is_err() && TcpListener::bind(internal).is_err() {
             tracing::info!(%listen, "embedded broker listening");
-            return Ok(());
+            return Ok(internal);
         }
         std::thread::sleep(Duration::from_millis(20));
     }

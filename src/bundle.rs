@@ -1,8 +1,8 @@
 //! Signed policy bundles: the authority's policy as COSE_Sign1 over a CBOR
 //! map `{"version": uint, "policy": text}`, signed with its root key.
 //!
-//! The policy text is the TOML policy file with every issuer key file
-//! inlined, so a bundle stands alone; a checkpoint applies one only if the
+//! The policy text is the TOML policy file with every key file (issuers,
+//! checkpoints, hubs) inlined, so a bundle stands alone; a checkpoint applies one only if the
 //! signature verifies with its configured root key and the version is newer.
 
 use std::path::Path;
@@ -41,9 +41,12 @@ pub fn sign(path: &Path, key: &SigningKey, kid: &str) -> Result<Vec<u8>, BundleE
     let mut table: toml::Table = toml::from_str(&text)
         .map_err(|e| BundleError::Input(format!("{}: {}", path.display(), e.message())))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    if let Some(toml::Value::Array(issuers)) = table.get_mut("issuers") {
-        for issuer in issuers.iter_mut() {
-            let Some(t) = issuer.as_table_mut() else {
+    for list in ["issuers", "checkpoints", "hubs"] {
+        let Some(toml::Value::Array(entries)) = table.get_mut(list) else {
+            continue;
+        };
+        for entry in entries.iter_mut() {
+            let Some(t) = entry.as_table_mut() else {
                 continue;
             };
             if let Some(toml::Value::String(file)) = t.remove("public_key_file") {

@@ -20,18 +20,20 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, Outgoing, Packet, Publish, QoS,
-};
+use rumqttc::Outgoing;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, LastWill, Packet, Publish};
+use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::clock::{Clock, SystemClock, to_rfc3339};
 use crate::config::Config;
 use crate::gate;
+use crate::in_force::PolicyInForce;
 use crate::keys;
 use crate::ledger::{Identity, Ledger, LedgerError};
 use crate::telemetry::Telemetry;
@@ -144,10 +146,15 @@ use crate::ledger::Publication;
 /// the ledger's queue (where they are durable anyway) and are re-read once
 /// those held have gone out.
 const RESEND_MAX: usize = 4096;
-/// Largest MQTT packet the client reads.
-pub const INCOMING_PACKET_MAX: usize = 16 * 1024 * 1024;
+/// The embedded broker's largest payload: below the clients' packet limit,
+/// so it never takes a message it could not deliver.
+const EMBEDDED_PAYLOAD_MAX: usize = 16_000_000;
 /// The policy to start with: the config's file, or the newest signed
 /// bundle in the ledger when it is newer (and verifies with the root key).
+///
+/// Design: both were admitted when they arrived (the file by the operator,
+/// the bundle through [`crate::in_force::admissible`]), so the newer wins
+/// here without the step rule, which only guards what arrives later.
 fn newest_policy(cfg: &Config, ledger: &Ledger) -> crate::policy::Policy {
     let Some(root) = &cfg.policy_root else {
         return cfg.policy.clone();
@@ -176,12 +183,12 @@ fn newest_policy(cfg: &Config, ledger: &Ledger) -> crate::policy::Policy {
 }
 
 /// On SIGHUP, applies the config file's `log_level`, and reads the policy
-/// file again and applies it if its version is newer than the policy in
-/// force (a signed bundle may be newer still).
+/// file again and offers it to the policy in force (it replaces it only if
+/// newer; a signed bundle may be newer still).
 async fn reload_on_sighup(
     config_file: std::path::PathBuf,
     file: std::path::PathBuf,
-    in_force: Arc<AtomicU64>,
+    in_force: Arc<PolicyInForce>,
     policies: mpsc::Sender<crate::policy::Policy>,
 ) {
     #[cfg(unix)]
@@ -206,17 +213,17 @@ async fn reload_on_sighup(
                 }
             }
             match crate::policy::Policy::load(&file) {
-                Ok(p) if p.version > in_force.load(Ordering::Relaxed) => {
-                    info!(file = %file.display(), version = p.version, "SIGHUP: policy file reloaded");
-                    in_force.store(p.version, Ordering::Relaxed);
-                    let _ = policies.send(p).await;
-                }
-                Ok(p) => warn!(
-                    file = %file.display(),
-                    version = p.version,
-                    in_force = in_force.load(Ordering::Relaxed),
-                    "SIGHUP: the policy file is not newer than the policy in force; kept"
-                ),
+                Ok(p) => match in_force.offer(p.clone(), SystemClock.now()) {
+                    Ok(_) => {
+                        info!(file = %file.display(), version = p.version, "SIGHUP: policy file reloaded");
+                        let _ = policies.send(p).await;
+                    }
+                    Err(e) => warn!(
+                        file = %file.display(),
+                        error = %e,
+                        "SIGHUP: the policy file does not replace the policy in force; kept"
+                    ),
+                },
                 Err(e) => {
                     error!(error = %e, "SIGHUP: the policy file is invalid; the policy in force is kept")
                 }
@@ -283,11 +290,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         }
         None => None,
     };
+    // With the embedded broker, the daemon itself uses its MQTT 5 listener.
+    let mut mqtt = cfg.mqtt.clone();
     if cfg.mqtt.embedded_broker {
         let ip: std::net::IpAddr = cfg.mqtt.host.parse().map_err(|_| {
             crate::broker::BrokerError::Config(format!("`{}` is not an IP address", cfg.mqtt.host))
         })?;
-        crate::broker::start((ip, cfg.mqtt.port).into(), INCOMING_PACKET_MAX)?;
+        let own = crate::broker::start((ip, cfg.mqtt.port).into(), EMBEDDED_PAYLOAD_MAX)?;
+        mqtt.host = own.ip().to_string();
+        mqtt.port = own.port();
     }
     let topics = Topics::new(&cfg.mqtt.prefix, &cfg.checkpoint);
     let status = Status {
@@ -301,36 +312,30 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     };
 
     let mut opts = crate::mqtt::options(
-        &cfg.mqtt,
+        &mqtt,
         cfg.mqtt_tls.as_ref(),
         format!("permitgate-{}", cfg.checkpoint),
     );
     // Design: the client reads packets far larger than a declaration may
-    // be, so an oversized one gets a `malformed` verdict. A packet over
-    // rumqttc's limit would instead drop the connection, and the broker
-    // would redeliver it forever; brokers should cap `message_size_limit`
-    // below this.
-    opts.set_max_packet_size(
-        INCOMING_PACKET_MAX.max(cfg.max_declaration_bytes + 4096),
-        1 << 20,
-    )
-    .set_last_will(LastWill::new(
+    // be, so an oversized one gets a `malformed` verdict; larger ones the
+    // broker never delivers (the Maximum Packet Size in CONNECT).
+    opts.set_last_will(LastWill::new(
         &topics.status,
         status.render("offline", counts, None),
         QoS::AtLeastOnce,
         true,
+        None,
     ));
     let (client, mut eventloop) = AsyncClient::new(opts, QUEUE * 2);
-    eventloop.set_network_options(crate::mqtt::network_options());
     // Alerts the sync task stores go out on this connection.
     let (sync_pubs_tx, sync_pubs_rx) = mpsc::channel::<Publication>(256);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (policy_tx, policy_rx) = mpsc::channel::<crate::policy::Policy>(4);
-    let policy_version = Arc::new(AtomicU64::new(policy.version));
+    let in_force = PolicyInForce::new(policy.clone());
     let reload_task = tokio::spawn(reload_on_sighup(
         cfg.file.clone(),
         cfg.policy_file.clone(),
-        policy_version.clone(),
+        in_force.clone(),
         policy_tx.clone(),
     ));
     let sync_ledger = match &cfg.uplink {
@@ -345,12 +350,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             tokio::spawn(crate::sync::agent::run(
                 crate::sync::agent::Agent {
                     checkpoint: cfg.checkpoint.clone(),
+                    key: identity.key.clone(),
                     uplink,
                     tls: cfg.uplink_tls.clone(),
                     sync: cfg.sync.clone(),
                     publications: sync_pubs_tx,
                     policy_root: cfg.policy_root,
-                    policy_version,
+                    in_force,
                     policies: policy_tx,
                     telemetry: telemetry.clone(),
                 },
@@ -1008,7 +1014,7 @@ impl Connection {
                             }
                         }
                         Ok(Event::Incoming(Packet::Publish(p))) => {
-                            if work_tx.is_none() || p.topic != self.topics.declarations {
+                            if work_tx.is_none() || crate::mqtt::topic_of(&p) != self.topics.declarations {
                                 continue;
                             }
                             let r = Received { publish: p, connection, at: std::time::Instant::now() };
@@ -1582,7 +1588,7 @@ mod tests {
 
     fn received(payload: Vec<u8>) -> Received {
         Received {
-            publish: Publish::new("d", QoS::AtLeastOnce, payload),
+            publish: Publish::new("d", QoS::AtLeastOnce, payload, None),
             connection: 1,
             at: std::time::Instant::now(),
         }

@@ -11,9 +11,11 @@
 //! - [`declaration`]: shipment declarations in JSON or CBOR.
 //! - [`policy`]: the control list, trusted keys, revocations, denied parties, bans.
 //! - [`bundle`]: the authority's signed policy bundles.
+//! - [`in_force`]: the policy in force and the rule by which a newer one replaces it.
 //! - [`verdict`]: verdicts, reason codes, alerts.
 //! - [`decision`]: the pure decision engine.
 //! - [`record`]: signed consumption records, the unit of sync.
+//! - [`registry`]: checkpoint and hub keys from the policy, with validity windows.
 //! - [`ledger`]: the SQLite ledger: consumed licenses, hash-chained audit log, outbox.
 //! - [`gate`]: one declaration from payload to committed verdict, tying the above together.
 //! - [`cli`]: the command line.
@@ -28,6 +30,7 @@
 //! - [`qr`]: QR codes of license tokens for paperwork.
 //! - [`logging`]: `tracing` set-up, with the filter reloadable on SIGHUP.
 //! - [`telemetry`]: metrics, health and the console's live feed, shared by the daemon's tasks.
+//! - [`throttle`]: bounded alerting for refused messages, and bounded error details.
 //! - [`console`]: the officer's gate console page, rendered on the server.
 //! - [`http`]: the operators' HTTP listener: `/metrics`, `/healthz`, the console.
 #![forbid(unsafe_code)]
@@ -47,6 +50,7 @@ pub mod elements;
 pub mod gate;
 pub mod http;
 pub mod hub;
+pub mod in_force;
 pub mod keys;
 pub mod ledger;
 pub mod logging;
@@ -54,8 +58,10 @@ pub mod mqtt;
 pub mod policy;
 pub mod qr;
 pub mod record;
+pub mod registry;
 pub mod sync;
 pub mod telemetry;
+pub mod throttle;
 pub mod tls;
 pub mod token;
 pub mod verdict;

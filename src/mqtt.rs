@@ -1,15 +1,30 @@
-//! MQTT client settings shared by the daemon, its uplink and the hub.
+//! MQTT client settings shared by the daemon, its uplink and the hub, and
+//! the session the uplink and the hub run their loops on.
+//!
+//! Every client speaks MQTT 5 so that it can announce its Maximum Packet
+//! Size in CONNECT: the broker then never delivers a larger packet to it
+//! (mosquitto drops it and logs `Dropping too large outgoing PUBLISH`),
+//! so no message can put a client into a reconnect loop.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand_core::RngCore;
-use rumqttc::{MqttOptions, NetworkOptions};
+use rumqttc::NetworkOptions;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 
 use crate::config::MqttConfig;
 
-/// Client options for `m`: persistent session under its `client_id` (or
-/// `default_id`), manual acknowledgements, credentials and TLS when configured.
+/// Largest MQTT packet any permitgate client accepts; announced to the
+/// broker in CONNECT. Shipped broker configs set `message_size_limit`
+/// below it (16,000,000 bytes of payload), so a message the broker takes
+/// is never too large for a client.
+pub const PACKET_MAX: u32 = 16 * 1024 * 1024;
+
+/// Client options for `m`: MQTT 5, persistent session (never expiring)
+/// under its `client_id` (or `default_id`), manual acknowledgements, the
+/// Maximum Packet Size, credentials and TLS when configured.
 pub fn options(
     m: &MqttConfig,
     tls: Option<&Arc<rustls::ClientConfig>>,
@@ -17,10 +32,15 @@ pub fn options(
 ) -> MqttOptions {
     let client_id = m.client_id.clone().unwrap_or(default_id);
     let mut opts = MqttOptions::new(client_id, m.host.clone(), m.port);
-    opts.set_clean_session(false)
+    // Design: in MQTT 5 a session ends with its connection unless an
+    // expiry is set; declarations queued while the daemon restarts must not.
+    opts.set_clean_start(false)
+        .set_session_expiry_interval(Some(u32::MAX))
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(m.keep_alive_secs.max(5)))
-        .set_inflight(m.inflight);
+        .set_outgoing_inflight_upper_limit(m.inflight)
+        .set_max_packet_size(Some(PACKET_MAX))
+        .set_network_options(network_options());
     if let Some(tls) = tls {
         opts.set_transport(rumqttc::Transport::tls_with_config(
             rumqttc::TlsConfiguration::Rustls(tls.clone()),
@@ -37,6 +57,11 @@ pub fn network_options() -> NetworkOptions {
     let mut net = NetworkOptions::new();
     net.set_tcp_nodelay(true);
     net
+}
+
+/// A publication's topic as text (MQTT topics are UTF-8; anything else matches no topic of ours).
+pub fn topic_of(p: &Publish) -> &str {
+    std::str::from_utf8(&p.topic).unwrap_or("")
 }
 
 /// Capped exponential backoff with ±25 % jitter: 0.5 s, 1 s, 2 s … `max`.
@@ -70,7 +95,7 @@ impl Link {
     /// caller's), and returns how long to wait before the next attempt.
     pub fn down(
         &mut self,
-        eventloop: &mut rumqttc::EventLoop,
+        eventloop: &mut EventLoop,
         error: &dyn std::fmt::Display,
         what: &str,
         max: Duration,
@@ -83,6 +108,118 @@ impl Link {
         eventloop.clean();
         eventloop.pending.clear();
         backoff(self.failures, max)
+    }
+}
+
+/// What a [`Session`] saw.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// Connected; subscribe now (the broker may have kept the session, but
+    /// subscribing again costs nothing).
+    Connected,
+    /// A message; acknowledge it with [`Session::ack`] once handled.
+    Message(Publish),
+    /// The connection failed; the next call waits out the back-off first.
+    Lost,
+    /// Anything else (acknowledgements, pings).
+    Other,
+}
+
+/// One MQTT connection with reconnection and back-off, for loops that
+/// handle one message at a time (the uplink and the hub).
+pub struct Session {
+    /// The client, for publishing and subscribing.
+    pub client: AsyncClient,
+    eventloop: EventLoop,
+    link: Link,
+    what: &'static str,
+    reconnect_max: Duration,
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl Session {
+    /// A session with `opts`; `what` names it in logs; requests queue up to `cap`.
+    pub fn new(
+        opts: MqttOptions,
+        cap: usize,
+        what: &'static str,
+        reconnect_max: Duration,
+    ) -> Session {
+        let (client, eventloop) = AsyncClient::new(opts, cap);
+        Session {
+            client,
+            eventloop,
+            link: Link::default(),
+            what,
+            reconnect_max,
+            retry_at: None,
+        }
+    }
+
+    /// True while connected.
+    pub fn connected(&self) -> bool {
+        self.link.connected
+    }
+
+    /// The next event. Cancel-safe: a `select!` on a stop signal beside it
+    /// stops at once, also while it waits to reconnect.
+    pub async fn next(&mut self) -> SessionEvent {
+        if let Some(at) = self.retry_at {
+            tokio::time::sleep_until(at).await;
+            self.retry_at = None;
+        }
+        match self.eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack)))
+                if ack.code == rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success =>
+            {
+                if !self.link.connected {
+                    tracing::info!(
+                        session_present = ack.session_present,
+                        "{}: connected",
+                        self.what
+                    );
+                }
+                self.link.up();
+                SessionEvent::Connected
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => SessionEvent::Message(p),
+            Ok(_) => SessionEvent::Other,
+            Err(e) => {
+                let wait = self
+                    .link
+                    .down(&mut self.eventloop, &e, self.what, self.reconnect_max);
+                self.retry_at = Some(tokio::time::Instant::now() + wait);
+                SessionEvent::Lost
+            }
+        }
+    }
+
+    /// Acknowledges a message (PUBACK) without blocking.
+    pub fn ack(&self, p: &Publish) {
+        if self.client.try_ack(p).is_err() {
+            tracing::warn!(
+                "{}: request queue full; the broker will redeliver",
+                self.what
+            );
+        }
+    }
+
+    /// Disconnects, giving the DISCONNECT (and what is queued before it) a second to go out.
+    pub async fn close(&mut self) {
+        if self.link.connected {
+            let _ = self.client.try_disconnect();
+            let deadline = tokio::time::sleep(Duration::from_secs(1));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => return,
+                    ev = self.eventloop.poll() => match ev {
+                        Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
     }
 }
 

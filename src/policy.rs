@@ -11,6 +11,7 @@ use toml::Spanned;
 use crate::clock::{UnixTime, parse_duration, parse_rfc3339};
 use crate::elements::{canonical_symbol, hs_digits};
 use crate::keys;
+use crate::registry::{KeyEntry, Registry};
 
 /// A policy file that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,8 @@ pub struct Policy {
     pub denied_parties: Vec<DeniedParty>,
     /// Outright bans.
     pub bans: Vec<Ban>,
+    /// Checkpoint and hub keys: whose sync messages are accepted.
+    pub registry: Registry,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +110,21 @@ struct RawPolicy {
     denied_parties: Vec<RawDenied>,
     #[serde(default)]
     bans: Vec<RawBan>,
+    #[serde(default)]
+    checkpoints: Vec<RawKey>,
+    #[serde(default)]
+    hubs: Vec<RawKey>,
+}
+
+/// A `[[checkpoints]]` or `[[hubs]]` entry of the registry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    id: Spanned<String>,
+    public_key_file: Option<Spanned<String>>,
+    public_key: Option<Spanned<String>>,
+    valid_from: Option<Spanned<String>>,
+    valid_until: Option<Spanned<String>>,
 }
 
 fn default_skew() -> Spanned<String> {
@@ -293,6 +311,90 @@ impl Policy {
             })
         };
 
+        // A key given as a file beside the policy or inline as PEM text.
+        let public_key = |file: Option<&Spanned<String>>,
+                          pem: Option<&Spanned<String>>,
+                          named: &Spanned<String>,
+                          key_name: &str|
+         -> Result<VerifyingKey, PolicyError> {
+            match (file, pem) {
+                (Some(f), None) => {
+                    let p = path.parent().unwrap_or(Path::new(".")).join(f.get_ref());
+                    keys::load_verifying_key(&p).map_err(|e| {
+                        err(Some(f.span()), format!("`{key_name}.public_key_file`: {e}"))
+                    })
+                }
+                (None, Some(pem)) => keys::parse_public_pem(pem.get_ref()).map_err(|e| {
+                    err(
+                        Some(pem.span()),
+                        format!("`{key_name}.public_key`: not an SPKI PEM Ed25519 key ({e})"),
+                    )
+                }),
+                _ => Err(err(
+                    Some(named.span()),
+                    format!("`{key_name}` needs exactly one of `public_key_file` or `public_key`"),
+                )),
+            }
+        };
+        let registry_entries = |raw: &[RawKey],
+                                table: &str|
+         -> Result<Vec<KeyEntry>, PolicyError> {
+            let mut out = Vec::new();
+            for (n, rk) in raw.iter().enumerate() {
+                let key_name = format!("{table}[{n}]");
+                let id = rk.id.get_ref().clone();
+                if !crate::mqtt::topic_level_ok(&id) {
+                    return Err(err(
+                        Some(rk.id.span()),
+                        format!(
+                            "`{key_name}.id`: `{id}` must be 1 to 64 characters without `/`, `+` or `#`"
+                        ),
+                    ));
+                }
+                let key = public_key(
+                    rk.public_key_file.as_ref(),
+                    rk.public_key.as_ref(),
+                    &rk.id,
+                    &key_name,
+                )?;
+                let valid_from = rk
+                    .valid_from
+                    .as_ref()
+                    .map(|s| at(s, &format!("{key_name}.valid_from")))
+                    .transpose()?;
+                let valid_until = rk
+                    .valid_until
+                    .as_ref()
+                    .map(|s| at(s, &format!("{key_name}.valid_until")))
+                    .transpose()?;
+                if let (Some(f), Some(u)) = (valid_from, valid_until)
+                    && u < f
+                {
+                    return Err(err(
+                        Some(rk.id.span()),
+                        format!("`{key_name}`: `valid_until` is before `valid_from`"),
+                    ));
+                }
+                out.push(KeyEntry {
+                    id,
+                    key,
+                    valid_from,
+                    valid_until,
+                });
+            }
+            Ok(out)
+        };
+        let checkpoint_keys = registry_entries(&raw.checkpoints, "checkpoints")?;
+        let hub_keys = registry_entries(&raw.hubs, "hubs")?;
+        {
+            let mut seen = HashSet::new();
+            for h in &hub_keys {
+                if !seen.insert(h.id.as_str()) {
+                    return Err(err(None, format!("`hubs`: kid `{}` is listed twice", h.id)));
+                }
+            }
+        }
+
         let mut issuers = Vec::new();
         let mut kid_index = HashMap::new();
         for (n, ri) in raw.issuers.iter().enumerate() {
@@ -304,28 +406,12 @@ impl Policy {
                     format!("`{key_name}.kid` is empty"),
                 ));
             }
-            let key = match (&ri.public_key_file, &ri.public_key) {
-                (Some(f), None) => {
-                    let p = path.parent().unwrap_or(Path::new(".")).join(f.get_ref());
-                    keys::load_verifying_key(&p).map_err(|e| {
-                        err(Some(f.span()), format!("`{key_name}.public_key_file`: {e}"))
-                    })?
-                }
-                (None, Some(pem)) => keys::parse_public_pem(pem.get_ref()).map_err(|e| {
-                    err(
-                        Some(pem.span()),
-                        format!("`{key_name}.public_key`: not an SPKI PEM Ed25519 key ({e})"),
-                    )
-                })?,
-                _ => {
-                    return Err(err(
-                        Some(ri.kid.span()),
-                        format!(
-                            "`{key_name}` needs exactly one of `public_key_file` or `public_key`"
-                        ),
-                    ));
-                }
-            };
+            let key = public_key(
+                ri.public_key_file.as_ref(),
+                ri.public_key.as_ref(),
+                &ri.kid,
+                &key_name,
+            )?;
             let valid_from = ri
                 .valid_from
                 .as_ref()
@@ -413,11 +499,12 @@ impl Policy {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
+        let clock_skew = dur(&raw.clock_skew, "clock_skew")?;
         Ok(Policy {
             version: raw.version,
             issued_at: at(&raw.issued_at, "issued_at")?,
             max_age: dur(&raw.max_age, "max_age")?,
-            clock_skew: dur(&raw.clock_skew, "clock_skew")?,
+            clock_skew,
             controlled_elements,
             controlled_hs,
             revoked: raw.revoked_licenses.into_iter().collect(),
@@ -425,6 +512,7 @@ impl Policy {
             kid_index,
             denied_parties,
             bans,
+            registry: Registry::new(checkpoint_keys, hub_keys, clock_skew),
         })
     }
 

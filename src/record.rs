@@ -50,6 +50,21 @@ pub enum RecordError {
         /// The checkpoint in the payload.
         named: String,
     },
+    /// The registry does not trust the signer at the record's time.
+    #[error("consumption record: {0}")]
+    Signer(#[from] crate::registry::SignerError),
+}
+
+impl RecordError {
+    /// Short machine-readable name, for metrics, logs and alert throttling.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RecordError::Signature(cose::CoseError::BadSignature) => "bad_signature",
+            RecordError::Signature(_) | RecordError::Payload(_) => "unreadable",
+            RecordError::CheckpointMismatch { .. } => "checkpoint_mismatch",
+            RecordError::Signer(e) => e.code(),
+        }
+    }
 }
 
 impl ConsumptionRecord {
@@ -68,8 +83,37 @@ impl ConsumptionRecord {
         read(signed, Some(&key_for))
     }
 
-    /// Reads a signed record without checking its signature, for records the
-    /// hub has already verified (the feed).
+    /// Verifies a signed record against the registry: the checkpoint it
+    /// names must have a key valid at the record's `consumed_at`, and one
+    /// such key must have signed it.
+    pub fn verify_registered(
+        signed: &[u8],
+        registry: &crate::registry::Registry,
+    ) -> Result<ConsumptionRecord, RecordError> {
+        let msg = cose::parse(signed)?;
+        let rec: ConsumptionRecord =
+            codec::from_slice(&msg.payload).map_err(|e| RecordError::Payload(e.to_string()))?;
+        let kid = cose::kid_text(&msg.kid);
+        if rec.checkpoint != kid {
+            return Err(RecordError::CheckpointMismatch {
+                kid,
+                named: rec.checkpoint,
+            });
+        }
+        let keys = registry.checkpoint_keys_at(&rec.checkpoint, rec.consumed_at)?;
+        // Design: normally one key; two only at a rotation's handover.
+        let mut last = cose::CoseError::BadSignature;
+        for key in &keys {
+            match msg.verify(key) {
+                Ok(()) => return Ok(rec),
+                Err(e) => last = e,
+            }
+        }
+        Err(RecordError::Signature(last))
+    }
+
+    /// Reads a signed record without checking its signature, for records
+    /// this process verified before it stored them.
     pub fn parse_unverified(signed: &[u8]) -> Result<ConsumptionRecord, RecordError> {
         read(signed, None::<&fn(&str) -> Option<VerifyingKey>>)
     }

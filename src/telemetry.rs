@@ -35,6 +35,15 @@ struct LinkLabels {
     link: String,
 }
 
+/// Labels of the refused sync messages counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    /// Which kind of message: `ack`, `feed`, `alert`, `policy`.
+    message: String,
+    /// Why, as a short code.
+    reason: String,
+}
+
 /// Something the gate console shows as it happens.
 #[derive(Debug, Clone)]
 pub enum ConsoleEvent {
@@ -77,6 +86,7 @@ pub struct Telemetry {
     reconnects: Family<LinkLabels, Counter>,
     ledger_fault_gauge: Gauge,
     ledger_bytes: Gauge,
+    refused: Family<RefusedLabels, Counter>,
     /// The ledger file, whose size (with its WAL) is reported.
     ledger_path: std::path::PathBuf,
     /// Unix seconds of the oldest consumption the hub has not acknowledged (0: none).
@@ -182,6 +192,12 @@ impl Telemetry {
             "ledger_bytes",
             "Size of the ledger file and its write-ahead log",
         );
+        let refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "sync_refused_messages",
+            "Sync messages and records refused (forged, unknown signer, contradicting what is held, unreadable)",
+            refused.clone(),
+        );
         let (events, _) = broadcast::channel(256);
         let links = Links {
             broker_down_since: Some(now),
@@ -202,6 +218,7 @@ impl Telemetry {
             reconnects,
             ledger_fault_gauge,
             ledger_bytes,
+            refused,
             ledger_path: ledger.to_owned(),
             oldest_unsynced: AtomicI64::new(0),
             policy_issued_at: AtomicI64::new(0),
@@ -295,6 +312,16 @@ impl Telemetry {
         let _ = self
             .oldest_unsynced
             .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// A sync message (or one record in it) of kind `message` was refused for `reason`.
+    pub fn refused(&self, message: &str, reason: &str) {
+        self.refused
+            .get_or_create(&RefusedLabels {
+                message: message.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// The hub answered at `now`.

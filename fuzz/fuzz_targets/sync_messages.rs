@@ -1,6 +1,7 @@
 //! Sync messages, consumption records and policy bundles off the uplink.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use permitgate::registry::{KeyEntry, Registry};
 use permitgate::sync::protocol::{Ack, Backfill, Feed, Records};
 
 /// The key the seed corpus is signed with (seed bytes 7 × 32), so inputs
@@ -10,11 +11,27 @@ fn fixed() -> ed25519_dalek::VerifyingKey {
     *KEY.get_or_init(|| ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key())
 }
 
+/// A registry trusting the fixed key as checkpoint `post-a` and hub key `hub-1`.
+fn registry() -> &'static Registry {
+    static REG: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REG.get_or_init(|| {
+        let entry = |id: &str| KeyEntry {
+            id: id.into(),
+            key: fixed(),
+            valid_from: None,
+            valid_until: None,
+        };
+        Registry::new(vec![entry("post-a")], vec![entry("hub-1")], 0)
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
+    let now = 1_800_000_000;
     let _ = Records::decode(data);
-    let _ = Ack::decode(data);
-    let _ = Feed::decode(data);
-    let _ = Backfill::decode(data);
+    let _ = Ack::open(data, registry(), now);
+    let _ = Feed::open(data, registry(), now);
+    let _ = Backfill::open(data, registry(), now);
+    let _ = permitgate::record::ConsumptionRecord::verify_registered(data, registry());
     let _ = permitgate::record::ConsumptionRecord::parse_unverified(data);
     let _ = permitgate::bundle::open(data, &fixed());
 });

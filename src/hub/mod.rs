@@ -1,5 +1,5 @@
 //! `permitgate hub`: receives every checkpoint's signed consumption
-//! records, verifies them against its registry of checkpoint keys, stores
+//! records, verifies them against the registry the policy carries, stores
 //! them once in a global order, acknowledges them to their checkpoint,
 //! redistributes them to all, serves backfill, and raises double use.
 //!
@@ -7,108 +7,31 @@
 //! store commits, so a hub killed mid-batch gets it again; storing is
 //! idempotent. Acknowledgements to checkpoints are retained messages; the
 //! feed is best-effort, and checkpoints backfill whatever they missed.
+//! Acknowledgements and feed messages are sealed with the hub's key
+//! ([`crate::sync::protocol`]): checkpoints act on nothing else.
 
+mod config;
 pub mod store;
+
+pub use config::HubConfig;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ed25519_dalek::VerifyingKey;
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, Packet, Publish, QoS};
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use ed25519_dalek::SigningKey;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Publish;
 use tracing::{error, info, warn};
 
-use crate::clock::{Clock, SystemClock, to_rfc3339};
-use crate::config::{ConfigError, MqttConfig};
+use crate::clock::{Clock, SystemClock, UnixTime};
+use crate::in_force::PolicyInForce;
+use crate::mqtt::{Session, SessionEvent, topic_of};
 use crate::record::ConsumptionRecord;
 use crate::sync::protocol::{Ack, Backfill, Feed, Records, SyncTopics};
-use crate::verdict::{Alert, AlertKind};
+use crate::throttle::{AlertThrottle, bounded_detail};
 use store::{HubStore, StoreError};
-
-/// The hub's configuration file.
-#[derive(Debug, Clone)]
-pub struct HubConfig {
-    /// The SQLite store.
-    pub store: PathBuf,
-    /// The national broker.
-    pub mqtt: MqttConfig,
-    /// TLS to it.
-    pub mqtt_tls: Option<Arc<rustls::ClientConfig>>,
-    /// Checkpoint id → public key: whose records are accepted.
-    pub checkpoints: HashMap<String, VerifyingKey>,
-    /// Shared-subscription group hub processes share the load in.
-    pub share_group: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHub {
-    store: PathBuf,
-    #[serde(default)]
-    mqtt: MqttConfig,
-    #[serde(default = "default_group")]
-    share_group: String,
-    checkpoints: HashMap<String, String>,
-}
-
-fn default_group() -> String {
-    "permitgate-hub".into()
-}
-
-impl HubConfig {
-    /// Reads and validates a hub config; relative paths are taken from its directory.
-    pub fn load(file: &Path) -> Result<HubConfig, ConfigError> {
-        let bad = |message: String| ConfigError::File {
-            file: file.to_owned(),
-            line: None,
-            message,
-        };
-        let text = std::fs::read_to_string(file).map_err(|e| bad(format!("cannot read: {e}")))?;
-        let raw: RawHub = crate::config::parse_toml(file, &text)?;
-        crate::config::check_mqtt(&raw.mqtt, "mqtt").map_err(bad)?;
-        if raw.mqtt.embedded_broker {
-            return Err(bad(
-                "`mqtt.embedded_broker`: the hub uses the national broker".into(),
-            ));
-        }
-        if !crate::mqtt::topic_level_ok(&raw.share_group) {
-            return Err(bad(format!(
-                "`share_group`: `{}` cannot be a topic level",
-                raw.share_group
-            )));
-        }
-        let base = file.parent().unwrap_or(Path::new("."));
-        let mqtt_tls = crate::config::tls_for(base, &raw.mqtt, "mqtt").map_err(bad)?;
-        let mut checkpoints = HashMap::new();
-        for (id, key) in raw.checkpoints {
-            if !crate::mqtt::topic_level_ok(&id) {
-                return Err(bad(format!(
-                    "`checkpoints.{id}`: not a usable checkpoint id"
-                )));
-            }
-            let pem = if key.trim_start().starts_with("-----BEGIN") {
-                key
-            } else {
-                std::fs::read_to_string(base.join(&key))
-                    .map_err(|e| bad(format!("`checkpoints.{id}`: cannot read {key}: {e}")))?
-            };
-            let vk = crate::keys::parse_public_pem(&pem)
-                .map_err(|e| bad(format!("`checkpoints.{id}`: {e}")))?;
-            checkpoints.insert(id, vk);
-        }
-        Ok(HubConfig {
-            store: base.join(raw.store),
-            mqtt: raw.mqtt,
-            mqtt_tls,
-            checkpoints,
-            share_group: raw.share_group,
-        })
-    }
-}
 
 /// Why the hub could not run.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +39,21 @@ pub enum HubError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The hub's key could not be loaded or created.
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+    /// The policy does not list this hub's key: checkpoints would refuse everything it sends.
+    #[error(
+        "the policy ({policy}) does not list this hub's key as `{kid}` valid now in `[[hubs]]`; checkpoints would refuse every acknowledgement and feed message. Add an entry with id = \"{kid}\" and public_key_file = \"{public}\""
+    )]
+    NotRegistered {
+        /// The policy file.
+        policy: String,
+        /// The configured kid.
+        kid: String,
+        /// The hub's public key file.
+        public: String,
+    },
 }
 
 /// A message the hub sends after a commit.
@@ -125,196 +63,324 @@ struct Out {
     retain: bool,
 }
 
+/// The same backfill request answered again within this is ignored (a replay).
+const BACKFILL_REPEAT: Duration = Duration::from_secs(1);
+
+/// What the hub's message handling owns.
+struct Hub {
+    cfg: HubConfig,
+    topics: SyncTopics,
+    store: HubStore,
+    key: SigningKey,
+    in_force: Arc<PolicyInForce>,
+    throttle: AlertThrottle,
+    /// Per checkpoint: the last backfill answered, and when.
+    answered: HashMap<String, (u64, Instant)>,
+}
+
 /// Runs the hub until `shutdown` completes.
 pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(), HubError> {
-    let mut store = HubStore::open(&cfg.store)?;
+    let (key, created) = crate::keys::load_or_create_signing_key(&cfg.key_file)?;
+    if created {
+        info!(path = %cfg.key_file.display(), "created the hub's key");
+    }
+    let now = SystemClock.now();
+    if cfg
+        .policy
+        .registry
+        .hub_key_at(&cfg.kid, now)
+        .ok()
+        .is_none_or(|k| k != key.verifying_key())
+    {
+        let file = cfg.key_file.to_string_lossy();
+        let public = file
+            .strip_suffix(".key.pem")
+            .map(|s| format!("{s}.pub.pem"))
+            .unwrap_or_else(|| "(the public half of the hub's key)".into());
+        return Err(HubError::NotRegistered {
+            policy: cfg.policy_file.display().to_string(),
+            kid: cfg.kid.clone(),
+            public,
+        });
+    }
+    let store = HubStore::open(&cfg.store)?;
     let (records, alerts) = store.counts()?;
-    info!(store = %cfg.store.display(), records, alerts, checkpoints = cfg.checkpoints.len(), "hub store open");
-    let topics = SyncTopics::new(&cfg.mqtt.prefix);
-    let mut opts = crate::mqtt::options(&cfg.mqtt, cfg.mqtt_tls.as_ref(), "permitgate-hub".into());
-    opts.set_max_packet_size(4 << 20, 4 << 20);
-    let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
-    eventloop.set_network_options(crate::mqtt::network_options());
-    let reconnect_max = Duration::from_secs(cfg.mqtt.reconnect_max_secs);
+    info!(
+        store = %cfg.store.display(),
+        records,
+        alerts,
+        checkpoints = cfg.policy.registry.checkpoint_ids().len(),
+        kid = %cfg.kid,
+        "hub store open"
+    );
+    let opts = crate::mqtt::options(&cfg.mqtt, cfg.mqtt_tls.as_ref(), "permitgate-hub".into());
+    let mut session = Session::new(
+        opts,
+        10_000,
+        "hub",
+        Duration::from_secs(cfg.mqtt.reconnect_max_secs),
+    );
+    let mut hub = Hub {
+        topics: SyncTopics::new(&cfg.mqtt.prefix),
+        in_force: PolicyInForce::new(cfg.policy.clone()),
+        cfg,
+        store,
+        key,
+        throttle: AlertThrottle::default(),
+        answered: HashMap::new(),
+    };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tokio::pin!(shutdown);
-    let mut link = crate::mqtt::Link::default();
     loop {
-        tokio::select! {
+        let ev = tokio::select! {
             _ = &mut shutdown => {
                 info!("hub shutting down");
-                if link.connected {
-                    let _ = client.try_disconnect();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
-                }
+                session.close().await;
                 return Ok(());
             }
-            ev = eventloop.poll() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
-                    info!(broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "hub connected to broker");
-                    link.up();
-                    for t in [topics.records_filter(), topics.backfill()] {
-                        let _ = client.try_subscribe(format!("$share/{}/{t}", cfg.share_group), QoS::AtLeastOnce);
-                    }
+            ev = session.next() => ev,
+        };
+        match ev {
+            SessionEvent::Connected => {
+                let group = &hub.cfg.share_group;
+                for t in [hub.topics.records_filter(), hub.topics.backfill()] {
+                    let _ = session
+                        .client
+                        .try_subscribe(format!("$share/{group}/{t}"), QoS::AtLeastOnce);
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    match tokio::task::block_in_place(|| handle(&cfg, &topics, &mut store, &p)) {
-                        Ok(outs) => {
-                            // Stored (or nothing to store): only now may the broker forget it.
-                            let _ = client.try_ack(&p);
-                            for o in outs {
-                                tracing::debug!(topic = %o.topic, bytes = o.payload.len(), "hub: publishing");
-                                if client.try_publish(o.topic, QoS::AtLeastOnce, o.retain, o.payload).is_err() {
-                                    warn!("hub: outgoing queue full; checkpoints will backfill");
-                                }
+                // Every hub process follows the policy, so not shared.
+                if hub.cfg.policy_root.is_some() {
+                    let _ = session
+                        .client
+                        .try_subscribe(hub.topics.policy(), QoS::AtLeastOnce);
+                }
+            }
+            SessionEvent::Message(p) => {
+                match tokio::task::block_in_place(|| hub.handle(&p, SystemClock.now())) {
+                    Ok(outs) => {
+                        // Stored (or nothing to store): only now may the broker forget it.
+                        session.ack(&p);
+                        for o in outs {
+                            tracing::debug!(topic = %o.topic, bytes = o.payload.len(), "hub: publishing");
+                            if session
+                                .client
+                                .try_publish(o.topic, QoS::AtLeastOnce, o.retain, o.payload)
+                                .is_err()
+                            {
+                                warn!("hub: outgoing queue full; checkpoints will backfill");
                             }
                         }
-                        Err(e) => error!(error = %e, "hub: could not store records; not acknowledging them"),
+                    }
+                    Err(e) => {
+                        error!(error = %e, "hub: could not store records; not acknowledging them")
                     }
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tokio::time::sleep(link.down(&mut eventloop, &e, "hub", reconnect_max)).await;
-                }
-            },
+            }
+            SessionEvent::Lost | SessionEvent::Other => {}
         }
     }
 }
 
-fn handle(
-    cfg: &HubConfig,
-    topics: &SyncTopics,
-    store: &mut HubStore,
-    p: &Publish,
-) -> Result<Vec<Out>, StoreError> {
-    let now = SystemClock.now();
-    if let Some(sender) = topics.checkpoint_of_records(&p.topic) {
-        return on_records(cfg, topics, store, sender, &p.payload, now);
+impl Hub {
+    fn handle(&mut self, p: &Publish, now: UnixTime) -> Result<Vec<Out>, StoreError> {
+        let topic = topic_of(p);
+        if let Some(sender) = self.topics.checkpoint_of_records(topic) {
+            let sender = sender.to_owned();
+            return self.on_records(&sender, &p.payload, now);
+        }
+        if topic == self.topics.backfill() {
+            return self.on_backfill(&p.payload, now);
+        }
+        if topic == self.topics.policy() {
+            return self.on_policy(&p.payload, now);
+        }
+        Ok(Vec::new())
     }
-    if p.topic == topics.backfill() {
-        let req = match Backfill::decode(&p.payload) {
-            Ok(r) if cfg.checkpoints.contains_key(&r.checkpoint) => r,
-            Ok(r) => {
-                warn!(checkpoint = %r.checkpoint, "hub: backfill request from an unknown checkpoint; ignored");
-                return Ok(Vec::new());
-            }
-            Err(e) => {
-                warn!(error = %e, "hub: unreadable backfill request; ignored");
-                return Ok(Vec::new());
-            }
-        };
-        let entries = store.feed_after(req.after, req.limit as usize)?;
-        let head = store.head()?;
-        return Ok(vec![Out {
-            topic: topics.backfill_reply(&req.checkpoint),
-            payload: Feed { entries, head }.encode(),
-            retain: false,
-        }]);
-    }
-    Ok(Vec::new())
-}
 
-fn on_records(
-    cfg: &HubConfig,
-    topics: &SyncTopics,
-    store: &mut HubStore,
-    sender: &str,
-    payload: &[u8],
-    now: i64,
-) -> Result<Vec<Out>, StoreError> {
-    let mut outs = Vec::new();
-    let mut refuse =
-        |store: &mut HubStore, detail: String, bytes: &[u8]| -> Result<(), StoreError> {
-            warn!(sender, %detail, "hub: record refused");
-            let alert = Alert {
-                kind: AlertKind::RefusedRecord,
-                checkpoint: "hub".into(),
-                raised_at: to_rfc3339(now),
-                declaration_id: None,
-                license_id: None,
-                reasons: Vec::new(),
-                payload_sha256: Some(hex::encode(Sha256::digest(bytes))),
-                alert_id: Some(hex::encode(Sha256::digest(
-                    [b"refused:".as_slice(), bytes].concat(),
-                ))),
-                records: Vec::new(),
-                detail: Some(detail),
-            };
-            if store.record_alert(&alert, now)? {
-                outs.push(Out {
-                    topic: topics.alerts(),
-                    payload: serde_json::to_vec(&alert).unwrap_or_default(),
-                    retain: false,
-                });
+    fn on_records(
+        &mut self,
+        sender: &str,
+        payload: &[u8],
+        now: UnixTime,
+    ) -> Result<Vec<Out>, StoreError> {
+        let mut outs = Vec::new();
+        let batch = match Records::decode(payload) {
+            Ok(b) => b,
+            Err(e) => {
+                self.refuse(
+                    &mut outs,
+                    sender,
+                    "unreadable",
+                    &e.to_string(),
+                    payload,
+                    now,
+                )?;
+                return Ok(outs);
             }
-            Ok(())
         };
-    let batch = match Records::decode(payload) {
-        Ok(b) => b,
-        Err(e) => {
-            refuse(store, format!("from topic of `{sender}`: {e}"), payload)?;
+        let registry = self.in_force.current().registry.clone();
+        let mut valid = Vec::new();
+        for bytes in batch.records {
+            // Design: a record already stored byte for byte was verified when
+            // it was stored; a resent copy costs a lookup, not a signature check.
+            if let Ok(rec) = ConsumptionRecord::parse_unverified(&bytes)
+                && rec.checkpoint == sender
+                && self.store.held(&rec.checkpoint, rec.seq)?.as_ref() == Some(&bytes)
+            {
+                valid.push((rec, bytes));
+                continue;
+            }
+            match ConsumptionRecord::verify_registered(&bytes, &registry) {
+                Ok(rec) if rec.checkpoint == sender => valid.push((rec, bytes)),
+                Ok(rec) => {
+                    let why = format!(
+                        "record of `{}` sent on the topic of `{sender}`",
+                        rec.checkpoint
+                    );
+                    self.refuse(&mut outs, sender, "wrong_topic", &why, &bytes, now)?;
+                }
+                Err(e) => {
+                    let why = format!("sent on the topic of `{sender}`: {e}");
+                    self.refuse(&mut outs, sender, e.code(), &why, &bytes, now)?;
+                }
+            }
+        }
+        if valid.is_empty() {
             return Ok(outs);
         }
-    };
-    let mut valid = Vec::new();
-    for bytes in batch.records {
-        match ConsumptionRecord::verify(&bytes, |kid| cfg.checkpoints.get(kid).copied()) {
-            Ok(rec) if rec.checkpoint == sender => valid.push((rec, bytes)),
-            Ok(rec) => refuse(
-                store,
-                format!(
-                    "record of `{}` sent on the topic of `{sender}`",
-                    rec.checkpoint
-                ),
-                &bytes,
-            )?,
-            Err(e) => refuse(
-                store,
-                format!("sent on the topic of `{sender}`: {e}"),
-                &bytes,
-            )?,
+        let stored = self.store.store(&valid, now)?;
+        for (cp, contiguous) in &stored.contiguous {
+            outs.push(Out {
+                topic: self.topics.ack(cp),
+                payload: Ack {
+                    checkpoint: cp.clone(),
+                    contiguous: *contiguous,
+                    issued_at: now,
+                }
+                .seal(&self.cfg.kid, &self.key),
+                retain: true,
+            });
         }
-    }
-    if valid.is_empty() {
-        return Ok(outs);
-    }
-    let stored = store.store(&valid, now)?;
-    for (cp, contiguous) in &stored.contiguous {
-        outs.push(Out {
-            topic: topics.ack(cp),
-            payload: Ack {
-                checkpoint: cp.clone(),
-                contiguous: *contiguous,
-            }
-            .encode(),
-            retain: true,
-        });
-    }
-    if !stored.new_entries.is_empty() {
-        let head = stored.new_entries.iter().map(|e| e.0).max().unwrap_or(0);
-        info!(
-            sender,
-            stored = stored.new_entries.len(),
-            head,
-            "hub: records stored"
-        );
-        outs.push(Out {
-            topic: topics.feed(),
-            payload: Feed {
-                entries: stored.new_entries,
+        if !stored.new_entries.is_empty() {
+            let head = stored.new_entries.iter().map(|e| e.0).max().unwrap_or(0);
+            info!(
+                sender,
+                stored = stored.new_entries.len(),
                 head,
+                "hub: records stored"
+            );
+            outs.push(Out {
+                topic: self.topics.feed(),
+                payload: Feed {
+                    entries: stored.new_entries,
+                    head,
+                    issued_at: now,
+                }
+                .seal(&self.cfg.kid, &self.key),
+                retain: false,
+            });
+        }
+        for a in stored.alerts {
+            warn!(license_id = a.license_id.as_deref().unwrap_or("-"), kind = ?a.kind, "hub: alert");
+            outs.push(Out {
+                topic: self.topics.alerts(),
+                payload: serde_json::to_vec(&a).unwrap_or_default(),
+                retain: false,
+            });
+        }
+        Ok(outs)
+    }
+
+    /// Answers a sealed backfill request with at most one feed message.
+    ///
+    /// Design: the request is sealed by its checkpoint, and the same one
+    /// again within [`BACKFILL_REPEAT`] is not answered, so neither a
+    /// forgery nor a replayed request can make the hub talk on its own.
+    fn on_backfill(&mut self, payload: &[u8], now: UnixTime) -> Result<Vec<Out>, StoreError> {
+        let registry = self.in_force.current().registry.clone();
+        let req = match Backfill::open(payload, &registry, now) {
+            Ok(r) => r,
+            Err(e) => {
+                let mut outs = Vec::new();
+                self.refuse(
+                    &mut outs,
+                    "backfill",
+                    e.code(),
+                    &e.to_string(),
+                    payload,
+                    now,
+                )?;
+                return Ok(outs);
             }
-            .encode(),
+        };
+        if let Some((after, at)) = self.answered.get(&req.checkpoint)
+            && *after == req.after
+            && at.elapsed() < BACKFILL_REPEAT
+        {
+            return Ok(Vec::new());
+        }
+        self.answered
+            .insert(req.checkpoint.clone(), (req.after, Instant::now()));
+        let entries = self.store.feed_after(req.after, req.limit as usize)?;
+        let head = self.store.head()?;
+        Ok(vec![Out {
+            topic: self.topics.backfill_reply(&req.checkpoint),
+            payload: Feed {
+                entries,
+                head,
+                issued_at: now,
+            }
+            .seal(&self.cfg.kid, &self.key),
             retain: false,
-        });
+        }])
     }
-    for a in stored.alerts {
-        warn!(license_id = a.license_id.as_deref().unwrap_or("-"), kind = ?a.kind, "hub: alert");
-        outs.push(Out {
-            topic: topics.alerts(),
-            payload: serde_json::to_vec(&a).unwrap_or_default(),
-            retain: false,
-        });
+
+    /// Follows the authority's signed policy bundles: a new checkpoint's key, a retired one.
+    fn on_policy(&mut self, bundle: &[u8], now: UnixTime) -> Result<Vec<Out>, StoreError> {
+        let Some(root) = &self.cfg.policy_root else {
+            return Ok(Vec::new());
+        };
+        match crate::bundle::open(bundle, root) {
+            Ok(p) => {
+                let version = p.version;
+                match self.in_force.offer(p, now) {
+                    Ok(_) => info!(version, "hub: signed policy bundle accepted"),
+                    Err(crate::in_force::Refusal::NotNewer { offered, in_force })
+                        if offered == in_force => {}
+                    Err(e) => warn!(error = %e, "hub: policy bundle refused"),
+                }
+            }
+            Err(e) => warn!(error = %e, "hub: policy bundle refused"),
+        }
+        Ok(Vec::new())
     }
-    Ok(outs)
+
+    /// A refused record or request: logged and alerted (`refused_record`)
+    /// at most once a minute per sender and reason.
+    fn refuse(
+        &mut self,
+        outs: &mut Vec<Out>,
+        sender: &str,
+        reason: &'static str,
+        detail: &str,
+        payload: &[u8],
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let Some(held_back) = self.throttle.admit(sender, reason, now) else {
+            return Ok(());
+        };
+        let detail = bounded_detail(detail);
+        warn!(sender = %crate::throttle::truncate(sender, 80), reason, %detail, held_back, "hub: refused");
+        let alert = crate::sync::agent::refused_alert(
+            "hub", "record", reason, &detail, held_back, payload, now,
+        );
+        if self.store.record_alert(&alert, now)? {
+            outs.push(Out {
+                topic: self.topics.alerts(),
+                payload: serde_json::to_vec(&alert).unwrap_or_default(),
+                retain: false,
+            });
+        }
+        Ok(())
+    }
 }

@@ -225,6 +225,17 @@ impl HubStore {
         })
     }
 
+    /// The signed record stored for (checkpoint, seq), if any.
+    pub fn held(&self, checkpoint: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT record FROM records WHERE checkpoint=?1 AND seq=?2")
+            .and_then(|mut st| {
+                st.query_row(params![checkpoint, seq as i64], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(self.err())
+    }
+
     /// Up to `limit` feed entries after global number `after`, ascending.
     pub fn feed_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let mut stmt = self

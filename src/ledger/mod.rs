@@ -7,7 +7,7 @@
 pub(crate) mod schema;
 mod sync;
 
-pub use sync::FeedOutcome;
+pub use sync::{FeedConflict, FeedOutcome};
 
 use std::path::{Path, PathBuf};
 

@@ -17,6 +17,45 @@ pub struct FeedOutcome {
     pub high_water: u64,
     /// Alerts raised (double use of a license consumed here), queued for publication.
     pub publications: Vec<Publication>,
+    /// Entries refused because they contradict what is held; none of them stored.
+    pub conflicts: Vec<FeedConflict>,
+}
+
+/// A feed entry that contradicts what the ledger already holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedConflict {
+    /// The hub gave this global number to another record before.
+    GlobalNumber {
+        /// The global number.
+        g: u64,
+        /// The record held under it, as (checkpoint, seq).
+        held: (String, u64),
+        /// The record now offered, as (checkpoint, seq).
+        offered: (String, u64),
+    },
+    /// The checkpoint's key signed two different records with one number.
+    Record {
+        /// The checkpoint.
+        checkpoint: String,
+        /// The number.
+        seq: u64,
+    },
+}
+
+impl std::fmt::Display for FeedConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FeedConflict::GlobalNumber { g, held, offered } => write!(
+                f,
+                "the hub numbered {}#{} as entry {g}, which it gave to {}#{} before",
+                offered.0, offered.1, held.0, held.1
+            ),
+            FeedConflict::Record { checkpoint, seq } => write!(
+                f,
+                "two different records signed by {checkpoint} under number {seq}"
+            ),
+        }
+    }
 }
 
 impl Ledger {
@@ -39,7 +78,34 @@ impl Ledger {
         .map_err(sql(&self.path))
     }
 
+    /// Remembers that own records up to `seq` went to the hub at least once.
+    pub fn note_sent(&mut self, seq: u64) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta(key, value) VALUES ('sent_high', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+                [seq.to_string()],
+            )
+            .map(|_| ())
+            .map_err(sql(&self.path))
+    }
+
+    /// The highest own record ever sent to the hub (0: none).
+    pub fn sent_high(&self) -> Result<u64, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'sent_high'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(0).max(0) as u64)
+            .map_err(sql(&self.path))
+    }
+
     /// Clears the outbox up to `contiguous` (the hub holds 1..=contiguous); returns what is left.
+    ///
+    /// Design: the caller has checked the acknowledgement's signature and
+    /// that it claims no more than [`Ledger::sent_high`].
     pub fn acknowledge_outbox(&mut self, contiguous: u64) -> Result<u64, LedgerError> {
         self.conn
             .execute("DELETE FROM outbox WHERE seq <= ?1", [contiguous as i64])
@@ -62,7 +128,11 @@ impl Ledger {
 
     /// Stores feed entries from the hub in one transaction: other
     /// checkpoints' records become remote consumptions; one for a license
-    /// consumed here raises `double_use`. Idempotent.
+    /// consumed here raises `double_use`. Idempotent. An entry that
+    /// contradicts what is held (another record under a global number or
+    /// under a checkpoint's number) is not stored but returned as a conflict.
+    ///
+    /// Design: the caller has verified every record and the hub's seal.
     pub fn store_feed(
         &mut self,
         entries: &[(u64, ConsumptionRecord, Vec<u8>)],
@@ -76,6 +146,46 @@ impl Ledger {
             .map_err(sql(&path))?;
         let mut out = FeedOutcome::default();
         for (g, rec, bytes) in entries {
+            let held_at_g: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT checkpoint, seq FROM hub_feed WHERE g = ?1",
+                    [*g as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sql(&path))?;
+            if let Some((cp, seq)) = held_at_g
+                && (cp != rec.checkpoint || seq as u64 != rec.seq)
+            {
+                out.conflicts.push(FeedConflict::GlobalNumber {
+                    g: *g,
+                    held: (cp, seq as u64),
+                    offered: (rec.checkpoint.clone(), rec.seq),
+                });
+                continue;
+            }
+            let held_record: Option<Vec<u8>> = if rec.checkpoint == here {
+                tx.query_row(
+                    "SELECT record FROM consumed WHERE seq = ?1",
+                    [rec.seq as i64],
+                    |r| r.get(0),
+                )
+            } else {
+                tx.query_row(
+                    "SELECT record FROM remote_consumptions WHERE checkpoint = ?1 AND seq = ?2",
+                    params![rec.checkpoint, rec.seq as i64],
+                    |r| r.get(0),
+                )
+            }
+            .optional()
+            .map_err(sql(&path))?;
+            if held_record.as_ref().is_some_and(|h| h != bytes) {
+                out.conflicts.push(FeedConflict::Record {
+                    checkpoint: rec.checkpoint.clone(),
+                    seq: rec.seq,
+                });
+                continue;
+            }
             let new = tx
                 .execute(
                     "INSERT OR IGNORE INTO hub_feed(g, checkpoint, seq) VALUES (?1, ?2, ?3)",
@@ -131,9 +241,10 @@ impl Ledger {
         Ok(out)
     }
 
-    /// Stores an alert learned from the hub and queues it for publication
-    /// here; `None` if the same alert is already held.
-    pub fn store_hub_alert(
+    /// Stores an alert raised by sync (a double use proven by the hub's
+    /// evidence, a refused message) and queues it for publication here;
+    /// `None` if the same alert is already held.
+    pub fn queue_sync_alert(
         &mut self,
         alert: &Alert,
         now: UnixTime,

@@ -4,26 +4,41 @@
 //!
 //! It has its own MQTT connection (the uplink may be another broker than
 //! the declarations') and its own connection to the ledger file.
+//!
+//! Design: the broker is transport, never trust. An acknowledgement or a
+//! feed message counts only if a hub key the policy names sealed it; every
+//! record in the feed or in an alert is verified against the registry
+//! before it is stored or acted on; anything else is refused, counted and
+//! alerted at a bounded rate ([`crate::throttle`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, Packet, Publish, QoS};
+use ed25519_dalek::SigningKey;
+use rumqttc::v5::AsyncClient;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Publish;
+use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use super::protocol::{Ack, BATCH_MAX, Backfill, Feed, Records, SyncTopics};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, UnixTime, to_rfc3339};
 use crate::config::{MqttConfig, SyncConfig};
+use crate::in_force::PolicyInForce;
 use crate::ledger::{Ledger, LedgerError, Publication};
+use crate::mqtt::{Session, SessionEvent, topic_of};
 use crate::record::ConsumptionRecord;
+use crate::registry::Registry;
+use crate::throttle::{AlertThrottle, bounded_detail};
 use crate::verdict::{Alert, AlertKind};
 
 /// Everything the sync task needs.
 pub struct Agent {
     /// This checkpoint's id.
     pub checkpoint: String,
+    /// Its signing key, for backfill requests.
+    pub key: SigningKey,
     /// The broker the hub is reached through.
     pub uplink: MqttConfig,
     /// TLS for the uplink.
@@ -34,8 +49,8 @@ pub struct Agent {
     pub publications: mpsc::Sender<Publication>,
     /// The authority's root key; signed policy bundles are applied when set.
     pub policy_root: Option<ed25519_dalek::VerifyingKey>,
-    /// The version of the policy in force (bundles must be newer).
-    pub policy_version: Arc<AtomicU64>,
+    /// The policy in force: its registry says whose messages count.
+    pub in_force: Arc<PolicyInForce>,
     /// Verified newer policies, for the decision worker.
     pub policies: mpsc::Sender<crate::policy::Policy>,
     /// Metrics and health.
@@ -46,9 +61,12 @@ pub struct Agent {
 const BATCHES_PER_TICK: usize = 10;
 /// Records per batch.
 const RECORDS_PER_BATCH: usize = 100;
+/// A backfill request unanswered this long may be repeated.
+const BACKFILL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Least time between two backfill requests that a reply did not prompt.
+const BACKFILL_GAP: Duration = Duration::from_millis(250);
 
 struct State {
-    link: crate::mqtt::Link,
     /// Highest own record sent on this connection.
     sent_upto: u64,
     /// When the hub last moved our acknowledgement (or we last started over).
@@ -57,91 +75,98 @@ struct State {
     resend_wait: Duration,
     /// A backfill request is out since then.
     backfill_since: Option<Instant>,
-    /// The hub's head as last heard.
+    /// The hub's head as last heard in a message it sealed.
     hub_head: u64,
     /// When the hub was last asked, gap or not.
     last_backfill: Instant,
+    /// Which refusals raise an alert now.
+    throttle: AlertThrottle,
 }
 
 /// Runs until `stop` turns true, on its own connection to the ledger.
 pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<bool>) {
     let topics = SyncTopics::new(&agent.uplink.prefix);
-    let mut opts = crate::mqtt::options(
+    let opts = crate::mqtt::options(
         &agent.uplink,
         agent.tls.as_ref(),
         format!("permitgate-{}-sync", agent.checkpoint),
     );
-    opts.set_max_packet_size(4 << 20, 1 << 20);
-    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
-    eventloop.set_network_options(crate::mqtt::network_options());
-    let reconnect_max = Duration::from_secs(agent.uplink.reconnect_max_secs);
+    let mut session = Session::new(
+        opts,
+        1024,
+        "sync uplink",
+        Duration::from_secs(agent.uplink.reconnect_max_secs),
+    );
     let resend_after = Duration::from_secs(agent.sync.resend_after_secs);
     let mut tick = tokio::time::interval(Duration::from_millis(agent.sync.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut st = State {
-        link: crate::mqtt::Link::default(),
         sent_upto: 0,
         last_progress: Instant::now(),
         resend_wait: resend_after,
         backfill_since: None,
         hub_head: 0,
         last_backfill: Instant::now(),
+        throttle: AlertThrottle::default(),
     };
+    if agent.in_force.current().registry.hub_keys() == 0 {
+        warn!(
+            "sync: the policy names no hub key ([[hubs]]); no acknowledgement or feed from the hub can be accepted"
+        );
+    }
     // Design: besides gaps it sees in the feed, the agent asks the hub now
     // and then anyway, which is how it learns of entries it never heard of
     // (a broker restart without persistence, a ledger restored from a copy).
     let ask_every = Duration::from_millis(agent.sync.interval_ms.saturating_mul(10));
-    let sync = Sync {
-        agent: &agent,
-        topics: &topics,
-        client: &client,
-    };
     loop {
-        tokio::select! {
+        let ev = tokio::select! {
             _ = stop.changed() => {
-                if st.link.connected {
-                    let _ = client.try_disconnect();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
-                }
+                session.close().await;
                 return;
             }
-            _ = tick.tick(), if st.link.connected => {
+            _ = tick.tick(), if session.connected() => {
+                let sync = Sync { agent: &agent, topics: &topics, client: &session.client };
                 sync.send_records(&mut ledger, &mut st, resend_after);
                 let periodic = st.last_backfill.elapsed() >= ask_every;
                 sync.maybe_backfill(&ledger, &mut st, periodic);
+                continue;
             }
-            ev = eventloop.poll() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
-                    info!(uplink = %format!("{}:{}", agent.uplink.host, agent.uplink.port), "sync: connected to the uplink");
-                    st.link.up();
-                    agent.telemetry.link(true, true, SystemClock.now());
-                    st.sent_upto = 0;
-                    st.last_progress = Instant::now();
-                    st.resend_wait = resend_after;
-                    st.backfill_since = None;
-                    for t in [topics.ack(&agent.checkpoint), topics.backfill_reply(&agent.checkpoint), topics.feed(), topics.alerts()] {
-                        let _ = client.try_subscribe(t, QoS::AtLeastOnce);
-                    }
-                    if agent.policy_root.is_some() {
-                        let _ = client.try_subscribe(topics.policy(), QoS::AtLeastOnce);
-                    }
-                    sync.send_records(&mut ledger, &mut st, resend_after);
-                    sync.maybe_backfill(&ledger, &mut st, true);
+            ev = session.next() => ev,
+        };
+        let sync = Sync {
+            agent: &agent,
+            topics: &topics,
+            client: &session.client,
+        };
+        match ev {
+            SessionEvent::Connected => {
+                agent.telemetry.link(true, true, SystemClock.now());
+                st.sent_upto = 0;
+                st.last_progress = Instant::now();
+                st.resend_wait = resend_after;
+                st.backfill_since = None;
+                for t in [
+                    topics.ack(&agent.checkpoint),
+                    topics.backfill_reply(&agent.checkpoint),
+                    topics.feed(),
+                    topics.alerts(),
+                ] {
+                    let _ = session.client.try_subscribe(t, QoS::AtLeastOnce);
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    sync.on_message(&mut ledger, &mut st, &p).await;
-                    let _ = client.try_ack(&p);
+                if agent.policy_root.is_some() {
+                    let _ = session
+                        .client
+                        .try_subscribe(topics.policy(), QoS::AtLeastOnce);
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    let wait = st.link.down(&mut eventloop, &e, "sync uplink", reconnect_max);
-                    agent.telemetry.link(true, false, SystemClock.now());
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = stop.changed() => return,
-                    }
-                }
-            },
+                sync.send_records(&mut ledger, &mut st, resend_after);
+                sync.maybe_backfill(&ledger, &mut st, true);
+            }
+            SessionEvent::Message(p) => {
+                sync.on_message(&mut ledger, &mut st, &p).await;
+                session.ack(&p);
+            }
+            SessionEvent::Lost => agent.telemetry.link(true, false, SystemClock.now()),
+            SessionEvent::Other => {}
         }
     }
 }
@@ -191,16 +216,29 @@ impl Sync<'_> {
             {
                 return;
             }
+            // Before any acknowledgement of these can arrive: an
+            // acknowledgement beyond what was ever sent is refused.
+            if let Err(e) = blocking(|| ledger.note_sent(last)) {
+                error!(error = %e, "sync: cannot note what was sent");
+            }
             st.sent_upto = last;
         }
     }
 
     /// Asks the hub for feed entries this ledger lacks: on a timer, or when a gap shows.
+    ///
+    /// Design: at most one request is out at a time, and one not prompted
+    /// by a reply waits [`BACKFILL_GAP`] after the last; a reply asks again
+    /// only if it brought something ([`Sync::on_feed`]). So no message, true
+    /// or forged, can start an exchange that does not end.
     fn maybe_backfill(&self, ledger: &Ledger, st: &mut State, periodic: bool) {
         if st
             .backfill_since
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+            .is_some_and(|t| t.elapsed() < BACKFILL_TIMEOUT)
         {
+            return;
+        }
+        if !periodic && st.last_backfill.elapsed() < BACKFILL_GAP {
             return;
         }
         let high_water = match blocking(|| ledger.feed_high_water()) {
@@ -214,10 +252,15 @@ impl Sync<'_> {
         if !periodic && st.hub_head <= high_water {
             return;
         }
+        self.ask(st, high_water);
+    }
+
+    fn ask(&self, st: &mut State, after: u64) {
         let req = Backfill {
             checkpoint: self.agent.checkpoint.clone(),
-            after: high_water,
+            after,
             limit: BATCH_MAX as u32,
+            issued_at: SystemClock.now(),
         };
         if self
             .client
@@ -225,7 +268,7 @@ impl Sync<'_> {
                 self.topics.backfill(),
                 QoS::AtLeastOnce,
                 false,
-                req.encode(),
+                req.seal(&self.agent.key),
             )
             .is_ok()
         {
@@ -236,137 +279,324 @@ impl Sync<'_> {
 
     async fn on_message(&self, ledger: &mut Ledger, st: &mut State, p: &Publish) {
         let cp = &self.agent.checkpoint;
-        if p.topic == self.topics.ack(cp) {
-            match Ack::decode(&p.payload) {
-                Ok(ack) if ack.checkpoint == *cp => {
-                    match blocking(|| ledger.acknowledge_outbox(ack.contiguous)) {
-                        Ok(left) => {
-                            let t = &self.agent.telemetry;
-                            t.synced(SystemClock.now());
-                            let before = t.outbox(left, ledger.oldest_unsynced().unwrap_or(None));
-                            if left < before {
-                                st.last_progress = Instant::now();
-                                st.resend_wait =
-                                    Duration::from_secs(self.agent.sync.resend_after_secs);
-                            }
-                            debug!(
-                                contiguous = ack.contiguous,
-                                left, "sync: hub acknowledged records"
-                            );
-                        }
-                        Err(e) => error!(error = %e, "sync: cannot clear the outbox"),
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "sync: unreadable acknowledgement"),
+        let topic = topic_of(p);
+        if topic == self.topics.ack(cp) {
+            self.on_ack(ledger, st, &p.payload).await;
+        } else if topic == self.topics.feed() || topic == self.topics.backfill_reply(cp) {
+            self.on_feed(ledger, st, &p.payload, topic != self.topics.feed())
+                .await;
+        } else if topic == self.topics.policy() {
+            self.on_policy(ledger, st, &p.payload).await;
+        } else if topic == self.topics.alerts() {
+            self.on_hub_alert(ledger, st, &p.payload).await;
+        }
+    }
+
+    async fn on_ack(&self, ledger: &mut Ledger, st: &mut State, payload: &[u8]) {
+        let cp = &self.agent.checkpoint;
+        let now = SystemClock.now();
+        let ack = match Ack::open(payload, &self.registry(), now) {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .refuse(ledger, st, "ack", e.code(), &e.to_string(), payload)
+                    .await;
             }
-        } else if p.topic == self.topics.feed() || p.topic == self.topics.backfill_reply(cp) {
-            let reply = p.topic != self.topics.feed();
-            match Feed::decode(&p.payload) {
-                Ok(feed) => {
-                    st.hub_head = st.hub_head.max(feed.head);
-                    self.store_feed(ledger, feed).await;
-                    if reply {
-                        st.backfill_since = None;
-                    }
-                    self.maybe_backfill(ledger, st, false);
+        };
+        if ack.checkpoint != *cp {
+            let why = format!(
+                "an acknowledgement for `{}` on this checkpoint's topic",
+                ack.checkpoint
+            );
+            return self
+                .refuse(ledger, st, "ack", "wrong_checkpoint", &why, payload)
+                .await;
+        }
+        let sent = match blocking(|| ledger.sent_high()) {
+            Ok(s) => s,
+            Err(e) => return error!(error = %e, "sync: cannot read what was sent"),
+        };
+        if ack.contiguous > sent {
+            let why = format!(
+                "the hub acknowledges records up to {} but only up to {sent} were ever sent; nothing deleted",
+                ack.contiguous
+            );
+            return self
+                .refuse(ledger, st, "ack", "beyond_sent", &why, payload)
+                .await;
+        }
+        match blocking(|| ledger.acknowledge_outbox(ack.contiguous)) {
+            Ok(left) => {
+                let t = &self.agent.telemetry;
+                t.synced(now);
+                let before = t.outbox(left, ledger.oldest_unsynced().unwrap_or(None));
+                if left < before {
+                    st.last_progress = Instant::now();
+                    st.resend_wait = Duration::from_secs(self.agent.sync.resend_after_secs);
                 }
-                Err(e) => warn!(error = %e, "sync: unreadable feed message"),
+                debug!(
+                    contiguous = ack.contiguous,
+                    left, "sync: hub acknowledged records"
+                );
             }
-        } else if p.topic == self.topics.policy() {
-            self.on_policy(ledger, &p.payload).await;
-        } else if p.topic == self.topics.alerts() {
-            match serde_json::from_slice::<Alert>(&p.payload) {
-                Ok(a) if a.kind == AlertKind::DoubleUse && a.alert_id.is_some() => {
-                    match blocking(|| ledger.store_hub_alert(&a, SystemClock.now())) {
-                        Ok(Some(publication)) => {
-                            warn!(
-                                license_id = a.license_id.as_deref().unwrap_or("-"),
-                                "alert: double use reported by the hub"
-                            );
-                            let _ = self.agent.publications.send(publication).await;
-                        }
-                        Ok(None) => {}
-                        Err(e) => error!(error = %e, "sync: cannot store the hub's alert"),
+            Err(e) => error!(error = %e, "sync: cannot clear the outbox"),
+        }
+    }
+
+    async fn on_feed(&self, ledger: &mut Ledger, st: &mut State, payload: &[u8], reply: bool) {
+        let now = SystemClock.now();
+        let registry = self.registry();
+        let feed = match Feed::open(payload, &registry, now) {
+            Ok(f) => f,
+            Err(e) => {
+                return self
+                    .refuse(ledger, st, "feed", e.code(), &e.to_string(), payload)
+                    .await;
+            }
+        };
+        if reply {
+            st.backfill_since = None;
+        }
+        st.hub_head = st.hub_head.max(feed.head);
+        let mut entries = Vec::with_capacity(feed.entries.len());
+        for (g, bytes) in feed.entries {
+            match ConsumptionRecord::verify_registered(&bytes, &registry) {
+                Ok(r) => entries.push((g, r, bytes)),
+                Err(e) => {
+                    let why = format!("feed entry {g} sealed by the hub: {e}");
+                    self.refuse(ledger, st, "feed", e.code(), &why, &bytes)
+                        .await;
+                }
+            }
+        }
+        let before = blocking(|| ledger.feed_high_water()).unwrap_or(0);
+        let mut progress = false;
+        if !entries.is_empty() {
+            match blocking(|| ledger.store_feed(&entries, now)) {
+                Ok(out) => {
+                    progress = out.stored > 0 || out.high_water > before;
+                    if out.stored > 0 {
+                        debug!(
+                            stored = out.stored,
+                            high_water = out.high_water,
+                            "sync: stored feed entries"
+                        );
+                        self.agent.telemetry.synced(now);
+                    }
+                    for c in &out.conflicts {
+                        let code = match c {
+                            crate::ledger::FeedConflict::GlobalNumber { .. } => "conflicting_entry",
+                            crate::ledger::FeedConflict::Record { .. } => "conflicting_record",
+                        };
+                        self.refuse(ledger, st, "feed", code, &c.to_string(), payload)
+                            .await;
+                    }
+                    for p in out.publications {
+                        warn!(
+                            "alert: a license consumed here was also consumed at another checkpoint (double use)"
+                        );
+                        let _ = self.agent.publications.send(p).await;
                     }
                 }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "sync: unreadable hub alert"),
+                Err(e) => {
+                    error!(error = %e, "sync: cannot store feed entries; the hub will be asked again");
+                    return;
+                }
+            }
+        }
+        // A reply that brought nothing ends the exchange until the next
+        // periodic request, whatever head it claims.
+        if !reply || progress {
+            self.maybe_backfill(ledger, st, false);
+        }
+    }
+
+    /// A `double_use` alert from the hub counts only through its evidence:
+    /// every record in it verified, two or more for one license. The alert
+    /// stored and passed on is rebuilt from those records.
+    async fn on_hub_alert(&self, ledger: &mut Ledger, st: &mut State, payload: &[u8]) {
+        let alert = match serde_json::from_slice::<Alert>(payload) {
+            Ok(a) => a,
+            Err(e) => {
+                let why = format!("not an alert: {e}");
+                return self
+                    .refuse(ledger, st, "alert", "unreadable", &why, payload)
+                    .await;
+            }
+        };
+        // The hub's other alerts concern the hub (records it refused).
+        if alert.kind != AlertKind::DoubleUse {
+            return;
+        }
+        let now = SystemClock.now();
+        match proven_double_use(&alert, &self.registry(), now) {
+            Ok(rebuilt) => match blocking(|| ledger.queue_sync_alert(&rebuilt, now)) {
+                Ok(Some(publication)) => {
+                    warn!(
+                        license_id = rebuilt.license_id.as_deref().unwrap_or("-"),
+                        "alert: double use reported by the hub, evidence verified"
+                    );
+                    let _ = self.agent.publications.send(publication).await;
+                }
+                Ok(None) => {}
+                Err(e) => error!(error = %e, "sync: cannot store the hub's alert"),
+            },
+            Err(why) => {
+                self.refuse(ledger, st, "alert", "unproven_alert", &why, payload)
+                    .await
             }
         }
     }
 
-    /// Applies a signed policy bundle if it verifies and is newer; keeps it in the ledger.
-    async fn on_policy(&self, ledger: &mut Ledger, bundle: &[u8]) {
+    /// Applies a signed policy bundle if it verifies and may replace the
+    /// policy in force ([`crate::in_force`]); keeps it in the ledger.
+    async fn on_policy(&self, ledger: &mut Ledger, st: &mut State, bundle: &[u8]) {
         let Some(root) = &self.agent.policy_root else {
             return;
         };
-        let current = self.agent.policy_version.load(Ordering::Relaxed);
-        match crate::bundle::open(bundle, root) {
-            Ok(p) if p.version > current => {
-                if let Err(e) =
-                    blocking(|| ledger.store_policy_bundle(p.version, bundle, SystemClock.now()))
-                {
+        let now = SystemClock.now();
+        let p = match crate::bundle::open(bundle, root) {
+            Ok(p) => p,
+            Err(e) => {
+                let current = self.agent.in_force.current().version;
+                warn!(error = %e, current, "policy bundle refused; keeping the current policy");
+                return self
+                    .refuse(ledger, st, "policy", "bad_bundle", &e.to_string(), bundle)
+                    .await;
+            }
+        };
+        let version = p.version;
+        match self.agent.in_force.offer(p.clone(), now) {
+            Ok(_) => {
+                if let Err(e) = blocking(|| ledger.store_policy_bundle(version, bundle, now)) {
                     error!(error = %e, "policy bundle verified but not stored; applying it anyway");
                 }
-                info!(version = p.version, "signed policy bundle accepted");
-                self.agent
-                    .policy_version
-                    .store(p.version, Ordering::Relaxed);
+                info!(version, "signed policy bundle accepted");
+                self.agent.telemetry.policy(version, p.issued_at, p.max_age);
                 let _ = self.agent.policies.send(p).await;
             }
-            Ok(p) => {
-                if p.version < current {
-                    warn!(
-                        bundle = p.version,
-                        current, "policy bundle older than the policy in force; refused"
-                    );
-                }
-            }
+            // The retained bundle comes again on every connection.
+            Err(crate::in_force::Refusal::NotNewer { offered, in_force })
+                if offered == in_force => {}
             Err(e) => {
-                warn!(error = %e, current, "policy bundle refused; keeping the current policy")
+                warn!(error = %e, "policy bundle refused; keeping the current policy");
+                self.agent.telemetry.refused("policy", "not_admissible");
             }
         }
     }
 
-    async fn store_feed(&self, ledger: &mut Ledger, feed: Feed) {
-        let entries: Vec<(u64, ConsumptionRecord, Vec<u8>)> = feed
-            .entries
-            .into_iter()
-            .filter_map(
-                |(g, bytes)| match ConsumptionRecord::parse_unverified(&bytes) {
-                    Ok(r) => Some((g, r, bytes)),
-                    Err(e) => {
-                        warn!(g, error = %e, "sync: unreadable record in the feed; skipped");
-                        None
-                    }
-                },
-            )
-            .collect();
-        if entries.is_empty() {
+    fn registry(&self) -> Registry {
+        self.agent.in_force.current().registry.clone()
+    }
+
+    /// A refused message or record: counted always, logged and alerted
+    /// (`refused_record`, with the payload's SHA-256) at most once a minute
+    /// per kind of message and reason.
+    async fn refuse(
+        &self,
+        ledger: &mut Ledger,
+        st: &mut State,
+        message: &'static str,
+        reason: &'static str,
+        detail: &str,
+        payload: &[u8],
+    ) {
+        self.agent.telemetry.refused(message, reason);
+        let now = SystemClock.now();
+        let Some(held_back) = st.throttle.admit(message, reason, now) else {
             return;
-        }
-        match blocking(|| ledger.store_feed(&entries, SystemClock.now())) {
-            Ok(out) => {
-                if out.stored > 0 {
-                    debug!(
-                        stored = out.stored,
-                        high_water = out.high_water,
-                        "sync: stored feed entries"
-                    );
-                }
-                for p in out.publications {
-                    warn!(
-                        "alert: a license consumed here was also consumed at another checkpoint (double use)"
-                    );
-                    let _ = self.agent.publications.send(p).await;
-                }
+        };
+        let detail = bounded_detail(detail);
+        warn!(message, reason, %detail, held_back, "sync: refused");
+        let alert = refused_alert(
+            &self.agent.checkpoint,
+            message,
+            reason,
+            &detail,
+            held_back,
+            payload,
+            now,
+        );
+        match blocking(|| ledger.queue_sync_alert(&alert, now)) {
+            Ok(Some(p)) => {
+                let _ = self.agent.publications.send(p).await;
             }
-            Err(e) => {
-                error!(error = %e, "sync: cannot store feed entries; the hub will be asked again")
-            }
+            Ok(None) => {}
+            Err(e) => error!(error = %e, "sync: cannot store a refusal alert"),
         }
     }
+}
+
+/// The `refused_record` alert for a refused sync message.
+pub fn refused_alert(
+    raised_by: &str,
+    message: &str,
+    reason: &str,
+    detail: &str,
+    held_back: u64,
+    payload: &[u8],
+    now: UnixTime,
+) -> Alert {
+    let also = if held_back > 0 {
+        format!("; {held_back} more like it in the last minute")
+    } else {
+        String::new()
+    };
+    Alert {
+        kind: AlertKind::RefusedRecord,
+        checkpoint: raised_by.to_owned(),
+        raised_at: to_rfc3339(now),
+        declaration_id: None,
+        license_id: None,
+        reasons: Vec::new(),
+        payload_sha256: Some(hex::encode(Sha256::digest(payload))),
+        alert_id: None,
+        records: Vec::new(),
+        detail: Some(format!("{message} refused ({reason}): {detail}{also}")),
+    }
+}
+
+/// Most records a `double_use` alert's evidence may hold (each costs a signature check).
+const EVIDENCE_MAX: usize = 64;
+
+/// Checks a `double_use` alert's evidence and rebuilds the alert from it.
+pub fn proven_double_use(
+    alert: &Alert,
+    registry: &Registry,
+    now: UnixTime,
+) -> Result<Alert, String> {
+    if alert.records.len() > EVIDENCE_MAX {
+        return Err(format!(
+            "{} evidence records; at most {EVIDENCE_MAX} are checked",
+            alert.records.len()
+        ));
+    }
+    let mut records = Vec::new();
+    for (i, e) in alert.records.iter().enumerate() {
+        let bytes =
+            hex::decode(&e.cose_hex).map_err(|_| format!("evidence record {i} is not hex"))?;
+        let rec = ConsumptionRecord::verify_registered(&bytes, registry)
+            .map_err(|err| format!("evidence record {i}: {err}"))?;
+        records.push((rec, bytes));
+    }
+    let Some(license) = records.first().map(|r| r.0.license_id.clone()) else {
+        return Err("a double-use alert without evidence".into());
+    };
+    if records.iter().any(|r| r.0.license_id != license) {
+        return Err("the evidence names more than one license".into());
+    }
+    let mut uses: Vec<(&str, u64)> = records
+        .iter()
+        .map(|r| (r.0.checkpoint.as_str(), r.0.seq))
+        .collect();
+    uses.sort_unstable();
+    uses.dedup();
+    if uses.len() < 2 {
+        return Err(format!(
+            "the evidence shows license {license} consumed once, not twice"
+        ));
+    }
+    Ok(crate::record::double_use_alert(&records, "hub", now))
 }
 
 /// Runs a short ledger operation without holding up the runtime's other tasks.

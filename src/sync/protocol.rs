@@ -1,14 +1,79 @@
 //! The sync messages between checkpoints and the hub, as CBOR.
 //!
-//! Every message is a CBOR map with text keys, so other tools can produce
+//! Every payload is a CBOR map with text keys, so other tools can produce
 //! and read them; unknown keys are ignored, missing or mistyped ones refused.
+//! Acknowledgements and feed messages are sealed by the hub, backfill
+//! requests by the asking checkpoint: each is a COSE_Sign1 (kid = the hub
+//! key's id, or the checkpoint id) over the payload, opened only with a key
+//! the registry trusts now. Records messages are not sealed: each record
+//! in them is signed by its checkpoint.
 
+use ed25519_dalek::{SigningKey, VerifyingKey};
+
+use crate::clock::UnixTime;
 use crate::codec::{self, Value};
+use crate::registry::{Registry, SignerError};
+use crate::token::cose::{self, CoseError};
 
 /// A sync message that could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("sync message: {0}")]
 pub struct ProtocolError(String);
+
+/// Why a sealed sync message was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The payload is not the message it should be.
+    #[error(transparent)]
+    Unreadable(#[from] ProtocolError),
+    /// Not a COSE_Sign1, or the signature does not verify.
+    #[error("sync message: {0}")]
+    Cose(#[from] CoseError),
+    /// The registry does not trust the signer now.
+    #[error("sync message: {0}")]
+    Signer(#[from] SignerError),
+    /// Signed by one checkpoint on behalf of another.
+    #[error("sync message signed by `{signer}` speaks for `{named}`")]
+    WrongSigner {
+        /// Who signed it.
+        signer: String,
+        /// Who it names.
+        named: String,
+    },
+}
+
+impl OpenError {
+    /// Short machine-readable name, for metrics, logs and alert throttling.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OpenError::Cose(CoseError::BadSignature) => "bad_signature",
+            OpenError::Unreadable(_) | OpenError::Cose(_) => "unreadable",
+            OpenError::Signer(e) => e.code(),
+            OpenError::WrongSigner { .. } => "wrong_signer",
+        }
+    }
+}
+
+/// Seals `payload` as a COSE_Sign1 with `kid`.
+fn seal(kid: &str, payload: Vec<u8>, key: &SigningKey) -> Vec<u8> {
+    cose::sign(kid.as_bytes(), payload, key)
+}
+
+/// Opens a sealed message: the kid, and the payload if one of the keys
+/// `keys_for(kid)` gives verifies it.
+fn open(
+    bytes: &[u8],
+    keys_for: impl Fn(&str) -> Result<Vec<VerifyingKey>, SignerError>,
+) -> Result<(String, Vec<u8>), OpenError> {
+    let msg = cose::parse(bytes)?;
+    let kid = cose::kid_text(&msg.kid);
+    let keys = keys_for(&kid)?;
+    if keys.iter().any(|k| msg.verify(k).is_ok()) {
+        Ok((kid, msg.payload))
+    } else {
+        Err(OpenError::Cose(CoseError::BadSignature))
+    }
+}
 
 /// Most records or feed entries in one message.
 pub const BATCH_MAX: usize = 500;
@@ -27,6 +92,8 @@ pub struct Ack {
     pub checkpoint: String,
     /// Records 1..=contiguous are stored at the hub.
     pub contiguous: u64,
+    /// When the hub signed it, Unix seconds.
+    pub issued_at: UnixTime,
 }
 
 /// Hub → checkpoints: stored records in the hub's global order.
@@ -36,6 +103,8 @@ pub struct Feed {
     pub entries: Vec<(u64, Vec<u8>)>,
     /// The highest global number the hub has assigned.
     pub head: u64,
+    /// When the hub signed it, Unix seconds.
+    pub issued_at: UnixTime,
 }
 
 /// Checkpoint → hub: send me the feed after this global number.
@@ -47,6 +116,8 @@ pub struct Backfill {
     pub after: u64,
     /// Most entries wanted.
     pub limit: u32,
+    /// When the checkpoint signed it, Unix seconds.
+    pub issued_at: UnixTime,
 }
 
 fn map(entries: Vec<(&str, Value)>) -> Vec<u8> {
@@ -56,6 +127,15 @@ fn map(entries: Vec<(&str, Value)>) -> Vec<u8> {
             .map(|(k, v)| (Value::Text(k.to_owned()), v))
             .collect(),
     ))
+}
+
+fn int(v: &Value, key: &str) -> Result<i64, ProtocolError> {
+    match v {
+        Value::Integer(i) => {
+            i64::try_from(*i).map_err(|_| ProtocolError(format!("`{key}` out of range")))
+        }
+        _ => Err(ProtocolError(format!("`{key}` must be an integer"))),
+    }
 }
 
 fn decode_map(bytes: &[u8]) -> Result<Vec<(Value, Value)>, ProtocolError> {
@@ -128,21 +208,34 @@ impl Records {
 }
 
 impl Ack {
-    /// `{"checkpoint": text, "contiguous": uint}`.
+    /// `{"checkpoint": text, "contiguous": uint, "issued_at": int}`.
     pub fn encode(&self) -> Vec<u8> {
         map(vec![
             ("checkpoint", Value::Text(self.checkpoint.clone())),
             ("contiguous", Value::Integer(self.contiguous.into())),
+            ("issued_at", Value::Integer(self.issued_at.into())),
         ])
     }
 
-    /// Reads an `Ack` message.
+    /// Reads an `Ack` payload.
     pub fn decode(b: &[u8]) -> Result<Ack, ProtocolError> {
         let m = decode_map(b)?;
         Ok(Ack {
             checkpoint: text(field(&m, "checkpoint")?, "checkpoint")?,
             contiguous: uint(field(&m, "contiguous")?, "contiguous")?,
+            issued_at: int(field(&m, "issued_at")?, "issued_at")?,
         })
+    }
+
+    /// The acknowledgement as the hub sends it, sealed with its key `kid`.
+    pub fn seal(&self, kid: &str, key: &SigningKey) -> Vec<u8> {
+        seal(kid, self.encode(), key)
+    }
+
+    /// Opens a sealed acknowledgement with a hub key the registry trusts at `now`.
+    pub fn open(bytes: &[u8], registry: &Registry, now: UnixTime) -> Result<Ack, OpenError> {
+        let (_, payload) = open(bytes, |kid| registry.hub_key_at(kid, now).map(|k| vec![k]))?;
+        Ok(Ack::decode(&payload)?)
     }
 }
 
@@ -162,10 +255,22 @@ impl Feed {
                 ),
             ),
             ("head", Value::Integer(self.head.into())),
+            ("issued_at", Value::Integer(self.issued_at.into())),
         ])
     }
 
-    /// Reads a `Feed` message.
+    /// The feed message as the hub sends it, sealed with its key `kid`.
+    pub fn seal(&self, kid: &str, key: &SigningKey) -> Vec<u8> {
+        seal(kid, self.encode(), key)
+    }
+
+    /// Opens a sealed feed message with a hub key the registry trusts at `now`.
+    pub fn open(bytes: &[u8], registry: &Registry, now: UnixTime) -> Result<Feed, OpenError> {
+        let (_, payload) = open(bytes, |kid| registry.hub_key_at(kid, now).map(|k| vec![k]))?;
+        Ok(Feed::decode(&payload)?)
+    }
+
+    /// Reads a `Feed` payload.
     pub fn decode(b: &[u8]) -> Result<Feed, ProtocolError> {
         let m = decode_map(b)?;
         let entries = array(field(&m, "entries")?, "entries")?
@@ -180,21 +285,23 @@ impl Feed {
         Ok(Feed {
             entries,
             head: uint(field(&m, "head")?, "head")?,
+            issued_at: int(field(&m, "issued_at")?, "issued_at")?,
         })
     }
 }
 
 impl Backfill {
-    /// `{"checkpoint": text, "after": uint, "limit": uint}`.
+    /// `{"checkpoint": text, "after": uint, "limit": uint, "issued_at": int}`.
     pub fn encode(&self) -> Vec<u8> {
         map(vec![
             ("checkpoint", Value::Text(self.checkpoint.clone())),
             ("after", Value::Integer(self.after.into())),
             ("limit", Value::Integer(self.limit.into())),
+            ("issued_at", Value::Integer(self.issued_at.into())),
         ])
     }
 
-    /// Reads a `Backfill` message.
+    /// Reads a `Backfill` payload.
     pub fn decode(b: &[u8]) -> Result<Backfill, ProtocolError> {
         let m = decode_map(b)?;
         let limit = uint(field(&m, "limit")?, "limit")?;
@@ -202,7 +309,26 @@ impl Backfill {
             checkpoint: text(field(&m, "checkpoint")?, "checkpoint")?,
             after: uint(field(&m, "after")?, "after")?,
             limit: limit.min(BATCH_MAX as u64) as u32,
+            issued_at: int(field(&m, "issued_at")?, "issued_at")?,
         })
+    }
+
+    /// The request as the checkpoint sends it, sealed with its own key.
+    pub fn seal(&self, key: &SigningKey) -> Vec<u8> {
+        seal(&self.checkpoint, self.encode(), key)
+    }
+
+    /// Opens a sealed request with the key the registry trusts at `now` for the checkpoint that signed it.
+    pub fn open(bytes: &[u8], registry: &Registry, now: UnixTime) -> Result<Backfill, OpenError> {
+        let (signer, payload) = open(bytes, |kid| registry.checkpoint_keys_at(kid, now))?;
+        let req = Backfill::decode(&payload)?;
+        if req.checkpoint != signer {
+            return Err(OpenError::WrongSigner {
+                signer,
+                named: req.checkpoint,
+            });
+        }
+        Ok(req)
     }
 }
 
@@ -282,19 +408,94 @@ mod tests {
         let a = Ack {
             checkpoint: "p1".into(),
             contiguous: 42,
+            issued_at: 1_800_000_000,
         };
         assert_eq!(Ack::decode(&a.encode()).unwrap(), a);
         let f = Feed {
             entries: vec![(7, vec![9; 40])],
             head: 9,
+            issued_at: 1_800_000_000,
         };
         assert_eq!(Feed::decode(&f.encode()).unwrap(), f);
         let b = Backfill {
             checkpoint: "p1".into(),
             after: 3,
             limit: 100,
+            issued_at: -5,
         };
         assert_eq!(Backfill::decode(&b.encode()).unwrap(), b);
+    }
+
+    fn registry(hub: &SigningKey, post: &SigningKey, hub_until: i64) -> Registry {
+        use crate::registry::KeyEntry;
+        Registry::new(
+            vec![KeyEntry {
+                id: "p1".into(),
+                key: post.verifying_key(),
+                valid_from: None,
+                valid_until: None,
+            }],
+            vec![KeyEntry {
+                id: "hub-1".into(),
+                key: hub.verifying_key(),
+                valid_from: None,
+                valid_until: Some(hub_until),
+            }],
+            0,
+        )
+    }
+
+    #[test]
+    fn sealed_messages_open_only_with_a_key_the_registry_trusts_now() {
+        let hub = crate::keys::generate();
+        let post = crate::keys::generate();
+        let forger = crate::keys::generate();
+        let reg = registry(&hub, &post, 2000);
+        let ack = Ack {
+            checkpoint: "p1".into(),
+            contiguous: 5,
+            issued_at: 1000,
+        };
+        assert_eq!(
+            Ack::open(&ack.seal("hub-1", &hub), &reg, 1000).unwrap(),
+            ack
+        );
+        // A forger's seal under the hub's kid, an unknown kid, a retired key, no seal at all.
+        let e = Ack::open(&ack.seal("hub-1", &forger), &reg, 1000).unwrap_err();
+        assert_eq!(e.code(), "bad_signature");
+        let e = Ack::open(&ack.seal("hub-9", &forger), &reg, 1000).unwrap_err();
+        assert_eq!(e.code(), "unknown_signer");
+        let e = Ack::open(&ack.seal("hub-1", &hub), &reg, 3000).unwrap_err();
+        assert_eq!(e.code(), "key_not_valid");
+        let e = Ack::open(&ack.encode(), &reg, 1000).unwrap_err();
+        assert_eq!(e.code(), "unreadable");
+        // A feed is the same; a flipped byte anywhere fails.
+        let feed = Feed {
+            entries: vec![(1, vec![1, 2, 3])],
+            head: 1,
+            issued_at: 1000,
+        };
+        let sealed = feed.seal("hub-1", &hub);
+        assert_eq!(Feed::open(&sealed, &reg, 1000).unwrap(), feed);
+        for i in 0..sealed.len() {
+            let mut b = sealed.clone();
+            b[i] ^= 0x01;
+            assert!(Feed::open(&b, &reg, 1000).is_err(), "byte {i}");
+        }
+        // A backfill request is sealed by the checkpoint it speaks for.
+        let req = Backfill {
+            checkpoint: "p1".into(),
+            after: 0,
+            limit: 500,
+            issued_at: 1000,
+        };
+        assert_eq!(Backfill::open(&req.seal(&post), &reg, 1000).unwrap(), req);
+        assert!(Backfill::open(&req.seal(&forger), &reg, 1000).is_err());
+        let other = Backfill {
+            checkpoint: "p2".into(),
+            ..req
+        };
+        assert!(Backfill::open(&other.seal(&post), &reg, 1000).is_err());
     }
 
     #[test]
@@ -303,7 +504,8 @@ mod tests {
         assert!(
             Ack::decode(&map(vec![
                 ("checkpoint", Value::Integer(1)),
-                ("contiguous", Value::Integer(1))
+                ("contiguous", Value::Integer(1)),
+                ("issued_at", Value::Integer(1))
             ]))
             .is_err()
         );
