@@ -6,51 +6,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::country::*;
 use common::*;
 use permitgate::record::ConsumptionRecord;
 use permitgate::sync::protocol::{Records, SyncTopics};
-use rumqttc::{AsyncClient, MqttOptions, QoS};
-
-/// A national broker, a hub, and checkpoints A and B trusting one issuer.
-struct Country {
-    national: Broker,
-    _national_dir: tempfile::TempDir,
-    hub: Hub,
-    a: Post,
-    b: Post,
-}
-
-impl Country {
-    async fn start() -> Country {
-        let national_dir = tempfile::tempdir().unwrap();
-        let national = Broker::start(national_dir.path());
-        let issuer = permitgate::keys::generate();
-        let a = Post::with("post-a", issuer.clone());
-        let b = Post::with("post-b", issuer);
-        let hub = Hub::new(
-            national.port,
-            &[
-                ("post-a", a.checkpoint_key()),
-                ("post-b", b.checkpoint_key()),
-            ],
-        );
-        a.enable_sync(national.port);
-        b.enable_sync(national.port);
-        let mut c = Country {
-            national,
-            _national_dir: national_dir,
-            hub,
-            a,
-            b,
-        };
-        c.hub.start();
-        c.a.start();
-        c.b.start();
-        wait_online(c.a.broker.port).await;
-        wait_online(c.b.broker.port).await;
-        c
-    }
-}
 
 fn reason(v: &serde_json::Value) -> (&str, &str) {
     (
@@ -324,10 +283,7 @@ async fn a_post_restored_from_an_old_ledger_backfills_what_it_missed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_refuses_forged_and_unknown_records() {
     let c = Country::start().await;
-    let mut opts = MqttOptions::new("forger", "127.0.0.1", c.national.port);
-    opts.set_keep_alive(Duration::from_secs(30));
-    let (client, mut el) = AsyncClient::new(opts, 10);
-    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let (client, _) = national_client(c.national.port, BRIDGE, &[]).await;
     let forged = |cp: &str, key: &ed25519_dalek::SigningKey| {
         ConsumptionRecord {
             checkpoint: cp.into(),
@@ -352,10 +308,7 @@ async fn the_hub_refuses_forged_and_unknown_records() {
             records: vec![record],
         }
         .encode();
-        client
-            .publish(topic, QoS::AtLeastOnce, false, msg)
-            .await
-            .unwrap();
+        publish(&client, &topic, false, msg).await;
     }
     assert!(
         eventually(10, || c.hub.alerts_of("refused_record") == 3).await,
@@ -393,7 +346,7 @@ fn signed_bundle(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_policy_bundles_apply_when_newer_and_genuine_and_survive_a_restart() {
     let national_dir = tempfile::tempdir().unwrap();
-    let mut national = Broker::start(national_dir.path());
+    let mut national = Broker::national(national_dir.path(), &["post-a"]);
     let mut a = Post::with("post-a", permitgate::keys::generate());
     let root = permitgate::keys::generate();
     permitgate::keys::write_keypair(a.dir.path(), "root", &root).unwrap();
@@ -417,14 +370,8 @@ async fn signed_policy_bundles_apply_when_newer_and_genuine_and_survive_a_restar
             .replace("revoked_licenses = [", "revoked_licenses = [\"LIC-P-3\", ")
     });
 
-    let mut opts = MqttOptions::new("authority", "127.0.0.1", national.port);
-    opts.set_keep_alive(Duration::from_secs(30));
-    let (authority, mut el) = AsyncClient::new(opts, 10);
-    tokio::spawn(async move { while el.poll().await.is_ok() {} });
-    authority
-        .publish("permitgate/policy", QoS::AtLeastOnce, true, v8)
-        .await
-        .unwrap();
+    let (authority, _) = national_client(national.port, "permitgate-authority", &[]).await;
+    publish(&authority, "permitgate/policy", true, v8).await;
     assert!(
         status_where(a.broker.port, 10, |s| s["policy_version"] == 8)
             .await
@@ -443,14 +390,8 @@ async fn signed_policy_bundles_apply_when_newer_and_genuine_and_survive_a_restar
     );
 
     // An older bundle and one signed by another key are refused; version 8 stays.
-    authority
-        .publish("permitgate/policy", QoS::AtLeastOnce, true, old)
-        .await
-        .unwrap();
-    authority
-        .publish("permitgate/policy", QoS::AtLeastOnce, true, forged)
-        .await
-        .unwrap();
+    publish(&authority, "permitgate/policy", true, old).await;
+    publish(&authority, "permitgate/policy", true, forged).await;
     officer
         .send(declaration("DP-3", Some(&a.token_for("LIC-P-3"))))
         .await;

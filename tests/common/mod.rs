@@ -2,6 +2,8 @@
 //! real binary, and an officer client; each on its own port and directory.
 #![allow(dead_code)]
 
+pub mod country;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -486,11 +488,13 @@ impl Post {
         self.enable_sync_with(uplink_port, "");
     }
 
-    /// Turns sync on with `extra` lines in the `[sync]` table.
+    /// Turns sync on with `extra` lines in the `[sync]` table; the uplink
+    /// logs in as the checkpoint (password `pw-CHECKPOINT`).
     pub fn enable_sync_with(&self, uplink_port: u16, extra: &str) {
         self.write_config(&format!(
-            "port = {}\nreconnect_max_secs = 1\n\n[uplink]\nport = {uplink_port}\nreconnect_max_secs = 1\n\n[sync]\ninterval_ms = 300\nresend_after_secs = 3\n{extra}",
-            self.broker.port
+            "port = {}\nreconnect_max_secs = 1\n\n[uplink]\nport = {uplink_port}\nreconnect_max_secs = 1\nusername = \"{cp}\"\npassword = \"pw-{cp}\"\n\n[sync]\ninterval_ms = 300\nresend_after_secs = 3\n{extra}",
+            self.broker.port,
+            cp = self.checkpoint,
         ));
     }
 
@@ -525,47 +529,161 @@ impl Post {
     }
 }
 
+/// The registry entries of a policy (inline PEM keys): checkpoints and hub keys.
+pub fn registry_toml(
+    checkpoints: &[(&str, ed25519_dalek::VerifyingKey)],
+    hubs: &[(&str, ed25519_dalek::VerifyingKey)],
+) -> String {
+    let mut t = String::new();
+    for (table, entries) in [("checkpoints", checkpoints), ("hubs", hubs)] {
+        for (id, key) in entries {
+            t.push_str(&format!(
+                "\n[[{table}]]\nid = \"{id}\"\npublic_key = \"\"\"\n{}\"\"\"\n",
+                permitgate::keys::public_pem(key)
+            ));
+        }
+    }
+    t
+}
+
+/// Creates mosquitto users in `dir/passwd`, each with password `pw-USER`.
+pub fn passwords(dir: &std::path::Path, users: &[&str]) -> PathBuf {
+    let passwd = dir.join("passwd");
+    for (n, user) in users.iter().enumerate() {
+        let mut cmd = Command::new("mosquitto_passwd");
+        if n == 0 {
+            cmd.arg("-c");
+        }
+        let st = cmd
+            .arg("-b")
+            .arg(&passwd)
+            .arg(user)
+            .arg(format!("pw-{user}"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("mosquitto_passwd (package mosquitto)");
+        assert!(st.success());
+    }
+    passwd
+}
+
+/// The user of the national broker that plays the attacker: a misconfigured
+/// bridge allowed to publish anything under `permitgate/`.
+pub const BRIDGE: &str = "bridge";
+
+impl Broker {
+    /// The national broker with the shipped ACL (`firmware-config/mosquitto/national.acl`),
+    /// users `permitgate-hub`, `permitgate-authority`, `investigator`, each of
+    /// `checkpoints`, and [`BRIDGE`].
+    pub fn national(dir: &std::path::Path, checkpoints: &[&str]) -> Broker {
+        let mut users = vec!["permitgate-hub", "permitgate-authority", "investigator", BRIDGE];
+        users.extend_from_slice(checkpoints);
+        let passwd = passwords(dir, &users);
+        let shipped = include_str!("../../firmware-config/mosquitto/national.acl");
+        let acl = dir.join("national.acl");
+        std::fs::write(
+            &acl,
+            format!("{shipped}\n# Tests only: the attacker.\nuser {BRIDGE}\ntopic readwrite permitgate/#\n"),
+        )
+        .unwrap();
+        Broker::start_with(
+            dir,
+            "per_listener_settings false\n",
+            &format!(
+                "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+                passwd.display(),
+                acl.display()
+            ),
+        )
+    }
+}
+
+impl Post {
+    /// Appends `text` (registry entries, say) to the post's policy file.
+    pub fn add_to_policy(&self, text: &str) {
+        let p = self.dir.path().join("policy.toml");
+        let mut policy = std::fs::read_to_string(&p).unwrap();
+        policy.push_str(text);
+        std::fs::write(p, policy).unwrap();
+    }
+}
+
 /// A `permitgate hub` process on the broker at `port`.
 pub struct Hub {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The hub's signing key.
+    pub key: ed25519_dalek::SigningKey,
+    /// The registry in its policy, for the posts' policies.
+    pub registry: String,
 }
 
+/// The kid the test hubs sign with.
+pub const HUB_KID: &str = "hub-1";
+
 impl Hub {
-    /// A hub trusting `checkpoints` (id, public key).
+    /// A hub whose policy lists `checkpoints` (id, public key) and its own key.
     pub fn new(port: u16, checkpoints: &[(&str, ed25519_dalek::VerifyingKey)]) -> Hub {
         let dir = tempfile::tempdir().unwrap();
-        let mut registry = String::new();
-        for (id, key) in checkpoints {
-            registry.push_str(&format!(
-                "{id} = \"\"\"\n{}\"\"\"\n",
-                permitgate::keys::public_pem(key)
-            ));
-        }
+        let key = permitgate::keys::generate();
+        permitgate::keys::write_keypair(dir.path(), "hub", &key).unwrap();
+        permitgate::keys::write_keypair(dir.path(), "issuer", &permitgate::keys::generate())
+            .unwrap();
+        let registry = registry_toml(checkpoints, &[(HUB_KID, key.verifying_key())]);
         std::fs::write(
-            dir.path().join("hub.toml"),
-            format!("store = \"hub.db\"\n\n[mqtt]\nport = {port}\nreconnect_max_secs = 1\n\n[checkpoints]\n{registry}"),
+            dir.path().join("policy.toml"),
+            format!("{}{registry}", include_str!("../data/policy.toml")),
         )
         .unwrap();
-        Hub { dir, child: None }
+        std::fs::write(
+            dir.path().join("hub.toml"),
+            format!("store = \"hub.db\"\npolicy = \"policy.toml\"\nhub_key = \"hub.key.pem\"\nhub_kid = \"{HUB_KID}\"\n\n[mqtt]\nport = {port}\nreconnect_max_secs = 1\nusername = \"permitgate-hub\"\npassword = \"pw-permitgate-hub\"\n"),
+        )
+        .unwrap();
+        Hub {
+            dir,
+            child: None,
+            key,
+            registry,
+        }
     }
 
-    /// A second hub process sharing `other`'s store and registry, under its own client id.
+    /// A second hub process sharing `other`'s store, policy and key, under its own client id.
     pub fn sharing(other: &Hub, client_id: &str) -> Hub {
         let dir = tempfile::tempdir().unwrap();
         let conf = std::fs::read_to_string(other.dir.path().join("hub.toml")).unwrap();
-        let store = other.dir.path().join("hub.db");
+        let o = other.dir.path();
         let conf = conf
             .replace(
                 "store = \"hub.db\"",
-                &format!("store = \"{}\"", store.display()),
+                &format!("store = \"{}\"", o.join("hub.db").display()),
+            )
+            .replace(
+                "policy = \"policy.toml\"",
+                &format!("policy = \"{}\"", o.join("policy.toml").display()),
+            )
+            .replace(
+                "hub_key = \"hub.key.pem\"",
+                &format!("hub_key = \"{}\"", o.join("hub.key.pem").display()),
             )
             .replace(
                 "[mqtt]\n",
                 &format!("[mqtt]\nclient_id = \"{client_id}\"\n"),
             );
         std::fs::write(dir.path().join("hub.toml"), conf).unwrap();
-        Hub { dir, child: None }
+        Hub {
+            dir,
+            child: None,
+            key: other.key.clone(),
+            registry: other.registry.clone(),
+        }
+    }
+
+    /// Appends `text` to the hub's config (a `policy_root_key`, say: before any table).
+    pub fn configure(&self, top: &str) {
+        let p = self.dir.path().join("hub.toml");
+        let conf = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(p, format!("{top}\n{conf}")).unwrap();
     }
 
     pub fn start(&mut self) {

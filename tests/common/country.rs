@@ -1,0 +1,109 @@
+//! A country on one machine: a national broker with the shipped ACL, a hub,
+//! and checkpoints A and B, each with its own broker for declarations.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+use super::{Broker, Hub, Post, wait_online};
+
+/// A national broker, a hub, and checkpoints A and B trusting one issuer.
+pub struct Country {
+    pub national: Broker,
+    pub national_dir: tempfile::TempDir,
+    pub hub: Hub,
+    pub a: Post,
+    pub b: Post,
+}
+
+impl Country {
+    /// Everything running, both posts online.
+    pub async fn start() -> Country {
+        let mut c = Country::configured("");
+        c.hub.start();
+        c.a.start();
+        c.b.start();
+        wait_online(c.a.broker.port).await;
+        wait_online(c.b.broker.port).await;
+        c
+    }
+
+    /// Everything configured, nothing started; `sync_extra` goes into each post's `[sync]`.
+    pub fn configured(sync_extra: &str) -> Country {
+        let national_dir = tempfile::tempdir().unwrap();
+        let national = Broker::national(national_dir.path(), &["post-a", "post-b"]);
+        let issuer = permitgate::keys::generate();
+        let a = Post::with("post-a", issuer.clone());
+        let b = Post::with("post-b", issuer);
+        let hub = Hub::new(
+            national.port,
+            &[
+                ("post-a", a.checkpoint_key()),
+                ("post-b", b.checkpoint_key()),
+            ],
+        );
+        for p in [&a, &b] {
+            p.add_to_policy(&hub.registry);
+            p.enable_sync_with(national.port, sync_extra);
+        }
+        Country {
+            national,
+            national_dir,
+            hub,
+            a,
+            b,
+        }
+    }
+}
+
+/// A client of the national broker logged in as `user` (password `pw-USER`),
+/// collecting the raw (topic, payload) of what it receives on `subscribe`.
+pub async fn national_client(
+    port: u16,
+    user: &str,
+    subscribe: &[&str],
+) -> (AsyncClient, mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
+    let mut opts = MqttOptions::new(format!("{user}-{}", super::free_port()), "127.0.0.1", port);
+    opts.set_credentials(user, format!("pw-{user}"))
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(32 << 20, 32 << 20);
+    let (client, mut el) = AsyncClient::new(opts, 100);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), ready_rx.recv())
+        .await
+        .expect("connected to the national broker");
+    for t in subscribe {
+        client.subscribe(*t, QoS::AtLeastOnce).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), ready_rx.recv())
+            .await
+            .expect("subscribed");
+    }
+    (client, rx)
+}
+
+/// Publishes `payload` on `topic` as `client` and waits until the broker has it.
+pub async fn publish(client: &AsyncClient, topic: &str, retain: bool, payload: Vec<u8>) {
+    client
+        .publish(topic, QoS::AtLeastOnce, retain, payload)
+        .await
+        .unwrap();
+}
