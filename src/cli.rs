@@ -441,6 +441,13 @@ fn status(cfg: &Config) -> Result<Outcome> {
             .map(|t| format!(" (oldest {})", crate::clock::to_rfc3339(t)))
             .unwrap_or_default()
     );
+    let (unreadable, dropped) = ledger.unreadable_counts()?;
+    if unreadable > 0 {
+        println!(
+            "  unreadable payloads {unreadable} (answered `malformed`; the newest {} kept, {dropped} dropped)",
+            crate::ledger::UNREADABLE_KEPT
+        );
+    }
     if let Some(v) = last {
         println!(
             "  last verdict {} {} at {}",

@@ -144,7 +144,7 @@ pub fn decide_and_record(
         now,
     };
     let (decision, hash) = decide(prepared, policy, &facts, &ctx);
-    let recorded = batch.record(&decision, hash, identity, now)?;
+    let mut recorded = batch.record(&decision, hash, identity, now)?;
     Ok(match decision {
         Decision::Repeat(verdict) => Outcome {
             verdict,
@@ -152,9 +152,9 @@ pub fn decide_and_record(
             repeated: true,
             recorded,
         },
-        Decision::New { verdict, alert, .. } => Outcome {
+        Decision::New { verdict, .. } => Outcome {
             verdict,
-            alert,
+            alert: recorded.alert.take(),
             repeated: false,
             recorded,
         },

@@ -141,11 +141,17 @@ pub struct Reason {
 }
 
 impl Reason {
-    /// A reason with a detail and no evidence.
+    /// A reason with a detail and no evidence; the detail is cut to
+    /// [`crate::throttle::DETAIL_MAX`] characters (it may echo the input).
     pub fn new(code: ReasonCode, detail: impl Into<String>) -> Reason {
+        let detail = detail.into();
         Reason {
             code,
-            detail: detail.into(),
+            detail: if detail.len() > crate::throttle::DETAIL_MAX {
+                crate::throttle::bounded_detail(&detail)
+            } else {
+                detail
+            },
             previous_use: None,
         }
     }

@@ -84,16 +84,27 @@ pub struct Ledger {
     checkpoint: String,
 }
 
+/// Most unreadable payloads (no readable declaration id) kept; older ones are dropped and counted.
+pub const UNREADABLE_KEPT: i64 = 10_000;
+/// Least time between two `unreadable_payload` alerts, seconds; those in between are counted in the next.
+pub const UNREADABLE_ALERT_EVERY: i64 = 60;
+
 /// Where a verdict went once recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
-    /// Audit row id, or `None` for a repeated verdict (nothing written).
+    /// Audit row id, or `None` for a repeated verdict or an unreadable
+    /// payload (kept in the capped `unreadable` table instead).
     pub audit_id: Option<i64>,
     /// Sequence number of the consumption record, when a license was consumed.
     pub consumed_seq: Option<u64>,
     /// The verdict as written to the audit log (JSON), so callers publishing
     /// it need not serialise it again; `None` for a repeated verdict.
     pub verdict_json: Option<String>,
+    /// The decision's alert as stored, to publish (an unreadable payload's
+    /// is held back within [`UNREADABLE_ALERT_EVERY`] of the last).
+    pub alert: Option<Alert>,
+    /// Unreadable payloads dropped now to keep [`UNREADABLE_KEPT`].
+    pub unreadable_dropped: u64,
 }
 
 const GENESIS: [u8; 32] = [0; 32];
@@ -578,6 +589,17 @@ impl Ledger {
             .map_err(sql(&self.path))
     }
 
+    /// Unreadable payloads received in all (kept and dropped), and how many were dropped under the cap.
+    pub fn unreadable_counts(&self) -> Result<(u64, u64), LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT COALESCE(MAX(id), 0) FROM unreadable), (SELECT COALESCE(CAST(value AS INTEGER), 0) FROM meta WHERE key = 'unreadable_dropped')",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64)),
+            )
+            .map_err(sql(&self.path))
+    }
+
     /// The newest `n` verdicts, newest first (for the gate console).
     pub fn recent_verdicts(&self, n: usize) -> Result<Vec<Verdict>, LedgerError> {
         self.newest_json(
@@ -668,9 +690,16 @@ impl Batch<'_> {
                 audit_id: None,
                 consumed_seq: None,
                 verdict_json: None,
+                alert: None,
+                unreadable_dropped: 0,
             });
         };
         let path = self.path.clone();
+        if verdict.declaration_id.is_none() {
+            return self
+                .record_unreadable(verdict, alert.as_ref(), now)
+                .map_err(sql(&path));
+        }
         let (audit_id, verdict_json) = self
             .append_verdict(verdict, content_hash, now)
             .map_err(sql(&path))?;
@@ -721,6 +750,81 @@ impl Batch<'_> {
             audit_id: Some(audit_id),
             consumed_seq,
             verdict_json: Some(verdict_json),
+            alert: alert.clone(),
+            unreadable_dropped: 0,
+        })
+    }
+
+    /// A payload with no readable declaration id: nothing to answer to and
+    /// nothing to consume, so it is kept in the capped `unreadable` table,
+    /// and alerted at most once every [`UNREADABLE_ALERT_EVERY`] seconds.
+    ///
+    /// Design: a flood of garbage must not grow the ledger without bound
+    /// (a full disk stops the gate); the count of what was dropped is kept.
+    fn record_unreadable(
+        &mut self,
+        verdict: &Verdict,
+        alert: Option<&Alert>,
+        now: UnixTime,
+    ) -> rusqlite::Result<Recorded> {
+        let verdict_json = serde_json::to_string(verdict).unwrap_or_default();
+        let detail = verdict
+            .reasons
+            .first()
+            .map(|r| r.detail.as_str())
+            .unwrap_or("");
+        let sha = alert.and_then(|a| a.payload_sha256.clone());
+        self.tx
+            .prepare_cached(
+                "INSERT INTO unreadable(received_at, payload_sha256, detail) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![now, sha, detail])?;
+        let id = self.tx.last_insert_rowid();
+        let dropped = self
+            .tx
+            .prepare_cached("DELETE FROM unreadable WHERE id <= ?1")?
+            .execute([id - UNREADABLE_KEPT])? as u64;
+        let meta = |key: &str| -> rusqlite::Result<i64> {
+            self.tx
+                .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()
+                .map(|v| v.unwrap_or(0))
+        };
+        let set = |key: &str, value: i64| -> rusqlite::Result<()> {
+            self.tx
+                .prepare_cached("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?
+                .execute(params![key, value.to_string()])
+                .map(|_| ())
+        };
+        if dropped > 0 {
+            set("unreadable_dropped", meta("unreadable_dropped")? + dropped as i64)?;
+        }
+        let last = meta("unreadable_alert_at")?;
+        let held_back = meta("unreadable_held_back")?;
+        let mut kept = None;
+        if let Some(a) = alert {
+            if now.saturating_sub(last) >= UNREADABLE_ALERT_EVERY {
+                let mut a = a.clone();
+                if held_back > 0 {
+                    a.detail = Some(format!(
+                        "{held_back} more unreadable payloads since the last alert"
+                    ));
+                }
+                insert_alert(&self.tx, &a, now)?;
+                set("unreadable_alert_at", now)?;
+                set("unreadable_held_back", 0)?;
+                kept = Some(a);
+            } else {
+                set("unreadable_held_back", held_back + 1)?;
+            }
+        }
+        Ok(Recorded {
+            audit_id: None,
+            consumed_seq: None,
+            verdict_json: Some(verdict_json),
+            alert: kept,
+            unreadable_dropped: dropped,
         })
     }
 

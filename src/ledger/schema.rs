@@ -94,6 +94,16 @@ const MIGRATIONS: &[&str] = &[
         received_at INTEGER NOT NULL
     );
     ",
+    // 4: payloads with no readable declaration id, kept under a cap
+    // (`UNREADABLE_KEPT`) instead of one audit row each for ever.
+    "
+    CREATE TABLE unreadable (
+        id             INTEGER PRIMARY KEY,
+        received_at    INTEGER NOT NULL,
+        payload_sha256 TEXT,
+        detail         TEXT    NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build writes.
