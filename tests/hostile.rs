@@ -302,3 +302,17 @@ fn a_clock_far_off_never_clears() {
     let (v, _) = g.decide_at(d.to_string().as_bytes(), past);
     assert_ne!(v.verdict.as_str(), "cleared", "{v:?}");
 }
+
+/// An error detail may echo the input; it is cut, so a 250 KB string is
+/// not stored again in the audit log and the alert.
+#[test]
+fn an_error_detail_never_echoes_a_huge_input() {
+    let g = gate();
+    let mut d: serde_json::Value = serde_json::from_str(include_str!("data/declaration.json")).unwrap();
+    d["items"][0]["net_kg"] = "9".repeat(250_000).into();
+    let (v, _) = g.decide_at(d.to_string().as_bytes(), now());
+    assert_eq!(code(&v), "malformed", "{v:?}");
+    let detail = &v.reasons[0].detail;
+    assert!(detail.chars().count() < 260, "{} characters", detail.len());
+    assert!(detail.contains("cut"), "{detail}");
+}

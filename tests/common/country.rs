@@ -8,13 +8,16 @@ use tokio::sync::mpsc;
 
 use super::{Broker, Hub, Post, wait_online};
 
-/// A national broker, a hub, and checkpoints A and B trusting one issuer.
+/// A national broker, a hub, and checkpoints A and B trusting one issuer;
+/// the posts and the hub follow the authority's signed policy bundles.
 pub struct Country {
     pub national: Broker,
     pub national_dir: tempfile::TempDir,
     pub hub: Hub,
     pub a: Post,
     pub b: Post,
+    /// The authority's root key; `root.key.pem` in `national_dir`.
+    pub root: ed25519_dalek::SigningKey,
 }
 
 impl Country {
@@ -43,9 +46,22 @@ impl Country {
                 ("post-b", b.checkpoint_key()),
             ],
         );
+        let root = permitgate::keys::generate();
+        permitgate::keys::write_keypair(national_dir.path(), "root", &root).unwrap();
+        for dir in [a.dir.path(), b.dir.path(), hub.dir.path()] {
+            std::fs::write(
+                dir.join("root.pub.pem"),
+                permitgate::keys::public_pem(&root.verifying_key()),
+            )
+            .unwrap();
+        }
+        hub.configure("policy_root_key = \"root.pub.pem\"");
         for p in [&a, &b] {
             p.add_to_policy(&hub.registry);
-            p.enable_sync_with(national.port, sync_extra);
+            p.enable_sync_with(
+                national.port,
+                &format!("policy_root_key = \"root.pub.pem\"\n{sync_extra}"),
+            );
         }
         Country {
             national,
@@ -53,6 +69,7 @@ impl Country {
             hub,
             a,
             b,
+            root,
         }
     }
 }
@@ -64,9 +81,23 @@ pub async fn national_client(
     user: &str,
     subscribe: &[&str],
 ) -> (AsyncClient, mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
-    let mut opts = MqttOptions::new(format!("{user}-{}", super::free_port()), "127.0.0.1", port);
-    opts.set_credentials(user, format!("pw-{user}"))
-        .set_keep_alive(Duration::from_secs(30))
+    raw_client(port, Some(user), subscribe).await
+}
+
+/// An MQTT 3.1.1 client that sends and takes packets up to 32 MiB, logged
+/// in as `user` (password `pw-USER`) or anonymous, collecting the raw
+/// (topic, payload) of what it receives on `subscribe`.
+pub async fn raw_client(
+    port: u16,
+    user: Option<&str>,
+    subscribe: &[&str],
+) -> (AsyncClient, mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
+    let name = user.unwrap_or("anonymous");
+    let mut opts = MqttOptions::new(format!("{name}-{}", super::free_port()), "127.0.0.1", port);
+    if let Some(user) = user {
+        opts.set_credentials(user, format!("pw-{user}"));
+    }
+    opts.set_keep_alive(Duration::from_secs(30))
         .set_max_packet_size(32 << 20, 32 << 20);
     let (client, mut el) = AsyncClient::new(opts, 100);
     let (tx, rx) = mpsc::unbounded_channel();
