@@ -100,16 +100,22 @@ impl ConsumptionRecord {
                 named: rec.checkpoint,
             });
         }
-        let keys = registry.checkpoint_keys_at(&rec.checkpoint, rec.consumed_at)?;
+        let signed_by_one_of = |keys: &[VerifyingKey]| keys.iter().any(|k| msg.verify(k).is_ok());
         // Design: normally one key; two only at a rotation's handover.
-        let mut last = cose::CoseError::BadSignature;
-        for key in &keys {
-            match msg.verify(key) {
-                Ok(()) => return Ok(rec),
-                Err(e) => last = e,
-            }
+        match registry.checkpoint_keys_at(&rec.checkpoint, rec.consumed_at) {
+            Ok(keys) if signed_by_one_of(&keys) => return Ok(rec),
+            Ok(_) | Err(crate::registry::SignerError::OutsideWindow { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
-        Err(RecordError::Signature(last))
+        // Tell a retired (or not yet valid) key of this checkpoint from a forgery.
+        if signed_by_one_of(&registry.all_checkpoint_keys(&rec.checkpoint)) {
+            return Err(crate::registry::SignerError::OutsideWindow {
+                id: format!("checkpoint {}", rec.checkpoint),
+                at: to_rfc3339(rec.consumed_at),
+            }
+            .into());
+        }
+        Err(RecordError::Signature(cose::CoseError::BadSignature))
     }
 
     /// Reads a signed record without checking its signature, for records

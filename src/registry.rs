@@ -110,6 +110,14 @@ impl Registry {
         Ok(keys)
     }
 
+    /// Every key the policy names for checkpoint `id`, whatever its window.
+    pub fn all_checkpoint_keys(&self, id: &str) -> Vec<VerifyingKey> {
+        self.checkpoints
+            .get(id)
+            .map(|e| e.iter().map(|k| k.key).collect())
+            .unwrap_or_default()
+    }
+
     /// The hub key `kid`, if valid at `at`.
     pub fn hub_key_at(&self, kid: &str, at: UnixTime) -> Result<VerifyingKey, SignerError> {
         let e = self

@@ -308,7 +308,8 @@ fn a_clock_far_off_never_clears() {
 #[test]
 fn an_error_detail_never_echoes_a_huge_input() {
     let g = gate();
-    let mut d: serde_json::Value = serde_json::from_str(include_str!("data/declaration.json")).unwrap();
+    let mut d: serde_json::Value =
+        serde_json::from_str(include_str!("data/declaration.json")).unwrap();
     d["items"][0]["net_kg"] = "9".repeat(250_000).into();
     let (v, _) = g.decide_at(d.to_string().as_bytes(), now());
     assert_eq!(code(&v), "malformed", "{v:?}");

@@ -371,6 +371,16 @@ async fn signed_policy_bundles_apply_when_newer_and_genuine_and_survive_a_restar
     });
 
     let (authority, _) = national_client(national.port, "permitgate-authority", &[]).await;
+    // A genuine bundle whose version would freeze every later update is refused.
+    let frozen = signed_bundle(&a, "root.key.pem", "frozen", |t| {
+        t.replace("version = 7", &format!("version = {}", i64::MAX))
+    });
+    publish(&authority, "permitgate/policy", true, frozen).await;
+    assert!(
+        eventually(15, || a.log().contains("more than 1000 ahead")).await,
+        "{}",
+        a.log()
+    );
     publish(&authority, "permitgate/policy", true, v8).await;
     assert!(
         status_where(a.broker.port, 10, |s| s["policy_version"] == 8)
@@ -466,5 +476,138 @@ async fn two_hub_processes_share_the_load_and_one_store() {
         eventually(10, || c.a.remote_consumptions() == N
             && c.b.remote_consumptions() == N)
         .await
+    );
+}
+
+/// A checkpoint key rotated by a newer signed policy: records the old key
+/// signed inside its window are accepted, those it signs after are refused,
+/// and the new key's records flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_checkpoint_key_counts_inside_its_window_only() {
+    let mut c = Country::start().await;
+    let mut officer_a = Officer::connect_to(c.a.broker.port, "officer-a", "post-a").await;
+    officer_a.expect_cleared(&c.a, "DA-1").await;
+    assert!(eventually(15, || c.b.remote_consumptions() == 1).await);
+
+    // The authority retires A's key K1 at `t` and brings in K2 from then.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let t = now() + 3;
+    let at = |s: i64| permitgate::clock::to_rfc3339(s);
+    let k1 = permitgate::keys::load_signing_key(&c.a.dir.path().join("state/checkpoint.key.pem"))
+        .unwrap();
+    let k2 = permitgate::keys::generate();
+    let retire = |text: String| {
+        let new_entry = registry_toml(&[("post-a", k2.verifying_key())], &[]);
+        format!(
+            "{}{}valid_from = \"{}\"\n",
+            text.replace("version = 7", "version = 8")
+                .replace("clock_skew = \"5m\"", "clock_skew = \"1s\"")
+                .replace(
+                    "[[checkpoints]]\nid = \"post-a\"\n",
+                    &format!(
+                        "[[checkpoints]]\nid = \"post-a\"\nvalid_until = \"{}\"\n",
+                        at(t)
+                    ),
+                ),
+            new_entry,
+            at(t)
+        )
+    };
+    let text = std::fs::read_to_string(c.a.dir.path().join("policy.toml")).unwrap();
+    std::fs::write(c.a.dir.path().join("v8.toml"), retire(text)).unwrap();
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_permitgate"))
+        .args(["policy", "sign", "--key"])
+        .arg(c.national_dir.path().join("root.key.pem"))
+        .arg("--in")
+        .arg(c.a.dir.path().join("v8.toml"))
+        .arg("--out")
+        .arg(c.a.dir.path().join("v8.cose"))
+        .current_dir(c.a.dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let v8 = std::fs::read(c.a.dir.path().join("v8.cose")).unwrap();
+    let (authority, _) = national_client(c.national.port, "permitgate-authority", &[]).await;
+    publish(&authority, "permitgate/policy", true, v8).await;
+    for port in [c.a.broker.port, c.b.broker.port] {
+        assert!(
+            status_where(port, 15, |s| s["policy_version"] == 8)
+                .await
+                .is_some(),
+            "{}",
+            c.a.log()
+        );
+    }
+    assert!(eventually(15, || c.hub.log().contains("bundle accepted")).await);
+    while now() <= t + 1 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let (bridge, _) = national_client(c.national.port, BRIDGE, &[]).await;
+    let signed_by_k1 = |seq: u64, license: &str, consumed_at: i64| {
+        ConsumptionRecord {
+            checkpoint: "post-a".into(),
+            seq,
+            license_id: license.into(),
+            declaration_id: format!("D-K1-{seq}"),
+            consumed_at,
+            token_sha256: [0; 32],
+            declaration_sha256: [0; 32],
+        }
+        .sign(&k1)
+    };
+    let topics = SyncTopics::new("permitgate");
+    // K1 after its window (someone kept the old key): refused.
+    let late = Records {
+        records: vec![signed_by_k1(2, "LIC-LATE", now())],
+    };
+    publish(&bridge, &topics.records("post-a"), false, late.encode()).await;
+    assert!(
+        eventually(15, || c.hub.alerts_of("refused_record") == 1).await,
+        "{}",
+        c.hub.log()
+    );
+    assert!(c.hub.log().contains("key_not_valid"), "{}", c.hub.log());
+    assert_eq!(c.hub.records(), 1);
+
+    // A runs on K2 now: its records flow to the hub and to B.
+    c.a.kill();
+    let state = c.a.dir.path().join("state");
+    for f in ["checkpoint.key.pem", "checkpoint.pub.pem"] {
+        std::fs::remove_file(state.join(f)).unwrap();
+    }
+    permitgate::keys::write_keypair(&state, "checkpoint", &k2).unwrap();
+    c.a.start();
+    wait_online(c.a.broker.port).await;
+    officer_a
+        .send(declaration("DA-2", Some(&c.a.token_for("LIC-K2"))))
+        .await;
+    assert_eq!(officer_a.verdict_for("DA-2").await["verdict"], "cleared");
+    assert!(
+        eventually(20, || c.hub.records() == 2
+            && c.b.remote_consumptions() == 2)
+        .await,
+        "hub {}, B {}\n{}",
+        c.hub.records(),
+        c.b.remote_consumptions(),
+        c.hub.log()
+    );
+
+    // K1 inside its window (a record made before the rotation, arriving late): accepted.
+    let early = Records {
+        records: vec![signed_by_k1(3, "LIC-EARLY", t - 1)],
+    };
+    publish(&bridge, &topics.records("post-a"), false, early.encode()).await;
+    assert!(
+        eventually(15, || c.hub.records() == 3
+            && c.b.remote_consumptions() == 3)
+        .await,
+        "{}",
+        c.hub.log()
     );
 }

@@ -90,7 +90,12 @@ async fn forged_entries_cannot_take_a_real_checkpoints_numbers() {
     let (bridge, _) = national_client(c.national.port, BRIDGE, &[]).await;
     let stranger = permitgate::keys::generate();
     let entries: Vec<(u64, Vec<u8>)> = (1..=3)
-        .map(|seq| (seq, record("post-a", seq, &format!("LIC-JUNK-{seq}"), &stranger)))
+        .map(|seq| {
+            (
+                seq,
+                record("post-a", seq, &format!("LIC-JUNK-{seq}"), &stranger),
+            )
+        })
         .collect();
     for msg in forged_feeds(entries, 3) {
         publish(&bridge, &topics().feed(), false, msg).await;
@@ -136,7 +141,11 @@ async fn forged_global_numbers_cannot_hide_an_entry_from_backfill() {
     let token = c.a.token_for("LIC-MISSED");
     officer_a.send(declaration("DA-1", Some(&token))).await;
     assert_eq!(officer_a.verdict_for("DA-1").await["verdict"], "cleared");
-    assert!(eventually(20, || c.hub.records() == 1).await, "{}", c.hub.log());
+    assert!(
+        eventually(20, || c.hub.records() == 1).await,
+        "{}",
+        c.hub.log()
+    );
 
     c.b.start();
     wait_online(c.b.broker.port).await;
@@ -147,7 +156,10 @@ async fn forged_global_numbers_cannot_hide_an_entry_from_backfill() {
     );
     let mut officer_b = Officer::connect_to(c.b.broker.port, "officer-b", "post-b").await;
     officer_b.send(declaration("DB-1", Some(&token))).await;
-    assert_eq!(reason(&officer_b.verdict_for("DB-1").await), "license_already_used");
+    assert_eq!(
+        reason(&officer_b.verdict_for("DB-1").await),
+        "license_already_used"
+    );
 }
 
 /// Attack 4: a `double_use` alert published on the hub's alerts topic with
@@ -176,8 +188,13 @@ async fn a_forged_double_use_alert_is_neither_stored_nor_republished() {
     };
     // Junk evidence, and records of real checkpoints signed by another key.
     for alert in [
-        forged(serde_json::json!([{"checkpoint": "post-a", "seq": 1, "declaration_id": "D", "consumed_at": "x", "cose_hex": "00ff"}])),
-        forged(serde_json::json!([evidence("post-a", 1), evidence("post-b", 1)])),
+        forged(
+            serde_json::json!([{"checkpoint": "post-a", "seq": 1, "declaration_id": "D", "consumed_at": "x", "cose_hex": "00ff"}]),
+        ),
+        forged(serde_json::json!([
+            evidence("post-a", 1),
+            evidence("post-b", 1)
+        ])),
     ] {
         publish(&bridge, &topics().alerts(), false, alert).await;
     }
@@ -253,11 +270,17 @@ async fn forged_acknowledgements_delete_nothing_from_the_outbox() {
     const N: usize = 40;
     for i in 0..N {
         officer
-            .send(declaration(&format!("DA-{i}"), Some(&c.a.token_for(&format!("LIC-ACK-{i}")))))
+            .send(declaration(
+                &format!("DA-{i}"),
+                Some(&c.a.token_for(&format!("LIC-ACK-{i}"))),
+            ))
             .await;
     }
     for i in 0..N {
-        assert_eq!(officer.verdict_for(&format!("DA-{i}")).await["verdict"], "cleared");
+        assert_eq!(
+            officer.verdict_for(&format!("DA-{i}")).await["verdict"],
+            "cleared"
+        );
     }
     // Several sync ticks under the fakes: nothing leaves the outbox.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -286,7 +309,13 @@ async fn oversized_messages_never_wedge_a_client() {
     let mut officer = Officer::connect_to(c.a.broker.port, "officer-a", "post-a").await;
     let (scanner, _) = raw_client(c.a.broker.port, None, &[]).await;
     for msg in [&huge, &large] {
-        publish(&scanner, "permitgate/post-a/declarations", false, msg.clone()).await;
+        publish(
+            &scanner,
+            "permitgate/post-a/declarations",
+            false,
+            msg.clone(),
+        )
+        .await;
     }
     // The national broker: the policy topic (retained) and the hub's records topic.
     for msg in [&huge, &large] {
@@ -295,7 +324,9 @@ async fn oversized_messages_never_wedge_a_client() {
     }
     // The authority's 5 MiB of garbage on the policy topic is refused by both posts.
     assert!(
-        eventually(15, || c.a.alerts_of("refused_record") >= 1 && c.b.alerts_of("refused_record") >= 1).await,
+        eventually(15, || c.a.alerts_of("refused_record") >= 1
+            && c.b.alerts_of("refused_record") >= 1)
+        .await,
         "{}",
         c.a.log()
     );
@@ -314,7 +345,9 @@ async fn oversized_messages_never_wedge_a_client() {
     officer.send(declaration("DA-1", Some(&token))).await;
     assert_eq!(officer.verdict_for("DA-1").await["verdict"], "cleared");
     assert!(
-        eventually(15, || c.hub.records() == 1 && c.b.remote_consumptions() == 1).await,
+        eventually(15, || c.hub.records() == 1
+            && c.b.remote_consumptions() == 1)
+        .await,
         "hub {}, B {}\n{}\n{}",
         c.hub.records(),
         c.b.remote_consumptions(),
@@ -329,7 +362,8 @@ async fn oversized_messages_never_wedge_a_client() {
         );
     }
     // The broker says what it dropped.
-    let broker_log = std::fs::read_to_string(c.a.broker.conf.with_extension("log")).unwrap_or_default();
+    let broker_log =
+        std::fs::read_to_string(c.a.broker.conf.with_extension("log")).unwrap_or_default();
     assert!(
         broker_log.contains("Dropping too large outgoing PUBLISH"),
         "{broker_log}"

@@ -798,7 +798,10 @@ impl Batch<'_> {
                 .map(|_| ())
         };
         if dropped > 0 {
-            set("unreadable_dropped", meta("unreadable_dropped")? + dropped as i64)?;
+            set(
+                "unreadable_dropped",
+                meta("unreadable_dropped")? + dropped as i64,
+            )?;
         }
         let last = meta("unreadable_alert_at")?;
         let held_back = meta("unreadable_held_back")?;

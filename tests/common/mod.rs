@@ -576,7 +576,12 @@ impl Broker {
     /// users `permitgate-hub`, `permitgate-authority`, `investigator`, each of
     /// `checkpoints`, and [`BRIDGE`].
     pub fn national(dir: &std::path::Path, checkpoints: &[&str]) -> Broker {
-        let mut users = vec!["permitgate-hub", "permitgate-authority", "investigator", BRIDGE];
+        let mut users = vec![
+            "permitgate-hub",
+            "permitgate-authority",
+            "investigator",
+            BRIDGE,
+        ];
         users.extend_from_slice(checkpoints);
         let passwd = passwords(dir, &users);
         let shipped = include_str!("../../firmware-config/mosquitto/national.acl");
@@ -665,6 +670,10 @@ impl Hub {
             .replace(
                 "hub_key = \"hub.key.pem\"",
                 &format!("hub_key = \"{}\"", o.join("hub.key.pem").display()),
+            )
+            .replace(
+                "policy_root_key = \"root.pub.pem\"",
+                &format!("policy_root_key = \"{}\"", o.join("root.pub.pem").display()),
             )
             .replace(
                 "[mqtt]\n",
