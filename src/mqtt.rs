@@ -112,6 +112,8 @@ impl Link {
 }
 
 /// What a [`Session`] saw.
+// Design: messages are most of the events; they are not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum SessionEvent {
     /// Connected; subscribe now (the broker may have kept the session, but

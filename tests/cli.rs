@@ -466,7 +466,10 @@ fn shipped_profiles_and_policies_load() {
             "border-post.toml",
             &["checkpoint", "mqtt", "uplink", "sync"],
         ),
-        ("hub.toml", &["store", "mqtt", "checkpoints"]),
+        (
+            "hub.toml",
+            &["store", "mqtt", "policy", "hub_key", "hub_kid"],
+        ),
     ] {
         let text = std::fs::read_to_string(root.join(profile)).unwrap();
         let table: toml::Table = toml::from_str(&text).expect(profile);

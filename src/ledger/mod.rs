@@ -6,6 +6,7 @@
 
 pub(crate) mod schema;
 mod sync;
+mod unreadable;
 
 pub use sync::{FeedConflict, FeedOutcome};
 
@@ -752,82 +753,6 @@ impl Batch<'_> {
             verdict_json: Some(verdict_json),
             alert: alert.clone(),
             unreadable_dropped: 0,
-        })
-    }
-
-    /// A payload with no readable declaration id: nothing to answer to and
-    /// nothing to consume, so it is kept in the capped `unreadable` table,
-    /// and alerted at most once every [`UNREADABLE_ALERT_EVERY`] seconds.
-    ///
-    /// Design: a flood of garbage must not grow the ledger without bound
-    /// (a full disk stops the gate); the count of what was dropped is kept.
-    fn record_unreadable(
-        &mut self,
-        verdict: &Verdict,
-        alert: Option<&Alert>,
-        now: UnixTime,
-    ) -> rusqlite::Result<Recorded> {
-        let verdict_json = serde_json::to_string(verdict).unwrap_or_default();
-        let detail = verdict
-            .reasons
-            .first()
-            .map(|r| r.detail.as_str())
-            .unwrap_or("");
-        let sha = alert.and_then(|a| a.payload_sha256.clone());
-        self.tx
-            .prepare_cached(
-                "INSERT INTO unreadable(received_at, payload_sha256, detail) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![now, sha, detail])?;
-        let id = self.tx.last_insert_rowid();
-        let dropped = self
-            .tx
-            .prepare_cached("DELETE FROM unreadable WHERE id <= ?1")?
-            .execute([id - UNREADABLE_KEPT])? as u64;
-        let meta = |key: &str| -> rusqlite::Result<i64> {
-            self.tx
-                .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1")?
-                .query_row([key], |r| r.get(0))
-                .optional()
-                .map(|v| v.unwrap_or(0))
-        };
-        let set = |key: &str, value: i64| -> rusqlite::Result<()> {
-            self.tx
-                .prepare_cached("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?
-                .execute(params![key, value.to_string()])
-                .map(|_| ())
-        };
-        if dropped > 0 {
-            set(
-                "unreadable_dropped",
-                meta("unreadable_dropped")? + dropped as i64,
-            )?;
-        }
-        let last = meta("unreadable_alert_at")?;
-        let held_back = meta("unreadable_held_back")?;
-        let mut kept = None;
-        if let Some(a) = alert {
-            if now.saturating_sub(last) >= UNREADABLE_ALERT_EVERY {
-                let mut a = a.clone();
-                if held_back > 0 {
-                    a.detail = Some(format!(
-                        "{held_back} more unreadable payloads since the last alert"
-                    ));
-                }
-                insert_alert(&self.tx, &a, now)?;
-                set("unreadable_alert_at", now)?;
-                set("unreadable_held_back", 0)?;
-                kept = Some(a);
-            } else {
-                set("unreadable_held_back", held_back + 1)?;
-            }
-        }
-        Ok(Recorded {
-            audit_id: None,
-            consumed_seq: None,
-            verdict_json: Some(verdict_json),
-            alert: kept,
-            unreadable_dropped: dropped,
         })
     }
 
