@@ -124,6 +124,8 @@ async fn forged_entries_cannot_take_a_real_checkpoints_numbers() {
 async fn forged_global_numbers_cannot_hide_an_entry_from_backfill() {
     let mut c = Country::start().await;
     let (bridge, _) = national_client(c.national.port, BRIDGE, &[]).await;
+    let (_watcher, mut requests) =
+        national_client(c.national.port, "investigator", &[&topics().backfill()]).await;
     let stranger = permitgate::keys::generate();
     let entries: Vec<(u64, Vec<u8>)> = (1..=50)
         .map(|g| (g, record("post-z", g, &format!("LIC-Z-{g}"), &stranger)))
@@ -132,6 +134,16 @@ async fn forged_global_numbers_cannot_hide_an_entry_from_backfill() {
         publish(&bridge, &topics().feed(), false, msg).await;
     }
     assert!(eventually(15, || c.b.alerts_of("refused_record") >= 1).await);
+    // A head far ahead of the hub's starts no exchange that does not end:
+    // over three seconds the posts ask about as often as their timers say
+    // (every 3 s each here), not thousands of times.
+    while requests.try_recv().is_ok() {}
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut asked = 0;
+    while requests.try_recv().is_ok() {
+        asked += 1;
+    }
+    assert!(asked <= 6, "{asked} backfill requests in 3 s");
 
     // B goes away, and the broker forgets its session (no persistence), so
     // only a backfill can bring it what A consumes meanwhile.
