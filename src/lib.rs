@@ -17,6 +17,7 @@
 //! - [`record`]: signed consumption records, the unit of sync.
 //! - [`registry`]: checkpoint and hub keys from the policy, with validity windows.
 //! - [`ledger`]: the SQLite ledger: consumed licenses, hash-chained audit log, outbox.
+//! - [`merkle`]: append-only Merkle logs in SQLite, proofs, and signed tree heads (C2SP formats).
 //! - [`gate`]: one declaration from payload to committed verdict, tying the above together.
 //! - [`cli`]: the command line.
 //! - [`broker`]: the embedded MQTT broker for posts without one.
@@ -54,6 +55,7 @@ pub mod in_force;
 pub mod keys;
 pub mod ledger;
 pub mod logging;
+pub mod merkle;
 pub mod mqtt;
 pub mod policy;
 pub mod qr;
