@@ -130,6 +130,7 @@ fn hot(c: &mut Criterion) {
         key: permitgate::keys::generate(),
     };
     let record = permitgate::record::ConsumptionRecord {
+        kind: permitgate::record::KIND_CONSUMPTION.into(),
         checkpoint: "bench".into(),
         seq: 1,
         license_id: "MOFCOM-2025-RE-000001".into(),
@@ -137,12 +138,31 @@ fn hot(c: &mut Criterion) {
         consumed_at: s.now,
         token_sha256: [7; 32],
         declaration_sha256: [9; 32],
+        exporter: "91320700MA1X0001".into(),
+        consignee: "DE-HRB-10001".into(),
+        end_user: "DE-HRB-20002".into(),
+        destination: "DE".into(),
+        goods: vec![permitgate::record::Goods {
+            hs_code: "850511".into(),
+            elements: vec!["Nd".into(), "Dy".into()],
+            net_kg: 480.0,
+        }],
     };
-    c.bench_function("consumption record: encode and sign", |b| {
-        b.iter(|| black_box(&record).sign(&identity.key))
+    c.bench_function("consumption record: encode the leaf", |b| {
+        b.iter(|| black_box(&record).to_leaf())
     });
-    let (n, bytes) = allocations(100, || record.sign(&identity.key));
-    println!("allocations: encode and sign a consumption record: {n} ({bytes} bytes)");
+    let (n, bytes) = allocations(100, || record.to_leaf());
+    println!("allocations: encode a consumption leaf: {n} ({bytes} bytes)");
+    // Design: one head is signed per commit batch, not one signature per record.
+    let head = permitgate::merkle::head::Head {
+        origin: permitgate::merkle::head::checkpoint_origin("bench"),
+        size: 1_000_000,
+        root: permitgate::merkle::leaf_hash(b"root"),
+        time: s.now,
+    };
+    c.bench_function("signed tree head: sign (once per commit batch)", |b| {
+        b.iter(|| black_box(&head).sign(&identity.key))
+    });
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::open(&dir.path().join("ledger.db"), "bench").unwrap();
     let mut n = 0u64;
@@ -161,7 +181,7 @@ fn hot(c: &mut Criterion) {
             .collect::<Vec<_>>()
     };
     let mut commit = |batch: &[gate::Prepared]| {
-        let mut tx = ledger.begin().unwrap();
+        let mut tx = ledger.begin(&identity).unwrap();
         for p in batch {
             gate::decide_and_record(&mut tx, p, &s.policy, &identity, s.now).unwrap();
         }

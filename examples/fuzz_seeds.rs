@@ -1,11 +1,13 @@
 //! Writes the fuzzers' seed corpus (valid inputs of every decoder) into
-//! `fuzz/corpus/`: `cargo run --example fuzz_seeds`. Tokens, records and
-//! bundles are signed with the fixed key the fuzz targets trust.
+//! `fuzz/corpus/`: `cargo run --example fuzz_seeds`. Tokens, tree heads,
+//! sealed messages and bundles are signed with the fixed key the fuzz
+//! targets trust.
 
 use std::path::Path;
 
+use permitgate::merkle::head::{HUB_ORIGIN, Head, checkpoint_origin};
 use permitgate::record::ConsumptionRecord;
-use permitgate::sync::protocol::{Ack, Backfill, Feed, Records};
+use permitgate::sync::protocol::{Ack, Backfill, Feed, FeedEntry, Records};
 use permitgate::token::{self, License};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
@@ -42,7 +44,10 @@ fn main() {
     );
     write("policy", "policy.toml", policy.as_bytes());
 
-    let rec = ConsumptionRecord {
+    // A one-leaf log of checkpoint `post-a` and a one-entry national log,
+    // both signed with the fixed key: the proofs are empty.
+    let leaf = ConsumptionRecord {
+        kind: permitgate::record::KIND_CONSUMPTION.into(),
         checkpoint: "post-a".into(),
         seq: 1,
         license_id: "LIC-1".into(),
@@ -50,14 +55,34 @@ fn main() {
         consumed_at: 1_780_000_000,
         token_sha256: [1; 32],
         declaration_sha256: [2; 32],
+        exporter: "EXP".into(),
+        consignee: "CON".into(),
+        end_user: "END".into(),
+        destination: "DE".into(),
+        goods: vec![],
     }
-    .sign(&key);
-    write("sync_messages", "record.cose", &rec);
+    .to_leaf();
+    let root = permitgate::merkle::leaf_hash(&leaf);
+    let head = |origin: String| {
+        Head {
+            origin,
+            size: 1,
+            root,
+            time: 1_800_000_000,
+        }
+        .sign(&key)
+    };
+    let post_head = head(checkpoint_origin("post-a"));
+    let hub_head = head(HUB_ORIGIN.into());
+    write("sync_messages", "leaf.cbor", &leaf);
+    write("sync_messages", "head.note", post_head.as_bytes());
     write(
         "sync_messages",
         "records",
         &Records {
-            records: vec![rec.clone()],
+            head: post_head.clone(),
+            consistency: None,
+            records: vec![(0, leaf.clone(), vec![])],
         }
         .encode(),
     );
@@ -67,6 +92,8 @@ fn main() {
         &Ack {
             checkpoint: "post-a".into(),
             contiguous: 3,
+            post_head: Some(post_head.clone()),
+            resend: false,
             issued_at: 1_800_000_000,
         }
         .seal("hub-1", &key),
@@ -75,11 +102,18 @@ fn main() {
         "sync_messages",
         "feed",
         &Feed {
-            entries: vec![(1, rec)],
-            head: 1,
-            issued_at: 1_800_000_000,
+            hub_head,
+            post_heads: vec![post_head],
+            entries: vec![FeedEntry {
+                g: 1,
+                post_head: 0,
+                post_index: 0,
+                leaf,
+                post_proof: vec![],
+                hub_proof: vec![],
+            }],
         }
-        .seal("hub-1", &key),
+        .encode(),
     );
     write(
         "sync_messages",

@@ -263,8 +263,26 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         checkpoint: cfg.checkpoint.clone(),
         key,
     };
-    let ledger = Ledger::open_checking_later(&cfg.ledger, &cfg.checkpoint)?;
-    let check = integrity_check_in_background(&ledger)?;
+    let mut ledger = Ledger::open_checking_later(&cfg.ledger, &cfg.checkpoint)?;
+    let upgraded = ledger.upgrade_log(&identity.key, SystemClock.now())?;
+    if upgraded > 0 {
+        info!(
+            leaves = upgraded,
+            "ledger upgraded: its verdicts and consumptions are now leaves of its log; consumptions go to the hub again"
+        );
+    }
+    // Design: the cheap part of `ledger check` runs before any decision; a
+    // ledger that contradicts its own last signed head is not decided on.
+    if let Err(why) = ledger.check_own_head(&identity.key.verifying_key()) {
+        return Err(LedgerError::Unusable {
+            path: cfg.ledger.clone(),
+            message: format!(
+                "contradicts its own last signed head ({why}); examine it with `permitgate ledger check` and restore it from a backup"
+            ),
+        }
+        .into());
+    }
+    let check = integrity_check_in_background(&ledger, identity.key.verifying_key())?;
     let (verdicts, consumed, outbox) = ledger.counts()?;
     let policy = newest_policy(&cfg, &ledger);
     info!(
@@ -465,6 +483,7 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 /// daemon stops when it does.
 fn integrity_check_in_background(
     ledger: &Ledger,
+    key: ed25519_dalek::VerifyingKey,
 ) -> Result<tokio::sync::oneshot::Receiver<Result<(), LedgerError>>, LedgerError> {
     let reader = ledger.second_handle()?;
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -478,12 +497,27 @@ fn integrity_check_in_background(
                 warn!(error = %e, "ledger: cannot lower the integrity check's priority");
             }
             let started = std::time::Instant::now();
-            let result = reader.integrity_check();
+            let mut result = reader.integrity_check();
             if result.is_ok() {
                 info!(
                     ms = started.elapsed().as_millis() as u64,
                     "ledger: integrity check of the whole file passed"
                 );
+                // Then its tables against its log (what `ledger check` does).
+                result = match reader.check_log(&[key], &[]) {
+                    Ok(Ok(r)) => {
+                        info!(
+                            leaves = r.leaves,
+                            ms = started.elapsed().as_millis() as u64,
+                            "ledger: its tables are what its log says"
+                        );
+                        Ok(())
+                    }
+                    Ok(Err(why)) => {
+                        Err(reader.mark_damaged(&format!("its tables contradict its log: {why}")))
+                    }
+                    Err(e) => Err(e),
+                };
             }
             let _ = tx.send(result);
         })
@@ -1148,6 +1182,7 @@ impl Connection {
             payload_sha256: None,
             alert_id: None,
             records: Vec::new(),
+            heads: Vec::new(),
             detail: Some(format!(
                 "{why}; declarations are held unacknowledged until the ledger commits again"
             )),
@@ -1516,7 +1551,7 @@ fn decide_batch(
         outbox: 0,
         policy_version: policy.version,
     };
-    let mut batch = ledger.begin()?;
+    let mut batch = ledger.begin(identity)?;
     batch.delete_publications(delivered)?;
     let mut publications = Vec::with_capacity(prepared.len());
     let mut decided = Vec::with_capacity(prepared.len());

@@ -60,6 +60,16 @@ pub struct Consumption {
     pub license_id: String,
     /// SHA-256 of the token's COSE bytes.
     pub token_sha256: [u8; 32],
+    /// Exporter id, normalised.
+    pub exporter: String,
+    /// Consignee id, normalised.
+    pub consignee: String,
+    /// End user id, normalised.
+    pub end_user: String,
+    /// Destination country, normalised (as declared when it is not a country code).
+    pub destination: String,
+    /// The goods declared: HS code digits, element symbols, net mass.
+    pub goods: Vec<crate::record::Goods>,
 }
 
 /// The engine's answer.
@@ -182,6 +192,29 @@ pub fn decide(
                 consume = Some(Consumption {
                     license_id: t.license.license_id.clone(),
                     token_sha256: t.sha256,
+                    exporter: normalize_id(&d.exporter.id),
+                    consignee: normalize_id(&d.consignee.id),
+                    end_user: normalize_id(&d.end_user.id),
+                    destination: normalize_country(&d.destination)
+                        .unwrap_or_else(|| d.destination.clone()),
+                    goods: d
+                        .items
+                        .iter()
+                        .map(|i| crate::record::Goods {
+                            hs_code: crate::elements::hs_digits(&i.hs_code)
+                                .unwrap_or_else(|| i.hs_code.clone()),
+                            elements: i
+                                .elements
+                                .iter()
+                                .map(|e| {
+                                    crate::elements::canonical_symbol(e)
+                                        .map(str::to_owned)
+                                        .unwrap_or_else(|| e.clone())
+                                })
+                                .collect(),
+                            net_kg: i.net_kg,
+                        })
+                        .collect(),
                 });
             }
         }

@@ -99,6 +99,7 @@ pub fn decide(
                     payload_sha256: Some(hex::encode(payload_sha256)),
                     alert_id: None,
                     records: Vec::new(),
+                    heads: Vec::new(),
                     detail: None,
                 });
             }

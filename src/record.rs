@@ -1,20 +1,46 @@
-//! Consumption records: a checkpoint's signed statement that it consumed a
-//! license. COSE_Sign1, kid = checkpoint id, payload a CBOR map; anyone with
-//! the checkpoint's public key can verify one.
+//! Leaves of a checkpoint's log, and consumption records as they travel.
+//!
+//! Every verdict is a leaf of the checkpoint's Merkle log; a license
+//! consumed adds a second leaf, the *consumption record*, which is also the
+//! unit of sync: it goes to the hub as that leaf, with its inclusion proof
+//! and the checkpoint's signed tree head ([`ProvenRecord`]). One signature
+//! per commit batch covers every record in it.
+//!
+//! Leaves are CBOR maps with text keys; the first key, `kind`, says which
+//! (`verdict` or `consumption`). A leaf is hashed as it was encoded by the
+//! checkpoint (RFC 9162: SHA-256(0x00 ‖ leaf)); nobody re-encodes one.
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
-
 use sha2::{Digest, Sha256};
 
 use crate::clock::{UnixTime, to_rfc3339};
 use crate::codec;
-use crate::token::cose;
+use crate::merkle::head::{Head, HeadError, checkpoint_origin};
+use crate::merkle::{self, Hash, MerkleError};
+use crate::registry::{Registry, SignerError};
 use crate::verdict::{Alert, AlertKind};
 
-/// The payload of a consumption record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The `kind` of a verdict leaf.
+pub const KIND_VERDICT: &str = "verdict";
+/// The `kind` of a consumption leaf.
+pub const KIND_CONSUMPTION: &str = "consumption";
+
+/// One declared item, as a consumption record keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Goods {
+    /// HS code digits as declared.
+    pub hs_code: String,
+    /// Canonical element symbols declared.
+    pub elements: Vec<String>,
+    /// Net mass, kilograms.
+    pub net_kg: f64,
+}
+
+/// A consumption record: a checkpoint consumed a license, for this shipment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsumptionRecord {
+    /// Always [`KIND_CONSUMPTION`].
+    pub kind: String,
     /// The consuming checkpoint.
     pub checkpoint: String,
     /// Per-checkpoint sequence number, 1, 2, 3…
@@ -31,127 +57,158 @@ pub struct ConsumptionRecord {
     /// SHA-256 of the declaration's canonical content.
     #[serde(with = "serde_bytes32")]
     pub declaration_sha256: [u8; 32],
+    /// Exporter id (normalised).
+    pub exporter: String,
+    /// Consignee id (normalised).
+    pub consignee: String,
+    /// End user id (normalised).
+    pub end_user: String,
+    /// Destination country.
+    pub destination: String,
+    /// The goods declared.
+    pub goods: Vec<Goods>,
+}
+
+/// A verdict as a leaf of the checkpoint's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerdictLeaf {
+    /// Always [`KIND_VERDICT`].
+    pub kind: String,
+    /// The audit row's id.
+    pub audit_id: i64,
+    /// When it was decided, Unix seconds.
+    pub decided_at: UnixTime,
+    /// SHA-256 (hex) of the declaration's canonical content, when it was readable.
+    pub content_hash: Option<String>,
+    /// The verdict JSON, exactly as stored and published.
+    pub verdict: String,
 }
 
 /// Why a record was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    /// Not a COSE_Sign1, or the signature does not verify.
+    /// The leaf is not a consumption record.
     #[error("consumption record: {0}")]
-    Signature(#[from] cose::CoseError),
-    /// The payload does not decode.
-    #[error("consumption record payload: {0}")]
     Payload(String),
-    /// The kid and the payload name different checkpoints.
-    #[error("consumption record signed as `{kid}` but names checkpoint `{named}`")]
-    CheckpointMismatch {
-        /// The signer.
-        kid: String,
-        /// The checkpoint in the payload.
-        named: String,
-    },
-    /// The registry does not trust the signer at the record's time.
+    /// The signed head is unreadable, of another log, or not signed by a key trusted for it.
     #[error("consumption record: {0}")]
-    Signer(#[from] crate::registry::SignerError),
+    Head(#[from] HeadError),
+    /// The registry does not trust the checkpoint at the head's time.
+    #[error("consumption record: {0}")]
+    Signer(#[from] SignerError),
+    /// The record is not in the log the head commits to.
+    #[error("consumption record: not in the checkpoint's signed log ({0})")]
+    NotIncluded(#[from] MerkleError),
+    /// The record claims a time after its head was signed.
+    #[error("consumption record dated {at}, after the head that includes it ({head_time})")]
+    AfterHead {
+        /// The record's time.
+        at: String,
+        /// The head's time.
+        head_time: String,
+    },
 }
 
 impl RecordError {
     /// Short machine-readable name, for metrics, logs and alert throttling.
     pub fn code(&self) -> &'static str {
         match self {
-            RecordError::Signature(cose::CoseError::BadSignature) => "bad_signature",
-            RecordError::Signature(_) | RecordError::Payload(_) => "unreadable",
-            RecordError::CheckpointMismatch { .. } => "checkpoint_mismatch",
+            RecordError::Payload(_) => "unreadable",
+            RecordError::Head(HeadError::Unverified { .. }) => "bad_signature",
+            RecordError::Head(HeadError::WrongLog { .. }) => "checkpoint_mismatch",
+            RecordError::Head(HeadError::Malformed(_)) => "unreadable",
             RecordError::Signer(e) => e.code(),
+            RecordError::NotIncluded(_) => "not_included",
+            RecordError::AfterHead { .. } => "after_head",
         }
     }
 }
 
 impl ConsumptionRecord {
-    /// Signs the record with the checkpoint's key.
-    pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
-        // A struct of strings, integers and byte arrays always encodes.
-        let payload = codec::to_vec(self).unwrap_or_default();
-        cose::sign(self.checkpoint.as_bytes(), payload, key)
+    /// The leaf bytes (CBOR).
+    pub fn to_leaf(&self) -> Vec<u8> {
+        // A struct of strings, numbers and byte arrays always encodes.
+        codec::to_vec(self).unwrap_or_default()
     }
 
-    /// Verifies a signed record with the key `key_for` gives for its kid.
-    pub fn verify(
-        signed: &[u8],
-        key_for: impl Fn(&str) -> Option<VerifyingKey>,
-    ) -> Result<ConsumptionRecord, RecordError> {
-        read(signed, Some(&key_for))
+    /// Reads a consumption leaf.
+    pub fn from_leaf(leaf: &[u8]) -> Result<ConsumptionRecord, RecordError> {
+        let r: ConsumptionRecord =
+            codec::from_slice(leaf).map_err(|e| RecordError::Payload(e.to_string()))?;
+        if r.kind != KIND_CONSUMPTION {
+            return Err(RecordError::Payload(format!(
+                "a `{}` leaf, not a consumption record",
+                crate::throttle::truncate(&r.kind, 40)
+            )));
+        }
+        Ok(r)
+    }
+}
+
+impl VerdictLeaf {
+    /// The leaf bytes (CBOR).
+    pub fn to_leaf(&self) -> Vec<u8> {
+        codec::to_vec(self).unwrap_or_default()
     }
 
-    /// Verifies a signed record against the registry: the checkpoint it
-    /// names must have a key valid at the record's `consumed_at`, and one
-    /// such key must have signed it.
-    pub fn verify_registered(
-        signed: &[u8],
-        registry: &crate::registry::Registry,
-    ) -> Result<ConsumptionRecord, RecordError> {
-        let msg = cose::parse(signed)?;
-        let rec: ConsumptionRecord =
-            codec::from_slice(&msg.payload).map_err(|e| RecordError::Payload(e.to_string()))?;
-        let kid = cose::kid_text(&msg.kid);
-        if rec.checkpoint != kid {
-            return Err(RecordError::CheckpointMismatch {
-                kid,
-                named: rec.checkpoint,
+    /// Reads a verdict leaf.
+    pub fn from_leaf(leaf: &[u8]) -> Option<VerdictLeaf> {
+        codec::from_slice::<VerdictLeaf>(leaf)
+            .ok()
+            .filter(|v| v.kind == KIND_VERDICT)
+    }
+}
+
+/// A consumption record with what proves where it comes from: its leaf,
+/// its index in the checkpoint's log, an inclusion proof, and a signed
+/// tree head of that log that the checkpoint's key signed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProvenRecord {
+    /// The consumption leaf (CBOR), hex in JSON.
+    #[serde(with = "hex::serde")]
+    pub leaf: Vec<u8>,
+    /// Its index (0-based) in the checkpoint's log.
+    pub index: u64,
+    /// The checkpoint's signed tree head (C2SP signed note).
+    pub head: String,
+    /// The inclusion proof against that head, hashes in hex.
+    #[serde(with = "hashes_hex")]
+    pub proof: Vec<Hash>,
+}
+
+impl ProvenRecord {
+    /// Verifies the record against the registry: the head is of the log of
+    /// the checkpoint the record names, signed by a key of it valid at the
+    /// head's time, and the leaf is in that log at `index`.
+    pub fn verify(&self, registry: &Registry) -> Result<(ConsumptionRecord, Head), RecordError> {
+        let rec = ConsumptionRecord::from_leaf(&self.leaf)?;
+        let origin = checkpoint_origin(&rec.checkpoint);
+        let claimed = Head::peek(self.head.as_bytes())?;
+        let keys = match registry.checkpoint_keys_at(&rec.checkpoint, claimed.time) {
+            Ok(k) => k,
+            Err(SignerError::OutsideWindow { id, at }) => {
+                // A retired key of this checkpoint, or a forgery? Say which.
+                let all = registry.all_checkpoint_keys(&rec.checkpoint);
+                Head::open(self.head.as_bytes(), &origin, &all)?;
+                return Err(SignerError::OutsideWindow { id, at }.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let head = Head::open(self.head.as_bytes(), &origin, &keys)?;
+        merkle::verify_inclusion(&self.proof, head.size, &head.root, self.index, &self.leaf)?;
+        if rec.consumed_at > head.time.saturating_add(registry.skew()) {
+            return Err(RecordError::AfterHead {
+                at: to_rfc3339(rec.consumed_at),
+                head_time: to_rfc3339(head.time),
             });
         }
-        let signed_by_one_of = |keys: &[VerifyingKey]| keys.iter().any(|k| msg.verify(k).is_ok());
-        // Design: normally one key; two only at a rotation's handover.
-        match registry.checkpoint_keys_at(&rec.checkpoint, rec.consumed_at) {
-            Ok(keys) if signed_by_one_of(&keys) => return Ok(rec),
-            Ok(_) | Err(crate::registry::SignerError::OutsideWindow { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        // Tell a retired (or not yet valid) key of this checkpoint from a forgery.
-        if signed_by_one_of(&registry.all_checkpoint_keys(&rec.checkpoint)) {
-            return Err(crate::registry::SignerError::OutsideWindow {
-                id: format!("checkpoint {}", rec.checkpoint),
-                at: to_rfc3339(rec.consumed_at),
-            }
-            .into());
-        }
-        Err(RecordError::Signature(cose::CoseError::BadSignature))
-    }
-
-    /// Reads a signed record without checking its signature, for records
-    /// this process verified before it stored them.
-    pub fn parse_unverified(signed: &[u8]) -> Result<ConsumptionRecord, RecordError> {
-        read(signed, None::<&fn(&str) -> Option<VerifyingKey>>)
+        Ok((rec, head))
     }
 }
 
-/// Parses a record, checks the signature when `key_for` is given, and that
-/// the signer and the named checkpoint agree.
-fn read(
-    signed: &[u8],
-    key_for: Option<&impl Fn(&str) -> Option<VerifyingKey>>,
-) -> Result<ConsumptionRecord, RecordError> {
-    let msg = cose::parse(signed)?;
-    let kid = cose::kid_text(&msg.kid);
-    if let Some(key_for) = key_for {
-        let key = key_for(&kid)
-            .ok_or_else(|| RecordError::Payload(format!("no public key for checkpoint `{kid}`")))?;
-        msg.verify(&key)?;
-    }
-    let rec: ConsumptionRecord =
-        codec::from_slice(&msg.payload).map_err(|e| RecordError::Payload(e.to_string()))?;
-    if rec.checkpoint != kid {
-        return Err(RecordError::CheckpointMismatch {
-            kid,
-            named: rec.checkpoint,
-        });
-    }
-    Ok(rec)
-}
-
-/// One signed record as alert evidence: what it says, and the COSE bytes
-/// (hex) that anyone with the checkpoint's public key can verify.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One record as alert evidence: what it says, and the proof that its
+/// checkpoint's signed log holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     /// The consuming checkpoint.
     pub checkpoint: String,
@@ -161,26 +218,28 @@ pub struct Evidence {
     pub declaration_id: String,
     /// When, RFC 3339 UTC.
     pub consumed_at: String,
-    /// The signed record, COSE_Sign1, hex.
-    pub cose_hex: String,
+    /// The record with its proof.
+    pub proven: ProvenRecord,
 }
 
 /// The `double_use` alert for every record of one license (two or more).
 ///
-/// Its `alert_id` depends only on the set of records, so the hub and each
-/// checkpoint that detect the same double use raise the same alert.
+/// Its `alert_id` depends only on the set of records (their leaves), so
+/// the hub and each checkpoint that detect the same double use raise the
+/// same alert, whatever heads prove them.
 pub fn double_use_alert(
-    records: &[(ConsumptionRecord, Vec<u8>)],
+    records: &[(ConsumptionRecord, ProvenRecord)],
     raised_by: &str,
     now: UnixTime,
 ) -> Alert {
-    let mut sorted: Vec<&(ConsumptionRecord, Vec<u8>)> = records.iter().collect();
+    let mut sorted: Vec<&(ConsumptionRecord, ProvenRecord)> = records.iter().collect();
     sorted.sort_by(|a, b| (&a.0.checkpoint, a.0.seq).cmp(&(&b.0.checkpoint, b.0.seq)));
+    sorted.dedup_by(|a, b| a.1.leaf == b.1.leaf);
     let mut h = Sha256::new();
-    h.update(b"permitgate-double-use-v1");
-    for (_, bytes) in &sorted {
-        h.update((bytes.len() as u64).to_be_bytes());
-        h.update(bytes);
+    h.update(b"permitgate-double-use-v2");
+    for (_, p) in &sorted {
+        h.update((p.leaf.len() as u64).to_be_bytes());
+        h.update(&p.leaf);
     }
     Alert {
         kind: AlertKind::DoubleUse,
@@ -193,14 +252,15 @@ pub fn double_use_alert(
         alert_id: Some(hex::encode(h.finalize())),
         records: sorted
             .iter()
-            .map(|(r, bytes)| Evidence {
+            .map(|(r, p)| Evidence {
                 checkpoint: r.checkpoint.clone(),
                 seq: r.seq,
                 declaration_id: r.declaration_id.clone(),
                 consumed_at: to_rfc3339(r.consumed_at),
-                cose_hex: hex::encode(bytes),
+                proven: p.clone(),
             })
             .collect(),
+        heads: Vec::new(),
         detail: None,
     }
 }
@@ -228,27 +288,30 @@ mod serde_bytes32 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Proof hashes as a JSON array of hex strings.
+pub mod hashes_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
 
-    #[test]
-    fn sign_and_verify() {
-        let key = crate::keys::generate();
-        let rec = ConsumptionRecord {
-            checkpoint: "post-7".into(),
-            seq: 3,
-            license_id: "LIC-1".into(),
-            declaration_id: "D-1".into(),
-            consumed_at: 1_760_000_000,
-            token_sha256: [7; 32],
-            declaration_sha256: [9; 32],
-        };
-        let signed = rec.sign(&key);
-        let vk = key.verifying_key();
-        let back = ConsumptionRecord::verify(&signed, |k| (k == "post-7").then_some(vk)).unwrap();
-        assert_eq!(back, rec);
-        let other = crate::keys::generate().verifying_key();
-        assert!(ConsumptionRecord::verify(&signed, |_| Some(other)).is_err());
+    use crate::merkle::Hash;
+
+    /// Serializes hashes as hex strings.
+    pub fn serialize<S: Serializer>(p: &[Hash], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(p.iter().map(|h| hex::encode(h.0)))
+    }
+
+    /// Reads hex strings (at most [`crate::merkle::PROOF_MAX`]).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Hash>, D::Error> {
+        let raw: Vec<String> = Vec::deserialize(d)?;
+        if raw.len() > crate::merkle::PROOF_MAX {
+            return Err(serde::de::Error::custom("proof too long"));
+        }
+        raw.iter()
+            .map(|s| {
+                let b = hex::decode(s).map_err(serde::de::Error::custom)?;
+                <[u8; 32]>::try_from(b.as_slice())
+                    .map(Hash)
+                    .map_err(|_| serde::de::Error::custom("a proof hash is not 32 bytes"))
+            })
+            .collect()
     }
 }

@@ -133,6 +133,20 @@ impl Registry {
         Ok(e.key)
     }
 
+    /// The allowance for clock differences at window edges, seconds.
+    pub fn skew(&self) -> i64 {
+        self.skew
+    }
+
+    /// Every hub key valid at `at`.
+    pub fn hub_keys_at(&self, at: UnixTime) -> Vec<VerifyingKey> {
+        self.hubs
+            .values()
+            .filter(|e| e.valid_at(at, self.skew))
+            .map(|e| e.key)
+            .collect()
+    }
+
     /// True if the policy names checkpoint `id` at all.
     pub fn knows_checkpoint(&self, id: &str) -> bool {
         self.checkpoints.contains_key(id)

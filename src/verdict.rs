@@ -198,6 +198,9 @@ pub enum AlertKind {
     /// The ledger cannot commit (disk full, read-only, I/O error):
     /// declarations wait unacknowledged until it can.
     LedgerFault,
+    /// A log's signed heads contradict each other: a checkpoint that lost or
+    /// rewrote its history, or a hub that forked its log.
+    LogInconsistent,
 }
 
 impl AlertKind {
@@ -209,6 +212,7 @@ impl AlertKind {
             AlertKind::DoubleUse => "double_use",
             AlertKind::RefusedRecord => "refused_record",
             AlertKind::LedgerFault => "ledger_fault",
+            AlertKind::LogInconsistent => "log_inconsistent",
         }
     }
 }
@@ -236,9 +240,12 @@ pub struct Alert {
     /// facts (a double use), so each is stored and shown once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_id: Option<String>,
-    /// The signed consumption records that are the evidence, for `double_use`.
+    /// The consumption records with their proofs: the evidence, for `double_use`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<crate::record::Evidence>,
+    /// The signed tree heads that contradict each other, for `log_inconsistent`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heads: Vec<String>,
     /// What was wrong, for `refused_record`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -263,6 +270,7 @@ impl Alert {
             payload_sha256: None,
             alert_id: None,
             records: Vec::new(),
+            heads: Vec::new(),
             detail: None,
         })
     }
@@ -280,6 +288,7 @@ mod tests {
             AlertKind::DoubleUse,
             AlertKind::RefusedRecord,
             AlertKind::LedgerFault,
+            AlertKind::LogInconsistent,
         ] {
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }

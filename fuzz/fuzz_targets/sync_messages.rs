@@ -29,9 +29,12 @@ fuzz_target!(|data: &[u8]| {
     let now = 1_800_000_000;
     let _ = Records::decode(data);
     let _ = Ack::open(data, registry(), now);
-    let _ = Feed::open(data, registry(), now);
+    if let Ok(feed) = Feed::decode(data) {
+        let _ = permitgate::sync::verify::check_feed(&feed, registry());
+    }
     let _ = Backfill::open(data, registry(), now);
-    let _ = permitgate::record::ConsumptionRecord::verify_registered(data, registry());
+    let _ = permitgate::record::ConsumptionRecord::from_leaf(data);
+    let _ = permitgate::merkle::head::Head::peek(data);
     let _ = permitgate::record::ConsumptionRecord::parse_unverified(data);
     let _ = permitgate::bundle::open(data, &fixed());
 });

@@ -29,9 +29,10 @@ use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::in_force::PolicyInForce;
 use crate::mqtt::{Session, SessionEvent, topic_of};
 use crate::record::ConsumptionRecord;
-use crate::sync::protocol::{Ack, Backfill, Feed, Records, SyncTopics};
+use crate::sync::protocol::{Ack, Backfill, Records, SyncTopics};
+use crate::sync::verify::{log_inconsistent_alert, verify_post_head};
 use crate::throttle::{AlertThrottle, bounded_detail};
-use store::{HubStore, StoreError};
+use store::{HubStore, Placed, StoreError};
 
 /// Why the hub could not run.
 #[derive(Debug, thiserror::Error)]
@@ -219,64 +220,129 @@ impl Hub {
             }
         };
         let registry = self.in_force.current().registry.clone();
-        let mut valid = Vec::new();
-        for bytes in batch.records {
-            // Design: a record already stored byte for byte was verified when
-            // it was stored; a resent copy costs a lookup, not a signature check.
-            if let Ok(rec) = ConsumptionRecord::parse_unverified(&bytes)
-                && rec.checkpoint == sender
-                && self.store.held(&rec.checkpoint, rec.seq)?.as_ref() == Some(&bytes)
-            {
-                valid.push((rec, bytes));
-                continue;
+        let head = match verify_post_head(&batch.head, &registry) {
+            Ok((cp, _)) if cp != sender => {
+                let why = format!("a head of `{cp}` sent on the topic of `{sender}`");
+                self.refuse(&mut outs, sender, "wrong_topic", &why, payload, now)?;
+                return Ok(outs);
             }
-            match ConsumptionRecord::verify_registered(&bytes, &registry) {
-                Ok(rec) if rec.checkpoint == sender => valid.push((rec, bytes)),
-                Ok(rec) => {
+            Ok((_, head)) => head,
+            Err(e) => {
+                let why = format!("sent on the topic of `{sender}`: {e}");
+                self.refuse(&mut outs, sender, e.code(), &why, payload, now)?;
+                return Ok(outs);
+            }
+        };
+        // Design: the checkpoint's log only ever grows. Each new head must
+        // extend the newest one held, by a consistency proof from it; a head
+        // that shrinks it or contradicts it is `log_inconsistent`.
+        let held = self.store.post_head(sender)?;
+        if let Some((size, root, note)) = &held {
+            let verdict = match (head.size.cmp(size), &batch.consistency) {
+                (std::cmp::Ordering::Equal, _) => (head.root == *root).then_some(()).ok_or(
+                    "two heads of the same size with different roots: the log was rewritten",
+                ),
+                (std::cmp::Ordering::Less, _) => Err(
+                    "a head smaller than one it signed before: the log lost committed entries",
+                ),
+                (std::cmp::Ordering::Greater, Some((from, proof))) if from == size => {
+                    crate::merkle::verify_consistency(proof, *size, root, head.size, &head.root)
+                        .map_err(|_| {
+                            "its new head does not extend the one the hub holds: the log was rewritten"
+                        })
+                }
+                (std::cmp::Ordering::Greater, _) => {
+                    // No proof from the head the hub holds: ask for it.
+                    outs.push(self.ack(sender, Some(note.clone()), true, now)?);
+                    return Ok(outs);
+                }
+            };
+            if let Err(why) = verdict {
+                let alert = log_inconsistent_alert(
+                    "hub",
+                    &format!("checkpoint `{sender}`: {why}"),
+                    vec![note.clone(), batch.head.clone()],
+                    now,
+                );
+                error!(
+                    checkpoint = sender,
+                    why, "hub: a checkpoint's log is inconsistent"
+                );
+                if self.store.record_alert(&alert, now)? {
+                    outs.push(Out {
+                        topic: self.topics.alerts(),
+                        payload: serde_json::to_vec(&alert).unwrap_or_default(),
+                        retain: false,
+                    });
+                }
+                return Ok(outs);
+            }
+        }
+        self.store.keep_post_head(sender, &head, &batch.head, now)?;
+        let skew = registry.skew();
+        let mut placed = Vec::new();
+        for (index, leaf, proof) in batch.records {
+            let rec = match ConsumptionRecord::from_leaf(&leaf) {
+                Ok(r) if r.checkpoint == sender => r,
+                Ok(r) => {
                     let why = format!(
                         "record of `{}` sent on the topic of `{sender}`",
-                        rec.checkpoint
+                        r.checkpoint
                     );
-                    self.refuse(&mut outs, sender, "wrong_topic", &why, &bytes, now)?;
+                    self.refuse(&mut outs, sender, "wrong_topic", &why, &leaf, now)?;
+                    continue;
                 }
                 Err(e) => {
-                    let why = format!("sent on the topic of `{sender}`: {e}");
-                    self.refuse(&mut outs, sender, e.code(), &why, &bytes, now)?;
+                    self.refuse(&mut outs, sender, e.code(), &e.to_string(), &leaf, now)?;
+                    continue;
+                }
+            };
+            // Design: a record already stored byte for byte was checked when
+            // it was stored; a resent copy costs a lookup, not a proof.
+            let known = self.store.held(sender, rec.seq)?.as_ref() == Some(&leaf);
+            if !known {
+                if let Err(e) =
+                    crate::merkle::verify_inclusion(&proof, head.size, &head.root, index, &leaf)
+                {
+                    let why = format!(
+                        "record {} of `{sender}` is not in its signed log: {e}",
+                        rec.seq
+                    );
+                    self.refuse(&mut outs, sender, "not_included", &why, &leaf, now)?;
+                    continue;
+                }
+                if rec.consumed_at > head.time.saturating_add(skew) {
+                    let why = format!("record {} of `{sender}` is dated after its head", rec.seq);
+                    self.refuse(&mut outs, sender, "after_head", &why, &leaf, now)?;
+                    continue;
                 }
             }
-        }
-        if valid.is_empty() {
-            return Ok(outs);
-        }
-        let stored = self.store.store(&valid, now)?;
-        for (cp, contiguous) in &stored.contiguous {
-            outs.push(Out {
-                topic: self.topics.ack(cp),
-                payload: Ack {
-                    checkpoint: cp.clone(),
-                    contiguous: *contiguous,
-                    issued_at: now,
-                }
-                .seal(&self.cfg.kid, &self.key),
-                retain: true,
+            placed.push(Placed {
+                record: rec,
+                leaf,
+                post_index: index,
+                post_size: head.size,
+                post_proof: proof,
             });
         }
-        if !stored.new_entries.is_empty() {
-            let head = stored.new_entries.iter().map(|e| e.0).max().unwrap_or(0);
+        if placed.is_empty() {
+            return Ok(outs);
+        }
+        let stored = self.store.store(&placed, &self.key, now)?;
+        for (cp, _) in &stored.contiguous {
+            outs.push(self.ack(cp, Some(batch.head.clone()), false, now)?);
+        }
+        if let Some(feed) = stored.feed {
+            let head = feed.entries.last().map(|e| e.g).unwrap_or(0);
             info!(
                 sender,
-                stored = stored.new_entries.len(),
+                stored = feed.entries.len(),
                 head,
                 "hub: records stored"
             );
             outs.push(Out {
                 topic: self.topics.feed(),
-                payload: Feed {
-                    entries: stored.new_entries,
-                    head,
-                    issued_at: now,
-                }
-                .seal(&self.cfg.kid, &self.key),
+                payload: feed.encode(),
                 retain: false,
             });
         }
@@ -289,6 +355,33 @@ impl Hub {
             });
         }
         Ok(outs)
+    }
+
+    /// The sealed acknowledgement for `checkpoint`: what the hub holds of it.
+    fn ack(
+        &self,
+        checkpoint: &str,
+        post_head: Option<String>,
+        resend: bool,
+        now: UnixTime,
+    ) -> Result<Out, StoreError> {
+        let contiguous = self.store.contiguous(checkpoint)?;
+        let post_head = match post_head {
+            Some(h) => Some(h),
+            None => self.store.post_head(checkpoint)?.map(|h| h.2),
+        };
+        Ok(Out {
+            topic: self.topics.ack(checkpoint),
+            payload: Ack {
+                checkpoint: checkpoint.to_owned(),
+                contiguous,
+                post_head,
+                resend,
+                issued_at: now,
+            }
+            .seal(&self.cfg.kid, &self.key),
+            retain: true,
+        })
     }
 
     /// Answers a sealed backfill request with at most one feed message.
@@ -321,16 +414,12 @@ impl Hub {
         }
         self.answered
             .insert(req.checkpoint.clone(), (req.after, Instant::now()));
-        let entries = self.store.feed_after(req.after, req.limit as usize)?;
-        let head = self.store.head()?;
+        let Some(feed) = self.store.feed_after(req.after, req.limit as usize)? else {
+            return Ok(Vec::new());
+        };
         Ok(vec![Out {
             topic: self.topics.backfill_reply(&req.checkpoint),
-            payload: Feed {
-                entries,
-                head,
-                issued_at: now,
-            }
-            .seal(&self.cfg.kid, &self.key),
+            payload: feed.encode(),
             retain: false,
         }])
     }
@@ -371,7 +460,7 @@ impl Hub {
         };
         let detail = bounded_detail(detail);
         warn!(sender = %crate::throttle::truncate(sender, 80), reason, %detail, held_back, "hub: refused");
-        let alert = crate::sync::agent::refused_alert(
+        let alert = crate::sync::verify::refused_alert(
             "hub", "record", reason, &detail, held_back, payload, now,
         );
         if self.store.record_alert(&alert, now)? {

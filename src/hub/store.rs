@@ -1,17 +1,23 @@
-//! The hub's store: every verified consumption record of every checkpoint,
-//! in one global order, and the alerts raised about them.
+//! The hub's store: the national log of every checkpoint's consumption
+//! records (a Merkle log whose leaves are the records, signed at every
+//! commit), every checkpoint's signed heads, and the alerts raised.
 //!
 //! Design: SQLite in WAL mode with `synchronous=FULL`. Records are unique by
 //! (checkpoint, seq), so a redelivered batch or a second hub process storing
-//! the same record changes nothing; the global number is the row id, given
-//! in commit order. Several hub processes on one machine share one file.
+//! the same record changes nothing; the global number is the leaf's index
+//! plus one, given inside the `BEGIN IMMEDIATE` transaction that appends it,
+//! so hub processes sharing the file keep one gap-free log.
 
 use std::path::{Path, PathBuf};
 
+use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::clock::UnixTime;
-use crate::record::{ConsumptionRecord, double_use_alert};
+use crate::merkle::head::{HUB_ORIGIN, Head};
+use crate::merkle::{Hash, SqlLog, leaf_hash};
+use crate::record::{ConsumptionRecord, ProvenRecord, double_use_alert};
+use crate::sync::protocol::{Feed, FeedEntry};
 use crate::verdict::Alert;
 
 /// A store operation that failed.
@@ -22,7 +28,10 @@ pub struct StoreError {
     message: String,
 }
 
-const MIGRATIONS: &[&str] = &["
+const LOG: &str = "hub_log_hashes";
+
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE records (
         g           INTEGER PRIMARY KEY,
         checkpoint  TEXT    NOT NULL,
@@ -44,13 +53,59 @@ const MIGRATIONS: &[&str] = &["
         raised_at  INTEGER NOT NULL,
         alert_json TEXT    NOT NULL
     );
-"];
+",
+    // 2: the national log. Records stored before it (individually signed)
+    // are kept in `legacy_records`; checkpoints send theirs again as leaves.
+    "
+    DROP INDEX records_license;
+    ALTER TABLE records RENAME TO legacy_records;
+    CREATE TABLE records (
+        g           INTEGER PRIMARY KEY,
+        checkpoint  TEXT    NOT NULL,
+        seq         INTEGER NOT NULL,
+        license_id  TEXT    NOT NULL,
+        leaf        BLOB    NOT NULL,
+        post_index  INTEGER NOT NULL,
+        post_size   INTEGER NOT NULL,
+        post_proof  BLOB    NOT NULL,
+        received_at INTEGER NOT NULL,
+        UNIQUE (checkpoint, seq)
+    );
+    CREATE INDEX records_license ON records(license_id);
+    CREATE TABLE hub_log_hashes (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+    CREATE TABLE hub_heads (size INTEGER PRIMARY KEY, note TEXT NOT NULL, signed_at INTEGER NOT NULL);
+    CREATE TABLE post_heads (
+        checkpoint  TEXT    NOT NULL,
+        size        INTEGER NOT NULL,
+        root        BLOB    NOT NULL,
+        note        TEXT    NOT NULL,
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (checkpoint, size)
+    ) WITHOUT ROWID;
+    DELETE FROM checkpoints;
+",
+];
+
+/// A record the hub checked: it is in its checkpoint's log at `post_size`.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    /// What it says.
+    pub record: ConsumptionRecord,
+    /// The leaf.
+    pub leaf: Vec<u8>,
+    /// Its index in the checkpoint's log.
+    pub post_index: u64,
+    /// The size of the checkpoint head that proves it.
+    pub post_size: u64,
+    /// The proof against that head.
+    pub post_proof: Vec<Hash>,
+}
 
 /// What storing a batch changed.
 #[derive(Debug, Default)]
 pub struct Stored {
-    /// Records stored now for the first time: (global number, signed bytes).
-    pub new_entries: Vec<(u64, Vec<u8>)>,
+    /// Records stored now for the first time, as a feed message proven against the new hub head.
+    pub feed: Option<Feed>,
     /// Each checkpoint in the batch and the highest number up to which all its records are held.
     pub contiguous: Vec<(String, u64)>,
     /// Alerts raised now (double use, conflicting records), each stored once.
@@ -61,6 +116,16 @@ pub struct Stored {
 pub struct HubStore {
     conn: Connection,
     path: PathBuf,
+}
+
+fn hashes_blob(p: &[Hash]) -> Vec<u8> {
+    p.iter().flat_map(|h| h.0).collect()
+}
+
+fn blob_hashes(b: &[u8]) -> Vec<Hash> {
+    b.chunks_exact(32)
+        .filter_map(|c| <[u8; 32]>::try_from(c).ok().map(Hash))
+        .collect()
 }
 
 impl HubStore {
@@ -99,10 +164,56 @@ impl HubStore {
         }
     }
 
-    /// Stores verified records in one transaction; idempotent.
+    fn merkle_err(&self) -> impl Fn(crate::merkle::MerkleError) -> StoreError + '_ {
+        |e| StoreError {
+            path: self.path.clone(),
+            message: format!("its log: {e}"),
+        }
+    }
+
+    /// The newest head of `checkpoint`'s log the hub holds: (size, root, note).
+    pub fn post_head(&self, checkpoint: &str) -> Result<Option<(u64, Hash, String)>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT size, root, note FROM post_heads WHERE checkpoint = ?1 ORDER BY size DESC LIMIT 1",
+            )
+            .and_then(|mut st| {
+                st.query_row([checkpoint], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?))
+                })
+                .optional()
+            })
+            .map(|o| {
+                o.map(|(s, root, note)| {
+                    (s as u64, Hash(root.try_into().unwrap_or([0; 32])), note)
+                })
+            })
+            .map_err(self.err())
+    }
+
+    /// Keeps a verified head of `checkpoint`'s log (the caller checked it extends the last).
+    pub fn keep_post_head(
+        &mut self,
+        checkpoint: &str,
+        head: &Head,
+        note: &str,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO post_heads(checkpoint, size, root, note, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![checkpoint, head.size as i64, &head.root.0[..], note, now],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Stores checked records in one transaction, appending the new ones to
+    /// the national log and signing its head with `key` as `kid`'s; idempotent.
     pub fn store(
         &mut self,
-        records: &[(ConsumptionRecord, Vec<u8>)],
+        records: &[Placed],
+        key: &SigningKey,
         now: UnixTime,
     ) -> Result<Stored, StoreError> {
         let path = self.path.clone();
@@ -110,79 +221,69 @@ impl HubStore {
             path: path.clone(),
             message: e.to_string(),
         };
+        let merr = |e: crate::merkle::MerkleError| StoreError {
+            path: path.clone(),
+            message: format!("its log: {e}"),
+        };
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
         let mut out = Stored::default();
         let mut touched: Vec<String> = Vec::new();
-        for (rec, bytes) in records {
+        let mut size: u64 = tx
+            .query_row("SELECT COALESCE(MAX(g), 0) FROM records", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(err)? as u64;
+        let first_new = size + 1;
+        for p in records {
+            let rec = &p.record;
             if !touched.contains(&rec.checkpoint) {
                 touched.push(rec.checkpoint.clone());
             }
             let held: Option<Vec<u8>> = tx
                 .query_row(
-                    "SELECT record FROM records WHERE checkpoint=?1 AND seq=?2",
+                    "SELECT leaf FROM records WHERE checkpoint=?1 AND seq=?2",
                     params![rec.checkpoint, rec.seq as i64],
                     |r| r.get(0),
                 )
                 .optional()
                 .map_err(err)?;
             if let Some(held) = held {
-                if held != *bytes {
-                    // Two different signed records under one number: the
-                    // checkpoint's key signed both. Keep the first, raise it.
-                    let mut a = crate::record::double_use_alert(
-                        &[
-                            (
-                                ConsumptionRecord::parse_unverified(&held)
-                                    .unwrap_or_else(|_| rec.clone()),
-                                held.clone(),
-                            ),
-                            (rec.clone(), bytes.clone()),
-                        ],
+                if held != p.leaf {
+                    // Two different records under one number: the checkpoint
+                    // signed both. Keep the first, raise it.
+                    let mut a = crate::sync::verify::log_inconsistent_alert(
                         "hub",
+                        &format!(
+                            "checkpoint `{}` put two different records under number {} in its log",
+                            rec.checkpoint, rec.seq
+                        ),
+                        Vec::new(),
                         now,
                     );
                     a.kind = crate::verdict::AlertKind::RefusedRecord;
-                    a.detail = Some(format!(
-                        "checkpoint `{}` signed two different records numbered {}",
-                        rec.checkpoint, rec.seq
-                    ));
+                    a.alert_id = Some(hex::encode(leaf_hash(&[held, p.leaf.clone()].concat()).0));
                     if insert_alert(&tx, &a, now).map_err(err)? {
                         out.alerts.push(a);
                     }
                 }
                 continue;
             }
-            // Global numbers have no gaps (agents track the highest contiguous
-            // one), so they are counted here, not left to rowid allocation.
-            let g: i64 = tx
-                .query_row("SELECT COALESCE(MAX(g), 0) + 1 FROM records", [], |r| {
-                    r.get(0)
-                })
-                .map_err(err)?;
+            SqlLog::new(&tx, LOG)
+                .append(size, leaf_hash(&p.leaf))
+                .map_err(merr)?;
+            size += 1;
             tx.execute(
-                "INSERT INTO records(g, checkpoint, seq, license_id, record, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![g, rec.checkpoint, rec.seq as i64, rec.license_id, bytes, now],
+                "INSERT INTO records(g, checkpoint, seq, license_id, leaf, post_index, post_size, post_proof, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![size as i64, rec.checkpoint, rec.seq as i64, rec.license_id, p.leaf, p.post_index as i64, p.post_size as i64, hashes_blob(&p.post_proof), now],
             )
             .map_err(err)?;
-            let g = g as u64;
-            out.new_entries.push((g, bytes.clone()));
             // Every record of this license, this one included.
-            let mut stmt = tx
-                .prepare_cached("SELECT record FROM records WHERE license_id=?1 ORDER BY g")
-                .map_err(err)?;
-            let all: Vec<Vec<u8>> = stmt
-                .query_map([&rec.license_id], |r| r.get(0))
-                .and_then(|rows| rows.collect())
-                .map_err(err)?;
+            let all = proven_of_license(&tx, &rec.license_id).map_err(err)?;
             if all.len() > 1 {
-                let evidence: Vec<(ConsumptionRecord, Vec<u8>)> = all
-                    .into_iter()
-                    .filter_map(|b| Some((ConsumptionRecord::parse_unverified(&b).ok()?, b)))
-                    .collect();
-                let a = double_use_alert(&evidence, "hub", now);
+                let a = double_use_alert(&all, "hub", now);
                 if insert_alert(&tx, &a, now).map_err(err)? {
                     out.alerts.push(a);
                 }
@@ -212,6 +313,12 @@ impl HubStore {
             .map_err(err)?;
             out.contiguous.push((cp, n as u64));
         }
+        if size >= first_new {
+            let note = sign_head(&tx, size, key, now).map_err(merr)?;
+            out.feed = Some(
+                feed_range(&tx, first_new - 1, size - first_new + 1, size, note).map_err(merr)?,
+            );
+        }
         tx.commit().map_err(err)?;
         Ok(out)
     }
@@ -225,10 +332,10 @@ impl HubStore {
         })
     }
 
-    /// The signed record stored for (checkpoint, seq), if any.
+    /// The leaf stored for (checkpoint, seq), if any.
     pub fn held(&self, checkpoint: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn
-            .prepare_cached("SELECT record FROM records WHERE checkpoint=?1 AND seq=?2")
+            .prepare_cached("SELECT leaf FROM records WHERE checkpoint=?1 AND seq=?2")
             .and_then(|mut st| {
                 st.query_row(params![checkpoint, seq as i64], |r| r.get(0))
                     .optional()
@@ -236,17 +343,47 @@ impl HubStore {
             .map_err(self.err())
     }
 
-    /// Up to `limit` feed entries after global number `after`, ascending.
-    pub fn feed_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT g, record FROM records WHERE g > ?1 ORDER BY g LIMIT ?2")
-            .map_err(self.err())?;
-        stmt.query_map(params![after as i64, limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
-        })
-        .and_then(|rows| rows.collect())
-        .map_err(self.err())
+    /// Up to `limit` entries after global number `after`, proven against the newest hub head.
+    pub fn feed_after(&mut self, after: u64, limit: usize) -> Result<Option<Feed>, StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| StoreError {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let newest: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT size, note FROM hub_heads ORDER BY size DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| StoreError {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        let Some((size, note)) = newest else {
+            return Ok(None);
+        };
+        let size = size as u64;
+        let count = size.saturating_sub(after).min(limit as u64);
+        let feed = feed_range(&tx, after, count, size, note).map_err(|e| StoreError {
+            path,
+            message: format!("its log: {e}"),
+        })?;
+        Ok(Some(feed))
+    }
+
+    /// The highest number up to which the hub holds every record of `checkpoint`.
+    pub fn contiguous(&self, checkpoint: &str) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT contiguous FROM checkpoints WHERE checkpoint = ?1",
+                [checkpoint],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(0) as u64)
+            .map_err(self.err())
     }
 
     /// The highest global number assigned (0 when empty).
@@ -259,6 +396,13 @@ impl HubStore {
             .map_err(self.err())
     }
 
+    /// The root of the national log at `size` (for checks and tests).
+    pub fn log_root(&self, size: u64) -> Result<Hash, StoreError> {
+        SqlLog::new(&self.conn, LOG)
+            .root(size)
+            .map_err(self.merkle_err())
+    }
+
     /// Records held, and alerts raised.
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         self.conn
@@ -269,6 +413,110 @@ impl HubStore {
             )
             .map_err(self.err())
     }
+}
+
+/// Signs the national log's head at `size` and keeps it.
+fn sign_head(
+    conn: &Connection,
+    size: u64,
+    key: &SigningKey,
+    now: UnixTime,
+) -> Result<String, crate::merkle::MerkleError> {
+    let root = SqlLog::new(conn, LOG).root(size)?;
+    let note = Head {
+        origin: HUB_ORIGIN.to_owned(),
+        size,
+        root,
+        time: now,
+    }
+    .sign(key);
+    conn.execute(
+        "INSERT OR REPLACE INTO hub_heads(size, note, signed_at) VALUES (?1, ?2, ?3)",
+        params![size as i64, note, now],
+    )?;
+    Ok(note)
+}
+
+/// Entries `after+1 ..= after+count`, proven against the hub head at `size` (note given).
+fn feed_range(
+    conn: &Connection,
+    after: u64,
+    count: u64,
+    size: u64,
+    hub_note: String,
+) -> Result<Feed, crate::merkle::MerkleError> {
+    let log = SqlLog::new(conn, LOG);
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.g, r.checkpoint, r.leaf, r.post_index, r.post_size, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size WHERE r.g > ?1 AND r.g <= ?2 ORDER BY r.g",
+    )?;
+    type Row = (i64, String, Vec<u8>, i64, i64, Vec<u8>, String);
+    let rows: Vec<Row> = stmt
+        .query_map(params![after as i64, (after + count) as i64], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut post_heads: Vec<String> = Vec::new();
+    let mut entries = Vec::with_capacity(rows.len());
+    for (g, _cp, leaf, post_index, _post_size, proof, note) in rows {
+        let idx = match post_heads.iter().position(|n| *n == note) {
+            Some(i) => i,
+            None => {
+                post_heads.push(note);
+                post_heads.len() - 1
+            }
+        };
+        entries.push(FeedEntry {
+            g: g as u64,
+            post_head: idx,
+            post_index: post_index as u64,
+            hub_proof: log.prove_inclusion(g as u64 - 1, size)?,
+            leaf,
+            post_proof: blob_hashes(&proof),
+        });
+    }
+    Ok(Feed {
+        hub_head: hub_note,
+        post_heads,
+        entries,
+    })
+}
+
+/// Every record of a license, each with the proof of its origin.
+fn proven_of_license(
+    conn: &Connection,
+    license: &str,
+) -> rusqlite::Result<Vec<(ConsumptionRecord, ProvenRecord)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.leaf, r.post_index, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size WHERE r.license_id = ?1 ORDER BY r.g",
+    )?;
+    let rows: Vec<(Vec<u8>, i64, Vec<u8>, String)> = stmt
+        .query_map([license], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(leaf, index, proof, head)| {
+            let rec = ConsumptionRecord::from_leaf(&leaf).ok()?;
+            Some((
+                rec,
+                ProvenRecord {
+                    leaf,
+                    index: index as u64,
+                    head,
+                    proof: blob_hashes(&proof),
+                },
+            ))
+        })
+        .collect())
 }
 
 /// Stores an alert unless one with the same `alert_id` is held; true if stored.
@@ -284,117 +532,4 @@ fn insert_alert(conn: &Connection, alert: &Alert, now: UnixTime) -> rusqlite::Re
         ],
     )?;
     Ok(n == 1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(
-        cp: &str,
-        key: &ed25519_dalek::SigningKey,
-        seq: u64,
-        lic: &str,
-    ) -> (ConsumptionRecord, Vec<u8>) {
-        let r = ConsumptionRecord {
-            checkpoint: cp.into(),
-            seq,
-            license_id: lic.into(),
-            declaration_id: format!("D-{cp}-{seq}"),
-            consumed_at: 1_780_000_000 + seq as i64,
-            token_sha256: [1; 32],
-            declaration_sha256: [2; 32],
-        };
-        let b = r.sign(key);
-        (r, b)
-    }
-
-    #[test]
-    fn stores_once_orders_globally_and_tracks_contiguity() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = HubStore::open(&dir.path().join("hub.db")).unwrap();
-        let ka = crate::keys::generate();
-        let kb = crate::keys::generate();
-        let out = s
-            .store(
-                &[
-                    rec("a", &ka, 1, "L1"),
-                    rec("a", &ka, 3, "L3"),
-                    rec("b", &kb, 1, "LB"),
-                ],
-                10,
-            )
-            .unwrap();
-        assert_eq!(
-            out.new_entries.iter().map(|e| e.0).collect::<Vec<_>>(),
-            [1, 2, 3]
-        );
-        assert_eq!(out.contiguous, [("a".to_owned(), 1), ("b".to_owned(), 1)]);
-        // Redelivery stores nothing; the gap filled moves contiguity on.
-        let out = s
-            .store(&[rec("a", &ka, 1, "L1"), rec("a", &ka, 2, "L2")], 11)
-            .unwrap();
-        assert_eq!(out.new_entries.len(), 1);
-        assert_eq!(out.contiguous, [("a".to_owned(), 3)]);
-        assert_eq!(s.counts().unwrap(), (4, 0));
-        assert_eq!(s.head().unwrap(), 4);
-        assert_eq!(
-            s.feed_after(2, 10)
-                .unwrap()
-                .iter()
-                .map(|e| e.0)
-                .collect::<Vec<_>>(),
-            [3, 4]
-        );
-    }
-
-    #[test]
-    fn a_license_consumed_twice_raises_one_double_use_with_both_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = HubStore::open(&dir.path().join("hub.db")).unwrap();
-        let ka = crate::keys::generate();
-        let kb = crate::keys::generate();
-        assert!(
-            s.store(&[rec("a", &ka, 1, "L")], 10)
-                .unwrap()
-                .alerts
-                .is_empty()
-        );
-        let out = s.store(&[rec("b", &kb, 1, "L")], 11).unwrap();
-        assert_eq!(out.alerts.len(), 1);
-        let a = &out.alerts[0];
-        assert_eq!(a.kind, crate::verdict::AlertKind::DoubleUse);
-        assert_eq!(a.records.len(), 2);
-        // The evidence verifies with each checkpoint's key.
-        for e in &a.records {
-            let key = if e.checkpoint == "a" {
-                ka.verifying_key()
-            } else {
-                kb.verifying_key()
-            };
-            let bytes = hex::decode(&e.cose_hex).unwrap();
-            ConsumptionRecord::verify(&bytes, |_| Some(key)).unwrap();
-        }
-        // Both records kept; a redelivery raises nothing new.
-        assert!(
-            s.store(&[rec("b", &kb, 1, "L")], 12)
-                .unwrap()
-                .alerts
-                .is_empty()
-        );
-        assert_eq!(s.counts().unwrap(), (2, 1));
-    }
-
-    #[test]
-    fn two_records_under_one_number_are_raised_and_the_first_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = HubStore::open(&dir.path().join("hub.db")).unwrap();
-        let ka = crate::keys::generate();
-        s.store(&[rec("a", &ka, 1, "L1")], 10).unwrap();
-        let out = s.store(&[rec("a", &ka, 1, "OTHER")], 11).unwrap();
-        assert!(out.new_entries.is_empty());
-        assert_eq!(out.alerts.len(), 1);
-        assert_eq!(out.alerts[0].kind, crate::verdict::AlertKind::RefusedRecord);
-        assert_eq!(s.feed_after(0, 10).unwrap().len(), 1);
-    }
 }

@@ -4,21 +4,25 @@
 //! Design: WAL with `synchronous=FULL`, so a commit survives a power cut;
 //! speed comes from committing many decisions per transaction ([`Batch`]).
 
+mod batch;
+mod check;
+mod log;
 pub(crate) mod schema;
 mod sync;
 mod unreadable;
 
-pub use sync::{FeedConflict, FeedOutcome};
+pub use batch::Batch;
+pub use check::CheckReport;
+pub use log::OutboxProofs;
+pub use sync::{FeedConflict, FeedOutcome, VerifiedEntry};
 
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use sha2::{Digest, Sha256};
 
 use crate::clock::UnixTime;
-use crate::decision::{Consumption, Decision, LedgerFacts, LicenseUse, PriorDecision};
-use crate::record::ConsumptionRecord;
+use crate::decision::{LedgerFacts, LicenseUse, PriorDecision};
 use crate::verdict::{Alert, Verdict};
 
 /// A ledger operation that failed.
@@ -107,8 +111,6 @@ pub struct Recorded {
     /// Unreadable payloads dropped now to keep [`UNREADABLE_KEPT`].
     pub unreadable_dropped: u64,
 }
-
-const GENESIS: [u8; 32] = [0; 32];
 
 impl Ledger {
     /// Opens (creating if needed) the ledger at `path` for `checkpoint`,
@@ -247,6 +249,16 @@ impl Ledger {
         result
     }
 
+    /// Marks the ledger damaged (the marker file beside it) for `why`, and
+    /// returns the error that says so.
+    pub fn mark_damaged(&self, why: &str) -> LedgerError {
+        let _ = std::fs::write(damage_marker(&self.path), format!("{why}\n"));
+        LedgerError::Unusable {
+            path: self.path.clone(),
+            message: why.to_owned(),
+        }
+    }
+
     fn quick_check(&self) -> Result<(), LedgerError> {
         let unusable = |message: String| LedgerError::Unusable {
             path: self.path.clone(),
@@ -304,33 +316,39 @@ impl Ledger {
         }
     }
 
-    /// Starts a write transaction (`BEGIN IMMEDIATE`) for a group of decisions.
-    pub fn begin(&mut self) -> Result<Batch<'_>, LedgerError> {
+    /// Starts a write transaction (`BEGIN IMMEDIATE`) for a group of
+    /// decisions; `identity`'s key signs the tree head at its commit.
+    pub fn begin(&mut self, identity: &Identity) -> Result<Batch<'_>, LedgerError> {
         let path = self.path.clone();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql(&path))?;
-        let head = chain_head(&tx).map_err(sql(&path))?;
         // Read once per batch; the batch keeps them as it appends.
-        let next = (|| -> rusqlite::Result<(i64, i64, Option<UnixTime>)> {
+        let next = (|| -> rusqlite::Result<(i64, i64, i64, Option<UnixTime>)> {
             let audit_id = tx
                 .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM audit")?
                 .query_row([], |r| r.get(0))?;
             let seq = tx
                 .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM consumed")?
                 .query_row([], |r| r.get(0))?;
-            Ok((audit_id, seq, newest_decision_at(&tx)?))
+            let leaf = tx
+                .prepare_cached("SELECT COALESCE(MAX(n) + 1, 0) FROM log_leaves")?
+                .query_row([], |r| r.get(0))?;
+            Ok((audit_id, seq, leaf, newest_decision_at(&tx)?))
         })()
         .map_err(sql(&path))?;
         Ok(Batch {
             tx,
             path,
-            head,
             checkpoint: self.checkpoint.clone(),
+            key: identity.key.clone(),
             next_audit_id: next.0,
             next_seq: next.1,
-            newest_decision_at: next.2,
+            next_leaf: next.2 as u64,
+            appended: 0,
+            newest_decision_at: next.3,
+            last_now: None,
         })
     }
 
@@ -480,65 +498,6 @@ impl Ledger {
         }
     }
 
-    /// Walks the audit chain; returns the number of rows checked, or the first broken row.
-    pub fn check(&self) -> Result<Result<u64, String>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, declaration_id, license_id, verdict, decided_at, content_hash, verdict_json, prev_hash, row_hash FROM audit ORDER BY id",
-            )
-            .map_err(sql(&self.path))?;
-        let mut rows = stmt.query([]).map_err(sql(&self.path))?;
-        let mut prev = GENESIS.to_vec();
-        let mut count = 0u64;
-        let mut last_id = 0i64;
-        while let Some(r) = rows.next().map_err(sql(&self.path))? {
-            let row = AuditRow {
-                id: r.get(0).map_err(sql(&self.path))?,
-                declaration_id: r.get(1).map_err(sql(&self.path))?,
-                license_id: r.get(2).map_err(sql(&self.path))?,
-                verdict: r.get(3).map_err(sql(&self.path))?,
-                decided_at: r.get(4).map_err(sql(&self.path))?,
-                content_hash: r.get(5).map_err(sql(&self.path))?,
-                verdict_json: r.get(6).map_err(sql(&self.path))?,
-            };
-            let stored_prev: Vec<u8> = r.get(7).map_err(sql(&self.path))?;
-            let stored_hash: Vec<u8> = r.get(8).map_err(sql(&self.path))?;
-            let who = format!(
-                "audit row {} (declaration {})",
-                row.id,
-                row.declaration_id.as_deref().unwrap_or("-")
-            );
-            if stored_prev != prev {
-                return Ok(Err(format!(
-                    "{who}: does not follow row {last_id}; a row before it was deleted, inserted or rewritten"
-                )));
-            }
-            if row.hash(&prev).as_slice() != stored_hash.as_slice() {
-                return Ok(Err(format!(
-                    "{who}: content does not match its hash; the row was edited"
-                )));
-            }
-            prev = stored_hash;
-            last_id = row.id;
-            count += 1;
-        }
-        let head: Option<String> = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key='chain_head'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(sql(&self.path))?;
-        let expected = head.unwrap_or_else(|| hex::encode(GENESIS));
-        if expected != hex::encode(&prev) {
-            return Ok(Err(format!(
-                "the chain ends at audit row {last_id}, but the ledger recorded a later head; rows at the end were deleted"
-            )));
-        }
-        Ok(Ok(count))
-    }
-
     /// Up to `limit` queued publications with `after < id <= upto`, oldest
     /// first: (id, kind, payload).
     pub fn pending_publications(
@@ -644,225 +603,6 @@ impl Ledger {
     }
 }
 
-/// A write transaction holding a group of decisions; nothing is durable until [`Batch::commit`].
-pub struct Batch<'a> {
-    tx: rusqlite::Transaction<'a>,
-    path: PathBuf,
-    head: [u8; 32],
-    checkpoint: String,
-    next_audit_id: i64,
-    next_seq: i64,
-    newest_decision_at: Option<UnixTime>,
-}
-
-impl Batch<'_> {
-    /// The facts for a declaration, including decisions earlier in this batch.
-    pub fn facts(
-        &self,
-        declaration_id: &str,
-        license_id: Option<&str>,
-    ) -> Result<LedgerFacts, LedgerError> {
-        facts(
-            &self.tx,
-            &self.checkpoint,
-            declaration_id,
-            license_id,
-            self.newest_decision_at,
-        )
-        .map_err(sql(&self.path))
-    }
-
-    /// Writes a decision: audit row, standing verdict, consumption and its signed record, alert.
-    pub fn record(
-        &mut self,
-        decision: &Decision,
-        content_hash: Option<[u8; 32]>,
-        identity: &Identity,
-        now: UnixTime,
-    ) -> Result<Recorded, LedgerError> {
-        let Decision::New {
-            verdict,
-            consume,
-            alert,
-            claims_declaration_id,
-        } = decision
-        else {
-            return Ok(Recorded {
-                audit_id: None,
-                consumed_seq: None,
-                verdict_json: None,
-                alert: None,
-                unreadable_dropped: 0,
-            });
-        };
-        let path = self.path.clone();
-        if verdict.declaration_id.is_none() {
-            return self
-                .record_unreadable(verdict, alert.as_ref(), now)
-                .map_err(sql(&path));
-        }
-        let (audit_id, verdict_json) = self
-            .append_verdict(verdict, content_hash, now)
-            .map_err(sql(&path))?;
-        if *claims_declaration_id
-            && let (Some(id), Some(hash)) = (&verdict.declaration_id, content_hash)
-        {
-            self.tx
-                .prepare_cached(
-                    "INSERT INTO declarations(declaration_id, content_hash, audit_id) VALUES (?1, ?2, ?3)",
-                )
-                .and_then(|mut st| st.execute(params![id, &hash[..], audit_id]))
-                .map_err(sql(&path))?;
-        }
-        let mut consumed_seq = None;
-        if let (
-            Some(Consumption {
-                license_id,
-                token_sha256,
-            }),
-            Some(decl_id),
-            Some(hash),
-        ) = (consume, &verdict.declaration_id, content_hash)
-        {
-            let seq = self.next_seq;
-            let rec = ConsumptionRecord {
-                checkpoint: identity.checkpoint.clone(),
-                seq: seq as u64,
-                license_id: license_id.clone(),
-                declaration_id: decl_id.clone(),
-                consumed_at: now,
-                token_sha256: *token_sha256,
-                declaration_sha256: hash,
-            };
-            // The primary key makes a second consumption impossible even if a caller erred.
-            self.tx.prepare_cached("INSERT INTO consumed(license_id, declaration_id, consumed_at, seq, audit_id, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)").and_then(|mut st| st.execute(params![license_id, decl_id, now, seq, audit_id, rec.sign(&identity.key)]))
-                .map_err(sql(&path))?;
-            self.tx
-                .prepare_cached("INSERT INTO outbox(seq) VALUES (?1)")
-                .and_then(|mut st| st.execute([seq]))
-                .map_err(sql(&path))?;
-            self.next_seq += 1;
-            consumed_seq = Some(seq as u64);
-        }
-        if let Some(a) = alert {
-            self.record_alert(a, now)?;
-        }
-        Ok(Recorded {
-            audit_id: Some(audit_id),
-            consumed_seq,
-            verdict_json: Some(verdict_json),
-            alert: alert.clone(),
-            unreadable_dropped: 0,
-        })
-    }
-
-    /// Queues a message (`verdict` or `alert`) for publication; it stays until [`Ledger::delete_publications`].
-    pub fn enqueue_publication(&mut self, kind: &str, payload: &str) -> Result<i64, LedgerError> {
-        self.tx
-            .prepare_cached("INSERT INTO publish_queue(kind, payload) VALUES (?1, ?2)")
-            .and_then(|mut st| st.execute(params![kind, payload]))
-            .map_err(sql(&self.path))?;
-        Ok(self.tx.last_insert_rowid())
-    }
-
-    /// Removes publications the broker has acknowledged, as part of this batch.
-    pub fn delete_publications(&mut self, ids: &[i64]) -> Result<(), LedgerError> {
-        delete_queued(&self.tx, ids).map_err(sql(&self.path))
-    }
-
-    /// Stores an alert.
-    pub fn record_alert(&mut self, alert: &Alert, now: UnixTime) -> Result<(), LedgerError> {
-        insert_alert(&self.tx, alert, now)
-            .map(|_| ())
-            .map_err(sql(&self.path))
-    }
-
-    fn append_verdict(
-        &mut self,
-        verdict: &Verdict,
-        content_hash: Option<[u8; 32]>,
-        now: UnixTime,
-    ) -> rusqlite::Result<(i64, String)> {
-        let id = self.next_audit_id;
-        let row = AuditRow {
-            id,
-            declaration_id: verdict.declaration_id.clone(),
-            license_id: verdict.license_id.clone(),
-            verdict: verdict.verdict.as_str().to_owned(),
-            decided_at: now,
-            content_hash: content_hash.map(|h| h.to_vec()),
-            verdict_json: serde_json::to_string(verdict).unwrap_or_default(),
-        };
-        let hash = row.hash(&self.head);
-        self.tx
-            .prepare_cached(
-                "INSERT INTO audit(id, declaration_id, license_id, verdict, decided_at, content_hash, verdict_json, prev_hash, row_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![row.id, row.declaration_id, row.license_id, row.verdict, row.decided_at, row.content_hash, row.verdict_json, &self.head[..], &hash[..]])?;
-        self.head = hash;
-        self.next_audit_id += 1;
-        self.newest_decision_at = Some(self.newest_decision_at.map_or(now, |n| n.max(now)));
-        Ok((id, row.verdict_json))
-    }
-
-    /// Makes the batch durable (one fsync for all its decisions).
-    pub fn commit(self) -> Result<(), LedgerError> {
-        let path = self.path.clone();
-        self.tx.prepare_cached("INSERT INTO meta(key, value) VALUES ('chain_head', ?1) ON CONFLICT(key) DO UPDATE SET value=excluded.value").and_then(|mut st| st.execute([hex::encode(self.head)]))
-            .map_err(sql(&path))?;
-        self.tx.commit().map_err(sql(&path))
-    }
-}
-
-struct AuditRow {
-    id: i64,
-    declaration_id: Option<String>,
-    license_id: Option<String>,
-    verdict: String,
-    decided_at: i64,
-    content_hash: Option<Vec<u8>>,
-    verdict_json: String,
-}
-
-impl AuditRow {
-    /// H("permitgate-audit-v1" ‖ prev ‖ every column, length-prefixed).
-    fn hash(&self, prev: &[u8]) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(b"permitgate-audit-v1");
-        h.update(prev);
-        h.update(self.id.to_be_bytes());
-        for field in [
-            self.declaration_id.as_deref().map(str::as_bytes),
-            self.license_id.as_deref().map(str::as_bytes),
-            Some(self.verdict.as_bytes()),
-            self.content_hash.as_deref(),
-            Some(self.verdict_json.as_bytes()),
-        ] {
-            match field {
-                Some(b) => {
-                    h.update([1]);
-                    h.update((b.len() as u64).to_be_bytes());
-                    h.update(b);
-                }
-                None => h.update([0]),
-            }
-        }
-        h.update(self.decided_at.to_be_bytes());
-        h.finalize().into()
-    }
-}
-
-fn chain_head(conn: &Connection) -> rusqlite::Result<[u8; 32]> {
-    // Cached: it runs once per batch, on the decision path.
-    let last: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT row_hash FROM audit ORDER BY id DESC LIMIT 1")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    Ok(last
-        .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
-        .unwrap_or(GENESIS))
-}
-
 /// The file beside a ledger that says it failed an integrity check.
 pub fn damage_marker(ledger: &Path) -> PathBuf {
     let mut name = ledger.as_os_str().to_owned();
@@ -879,14 +619,18 @@ fn stored_checkpoint(conn: &Connection) -> rusqlite::Result<Option<String>> {
 }
 
 /// Stores an alert unless one with the same `alert_id` is held; true if stored.
-fn insert_alert(conn: &Connection, alert: &Alert, now: UnixTime) -> rusqlite::Result<bool> {
+pub(super) fn insert_alert(
+    conn: &Connection,
+    alert: &Alert,
+    now: UnixTime,
+) -> rusqlite::Result<bool> {
     let json = serde_json::to_string(alert).unwrap_or_default();
     let kind = alert.kind.as_str();
     conn.prepare_cached("INSERT OR IGNORE INTO alerts(raised_at, kind, declaration_id, license_id, alert_json, alert_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)").and_then(|mut st| st.execute(params![now, kind, alert.declaration_id, alert.license_id, json, alert.alert_id]))
     .map(|n| n == 1)
 }
 
-fn delete_queued(conn: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
+pub(super) fn delete_queued(conn: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached("DELETE FROM publish_queue WHERE id = ?1")?;
     for id in ids {
         stmt.execute([id])?;
@@ -909,7 +653,7 @@ fn newest_decision_at(conn: &Connection) -> rusqlite::Result<Option<UnixTime>> {
         .query_row([], |r| r.get(0))
 }
 
-fn facts(
+pub(super) fn facts(
     conn: &Connection,
     here: &str,
     declaration_id: &str,
@@ -967,7 +711,7 @@ fn facts(
     })
 }
 
-fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
+pub(super) fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
     move |source| LedgerError::Sqlite {
         path: path.to_owned(),
         source,
@@ -975,198 +719,4 @@ fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::gate;
-    use crate::policy::Policy;
-    use crate::token;
-    use crate::verdict::VerdictKind;
-
-    /// A policy trusting a fresh issuer, a token it issued, and a checkpoint identity.
-    fn setup() -> (tempfile::TempDir, Policy, String, Identity) {
-        let dir = tempfile::tempdir().unwrap();
-        let key = crate::keys::generate();
-        crate::keys::write_keypair(dir.path(), "issuer", &key).unwrap();
-        let p = dir.path().join("policy.toml");
-        std::fs::write(&p, include_str!("../../tests/data/policy.toml")).unwrap();
-        let policy = Policy::load(&p).unwrap();
-        let lic =
-            crate::token::License::from_claims_json(include_str!("../../tests/data/claims.json"))
-                .unwrap();
-        let tok = token::text::encode(&token::issue(&lic, "mofcom-2025-1", &key));
-        let identity = Identity {
-            checkpoint: "p1".into(),
-            key: crate::keys::generate(),
-        };
-        (dir, policy, tok, identity)
-    }
-
-    fn payload(id: &str, tok: &str) -> Vec<u8> {
-        let mut d: serde_json::Value =
-            serde_json::from_str(include_str!("../../tests/data/declaration.json")).unwrap();
-        d["declaration_id"] = id.into();
-        d["license"] = tok.into();
-        d.to_string().into_bytes()
-    }
-
-    #[test]
-    fn one_batch_sees_its_own_decisions_and_commits_once() {
-        let (dir, policy, tok, identity) = setup();
-        let now = crate::clock::parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
-        let path = dir.path().join("l.db");
-        let mut ledger = Ledger::open(&path, "p1").unwrap();
-        let mut batch = ledger.begin().unwrap();
-        let mut kinds = Vec::new();
-        for id in ["A", "B", "A"] {
-            let prepared = gate::prepare(&payload(id, &tok), &policy, 1 << 20);
-            let out =
-                gate::decide_and_record(&mut batch, &prepared, &policy, &identity, now).unwrap();
-            kinds.push((out.verdict.verdict, out.repeated, out.recorded.consumed_seq));
-        }
-        batch.commit().unwrap();
-        assert_eq!(
-            kinds,
-            [
-                (VerdictKind::Cleared, false, Some(1)),
-                (VerdictKind::Rejected, false, None),
-                (VerdictKind::Cleared, true, None)
-            ]
-        );
-        assert_eq!(ledger.counts().unwrap(), (2, 1, 1));
-
-        // The consumption record verifies with the checkpoint's key.
-        let rec: Vec<u8> = ledger
-            .conn
-            .query_row("SELECT record FROM consumed WHERE seq = 1", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        let vk = identity.key.verifying_key();
-        let r = ConsumptionRecord::verify(&rec, |k| (k == "p1").then_some(vk)).unwrap();
-        assert_eq!(
-            (r.license_id.as_str(), r.declaration_id.as_str()),
-            ("LIC-2025-000123", "A")
-        );
-    }
-
-    #[test]
-    fn batches_continue_numbering_and_lookups_are_prepared_once() {
-        let (dir, policy, tok, identity) = setup();
-        let other = {
-            let issuer = crate::keys::load_signing_key(&dir.path().join("issuer.key.pem")).unwrap();
-            let mut lic = token::tests::sample_license();
-            lic.license_id = "LIC-2025-000124".into();
-            token::text::encode(&token::issue(&lic, "mofcom-2025-1", &issuer))
-        };
-        let now = crate::clock::parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
-        let mut ledger = Ledger::open(&dir.path().join("l.db"), "p1").unwrap();
-        let mut seqs = Vec::new();
-        for (id, t) in [("A", &tok), ("A", &tok), ("B", &other), ("C", &tok)] {
-            let mut batch = ledger.begin().unwrap();
-            let prepared = gate::prepare(&payload(id, t), &policy, 1 << 20);
-            let out =
-                gate::decide_and_record(&mut batch, &prepared, &policy, &identity, now).unwrap();
-            batch.commit().unwrap();
-            seqs.push((out.recorded.audit_id, out.recorded.consumed_seq));
-        }
-        // C reuses A's license: a verdict, no consumption.
-        assert_eq!(
-            seqs,
-            [
-                (Some(1), Some(1)),
-                (None, None),
-                (Some(2), Some(2)),
-                (Some(3), None)
-            ]
-        );
-        assert_eq!(ledger.check().unwrap(), Ok(3));
-        for sql_text in [PRIOR_SQL, AUDIT_VERDICT_SQL, CONSUMED_SQL, REMOTE_SQL] {
-            let st = ledger.conn.prepare_cached(sql_text).unwrap();
-            assert_eq!(
-                st.get_status(rusqlite::StatementStatus::RePrepare),
-                0,
-                "{sql_text} was prepared again on a new binding"
-            );
-        }
-    }
-
-    #[test]
-    fn an_uncommitted_batch_leaves_nothing_behind() {
-        let (dir, policy, tok, identity) = setup();
-        let path = dir.path().join("l.db");
-        let mut ledger = Ledger::open(&path, "p1").unwrap();
-        {
-            let mut batch = ledger.begin().unwrap();
-            let prepared = gate::prepare(&payload("A", &tok), &policy, 1 << 20);
-            gate::decide_and_record(&mut batch, &prepared, &policy, &identity, 1_772_000_000)
-                .unwrap();
-            // Dropped without commit, as in a crash.
-        }
-        assert_eq!(ledger.counts().unwrap(), (0, 0, 0));
-        assert_eq!(ledger.check().unwrap(), Ok(0));
-    }
-
-    #[test]
-    fn foreign_and_corrupt_files_are_refused_not_recreated() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("l.db");
-        drop(Ledger::open(&path, "p1").unwrap());
-        let e = Ledger::open(&path, "p2").err().unwrap().to_string();
-        assert!(e.contains("belongs to checkpoint `p1`"), "{e}");
-
-        let junk = dir.path().join("junk.db");
-        std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
-        let e = Ledger::open_checking_later(&junk, "p1")
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("not a readable SQLite database"), "{e}");
-        std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
-        let e = Ledger::open(&junk, "p1").err().unwrap().to_string();
-        assert!(e.contains("junk.db"), "{e}");
-        assert_eq!(std::fs::read(&junk).unwrap(), vec![0x5a; 8192]);
-    }
-
-    #[test]
-    fn a_remote_record_for_a_license_consumed_here_raises_double_use_once() {
-        let (dir, policy, tok, identity) = setup();
-        let now = crate::clock::parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
-        let mut ledger = Ledger::open(&dir.path().join("l.db"), "p1").unwrap();
-        let mut batch = ledger.begin().unwrap();
-        let prepared = gate::prepare(&payload("A", &tok), &policy, 1 << 20);
-        gate::decide_and_record(&mut batch, &prepared, &policy, &identity, now).unwrap();
-        batch.commit().unwrap();
-
-        let other = crate::keys::generate();
-        let remote = ConsumptionRecord {
-            checkpoint: "p2".into(),
-            seq: 1,
-            license_id: "LIC-2025-000123".into(),
-            declaration_id: "Z".into(),
-            consumed_at: now - 60,
-            token_sha256: [0; 32],
-            declaration_sha256: [0; 32],
-        };
-        let bytes = remote.sign(&other);
-        let entry = [(1, remote, bytes)];
-        let out = ledger.store_feed(&entry, now).unwrap();
-        assert_eq!((out.stored, out.high_water), (1, 1));
-        assert_eq!(
-            out.publications.len(),
-            1,
-            "one alert, queued for publication"
-        );
-        let alert: Alert = serde_json::from_str(&out.publications[0].2).unwrap();
-        assert_eq!(alert.kind, crate::verdict::AlertKind::DoubleUse);
-        let mut who: Vec<_> = alert
-            .records
-            .iter()
-            .map(|r| r.checkpoint.as_str())
-            .collect();
-        who.sort();
-        assert_eq!(who, ["p1", "p2"]);
-        // The same entry again (redelivery, backfill) changes nothing.
-        let again = ledger.store_feed(&entry, now).unwrap();
-        assert_eq!((again.stored, again.publications.len()), (0, 0));
-    }
-}
+mod tests;

@@ -104,10 +104,48 @@ const MIGRATIONS: &[&str] = &[
         detail         TEXT    NOT NULL
     );
     ",
+    // 5: the verifiable log. Every verdict and every consumption record is
+    // a leaf of this checkpoint's Merkle log (RFC 9162); each commit signs
+    // a tree head. Leaves of ledgers written before it are added by
+    // `Ledger::upgrade_log` at start-up, and their consumptions sent to
+    // the hub again, as leaves.
+    "
+    CREATE TABLE log_hashes (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+    CREATE TABLE log_leaves (n INTEGER PRIMARY KEY, leaf BLOB NOT NULL);
+    CREATE TABLE log_heads (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
+    ALTER TABLE audit ADD COLUMN leaf INTEGER;
+    ALTER TABLE consumed ADD COLUMN leaf INTEGER;
+    -- The hub's national log as this checkpoint holds it: every entry's
+    -- leaf (own records too) and the tree over them, up to the high-water
+    -- mark, so any head the hub signs can be checked against it.
+    ALTER TABLE hub_feed ADD COLUMN leaf BLOB;
+    CREATE TABLE hub_log_hashes (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+    -- The hub's signed heads seen: checked against the replica once it is
+    -- that long; `checked` says whether it was.
+    CREATE TABLE hub_heads (
+        size        INTEGER NOT NULL,
+        root        BLOB    NOT NULL,
+        note        TEXT    NOT NULL,
+        received_at INTEGER NOT NULL,
+        checked     INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (size, root)
+    ) WITHOUT ROWID;
+    -- Another checkpoint's record with the proof of its origin (JSON).
+    ALTER TABLE remote_consumptions ADD COLUMN proven TEXT;
+    -- Entries learned before the log have no leaf: learn them again.
+    DELETE FROM hub_feed;
+    DELETE FROM meta WHERE key = 'feed_high_water';
+    ",
 ];
 
 /// The schema version this build writes.
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;
+
+/// Brings a fresh schema up to `version` only: a ledger as an older build wrote it (for upgrade tests).
+#[cfg(test)]
+pub(crate) fn migrate_to(conn: &mut Connection, version: usize) -> Result<(), String> {
+    migrate_with(conn, &MIGRATIONS[..version])
+}
 
 /// Brings the schema up to [`CURRENT`]; refuses a ledger from a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<(), String> {

@@ -1,12 +1,30 @@
 //! The checkpoint's side of sync in the ledger: the outbox of its own
-//! records, the hub's feed of everyone's, and alerts learned from the hub.
+//! records, its replica of the hub's national log, and alerts learned
+//! from the hub.
 
 use rusqlite::{OptionalExtension, params};
 
+use super::batch::LOG;
 use super::{Ledger, LedgerError, Publication, insert_alert, sql};
 use crate::clock::UnixTime;
-use crate::record::{ConsumptionRecord, double_use_alert};
+use crate::merkle::head::Head;
+use crate::merkle::{Hash, SqlLog, leaf_hash};
+use crate::record::{ConsumptionRecord, ProvenRecord, double_use_alert};
 use crate::verdict::Alert;
+
+/// The table of this checkpoint's replica of the hub's log.
+const HUB_LOG: &str = "hub_log_hashes";
+
+/// A feed entry whose hub inclusion and checkpoint origin were verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedEntry {
+    /// Global number.
+    pub g: u64,
+    /// The record.
+    pub record: ConsumptionRecord,
+    /// The record with the proof of its origin.
+    pub proven: ProvenRecord,
+}
 
 /// What storing feed entries changed.
 #[derive(Debug, Default)]
@@ -15,14 +33,16 @@ pub struct FeedOutcome {
     pub stored: usize,
     /// Every feed entry up to this global number is held here.
     pub high_water: u64,
+    /// Own records now seen in the hub's log, and so out of the outbox.
+    pub included: usize,
     /// Alerts raised (double use of a license consumed here), queued for publication.
     pub publications: Vec<Publication>,
     /// Entries refused because they contradict what is held; none of them stored.
     pub conflicts: Vec<FeedConflict>,
 }
 
-/// A feed entry that contradicts what the ledger already holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A feed entry, or a hub head, that contradicts what the ledger already holds.
+#[derive(Debug, Clone, PartialEq)]
 pub enum FeedConflict {
     /// The hub gave this global number to another record before.
     GlobalNumber {
@@ -33,12 +53,22 @@ pub enum FeedConflict {
         /// The record now offered, as (checkpoint, seq).
         offered: (String, u64),
     },
-    /// The checkpoint's key signed two different records with one number.
+    /// The checkpoint signed two different records with one number.
     Record {
         /// The checkpoint.
         checkpoint: String,
         /// The number.
         seq: u64,
+    },
+    /// A head the hub signed is not the log this checkpoint holds from it:
+    /// the hub forked or rewrote its history.
+    HubLog {
+        /// The hub head that does not match (signed note).
+        head: String,
+        /// A hub head of the same log that the replica matched (signed note), if any.
+        earlier: Option<String>,
+        /// The replica's root at the offending head's size.
+        replica_root: Hash,
     },
 }
 
@@ -54,30 +84,18 @@ impl std::fmt::Display for FeedConflict {
                 f,
                 "two different records signed by {checkpoint} under number {seq}"
             ),
+            FeedConflict::HubLog { head, .. } => {
+                let size = Head::peek(head.as_bytes()).map(|h| h.size).unwrap_or(0);
+                write!(
+                    f,
+                    "the hub signed a head of {size} entries that is not the log it showed this checkpoint: its history forked or was rewritten"
+                )
+            }
         }
     }
 }
 
 impl Ledger {
-    /// Own records not yet acknowledged by the hub with `seq > after`, ascending: (seq, signed record).
-    pub fn outbox_after(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT o.seq, c.record FROM outbox o JOIN consumed c ON c.seq = o.seq WHERE o.seq > ?1 ORDER BY o.seq LIMIT ?2",
-            )
-            .map_err(sql(&self.path))?;
-        stmt.query_map(params![after as i64, limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
-        })
-        .and_then(|rows| rows.collect())
-        .map_err(sql(&self.path))
-    }
-
     /// Remembers that own records up to `seq` went to the hub at least once.
     pub fn note_sent(&mut self, seq: u64) -> Result<(), LedgerError> {
         self.conn
@@ -91,29 +109,46 @@ impl Ledger {
 
     /// The highest own record ever sent to the hub (0: none).
     pub fn sent_high(&self) -> Result<u64, LedgerError> {
+        self.meta_int("sent_high").map(|v| v.max(0) as u64)
+    }
+
+    /// The newest of this checkpoint's heads the hub holds, as its sealed
+    /// acknowledgement said (kept so consistency proofs start from it).
+    pub fn hub_holds_head(&self) -> Result<Option<String>, LedgerError> {
         self.conn
             .query_row(
-                "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'sent_high'",
+                "SELECT value FROM meta WHERE key = 'hub_holds_head'",
                 [],
-                |r| r.get::<_, i64>(0),
+                |r| r.get(0),
             )
             .optional()
-            .map(|v| v.unwrap_or(0).max(0) as u64)
             .map_err(sql(&self.path))
     }
 
-    /// Clears the outbox up to `contiguous` (the hub holds 1..=contiguous); returns what is left.
-    ///
-    /// Design: the caller has checked the acknowledgement's signature and
-    /// that it claims no more than [`Ledger::sent_high`].
-    pub fn acknowledge_outbox(&mut self, contiguous: u64) -> Result<u64, LedgerError> {
+    /// Keeps the head the hub's acknowledgement says it holds.
+    pub fn set_hub_holds_head(&mut self, note: &str) -> Result<(), LedgerError> {
         self.conn
-            .execute("DELETE FROM outbox WHERE seq <= ?1", [contiguous as i64])
-            .map_err(sql(&self.path))?;
-        self.outbox_depth()
+            .execute(
+                "INSERT INTO meta(key, value) VALUES ('hub_holds_head', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [note],
+            )
+            .map(|_| ())
+            .map_err(sql(&self.path))
     }
 
-    /// Records waiting for the hub's acknowledgement.
+    fn meta_int(&self, key: &str) -> Result<i64, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1",
+                [key],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(0))
+            .map_err(sql(&self.path))
+    }
+
+    /// Records waiting for the hub's log.
     pub fn outbox_depth(&self) -> Result<u64, LedgerError> {
         self.conn
             .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))
@@ -126,16 +161,32 @@ impl Ledger {
         high_water(&self.conn).map_err(sql(&self.path))
     }
 
-    /// Stores feed entries from the hub in one transaction: other
-    /// checkpoints' records become remote consumptions; one for a license
-    /// consumed here raises `double_use`. Idempotent. An entry that
-    /// contradicts what is held (another record under a global number or
-    /// under a checkpoint's number) is not stored but returned as a conflict.
+    /// The newest hub head the replica matched, if any (signed note).
+    pub fn newest_hub_head(&self) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT note FROM hub_heads WHERE checked = 1 ORDER BY size DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql(&self.path))
+    }
+
+    /// Stores verified feed entries and the verified hub head they came
+    /// with, in one transaction: other checkpoints' records become remote
+    /// consumptions, one for a license consumed here raises `double_use`,
+    /// own records seen in the hub's log leave the outbox; the replica of
+    /// the hub's log grows to the high-water mark and every hub head held is
+    /// checked against it. Idempotent. What contradicts what is held is not
+    /// stored but returned as a conflict.
     ///
-    /// Design: the caller has verified every record and the hub's seal.
+    /// Design: the caller has verified the hub head's signature, every
+    /// entry's inclusion in it, and every record's origin.
     pub fn store_feed(
         &mut self,
-        entries: &[(u64, ConsumptionRecord, Vec<u8>)],
+        entries: &[VerifiedEntry],
+        hub_head: Option<(&Head, &str)>,
         now: UnixTime,
     ) -> Result<FeedOutcome, LedgerError> {
         let here = self.checkpoint.clone();
@@ -145,11 +196,13 @@ impl Ledger {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql(&path))?;
         let mut out = FeedOutcome::default();
-        for (g, rec, bytes) in entries {
+        for e in entries {
+            let rec = &e.record;
+            let leaf = &e.proven.leaf;
             let held_at_g: Option<(String, i64)> = tx
                 .query_row(
                     "SELECT checkpoint, seq FROM hub_feed WHERE g = ?1",
-                    [*g as i64],
+                    [e.g as i64],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()
@@ -158,7 +211,7 @@ impl Ledger {
                 && (cp != rec.checkpoint || seq as u64 != rec.seq)
             {
                 out.conflicts.push(FeedConflict::GlobalNumber {
-                    g: *g,
+                    g: e.g,
                     held: (cp, seq as u64),
                     offered: (rec.checkpoint.clone(), rec.seq),
                 });
@@ -179,7 +232,7 @@ impl Ledger {
             }
             .optional()
             .map_err(sql(&path))?;
-            if held_record.as_ref().is_some_and(|h| h != bytes) {
+            if held_record.as_ref().is_some_and(|h| h != leaf) {
                 out.conflicts.push(FeedConflict::Record {
                     checkpoint: rec.checkpoint.clone(),
                     seq: rec.seq,
@@ -188,57 +241,60 @@ impl Ledger {
             }
             let new = tx
                 .execute(
-                    "INSERT OR IGNORE INTO hub_feed(g, checkpoint, seq) VALUES (?1, ?2, ?3)",
-                    params![*g as i64, rec.checkpoint, rec.seq as i64],
+                    "INSERT OR IGNORE INTO hub_feed(g, checkpoint, seq, leaf) VALUES (?1, ?2, ?3, ?4)",
+                    params![e.g as i64, rec.checkpoint, rec.seq as i64, leaf],
                 )
                 .map_err(sql(&path))?;
             out.stored += new;
             if rec.checkpoint == here {
+                // Verified in the hub's log: it may leave the outbox.
+                out.included += tx
+                    .execute("DELETE FROM outbox WHERE seq = ?1", [rec.seq as i64])
+                    .map_err(sql(&path))?;
                 continue;
             }
+            let proven = serde_json::to_string(&e.proven).unwrap_or_default();
             let inserted = tx
                 .execute(
-                    "INSERT OR IGNORE INTO remote_consumptions(checkpoint, seq, license_id, declaration_id, consumed_at, record, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![rec.checkpoint, rec.seq as i64, rec.license_id, rec.declaration_id, rec.consumed_at, bytes, now],
+                    "INSERT OR IGNORE INTO remote_consumptions(checkpoint, seq, license_id, declaration_id, consumed_at, record, received_at, proven) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![rec.checkpoint, rec.seq as i64, rec.license_id, rec.declaration_id, rec.consumed_at, leaf, now, proven],
                 )
                 .map_err(sql(&path))?;
             if inserted == 0 {
                 continue;
             }
-            let own: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT record FROM consumed WHERE license_id = ?1",
-                    [&rec.license_id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql(&path))?;
-            let Some(own) = own else { continue };
-            // The same set of records the hub sees, so the same alert id.
-            let mut evidence = Vec::new();
-            if let Ok(r) = ConsumptionRecord::parse_unverified(&own) {
-                evidence.push((r, own));
-            }
-            let mut stmt = tx
-                .prepare_cached("SELECT record FROM remote_consumptions WHERE license_id = ?1")
-                .map_err(sql(&path))?;
-            let remote: Vec<Vec<u8>> = stmt
-                .query_map([&rec.license_id], |r| r.get(0))
-                .and_then(|rows| rows.collect())
-                .map_err(sql(&path))?;
-            for b in remote {
-                if let Ok(r) = ConsumptionRecord::parse_unverified(&b) {
-                    evidence.push((r, b));
-                }
-            }
-            let alert = double_use_alert(&evidence, &here, now);
-            if let Some(p) = queue_alert(&tx, &alert, now).map_err(sql(&path))? {
+            if let Some(p) = double_use_here(&tx, &here, &rec.license_id, now)
+                .map_err(|e| e.into_ledger(&path))?
+            {
                 out.publications.push(p);
             }
         }
         out.high_water = advance_high_water(&tx).map_err(sql(&path))?;
+        let replica = grow_replica(&tx, out.high_water).map_err(|e| e.into_ledger(&path))?;
+        if let Some((head, note)) = hub_head {
+            tx.execute(
+                "INSERT OR IGNORE INTO hub_heads(size, root, note, received_at) VALUES (?1, ?2, ?3, ?4)",
+                params![head.size as i64, &head.root.0[..], note, now],
+            )
+            .map_err(sql(&path))?;
+        }
+        out.conflicts
+            .extend(check_hub_heads(&tx, replica).map_err(|e| e.into_ledger(&path))?);
         tx.commit().map_err(sql(&path))?;
         Ok(out)
+    }
+
+    /// Keeps a hub head another checkpoint witnessed (signature already
+    /// verified) and checks it against the replica; returns a conflict if
+    /// the hub showed that checkpoint another history.
+    pub fn witness_hub_head(
+        &mut self,
+        head: &Head,
+        note: &str,
+        now: UnixTime,
+    ) -> Result<Vec<FeedConflict>, LedgerError> {
+        self.store_feed(&[], Some((head, note)), now)
+            .map(|o| o.conflicts)
     }
 
     /// Stores an alert raised by sync (a double use proven by the hub's
@@ -255,6 +311,158 @@ impl Ledger {
         tx.commit().map_err(sql(&path))?;
         Ok(p)
     }
+
+    /// This checkpoint's own record of license `license_id`, proven against its newest head.
+    pub fn own_proven(
+        &self,
+        license_id: &str,
+    ) -> Result<Option<(ConsumptionRecord, ProvenRecord)>, LedgerError> {
+        own_proven(&self.conn, license_id).map_err(|e| e.into_ledger(&self.path))
+    }
+}
+
+/// The double use of `license` consumed here and learned from the feed, as an alert queued for publication.
+fn double_use_here(
+    conn: &rusqlite::Connection,
+    here: &str,
+    license: &str,
+    now: UnixTime,
+) -> Result<Option<Publication>, crate::merkle::MerkleError> {
+    let Some(own) = own_proven(conn, license)? else {
+        return Ok(None);
+    };
+    // The same set of records the hub sees, so the same alert id.
+    let mut evidence = vec![own];
+    let mut stmt = conn.prepare_cached(
+        "SELECT proven FROM remote_consumptions WHERE license_id = ?1 AND proven IS NOT NULL",
+    )?;
+    let remote: Vec<String> = stmt
+        .query_map([license], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for json in remote {
+        if let Ok(p) = serde_json::from_str::<ProvenRecord>(&json)
+            && let Ok(r) = ConsumptionRecord::from_leaf(&p.leaf)
+        {
+            evidence.push((r, p));
+        }
+    }
+    let alert = double_use_alert(&evidence, here, now);
+    Ok(queue_alert(conn, &alert, now)?)
+}
+
+/// A record consumed here with its proof against the newest own head.
+fn own_proven(
+    conn: &rusqlite::Connection,
+    license: &str,
+) -> Result<Option<(ConsumptionRecord, ProvenRecord)>, crate::merkle::MerkleError> {
+    let own: Option<(Vec<u8>, Option<i64>)> = conn
+        .query_row(
+            "SELECT record, leaf FROM consumed WHERE license_id = ?1",
+            [license],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((leaf, Some(n))) = own else {
+        return Ok(None);
+    };
+    let head: Option<String> = conn
+        .query_row(
+            "SELECT note FROM log_heads ORDER BY size DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(note) = head else { return Ok(None) };
+    let Ok(h) = Head::peek(note.as_bytes()) else {
+        return Ok(None);
+    };
+    if n as u64 >= h.size {
+        return Ok(None);
+    }
+    let proof = SqlLog::new(conn, LOG).prove_inclusion(n as u64, h.size)?;
+    let Ok(rec) = ConsumptionRecord::from_leaf(&leaf) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        rec,
+        ProvenRecord {
+            leaf,
+            index: n as u64,
+            head: note,
+            proof,
+        },
+    )))
+}
+
+/// Appends the hub log's entries from the replica's size up to `high_water`; returns its size.
+fn grow_replica(
+    conn: &rusqlite::Connection,
+    high_water: u64,
+) -> Result<u64, crate::merkle::MerkleError> {
+    let log = SqlLog::new(conn, HUB_LOG);
+    let mut size = log.size()?;
+    if size >= high_water {
+        return Ok(size);
+    }
+    let mut stmt =
+        conn.prepare_cached("SELECT g, leaf FROM hub_feed WHERE g > ?1 AND g <= ?2 ORDER BY g")?;
+    let rows: Vec<(i64, Option<Vec<u8>>)> = stmt
+        .query_map(params![size as i64, high_water as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (g, leaf) in rows {
+        let Some(leaf) = leaf else { break };
+        if g as u64 != size + 1 {
+            break;
+        }
+        log.append(size, leaf_hash(&leaf))?;
+        size += 1;
+    }
+    Ok(size)
+}
+
+/// Checks every hub head not yet checked whose size the replica reaches.
+fn check_hub_heads(
+    conn: &rusqlite::Connection,
+    replica: u64,
+) -> Result<Vec<FeedConflict>, crate::merkle::MerkleError> {
+    let log = SqlLog::new(conn, HUB_LOG);
+    let mut stmt = conn.prepare_cached(
+        "SELECT size, root, note FROM hub_heads WHERE checked = 0 AND size <= ?1 ORDER BY size",
+    )?;
+    let pending: Vec<(i64, Vec<u8>, String)> = stmt
+        .query_map([replica as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::new();
+    for (size, root, note) in pending {
+        let ours = log.root(size as u64)?;
+        if root.as_slice() == ours.0.as_slice() {
+            conn.execute(
+                "UPDATE hub_heads SET checked = 1 WHERE size = ?1 AND root = ?2",
+                params![size, root],
+            )?;
+        } else {
+            let earlier: Option<String> = conn
+                .query_row(
+                    "SELECT note FROM hub_heads WHERE checked = 1 ORDER BY size DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            // Kept unchecked, marked so it is raised once.
+            conn.execute(
+                "UPDATE hub_heads SET checked = 2 WHERE size = ?1 AND root = ?2",
+                params![size, root],
+            )?;
+            out.push(FeedConflict::HubLog {
+                head: note,
+                earlier,
+                replica_root: ours,
+            });
+        }
+    }
+    Ok(out)
 }
 
 impl Ledger {

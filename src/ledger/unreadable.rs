@@ -115,7 +115,7 @@ mod tests {
         let n = UNREADABLE_KEPT as usize + 50;
         let mut alerts = 0;
         let mut dropped = 0;
-        let mut batch = ledger.begin().unwrap();
+        let mut batch = ledger.begin(&identity).unwrap();
         for i in 0..n {
             // Ten seconds apart: one alert each minute.
             let now = 1_800_000_000 + i as i64 * 10;

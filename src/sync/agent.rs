@@ -18,17 +18,19 @@ use ed25519_dalek::SigningKey;
 use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Publish;
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use super::protocol::{Ack, BATCH_MAX, Backfill, Feed, Records, SyncTopics};
-use crate::clock::{Clock, SystemClock, UnixTime, to_rfc3339};
+use super::verify::{
+    check_feed, log_inconsistent_alert, proven_double_use, refused_alert, verify_hub_head,
+};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{MqttConfig, SyncConfig};
 use crate::in_force::PolicyInForce;
-use crate::ledger::{Ledger, LedgerError, Publication};
+use crate::ledger::{FeedConflict, Ledger, LedgerError, Publication};
+use crate::merkle::head::Head;
 use crate::mqtt::{Session, SessionEvent, topic_of};
-use crate::record::ConsumptionRecord;
 use crate::registry::Registry;
 use crate::throttle::{AlertThrottle, bounded_detail};
 use crate::verdict::{Alert, AlertKind};
@@ -81,6 +83,8 @@ struct State {
     last_backfill: Instant,
     /// Which refusals raise an alert now.
     throttle: AlertThrottle,
+    /// The hub head last published as this checkpoint's witness.
+    witnessed: Option<String>,
 }
 
 /// Runs until `stop` turns true, on its own connection to the ledger.
@@ -108,6 +112,7 @@ pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<boo
         hub_head: 0,
         last_backfill: Instant::now(),
         throttle: AlertThrottle::default(),
+        witnessed: None,
     };
     if agent.in_force.current().registry.hub_keys() == 0 {
         warn!(
@@ -150,6 +155,7 @@ pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<boo
                     topics.backfill_reply(&agent.checkpoint),
                     topics.feed(),
                     topics.alerts(),
+                    topics.witness_filter(),
                 ] {
                     let _ = session.client.try_subscribe(t, QoS::AtLeastOnce);
                 }
@@ -178,31 +184,57 @@ struct Sync<'a> {
 }
 
 impl Sync<'_> {
-    /// Sends own records the hub has not acknowledged, in batches.
+    /// Sends own records not yet in the hub's log, in batches, each with
+    /// its inclusion proof against the newest signed head and, once, the
+    /// proof that this head extends the one the hub holds.
     fn send_records(&self, ledger: &mut Ledger, st: &mut State, resend_after: Duration) {
         let depth = self.agent.telemetry.outbox_depth();
         if depth > 0 && st.last_progress.elapsed() >= st.resend_wait {
-            // No acknowledgement for a while: the hub (or a bridge) may have
-            // lost them. Design: the wait doubles (to 64× `resend_after`), so a
-            // hub that is down does not find its queue flooded with copies.
-            debug!(depth, wait = ?st.resend_wait, "sync: no acknowledgement; sending the outbox again");
+            // Nothing of ours reached the hub's log for a while: the hub (or a
+            // bridge) may have lost them. Design: the wait doubles (to 64×
+            // `resend_after`), so a hub that is down does not find its queue
+            // flooded with copies.
+            debug!(depth, wait = ?st.resend_wait, "sync: no progress; sending the outbox again");
             st.sent_upto = 0;
             st.last_progress = Instant::now();
             st.resend_wait = (st.resend_wait * 2).min(resend_after * 64);
         }
+        let holds = blocking(|| ledger.hub_holds_head())
+            .ok()
+            .flatten()
+            .and_then(|n| Head::peek(n.as_bytes()).ok());
         for _ in 0..BATCHES_PER_TICK {
-            let batch = match blocking(|| ledger.outbox_after(st.sent_upto, RECORDS_PER_BATCH)) {
-                Ok(b) => b,
+            let batch = match blocking(|| ledger.outbox_proofs(st.sent_upto, RECORDS_PER_BATCH)) {
+                Ok(Some(b)) => b,
+                Ok(None) => return,
                 Err(e) => {
                     error!(error = %e, "sync: cannot read the outbox");
                     return;
                 }
             };
-            let Some(last) = batch.last().map(|r| r.0) else {
+            let Some(last) = batch.records.last().map(|r| r.0) else {
                 return;
             };
+            let consistency = match &holds {
+                Some(h) if h.size > 0 && h.size < batch.size => {
+                    match blocking(|| ledger.log_consistency(h.size, batch.size)) {
+                        Ok(p) => Some((h.size, p)),
+                        Err(e) => {
+                            warn!(error = %e, "sync: cannot prove this log extends the head the hub holds");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
             let msg = Records {
-                records: batch.into_iter().map(|r| r.1).collect(),
+                head: batch.head,
+                consistency,
+                records: batch
+                    .records
+                    .into_iter()
+                    .map(|(_, n, leaf, proof)| (n, leaf, proof))
+                    .collect(),
             };
             if self
                 .client
@@ -216,8 +248,6 @@ impl Sync<'_> {
             {
                 return;
             }
-            // Before any acknowledgement of these can arrive: an
-            // acknowledgement beyond what was ever sent is refused.
             if let Err(e) = blocking(|| ledger.note_sent(last)) {
                 error!(error = %e, "sync: cannot note what was sent");
             }
@@ -289,6 +319,8 @@ impl Sync<'_> {
             self.on_policy(ledger, st, &p.payload).await;
         } else if topic == self.topics.alerts() {
             self.on_hub_alert(ledger, st, &p.payload).await;
+        } else if topic.ends_with("/sync/witness") && topic != self.topics.witness(cp) {
+            self.on_witness(ledger, st, &p.payload).await;
         }
     }
 
@@ -312,102 +344,204 @@ impl Sync<'_> {
                 .refuse(ledger, st, "ack", "wrong_checkpoint", &why, payload)
                 .await;
         }
-        let sent = match blocking(|| ledger.sent_high()) {
-            Ok(s) => s,
-            Err(e) => return error!(error = %e, "sync: cannot read what was sent"),
-        };
-        if ack.contiguous > sent {
-            let why = format!(
-                "the hub acknowledges records up to {} but only up to {sent} were ever sent; nothing deleted",
-                ack.contiguous
-            );
-            return self
-                .refuse(ledger, st, "ack", "beyond_sent", &why, payload)
-                .await;
-        }
-        match blocking(|| ledger.acknowledge_outbox(ack.contiguous)) {
-            Ok(left) => {
-                let t = &self.agent.telemetry;
-                t.synced(now);
-                let before = t.outbox(left, ledger.oldest_unsynced().unwrap_or(None));
-                if left < before {
-                    st.last_progress = Instant::now();
-                    st.resend_wait = Duration::from_secs(self.agent.sync.resend_after_secs);
+        // Design: an acknowledgement deletes nothing (records leave the
+        // outbox only once seen in the hub's signed log); it says which of
+        // our heads the hub holds, so the next proof starts from it.
+        if let Some(note) = &ack.post_head {
+            let origin = crate::merkle::head::checkpoint_origin(cp);
+            match Head::open(note.as_bytes(), &origin, &[self.agent.key.verifying_key()]) {
+                Ok(_) => {
+                    if let Err(e) = blocking(|| ledger.set_hub_holds_head(note)) {
+                        error!(error = %e, "sync: cannot keep the head the hub holds");
+                    }
                 }
-                debug!(
-                    contiguous = ack.contiguous,
-                    left, "sync: hub acknowledged records"
-                );
+                Err(e) => {
+                    let why =
+                        format!("the hub says it holds a head this checkpoint did not sign: {e}");
+                    return self
+                        .refuse(ledger, st, "ack", "bad_signature", &why, payload)
+                        .await;
+                }
             }
-            Err(e) => error!(error = %e, "sync: cannot clear the outbox"),
         }
+        if ack.resend {
+            // The hub could not place records without a proof from the head it holds.
+            st.sent_upto = 0;
+        }
+        self.agent.telemetry.synced(now);
+        debug!(
+            contiguous = ack.contiguous,
+            "sync: hub acknowledged records"
+        );
     }
 
     async fn on_feed(&self, ledger: &mut Ledger, st: &mut State, payload: &[u8], reply: bool) {
         let now = SystemClock.now();
         let registry = self.registry();
-        let feed = match Feed::open(payload, &registry, now) {
+        let feed = match Feed::decode(payload) {
             Ok(f) => f,
             Err(e) => {
                 return self
-                    .refuse(ledger, st, "feed", e.code(), &e.to_string(), payload)
+                    .refuse(ledger, st, "feed", "unreadable", &e.to_string(), payload)
+                    .await;
+            }
+        };
+        let checked = match check_feed(&feed, &registry) {
+            Ok(c) => c,
+            Err(e) => {
+                let code = match e {
+                    crate::merkle::head::HeadError::Unverified { .. } => "bad_signature",
+                    crate::merkle::head::HeadError::WrongLog { .. } => "wrong_log",
+                    crate::merkle::head::HeadError::Malformed(_) => "unreadable",
+                };
+                return self
+                    .refuse(ledger, st, "feed", code, &e.to_string(), payload)
                     .await;
             }
         };
         if reply {
             st.backfill_since = None;
         }
-        st.hub_head = st.hub_head.max(feed.head);
-        let mut entries = Vec::with_capacity(feed.entries.len());
-        for (g, bytes) in feed.entries {
-            match ConsumptionRecord::verify_registered(&bytes, &registry) {
-                Ok(r) => entries.push((g, r, bytes)),
-                Err(e) => {
-                    let why = format!("feed entry {g} sealed by the hub: {e}");
-                    self.refuse(ledger, st, "feed", e.code(), &why, &bytes)
-                        .await;
-                }
-            }
+        st.hub_head = st.hub_head.max(checked.hub_head.size);
+        for (_, code, why) in &checked.refused {
+            self.refuse(ledger, st, "feed", code, why, payload).await;
         }
         let before = blocking(|| ledger.feed_high_water()).unwrap_or(0);
-        let mut progress = false;
-        if !entries.is_empty() {
-            match blocking(|| ledger.store_feed(&entries, now)) {
-                Ok(out) => {
-                    progress = out.stored > 0 || out.high_water > before;
-                    if out.stored > 0 {
-                        debug!(
-                            stored = out.stored,
-                            high_water = out.high_water,
-                            "sync: stored feed entries"
-                        );
-                        self.agent.telemetry.synced(now);
-                    }
-                    for c in &out.conflicts {
-                        let code = match c {
-                            crate::ledger::FeedConflict::GlobalNumber { .. } => "conflicting_entry",
-                            crate::ledger::FeedConflict::Record { .. } => "conflicting_record",
-                        };
-                        self.refuse(ledger, st, "feed", code, &c.to_string(), payload)
-                            .await;
-                    }
-                    for p in out.publications {
-                        warn!(
-                            "alert: a license consumed here was also consumed at another checkpoint (double use)"
-                        );
-                        let _ = self.agent.publications.send(p).await;
-                    }
-                }
-                Err(e) => {
-                    error!(error = %e, "sync: cannot store feed entries; the hub will be asked again");
-                    return;
-                }
+        let hub_head = (&checked.hub_head, checked.hub_note.as_str());
+        let out = match blocking(|| ledger.store_feed(&checked.entries, Some(hub_head), now)) {
+            Ok(o) => o,
+            Err(e) => {
+                error!(error = %e, "sync: cannot store feed entries; the hub will be asked again");
+                return;
             }
+        };
+        let progress = out.stored > 0 || out.high_water > before;
+        if out.stored > 0 {
+            debug!(
+                stored = out.stored,
+                high_water = out.high_water,
+                "sync: stored feed entries"
+            );
+            self.agent.telemetry.synced(now);
         }
+        if out.included > 0 {
+            let t = &self.agent.telemetry;
+            let left = blocking(|| ledger.outbox_depth()).unwrap_or(0);
+            t.outbox(left, ledger.oldest_unsynced().unwrap_or(None));
+            st.last_progress = Instant::now();
+            st.resend_wait = Duration::from_secs(self.agent.sync.resend_after_secs);
+        }
+        self.conflicts(ledger, st, &out.conflicts, payload).await;
+        for p in out.publications {
+            warn!(
+                "alert: a license consumed here was also consumed at another checkpoint (double use)"
+            );
+            let _ = self.agent.publications.send(p).await;
+        }
+        self.witness(ledger, st);
         // A reply that brought nothing ends the exchange until the next
         // periodic request, whatever head it claims.
         if !reply || progress {
             self.maybe_backfill(ledger, st, false);
+        }
+    }
+
+    /// Publishes (retained) the newest hub head the replica matched, so
+    /// other checkpoints can check the hub shows them the same history.
+    fn witness(&self, ledger: &Ledger, st: &mut State) {
+        let Ok(Some(note)) = blocking(|| ledger.newest_hub_head()) else {
+            return;
+        };
+        if st.witnessed.as_deref() == Some(note.as_str()) {
+            return;
+        }
+        if self
+            .client
+            .try_publish(
+                self.topics.witness(&self.agent.checkpoint),
+                QoS::AtLeastOnce,
+                true,
+                note.clone().into_bytes(),
+            )
+            .is_ok()
+        {
+            st.witnessed = Some(note);
+        }
+    }
+
+    /// Another checkpoint's witnessed hub head: checked against this replica.
+    async fn on_witness(&self, ledger: &mut Ledger, st: &mut State, payload: &[u8]) {
+        let note = String::from_utf8_lossy(payload).into_owned();
+        let head = match verify_hub_head(&note, &self.registry()) {
+            Ok(h) => h,
+            Err(e) => {
+                return self
+                    .refuse(
+                        ledger,
+                        st,
+                        "witness",
+                        "bad_signature",
+                        &e.to_string(),
+                        payload,
+                    )
+                    .await;
+            }
+        };
+        match blocking(|| ledger.witness_hub_head(&head, &note, SystemClock.now())) {
+            Ok(conflicts) => self.conflicts(ledger, st, &conflicts, payload).await,
+            Err(e) => error!(error = %e, "sync: cannot keep a witnessed hub head"),
+        }
+    }
+
+    /// Raises what a feed or a witnessed head contradicted.
+    async fn conflicts(
+        &self,
+        ledger: &mut Ledger,
+        st: &mut State,
+        conflicts: &[FeedConflict],
+        payload: &[u8],
+    ) {
+        for c in conflicts {
+            match c {
+                FeedConflict::GlobalNumber { .. } => {
+                    self.refuse(
+                        ledger,
+                        st,
+                        "feed",
+                        "conflicting_entry",
+                        &c.to_string(),
+                        payload,
+                    )
+                    .await
+                }
+                FeedConflict::Record { .. } => {
+                    self.refuse(
+                        ledger,
+                        st,
+                        "feed",
+                        "conflicting_record",
+                        &c.to_string(),
+                        payload,
+                    )
+                    .await
+                }
+                FeedConflict::HubLog { head, earlier, .. } => {
+                    let now = SystemClock.now();
+                    let mut heads = vec![head.clone()];
+                    heads.extend(earlier.clone());
+                    let alert =
+                        log_inconsistent_alert(&self.agent.checkpoint, &c.to_string(), heads, now);
+                    error!(detail = %c, "alert: the hub's log is inconsistent");
+                    self.agent.telemetry.refused("feed", "log_inconsistent");
+                    match blocking(|| ledger.queue_sync_alert(&alert, now)) {
+                        Ok(Some(p)) => {
+                            let _ = self.agent.publications.send(p).await;
+                        }
+                        Ok(None) => {}
+                        Err(e) => error!(error = %e, "sync: cannot store the alert"),
+                    }
+                }
+            }
         }
     }
 
@@ -525,78 +659,6 @@ impl Sync<'_> {
             Err(e) => error!(error = %e, "sync: cannot store a refusal alert"),
         }
     }
-}
-
-/// The `refused_record` alert for a refused sync message.
-pub fn refused_alert(
-    raised_by: &str,
-    message: &str,
-    reason: &str,
-    detail: &str,
-    held_back: u64,
-    payload: &[u8],
-    now: UnixTime,
-) -> Alert {
-    let also = if held_back > 0 {
-        format!("; {held_back} more like it in the last minute")
-    } else {
-        String::new()
-    };
-    Alert {
-        kind: AlertKind::RefusedRecord,
-        checkpoint: raised_by.to_owned(),
-        raised_at: to_rfc3339(now),
-        declaration_id: None,
-        license_id: None,
-        reasons: Vec::new(),
-        payload_sha256: Some(hex::encode(Sha256::digest(payload))),
-        alert_id: None,
-        records: Vec::new(),
-        detail: Some(format!("{message} refused ({reason}): {detail}{also}")),
-    }
-}
-
-/// Most records a `double_use` alert's evidence may hold (each costs a signature check).
-const EVIDENCE_MAX: usize = 64;
-
-/// Checks a `double_use` alert's evidence and rebuilds the alert from it.
-pub fn proven_double_use(
-    alert: &Alert,
-    registry: &Registry,
-    now: UnixTime,
-) -> Result<Alert, String> {
-    if alert.records.len() > EVIDENCE_MAX {
-        return Err(format!(
-            "{} evidence records; at most {EVIDENCE_MAX} are checked",
-            alert.records.len()
-        ));
-    }
-    let mut records = Vec::new();
-    for (i, e) in alert.records.iter().enumerate() {
-        let bytes =
-            hex::decode(&e.cose_hex).map_err(|_| format!("evidence record {i} is not hex"))?;
-        let rec = ConsumptionRecord::verify_registered(&bytes, registry)
-            .map_err(|err| format!("evidence record {i}: {err}"))?;
-        records.push((rec, bytes));
-    }
-    let Some(license) = records.first().map(|r| r.0.license_id.clone()) else {
-        return Err("a double-use alert without evidence".into());
-    };
-    if records.iter().any(|r| r.0.license_id != license) {
-        return Err("the evidence names more than one license".into());
-    }
-    let mut uses: Vec<(&str, u64)> = records
-        .iter()
-        .map(|r| (r.0.checkpoint.as_str(), r.0.seq))
-        .collect();
-    uses.sort_unstable();
-    uses.dedup();
-    if uses.len() < 2 {
-        return Err(format!(
-            "the evidence shows license {license} consumed once, not twice"
-        ));
-    }
-    Ok(crate::record::double_use_alert(&records, "hub", now))
 }
 
 /// Runs a short ledger operation without holding up the runtime's other tasks.

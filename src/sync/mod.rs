@@ -2,4 +2,6 @@
 //! the checkpoint's side ([`agent`]); the hub's side is [`crate::hub`].
 
 pub mod agent;
+pub mod ask;
 pub mod protocol;
+pub mod verify;

@@ -2,16 +2,18 @@
 //!
 //! Every payload is a CBOR map with text keys, so other tools can produce
 //! and read them; unknown keys are ignored, missing or mistyped ones refused.
-//! Acknowledgements and feed messages are sealed by the hub, backfill
-//! requests by the asking checkpoint: each is a COSE_Sign1 (kid = the hub
-//! key's id, or the checkpoint id) over the payload, opened only with a key
-//! the registry trusts now. Records messages are not sealed: each record
-//! in them is signed by its checkpoint.
+//! Acknowledgements are sealed by the hub, backfill requests by the asking
+//! checkpoint: each is a COSE_Sign1 (kid = the hub key's id, or the
+//! checkpoint id) over the payload, opened only with a key the registry
+//! trusts now. Records and feed messages are not sealed: what they carry
+//! is proven by signed tree heads and inclusion proofs
+//! ([`crate::record::ProvenRecord`], [`crate::merkle`]).
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::clock::UnixTime;
 use crate::codec::{self, Value};
+use crate::merkle::{self, Hash};
 use crate::registry::{Registry, SignerError};
 use crate::token::cose::{self, CoseError};
 
@@ -78,34 +80,66 @@ fn open(
 /// Most records or feed entries in one message.
 pub const BATCH_MAX: usize = 500;
 
-/// Checkpoint → hub: signed consumption records (COSE_Sign1 bytes).
+/// Checkpoint → hub: consumption leaves of its log, each with its
+/// inclusion proof against one signed tree head.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Records {
-    /// The records, oldest first.
-    pub records: Vec<Vec<u8>>,
+    /// The checkpoint's signed tree head (C2SP signed note).
+    pub head: String,
+    /// The proof that the head the hub holds (of this size) is a prefix of this one.
+    pub consistency: Option<(u64, Vec<Hash>)>,
+    /// (leaf index, leaf, inclusion proof), oldest first.
+    pub records: Vec<(u64, Vec<u8>, Vec<Hash>)>,
 }
 
-/// Hub → checkpoint: the highest number up to which the hub holds every record of it.
+/// Hub → checkpoint: the highest number up to which the hub holds every
+/// record of it, and the newest of its signed heads the hub holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ack {
     /// The checkpoint acknowledged.
     pub checkpoint: String,
     /// Records 1..=contiguous are stored at the hub.
     pub contiguous: u64,
+    /// The checkpoint's newest signed tree head the hub holds.
+    pub post_head: Option<String>,
+    /// Records were refused for want of a consistency proof from `post_head`: send them again.
+    pub resend: bool,
     /// When the hub signed it, Unix seconds.
     pub issued_at: UnixTime,
 }
 
-/// Hub → checkpoints: stored records in the hub's global order.
+/// One entry of the hub's national log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedEntry {
+    /// Global number (the leaf index in the hub's log plus one).
+    pub g: u64,
+    /// Which of the message's `post_heads` proves the record's origin.
+    pub post_head: usize,
+    /// The record's leaf index in its checkpoint's log.
+    pub post_index: u64,
+    /// The consumption leaf.
+    pub leaf: Vec<u8>,
+    /// Its inclusion proof in the checkpoint's log.
+    pub post_proof: Vec<Hash>,
+    /// Its inclusion proof in the hub's log at `hub_head`.
+    pub hub_proof: Vec<Hash>,
+}
+
+/// Hub → checkpoints: stored records in the hub's global order, proven
+/// against the hub's signed tree head and their checkpoints' heads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Feed {
-    /// (global number, signed record), ascending.
-    pub entries: Vec<(u64, Vec<u8>)>,
-    /// The highest global number the hub has assigned.
-    pub head: u64,
-    /// When the hub signed it, Unix seconds.
-    pub issued_at: UnixTime,
+    /// The hub's signed tree head (C2SP signed note).
+    pub hub_head: String,
+    /// The checkpoints' signed heads the entries refer to.
+    pub post_heads: Vec<String>,
+    /// Entries, ascending by `g`.
+    pub entries: Vec<FeedEntry>,
 }
+
+/// Checkpoint → all: the newest hub head it verified (retained), so every
+/// checkpoint can check that the hub shows all of them one history.
+pub type Witness = String;
 
 /// Checkpoint → hub: send me the feed after this global number.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +170,33 @@ fn int(v: &Value, key: &str) -> Result<i64, ProtocolError> {
         }
         _ => Err(ProtocolError(format!("`{key}` must be an integer"))),
     }
+}
+
+fn proof_value(p: &[Hash]) -> Value {
+    Value::Array(merkle::to_bytes(p).into_iter().map(Value::Bytes).collect())
+}
+
+fn proof(v: &Value, key: &str) -> Result<Vec<Hash>, ProtocolError> {
+    let raw = match v {
+        Value::Array(a) => a
+            .iter()
+            .map(|h| bytes(h, key))
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => return Err(ProtocolError(format!("`{key}` must be an array of hashes"))),
+    };
+    merkle::from_bytes(&raw).ok_or_else(|| {
+        ProtocolError(format!(
+            "`{key}`: hashes must be 32 bytes, at most {}",
+            merkle::PROOF_MAX
+        ))
+    })
+}
+
+fn optional<'a>(m: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
+    m.iter()
+        .find(|(k, _)| matches!(k, Value::Text(t) if t == key))
+        .map(|(_, v)| v)
+        .filter(|v| !matches!(v, Value::Null))
 }
 
 fn decode_map(bytes: &[u8]) -> Result<Vec<(Value, Value)>, ProtocolError> {
@@ -188,33 +249,81 @@ fn bytes(v: &Value, key: &str) -> Result<Vec<u8>, ProtocolError> {
 }
 
 impl Records {
-    /// `{"records": [bstr, …]}`.
+    /// `{"head": text, "consistency": {"from": uint, "proof": [bstr]}?, "records": [[uint, bstr, [bstr]]…]}`.
     pub fn encode(&self) -> Vec<u8> {
-        map(vec![(
+        let mut entries = vec![("head", Value::Text(self.head.clone()))];
+        if let Some((from, p)) = &self.consistency {
+            entries.push((
+                "consistency",
+                Value::Map(vec![
+                    (Value::Text("from".into()), Value::Integer((*from).into())),
+                    (Value::Text("proof".into()), proof_value(p)),
+                ]),
+            ));
+        }
+        entries.push((
             "records",
-            Value::Array(self.records.iter().cloned().map(Value::Bytes).collect()),
-        )])
+            Value::Array(
+                self.records
+                    .iter()
+                    .map(|(i, leaf, p)| {
+                        Value::Array(vec![
+                            Value::Integer((*i).into()),
+                            Value::Bytes(leaf.clone()),
+                            proof_value(p),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ));
+        map(entries)
     }
 
     /// Reads a `Records` message.
     pub fn decode(b: &[u8]) -> Result<Records, ProtocolError> {
         let m = decode_map(b)?;
+        let consistency = match optional(&m, "consistency") {
+            Some(Value::Map(c)) => Some((
+                uint(field(c, "from")?, "consistency.from")?,
+                proof(field(c, "proof")?, "consistency.proof")?,
+            )),
+            Some(_) => return Err(ProtocolError("`consistency` must be a map".into())),
+            None => None,
+        };
         let records = array(field(&m, "records")?, "records")?
             .iter()
-            .map(|v| bytes(v, "records"))
+            .map(|e| match e {
+                Value::Array(r) if r.len() == 3 => Ok((
+                    uint(&r[0], "records")?,
+                    bytes(&r[1], "records")?,
+                    proof(&r[2], "records")?,
+                )),
+                _ => Err(ProtocolError(
+                    "`records` items must be [index, leaf, proof]".into(),
+                )),
+            })
             .collect::<Result<_, _>>()?;
-        Ok(Records { records })
+        Ok(Records {
+            head: text(field(&m, "head")?, "head")?,
+            consistency,
+            records,
+        })
     }
 }
 
 impl Ack {
-    /// `{"checkpoint": text, "contiguous": uint, "issued_at": int}`.
+    /// `{"checkpoint": text, "contiguous": uint, "post_head": text?, "resend": bool, "issued_at": int}`.
     pub fn encode(&self) -> Vec<u8> {
-        map(vec![
+        let mut e = vec![
             ("checkpoint", Value::Text(self.checkpoint.clone())),
             ("contiguous", Value::Integer(self.contiguous.into())),
-            ("issued_at", Value::Integer(self.issued_at.into())),
-        ])
+        ];
+        if let Some(h) = &self.post_head {
+            e.push(("post_head", Value::Text(h.clone())));
+        }
+        e.push(("resend", Value::Bool(self.resend)));
+        e.push(("issued_at", Value::Integer(self.issued_at.into())));
+        map(e)
     }
 
     /// Reads an `Ack` payload.
@@ -223,6 +332,10 @@ impl Ack {
         Ok(Ack {
             checkpoint: text(field(&m, "checkpoint")?, "checkpoint")?,
             contiguous: uint(field(&m, "contiguous")?, "contiguous")?,
+            post_head: optional(&m, "post_head")
+                .map(|v| text(v, "post_head"))
+                .transpose()?,
+            resend: matches!(optional(&m, "resend"), Some(Value::Bool(true))),
             issued_at: int(field(&m, "issued_at")?, "issued_at")?,
         })
     }
@@ -240,53 +353,82 @@ impl Ack {
 }
 
 impl Feed {
-    /// `{"entries": [[uint, bstr], …], "head": uint}`.
+    /// `{"hub_head": text, "post_heads": [text], "entries": [[g, head, index, leaf, [bstr], [bstr]]…]}`.
     pub fn encode(&self) -> Vec<u8> {
         map(vec![
+            ("hub_head", Value::Text(self.hub_head.clone())),
+            (
+                "post_heads",
+                Value::Array(self.post_heads.iter().cloned().map(Value::Text).collect()),
+            ),
             (
                 "entries",
                 Value::Array(
                     self.entries
                         .iter()
-                        .map(|(g, r)| {
-                            Value::Array(vec![Value::Integer((*g).into()), Value::Bytes(r.clone())])
+                        .map(|e| {
+                            Value::Array(vec![
+                                Value::Integer(e.g.into()),
+                                Value::Integer((e.post_head as u64).into()),
+                                Value::Integer(e.post_index.into()),
+                                Value::Bytes(e.leaf.clone()),
+                                proof_value(&e.post_proof),
+                                proof_value(&e.hub_proof),
+                            ])
                         })
                         .collect(),
                 ),
             ),
-            ("head", Value::Integer(self.head.into())),
-            ("issued_at", Value::Integer(self.issued_at.into())),
         ])
     }
 
-    /// The feed message as the hub sends it, sealed with its key `kid`.
-    pub fn seal(&self, kid: &str, key: &SigningKey) -> Vec<u8> {
-        seal(kid, self.encode(), key)
-    }
-
-    /// Opens a sealed feed message with a hub key the registry trusts at `now`.
-    pub fn open(bytes: &[u8], registry: &Registry, now: UnixTime) -> Result<Feed, OpenError> {
-        let (_, payload) = open(bytes, |kid| registry.hub_key_at(kid, now).map(|k| vec![k]))?;
-        Ok(Feed::decode(&payload)?)
-    }
-
-    /// Reads a `Feed` payload.
+    /// Reads a `Feed` message (nothing in it is verified yet).
     pub fn decode(b: &[u8]) -> Result<Feed, ProtocolError> {
         let m = decode_map(b)?;
+        let post_heads: Vec<String> = array(field(&m, "post_heads")?, "post_heads")?
+            .iter()
+            .map(|v| text(v, "post_heads"))
+            .collect::<Result<_, _>>()?;
         let entries = array(field(&m, "entries")?, "entries")?
             .iter()
             .map(|e| match e {
-                Value::Array(pair) if pair.len() == 2 => {
-                    Ok((uint(&pair[0], "entries")?, bytes(&pair[1], "entries")?))
+                Value::Array(r) if r.len() == 6 => {
+                    let post_head = uint(&r[1], "entries")? as usize;
+                    if post_head >= post_heads.len() {
+                        return Err(ProtocolError(
+                            "an entry names a post head the message does not carry".into(),
+                        ));
+                    }
+                    Ok(FeedEntry {
+                        g: uint(&r[0], "entries")?,
+                        post_head,
+                        post_index: uint(&r[2], "entries")?,
+                        leaf: bytes(&r[3], "entries")?,
+                        post_proof: proof(&r[4], "entries")?,
+                        hub_proof: proof(&r[5], "entries")?,
+                    })
                 }
-                _ => Err(ProtocolError("`entries` items must be [uint, bstr]".into())),
+                _ => Err(ProtocolError(
+                    "`entries` items must be [g, post_head, post_index, leaf, post_proof, hub_proof]"
+                        .into(),
+                )),
             })
             .collect::<Result<_, _>>()?;
         Ok(Feed {
+            hub_head: text(field(&m, "hub_head")?, "hub_head")?,
+            post_heads,
             entries,
-            head: uint(field(&m, "head")?, "head")?,
-            issued_at: int(field(&m, "issued_at")?, "issued_at")?,
         })
+    }
+
+    /// Entry `e` as a record proven by its checkpoint's head.
+    pub fn proven(&self, e: &FeedEntry) -> crate::record::ProvenRecord {
+        crate::record::ProvenRecord {
+            leaf: e.leaf.clone(),
+            index: e.post_index,
+            head: self.post_heads[e.post_head].clone(),
+            proof: e.post_proof.clone(),
+        }
     }
 }
 
@@ -376,6 +518,16 @@ impl SyncTopics {
         format!("{}/hub/feed", self.prefix)
     }
 
+    /// Checkpoint → all: the newest hub head it verified (retained).
+    pub fn witness(&self, checkpoint: &str) -> String {
+        format!("{}/{checkpoint}/sync/witness", self.prefix)
+    }
+
+    /// What checkpoints subscribe to for everyone's witnessed heads.
+    pub fn witness_filter(&self) -> String {
+        format!("{}/+/sync/witness", self.prefix)
+    }
+
     /// Hub → all: alerts (JSON).
     pub fn alerts(&self) -> String {
         format!("{}/hub/alerts", self.prefix)
@@ -399,22 +551,42 @@ impl SyncTopics {
 mod tests {
     use super::*;
 
+    fn h(b: u8) -> Hash {
+        Hash([b; 32])
+    }
+
     #[test]
     fn messages_round_trip() {
         let r = Records {
-            records: vec![vec![1, 2], vec![3]],
+            head: "head".into(),
+            consistency: Some((3, vec![h(1), h(2)])),
+            records: vec![(4, vec![1, 2], vec![h(3)]), (5, vec![3], vec![])],
         };
         assert_eq!(Records::decode(&r.encode()).unwrap(), r);
+        let r2 = Records {
+            consistency: None,
+            ..r
+        };
+        assert_eq!(Records::decode(&r2.encode()).unwrap(), r2);
         let a = Ack {
             checkpoint: "p1".into(),
             contiguous: 42,
+            post_head: Some("note".into()),
+            resend: true,
             issued_at: 1_800_000_000,
         };
         assert_eq!(Ack::decode(&a.encode()).unwrap(), a);
         let f = Feed {
-            entries: vec![(7, vec![9; 40])],
-            head: 9,
-            issued_at: 1_800_000_000,
+            hub_head: "hub".into(),
+            post_heads: vec!["p".into()],
+            entries: vec![FeedEntry {
+                g: 7,
+                post_head: 0,
+                post_index: 9,
+                leaf: vec![9; 40],
+                post_proof: vec![h(4)],
+                hub_proof: vec![h(5), h(6)],
+            }],
         };
         assert_eq!(Feed::decode(&f.encode()).unwrap(), f);
         let b = Backfill {
@@ -454,6 +626,8 @@ mod tests {
         let ack = Ack {
             checkpoint: "p1".into(),
             contiguous: 5,
+            post_head: None,
+            resend: false,
             issued_at: 1000,
         };
         assert_eq!(
@@ -469,18 +643,11 @@ mod tests {
         assert_eq!(e.code(), "key_not_valid");
         let e = Ack::open(&ack.encode(), &reg, 1000).unwrap_err();
         assert_eq!(e.code(), "unreadable");
-        // A feed is the same; a flipped byte anywhere fails.
-        let feed = Feed {
-            entries: vec![(1, vec![1, 2, 3])],
-            head: 1,
-            issued_at: 1000,
-        };
-        let sealed = feed.seal("hub-1", &hub);
-        assert_eq!(Feed::open(&sealed, &reg, 1000).unwrap(), feed);
+        let sealed = ack.seal("hub-1", &hub);
         for i in 0..sealed.len() {
             let mut b = sealed.clone();
             b[i] ^= 0x01;
-            assert!(Feed::open(&b, &reg, 1000).is_err(), "byte {i}");
+            assert!(Ack::open(&b, &reg, 1000).is_err(), "byte {i}");
         }
         // A backfill request is sealed by the checkpoint it speaks for.
         let req = Backfill {
@@ -512,19 +679,59 @@ mod tests {
         assert!(
             Ack::decode(&map(vec![
                 ("checkpoint", Value::Text("p".into())),
-                ("contiguous", Value::Integer(-1))
+                ("contiguous", Value::Integer(-1)),
+                ("issued_at", Value::Integer(1))
             ]))
             .is_err()
         );
-        assert!(
-            Feed::decode(&map(vec![
-                ("entries", Value::Array(vec![Value::Integer(1)])),
-                ("head", Value::Integer(1))
-            ]))
-            .is_err()
-        );
+        let entry = |head: u64| {
+            Value::Array(vec![
+                Value::Integer(1),
+                Value::Integer(head.into()),
+                Value::Integer(0),
+                Value::Bytes(vec![]),
+                Value::Array(vec![]),
+                Value::Array(vec![]),
+            ])
+        };
+        let feed = |e: Value| {
+            map(vec![
+                ("hub_head", Value::Text("h".into())),
+                ("post_heads", Value::Array(vec![Value::Text("p".into())])),
+                ("entries", Value::Array(vec![e])),
+            ])
+        };
+        assert!(Feed::decode(&feed(entry(0))).is_ok());
+        // An entry naming a head the message does not carry.
+        assert!(Feed::decode(&feed(entry(1))).is_err());
+        assert!(Feed::decode(&feed(Value::Integer(1))).is_err());
+        // A proof hash of the wrong size, or too many of them.
+        let short = Value::Array(vec![
+            Value::Integer(1),
+            Value::Bytes(vec![]),
+            Value::Array(vec![Value::Bytes(vec![0; 31])]),
+        ]);
+        let records = |r: Value| {
+            map(vec![
+                ("head", Value::Text("h".into())),
+                ("records", Value::Array(vec![r])),
+            ])
+        };
+        assert!(Records::decode(&records(short)).is_err());
+        let long = Value::Array(vec![
+            Value::Integer(1),
+            Value::Bytes(vec![]),
+            Value::Array(vec![Value::Bytes(vec![0; 32]); merkle::PROOF_MAX + 1]),
+        ]);
+        assert!(Records::decode(&records(long)).is_err());
         let too_many = Value::Array(vec![Value::Bytes(vec![]); BATCH_MAX + 1]);
-        assert!(Records::decode(&map(vec![("records", too_many)])).is_err());
+        assert!(
+            Records::decode(&map(vec![
+                ("head", Value::Text("h".into())),
+                ("records", too_many)
+            ]))
+            .is_err()
+        );
         assert!(Records::decode(b"\xff\x00garbage").is_err());
     }
 

@@ -14,6 +14,8 @@ use crate::keys;
 use crate::ledger::{Identity, Ledger};
 use crate::token::{self, License};
 
+mod ledger;
+
 /// permitgate: customs-checkpoint agent for single-use export licenses.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -172,8 +174,23 @@ pub enum LedgerAction {
         #[command(flatten)]
         range: TimeRange,
     },
-    /// Verify the audit log's hash chain.
-    Check,
+    /// Check the ledger: every leaf of its log, its tables against the
+    /// leaves, and the log against its own signed heads, the heads given
+    /// with `--against`, and the head the hub acknowledged (when `[uplink]`
+    /// is set and the hub answers). Exit 0 intact, 1 not intact, 2 bad input.
+    Check {
+        /// A signed head of this checkpoint's log, exported earlier (`ledger head`); repeatable.
+        #[arg(long)]
+        against: Vec<PathBuf>,
+        /// Do not ask the hub for the head it holds.
+        #[arg(long)]
+        offline: bool,
+        /// How long to wait for the hub's answer, seconds.
+        #[arg(long, default_value_t = 5)]
+        hub_wait_secs: u64,
+    },
+    /// Print the newest signed tree head of this checkpoint's log (C2SP signed note).
+    Head,
 }
 
 pub use crate::logging::LogFormat;
@@ -336,7 +353,14 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             };
             let prepared = gate::prepare(&payload, &cfg.policy, cfg.max_declaration_bytes);
             let mut ledger = Ledger::open(&cfg.ledger, &cfg.checkpoint)?;
-            let mut batch = ledger.begin()?;
+            ledger.upgrade_log(&identity.key, SystemClock.now())?;
+            if let Err(why) = ledger.check_own_head(&identity.key.verifying_key()) {
+                bail!(
+                    "ledger {} contradicts its own last signed head ({why}); examine it with `permitgate ledger check`",
+                    cfg.ledger.display()
+                );
+            }
+            let mut batch = ledger.begin(&identity)?;
             let outcome = gate::decide_and_record(
                 &mut batch,
                 &prepared,
@@ -418,7 +442,20 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let cfg = Config::load(&config)?;
             let ledger = Ledger::open_read_only(&cfg.ledger)?
                 .ok_or_else(|| anyhow!("ledger {} does not exist yet", cfg.ledger.display()))?;
-            ledger_action(&ledger, action)
+            match action {
+                LedgerAction::Head => ledger::head(&ledger),
+                LedgerAction::Check {
+                    against,
+                    offline,
+                    hub_wait_secs,
+                } => ledger::check(
+                    &cfg,
+                    &ledger,
+                    &against,
+                    (!offline).then(|| std::time::Duration::from_secs(hub_wait_secs)),
+                ),
+                other => ledger::ledger_action(&ledger, other),
+            }
         }
     }
 }
@@ -485,120 +522,6 @@ fn status(cfg: &Config) -> Result<Outcome> {
     } else {
         Outcome::Refused
     })
-}
-
-fn ledger_action(ledger: &Ledger, action: LedgerAction) -> Result<Outcome> {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    match action {
-        LedgerAction::Show { license_id } => {
-            let report = ledger.license_report(&license_id)?;
-            writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
-        }
-        LedgerAction::Alerts { format, range } => {
-            if let ExportFormat::Csv = format {
-                writeln!(
-                    out,
-                    "raised_at,kind,declaration_id,license_id,checkpoint,detail"
-                )?;
-            }
-            ledger.for_each_alert(range.bounds(), |json| match format {
-                ExportFormat::Jsonl => writeln!(out, "{json}"),
-                ExportFormat::Csv => {
-                    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-                    let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
-                    let mut detail = joined_reasons(&v, "detail", "; ");
-                    if detail.is_empty() {
-                        detail = s("detail");
-                    }
-                    let row = [
-                        s("raised_at"),
-                        s("kind"),
-                        s("declaration_id"),
-                        s("license_id"),
-                        s("checkpoint"),
-                        detail,
-                    ];
-                    writeln!(out, "{}", csv_row(&row))
-                }
-            })?;
-        }
-        LedgerAction::Export {
-            format,
-            party,
-            range,
-        } => {
-            if let ExportFormat::Csv = format {
-                writeln!(
-                    out,
-                    "audit_id,declaration_id,verdict,reasons,license_id,exporter,end_user,checkpoint,decided_at"
-                )?;
-            }
-            ledger.for_each_verdict_where(
-                party.as_deref(),
-                range.bounds(),
-                |id, json| match format {
-                    ExportFormat::Jsonl => writeln!(out, "{json}"),
-                    ExportFormat::Csv => {
-                        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-                        let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
-                        let reasons = joined_reasons(&v, "code", ";");
-                        let row = [
-                            id.to_string(),
-                            s("declaration_id"),
-                            s("verdict"),
-                            reasons,
-                            s("license_id"),
-                            s("exporter"),
-                            s("end_user"),
-                            s("checkpoint"),
-                            s("decided_at"),
-                        ];
-                        writeln!(out, "{}", csv_row(&row))
-                    }
-                },
-            )?;
-        }
-        LedgerAction::Check => match ledger.check()? {
-            Ok(n) => writeln!(out, "audit chain intact: {n} verdicts checked")?,
-            Err(broken) => {
-                out.flush()?;
-                eprintln!("audit chain BROKEN: {broken}");
-                return Ok(Outcome::Refused);
-            }
-        },
-    }
-    out.flush()?;
-    Ok(Outcome::Ok)
-}
-
-/// One field of each of a verdict's or alert's `reasons`, joined by `sep`.
-fn joined_reasons(v: &serde_json::Value, field: &str, sep: &str) -> String {
-    v["reasons"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| r[field].as_str())
-                .collect::<Vec<_>>()
-                .join(sep)
-        })
-        .unwrap_or_default()
-}
-
-fn csv_row(fields: &[String]) -> String {
-    fields
-        .iter()
-        .map(|f| csv_field(f))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn csv_field(f: &str) -> String {
-    if f.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", f.replace('"', "\"\""))
-    } else {
-        f.to_owned()
-    }
 }
 
 fn read_input(path: &Path) -> Result<Vec<u8>> {
