@@ -273,7 +273,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     }
     // Design: the cheap part of `ledger check` runs before any decision; a
     // ledger that contradicts its own last signed head is not decided on.
-    if let Err(why) = ledger.check_own_head(&identity.key.verifying_key()) {
+    let policy = newest_policy(&cfg, &ledger);
+    let mut own_keys = policy.registry.all_checkpoint_keys(&cfg.checkpoint);
+    own_keys.push(identity.key.verifying_key());
+    if let Err(why) = ledger.check_own_head(&own_keys) {
         return Err(LedgerError::Unusable {
             path: cfg.ledger.clone(),
             message: format!(
@@ -282,9 +285,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         }
         .into());
     }
-    let check = integrity_check_in_background(&ledger, identity.key.verifying_key())?;
+    let check = integrity_check_in_background(&ledger, own_keys)?;
     let (verdicts, consumed, outbox) = ledger.counts()?;
-    let policy = newest_policy(&cfg, &ledger);
     info!(
         checkpoint = %cfg.checkpoint,
         ledger = %cfg.ledger.display(),
@@ -483,7 +485,7 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 /// daemon stops when it does.
 fn integrity_check_in_background(
     ledger: &Ledger,
-    key: ed25519_dalek::VerifyingKey,
+    keys: Vec<ed25519_dalek::VerifyingKey>,
 ) -> Result<tokio::sync::oneshot::Receiver<Result<(), LedgerError>>, LedgerError> {
     let reader = ledger.second_handle()?;
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -504,7 +506,7 @@ fn integrity_check_in_background(
                     "ledger: integrity check of the whole file passed"
                 );
                 // Then its tables against its log (what `ledger check` does).
-                result = match reader.check_log(&[key], &[]) {
+                result = match reader.check_log(&keys, &[]) {
                     Ok(Ok(r)) => {
                         info!(
                             leaves = r.leaves,

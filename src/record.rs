@@ -18,6 +18,7 @@ use crate::codec;
 use crate::merkle::head::{Head, HeadError, checkpoint_origin};
 use crate::merkle::{self, Hash, MerkleError};
 use crate::registry::{Registry, SignerError};
+
 use crate::verdict::{Alert, AlertKind};
 
 /// The `kind` of a verdict leaf.
@@ -182,19 +183,14 @@ impl ProvenRecord {
     /// head's time, and the leaf is in that log at `index`.
     pub fn verify(&self, registry: &Registry) -> Result<(ConsumptionRecord, Head), RecordError> {
         let rec = ConsumptionRecord::from_leaf(&self.leaf)?;
-        let origin = checkpoint_origin(&rec.checkpoint);
-        let claimed = Head::peek(self.head.as_bytes())?;
-        let keys = match registry.checkpoint_keys_at(&rec.checkpoint, claimed.time) {
-            Ok(k) => k,
-            Err(SignerError::OutsideWindow { id, at }) => {
-                // A retired key of this checkpoint, or a forgery? Say which.
-                let all = registry.all_checkpoint_keys(&rec.checkpoint);
-                Head::open(self.head.as_bytes(), &origin, &all)?;
-                return Err(SignerError::OutsideWindow { id, at }.into());
+        let (checkpoint, head) = crate::sync::verify::verify_post_head(&self.head, registry)?;
+        if checkpoint != rec.checkpoint {
+            return Err(HeadError::WrongLog {
+                expected: checkpoint_origin(&rec.checkpoint),
+                found: head.origin,
             }
-            Err(e) => return Err(e.into()),
-        };
-        let head = Head::open(self.head.as_bytes(), &origin, &keys)?;
+            .into());
+        }
         merkle::verify_inclusion(&self.proof, head.size, &head.root, self.index, &self.leaf)?;
         if rec.consumed_at > head.time.saturating_add(registry.skew()) {
             return Err(RecordError::AfterHead {

@@ -8,47 +8,24 @@ mod common;
 use std::time::Duration;
 
 use common::country::*;
+use common::forge::{self, now, record};
 use common::*;
 use ed25519_dalek::SigningKey;
 use permitgate::record::ConsumptionRecord;
-use permitgate::sync::protocol::{Ack, Feed, Records, SyncTopics};
+use permitgate::sync::protocol::{Ack, SyncTopics};
 
 fn topics() -> SyncTopics {
     SyncTopics::new("permitgate")
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// A consumption record of `license` as `checkpoint` number `seq`, signed by `key`.
-fn record(checkpoint: &str, seq: u64, license: &str, key: &SigningKey) -> Vec<u8> {
-    ConsumptionRecord {
-        checkpoint: checkpoint.into(),
-        seq,
-        license_id: license.into(),
-        declaration_id: format!("D-FORGED-{seq}"),
-        consumed_at: now(),
-        token_sha256: [0; 32],
-        declaration_sha256: [0; 32],
-    }
-    .sign(key)
-}
-
-/// Feed messages carrying `entries`: one sealed under the hub's kid by a key
-/// that is not the hub's, and one unsealed (the feed's format before seals).
-fn forged_feeds(entries: Vec<(u64, Vec<u8>)>, head: u64) -> Vec<Vec<u8>> {
-    let feed = Feed {
-        entries,
-        head,
-        issued_at: now(),
-    };
+/// Feed messages carrying `records` as entries 1..=n: one whose national
+/// log a stranger signed, and one whose hub head is genuine-looking but
+/// whose records come from logs a stranger signed.
+fn forged_feeds(hub_key: &SigningKey, records: &[ConsumptionRecord]) -> Vec<Vec<u8>> {
+    let stranger = permitgate::keys::generate();
     vec![
-        feed.seal(HUB_KID, &permitgate::keys::generate()),
-        feed.encode(),
+        forge::feed_message(&stranger, &stranger, records),
+        forge::feed_message(hub_key, &stranger, records),
     ]
 }
 
@@ -62,9 +39,17 @@ fn reason(v: &serde_json::Value) -> &str {
 async fn a_made_up_feed_entry_does_not_consume_a_license() {
     let c = Country::start().await;
     let (bridge, _) = national_client(c.national.port, BRIDGE, &[]).await;
-    let stranger = permitgate::keys::generate();
-    let entries = vec![(1, record("post-z", 1, "LIC-INNOCENT", &stranger))];
-    for msg in forged_feeds(entries, 1) {
+    // Signed by a stranger as the hub: a record of an unknown checkpoint,
+    // and one of a real checkpoint from a log a stranger signed.
+    let mut feeds = forged_feeds(
+        &permitgate::keys::generate(),
+        &[record("post-z", 1, "LIC-INNOCENT")],
+    );
+    feeds.extend(forged_feeds(
+        &c.hub.key,
+        &[record("post-a", 1, "LIC-INNOCENT")],
+    ));
+    for msg in feeds {
         publish(&bridge, &topics().feed(), false, msg.clone()).await;
         publish(&bridge, &topics().backfill_reply("post-b"), false, msg).await;
     }
@@ -88,16 +73,10 @@ async fn a_made_up_feed_entry_does_not_consume_a_license() {
 async fn forged_entries_cannot_take_a_real_checkpoints_numbers() {
     let c = Country::start().await;
     let (bridge, _) = national_client(c.national.port, BRIDGE, &[]).await;
-    let stranger = permitgate::keys::generate();
-    let entries: Vec<(u64, Vec<u8>)> = (1..=3)
-        .map(|seq| {
-            (
-                seq,
-                record("post-a", seq, &format!("LIC-JUNK-{seq}"), &stranger),
-            )
-        })
+    let records: Vec<ConsumptionRecord> = (1..=3)
+        .map(|seq| record("post-a", seq, &format!("LIC-JUNK-{seq}")))
         .collect();
-    for msg in forged_feeds(entries, 3) {
+    for msg in forged_feeds(&c.hub.key, &records) {
         publish(&bridge, &topics().feed(), false, msg).await;
     }
     assert!(eventually(15, || c.b.alerts_of("refused_record") >= 1).await);
@@ -126,11 +105,10 @@ async fn forged_global_numbers_cannot_hide_an_entry_from_backfill() {
     let (bridge, _) = national_client(c.national.port, BRIDGE, &[]).await;
     let (_watcher, mut requests) =
         national_client(c.national.port, "investigator", &[&topics().backfill()]).await;
-    let stranger = permitgate::keys::generate();
-    let entries: Vec<(u64, Vec<u8>)> = (1..=50)
-        .map(|g| (g, record("post-z", g, &format!("LIC-Z-{g}"), &stranger)))
+    let records: Vec<ConsumptionRecord> = (1..=50)
+        .map(|g| record("post-z", g, &format!("LIC-Z-{g}")))
         .collect();
-    for msg in forged_feeds(entries, 50) {
+    for msg in forged_feeds(&c.hub.key, &records) {
         publish(&bridge, &topics().feed(), false, msg).await;
     }
     assert!(eventually(15, || c.b.alerts_of("refused_record") >= 1).await);
@@ -183,10 +161,11 @@ async fn a_forged_double_use_alert_is_neither_stored_nor_republished() {
     let (bridge, _) = national_client(c.national.port, BRIDGE, &[]).await;
     let stranger = permitgate::keys::generate();
     let evidence = |cp: &str, seq: u64| {
+        let proven = forge::proven(cp, &stranger, &[record(cp, seq, "LIC-FRAMED")]).remove(0);
         serde_json::json!({
             "checkpoint": cp, "seq": seq, "declaration_id": "D-X",
             "consumed_at": "2026-11-30T00:00:00Z",
-            "cose_hex": hex::encode(record(cp, seq, "LIC-FRAMED", &stranger)),
+            "proven": proven,
         })
     };
     let forged = |records: serde_json::Value| {
@@ -219,13 +198,20 @@ async fn a_forged_double_use_alert_is_neither_stored_nor_republished() {
     assert_eq!(c.a.alerts_of("double_use"), 0);
     // What the officer sees: the refusal, never a double use.
     let refused = officer_b
-        .next(|t, a| t.ends_with("/alerts") && a["kind"] == "refused_record")
+        .next(|t, a| {
+            t.ends_with("/alerts")
+                && a["kind"] == "refused_record"
+                && a["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("unproven_alert")
+        })
         .await;
     assert!(
         refused["detail"]
             .as_str()
             .unwrap_or("")
-            .contains("unproven_alert"),
+            .contains("evidence"),
         "{refused}"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -251,6 +237,8 @@ async fn forged_acknowledgements_delete_nothing_from_the_outbox() {
     let claim = |contiguous: u64| Ack {
         checkpoint: "post-a".into(),
         contiguous,
+        post_head: None,
+        resend: false,
         issued_at: now(),
     };
     // (5) Retained, claiming 2^63−1, unsealed and sealed by a stranger.
@@ -389,10 +377,12 @@ async fn oversized_messages_never_wedge_a_client() {
 async fn the_hub_refuses_records_of_real_checkpoints_signed_by_other_keys() {
     let c = Country::start().await;
     let (bridge, _) = national_client(c.national.port, BRIDGE, &[]).await;
-    let msg = Records {
-        records: vec![record("post-a", 1, "LIC-X", &permitgate::keys::generate())],
-    };
-    publish(&bridge, &topics().records("post-a"), false, msg.encode()).await;
+    let msg = forge::records_message(
+        "post-a",
+        &permitgate::keys::generate(),
+        &[record("post-a", 1, "LIC-X")],
+    );
+    publish(&bridge, &topics().records("post-a"), false, msg).await;
     assert!(eventually(15, || c.hub.alerts_of("refused_record") == 1).await);
     assert_eq!(c.hub.records(), 0);
     assert_eq!(c.b.remote_consumptions(), 0);

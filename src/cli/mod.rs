@@ -354,7 +354,9 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let prepared = gate::prepare(&payload, &cfg.policy, cfg.max_declaration_bytes);
             let mut ledger = Ledger::open(&cfg.ledger, &cfg.checkpoint)?;
             ledger.upgrade_log(&identity.key, SystemClock.now())?;
-            if let Err(why) = ledger.check_own_head(&identity.key.verifying_key()) {
+            let mut own_keys = cfg.policy.registry.all_checkpoint_keys(&cfg.checkpoint);
+            own_keys.push(identity.key.verifying_key());
+            if let Err(why) = ledger.check_own_head(&own_keys) {
                 bail!(
                     "ledger {} contradicts its own last signed head ({why}); examine it with `permitgate ledger check`",
                     cfg.ledger.display()

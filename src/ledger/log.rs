@@ -228,14 +228,15 @@ impl Ledger {
     }
 
     /// The cheap check the daemon runs before it decides: the newest
-    /// signed head verifies with this checkpoint's key, and the log still
+    /// signed head verifies with one of this checkpoint's keys (its own, or
+    /// one the registry lists for it: a key rotated since), and the log still
     /// holds what it commits to (its root at that size is the head's).
-    pub fn check_own_head(&self, key: &VerifyingKey) -> Result<(), String> {
+    pub fn check_own_head(&self, keys: &[VerifyingKey]) -> Result<(), String> {
         let Some((_, note)) = self.log_head().map_err(|e| e.to_string())? else {
             return Ok(());
         };
         let origin = checkpoint_origin(&self.checkpoint);
-        let head = Head::open(note.as_bytes(), &origin, &[*key])
+        let head = Head::open(note.as_bytes(), &origin, keys)
             .map_err(|e| format!("its newest signed head does not verify: {e}"))?;
         let log = SqlLog::new(&self.conn, LOG);
         let size = log.size().map_err(|e| e.to_string())?;

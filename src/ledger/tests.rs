@@ -112,7 +112,7 @@ fn one_batch_sees_its_own_decisions_signs_one_head_and_proves_its_records() {
     let out = ledger.outbox_proofs(0, 10).unwrap().unwrap();
     assert_eq!(out.records.len(), 1);
     ledger
-        .check_own_head(&identity.key.verifying_key())
+        .check_own_head(&[identity.key.verifying_key()])
         .unwrap();
 }
 
@@ -300,7 +300,7 @@ fn tampering_is_caught_once_a_head_it_contradicts_exists_outside_the_file() {
         .unwrap();
     // Locally it all agrees now…
     assert!(ledger.check_log(&keys, &[]).unwrap().is_ok());
-    ledger.check_own_head(&keys[0]).unwrap();
+    ledger.check_own_head(&keys).unwrap();
     // …but not with the head that left.
     let why = ledger
         .check_log(&keys, &[("the hub's head".into(), after)])

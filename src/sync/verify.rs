@@ -48,6 +48,17 @@ pub fn verify_post_head(note: &str, registry: &Registry) -> Result<(String, Head
         }
         Err(e) => return Err(e.into()),
     };
+    if Head::open(note.as_bytes(), &claimed.origin, &keys).is_err() {
+        let all = registry.all_checkpoint_keys(&checkpoint);
+        if Head::open(note.as_bytes(), &claimed.origin, &all).is_ok() {
+            // Signed by a key of this checkpoint that was not valid then.
+            return Err(crate::registry::SignerError::OutsideWindow {
+                id: format!("checkpoint {checkpoint}"),
+                at: to_rfc3339(claimed.time),
+            }
+            .into());
+        }
+    }
     let head = Head::open(note.as_bytes(), &claimed.origin, &keys)?;
     Ok((checkpoint, head))
 }

@@ -74,6 +74,20 @@ impl Country {
     }
 }
 
+impl Country {
+    /// The registry the posts' policies hold (both checkpoints, the hub).
+    pub fn registry(&self) -> permitgate::registry::Registry {
+        let p = self.a.dir.path().join("policy.toml");
+        permitgate::policy::Policy::load(&p).unwrap().registry
+    }
+
+    /// A post's signing key, as the daemon uses it.
+    pub fn key_of(post: &Post) -> ed25519_dalek::SigningKey {
+        permitgate::keys::load_signing_key(&post.dir.path().join("state/checkpoint.key.pem"))
+            .unwrap()
+    }
+}
+
 /// A client of the national broker logged in as `user` (password `pw-USER`),
 /// collecting the raw (topic, payload) of what it receives on `subscribe`.
 pub async fn national_client(

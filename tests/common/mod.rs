@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod country;
+pub mod forge;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
