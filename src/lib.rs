@@ -6,6 +6,7 @@
 //! - [`codec`]: CBOR, the only module that names the CBOR backend.
 //! - [`clock`]: Unix seconds, RFC 3339, durations; the system clock.
 //! - [`elements`]: chemical element symbols and HS codes.
+//! - [`evidence`]: evidence bundles of a license's use, verifiable offline with the root key.
 //! - [`keys`]: Ed25519 keys as PKCS#8 / SPKI PEM files.
 //! - [`token`]: license tokens (COSE_Sign1 + CWT), issuing and opening them.
 //! - [`declaration`]: shipment declarations in JSON or CBOR.
@@ -48,6 +49,7 @@ pub mod daemon;
 pub mod decision;
 pub mod declaration;
 pub mod elements;
+pub mod evidence;
 pub mod gate;
 pub mod http;
 pub mod hub;

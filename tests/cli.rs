@@ -64,6 +64,15 @@ impl Post {
     }
 
     fn issue(&self, key: &str, kid: &str) -> String {
+        self.issue_with(key, kid, None)
+    }
+
+    /// A token for license `license_id` (the sample claims otherwise).
+    fn issue_license(&self, key: &str, license_id: &str) -> String {
+        self.issue_with(key, "mofcom-2025-1", Some(license_id))
+    }
+
+    fn issue_with(&self, key: &str, kid: &str, license_id: Option<&str>) -> String {
         // Dates around the real clock: the binary decides with the system time.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -74,6 +83,9 @@ impl Post {
         claims["iat"] = (now - 86_400).into();
         claims["nbf"] = (now - 86_400).into();
         claims["exp"] = (now + 180 * 86_400).into();
+        if let Some(id) = license_id {
+            claims["license_id"] = id.into();
+        }
         std::fs::write(self.p("claims.json"), claims.to_string()).unwrap();
         let o = run(&[
             "issue",
@@ -208,7 +220,9 @@ fn keygen_issue_verify_decide_then_reuse_is_rejected() {
     );
     let o = run(&["ledger", "--config", cfg, "check"]);
     assert!(
-        o.status.success() && stdout(&o).contains("2 verdicts checked"),
+        o.status.success()
+            && stdout(&o).contains("log intact")
+            && stdout(&o).contains("2 verdicts, 1 licenses consumed"),
         "{}",
         stdout(&o)
     );
@@ -263,7 +277,7 @@ fn ledger_check_finds_an_edited_row_and_a_deleted_one() {
     let o = run(&["ledger", "--config", cfg, "check"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("audit row 2 (declaration D-2)") && stderr(&o).contains("edited"),
+        stderr(&o).contains("audit row 2") && stderr(&o).contains("edited"),
         "{}",
         stderr(&o)
     );
@@ -278,6 +292,105 @@ fn ledger_check_finds_an_edited_row_and_a_deleted_one() {
     let o = run(&["ledger", "--config", cfg, "check"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("deleted"), "{}", stderr(&o));
+}
+
+/// The tamperings an insider with the files (and the key) can do, against
+/// a head exported before: `ledger head` then `ledger check --against`.
+#[test]
+fn ledger_check_against_an_exported_head_catches_erased_decisions() {
+    let post = Post::new();
+    let cfg = post.s("permitgate.toml");
+    let first = post.issue("keys/issuer.key.pem", "mofcom-2025-1");
+    let d = post.declaration("d1.json", "D-1", Some(&first));
+    assert_verdict(&post.decide(d), "cleared", 0);
+    let before = run(&["ledger", "--config", cfg, "head"]);
+    assert!(before.status.success());
+    let second = post.issue_license("keys/issuer.key.pem", "LIC-2025-000777");
+    let d = post.declaration("d2.json", "D-2", Some(&second));
+    assert_verdict(&post.decide(d), "cleared", 0);
+    let head = run(&["ledger", "--config", cfg, "head"]);
+    let note = stdout(&head);
+    assert!(
+        note.starts_with("permitgate/checkpoint/lyg-port-01\n4\n"),
+        "{note}"
+    );
+    std::fs::write(post.p("exported.head"), &note).unwrap();
+    let against = [
+        "ledger",
+        "--config",
+        cfg,
+        "check",
+        "--against",
+        post.s("exported.head"),
+    ];
+    let o = run(&against);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("consistent with the head in"),
+        "{}",
+        stdout(&o)
+    );
+
+    // The second decision erased, the log rolled back to the first head.
+    let db = rusqlite::Connection::open(post.p("state/ledger.db")).unwrap();
+    for sql in [
+        "DELETE FROM audit WHERE declaration_id = 'D-2'",
+        "DELETE FROM declarations WHERE declaration_id = 'D-2'",
+        "DELETE FROM consumed WHERE declaration_id = 'D-2'",
+        "DELETE FROM outbox WHERE seq = 2",
+        "DELETE FROM log_leaves WHERE n >= 2",
+        "DELETE FROM log_hashes WHERE idx >= 3",
+        "DELETE FROM log_heads WHERE size > 2",
+    ] {
+        db.execute(sql, []).unwrap();
+    }
+    drop(db);
+    // It agrees with itself…
+    assert!(run(&["ledger", "--config", cfg, "check"]).status.success());
+    // …not with the head that left.
+    let o = run(&against);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("removed or rolled back"),
+        "{}",
+        stderr(&o)
+    );
+    // A head that is not this checkpoint's, or not a head: refused, not intact / bad input.
+    std::fs::write(
+        post.p("other.head"),
+        note.replace("lyg-port-01", "other-post"),
+    )
+    .unwrap();
+    let o = run(&[
+        "ledger",
+        "--config",
+        cfg,
+        "check",
+        "--against",
+        post.s("other.head"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    std::fs::write(post.p("junk.head"), "not a head").unwrap();
+    let o = run(&[
+        "ledger",
+        "--config",
+        cfg,
+        "check",
+        "--against",
+        post.s("junk.head"),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // A consumed row deleted: the license would clear again.
+    let db = rusqlite::Connection::open(post.p("state/ledger.db")).unwrap();
+    db.execute("DELETE FROM consumed WHERE declaration_id = 'D-1'", [])
+        .unwrap();
+    let o = run(&["ledger", "--config", cfg, "check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("LIC-2025-000123") && stderr(&o).contains("clear again"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -116,6 +116,12 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Evidence of a license's use, for investigators and courts.
+    Evidence {
+        /// What to do.
+        #[command(subcommand)]
+        action: EvidenceAction,
+    },
     /// Inspect the ledger.
     Ledger {
         /// Agent config file.
@@ -124,6 +130,34 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: LedgerAction,
+    },
+}
+
+/// `permitgate evidence` actions.
+#[derive(Debug, Subcommand)]
+pub enum EvidenceAction {
+    /// Write a self-contained bundle proving every use of a license this ledger knows.
+    Export {
+        /// Agent config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The license.
+        license_id: String,
+        /// Where to write the bundle.
+        #[arg(long)]
+        out: PathBuf,
+        /// The authority's signed policy bundle to include (default: the newest in the ledger).
+        #[arg(long)]
+        policy_bundle: Option<PathBuf>,
+    },
+    /// Check a bundle offline with the authority's root key, and say what it proves.
+    /// Exit 0 when it verifies, 1 when it does not.
+    Verify {
+        /// The bundle.
+        file: PathBuf,
+        /// The authority's root public key (SPKI PEM).
+        #[arg(long)]
+        policy_root_key: PathBuf,
     },
 }
 
@@ -440,6 +474,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Status { config } => status(&Config::load(&config)?),
+        Command::Evidence { action } => evidence(action),
         Command::Ledger { config, action } => {
             let cfg = Config::load(&config)?;
             let ledger = Ledger::open_read_only(&cfg.ledger)?
@@ -457,6 +492,69 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     (!offline).then(|| std::time::Duration::from_secs(hub_wait_secs)),
                 ),
                 other => ledger::ledger_action(&ledger, other),
+            }
+        }
+    }
+}
+
+/// `permitgate evidence export | verify`.
+fn evidence(action: EvidenceAction) -> Result<Outcome> {
+    match action {
+        EvidenceAction::Export {
+            config,
+            license_id,
+            out,
+            policy_bundle,
+        } => {
+            let cfg = Config::load(&config)?;
+            let key = keys::load_signing_key(&cfg.checkpoint_key)?;
+            let ledger = Ledger::open_read_only(&cfg.ledger)?
+                .ok_or_else(|| anyhow!("ledger {} does not exist yet", cfg.ledger.display()))?;
+            let policy_bundle = match policy_bundle {
+                Some(f) => std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?,
+                None => ledger.newest_policy_bundle()?.ok_or_else(|| {
+                    anyhow!(
+                        "the ledger holds no signed policy bundle, and evidence needs the authority's signed registry: pass --policy-bundle FILE"
+                    )
+                })?,
+            };
+            let records = ledger.evidence_records(&license_id)?;
+            if records.is_empty() {
+                bail!("the ledger knows no use of license {license_id}");
+            }
+            let bundle = crate::evidence::Bundle {
+                license_id,
+                exported_by: cfg.checkpoint.clone(),
+                exported_at: SystemClock.now(),
+                policy_bundle,
+                records,
+            };
+            std::fs::write(&out, bundle.sign(&key))
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            eprintln!(
+                "wrote {} ({} record(s)); check it with `permitgate evidence verify {} --policy-root-key ROOT.pub.pem`",
+                out.display(),
+                bundle.records.len(),
+                out.display()
+            );
+            Ok(Outcome::Ok)
+        }
+        EvidenceAction::Verify {
+            file,
+            policy_root_key,
+        } => {
+            let root = keys::load_verifying_key(&policy_root_key)?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            match crate::evidence::verify(&bytes, &root) {
+                Ok(p) => {
+                    print!("{}", p.describe());
+                    Ok(Outcome::Ok)
+                }
+                Err(e) => {
+                    eprintln!("DOES NOT VERIFY: {e}");
+                    Ok(Outcome::Refused)
+                }
             }
         }
     }

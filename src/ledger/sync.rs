@@ -321,6 +321,67 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Every record of `license` this ledger holds (its own and other
+    /// checkpoints'), each proven in its checkpoint's log and, where this
+    /// replica of the national log reaches it, in the hub's.
+    pub fn evidence_records(
+        &self,
+        license: &str,
+    ) -> Result<Vec<(ProvenRecord, Option<crate::evidence::HubInclusion>)>, LedgerError> {
+        let path = self.path.clone();
+        let merr = |e: crate::merkle::MerkleError| e.into_ledger(&path);
+        let mut out = Vec::new();
+        let mut provens = Vec::new();
+        if let Some((_, p)) = own_proven(&self.conn, license).map_err(merr)? {
+            provens.push(p);
+        }
+        let remote: Vec<String> = self
+            .conn
+            .prepare("SELECT proven FROM remote_consumptions WHERE license_id = ?1 AND proven IS NOT NULL ORDER BY consumed_at")
+            .and_then(|mut st| st.query_map([license], |r| r.get(0))?.collect())
+            .map_err(sql(&path))?;
+        provens.extend(remote.iter().filter_map(|j| serde_json::from_str(j).ok()));
+        let hub_head: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT size, note FROM hub_heads WHERE checked = 1 ORDER BY size DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql(&path))?;
+        for p in provens {
+            let mut hub = None;
+            if let (Some((size, note)), Ok(rec)) =
+                (&hub_head, ConsumptionRecord::from_leaf(&p.leaf))
+            {
+                let g: Option<i64> = self
+                    .conn
+                    .query_row(
+                        "SELECT g FROM hub_feed WHERE checkpoint = ?1 AND seq = ?2",
+                        params![rec.checkpoint, rec.seq as i64],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql(&path))?;
+                if let Some(g) = g.filter(|g| *g >= 1 && *g <= *size) {
+                    let proof = SqlLog::new(&self.conn, HUB_LOG)
+                        .prove_inclusion(g as u64 - 1, *size as u64)
+                        .map_err(merr)?;
+                    hub = Some(crate::evidence::HubInclusion {
+                        g: g as u64,
+                        head: note.clone(),
+                        proof,
+                    });
+                }
+            }
+            out.push((p, hub));
+        }
+        Ok(out)
+    }
+}
+
 /// The double use of `license` consumed here and learned from the feed, as an alert queued for publication.
 fn double_use_here(
     conn: &rusqlite::Connection,
