@@ -156,6 +156,10 @@ impl Head {
             });
         }
         let n = Note::from_bytes(note).map_err(|e| HeadError::Malformed(e.to_string()))?;
+        // The same key twice would make the note's verifier list ambiguous.
+        let mut keys = keys.to_vec();
+        keys.sort_unstable_by_key(|k| k.to_bytes());
+        keys.dedup();
         let verifiers = VerifierList::new(
             keys.iter()
                 .map(|k| {
@@ -223,6 +227,9 @@ mod tests {
         );
         let other = crate::keys::generate().verifying_key();
         assert!(Head::open(note.as_bytes(), &origin, &[other]).is_err());
+        // The right key among others, even twice, still opens it.
+        let k = key.verifying_key();
+        assert!(Head::open(note.as_bytes(), &origin, &[other, k, k]).is_ok());
         assert!(matches!(
             Head::open(note.as_bytes(), HUB_ORIGIN, &[key.verifying_key()]),
             Err(HeadError::WrongLog { .. })

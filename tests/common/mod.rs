@@ -750,6 +750,19 @@ impl Hub {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("hub.log")).unwrap_or_default()
     }
+
+    /// The first stored alert of one kind, as JSON.
+    pub fn alert_json(&self, kind: &str) -> serde_json::Value {
+        let db = rusqlite::Connection::open(self.dir.path().join("hub.db")).unwrap();
+        let json: String = db
+            .query_row(
+                "SELECT alert_json FROM alerts WHERE kind = ?1 ORDER BY id LIMIT 1",
+                [kind],
+                |r| r.get(0),
+            )
+            .unwrap();
+        serde_json::from_str(&json).unwrap()
+    }
 }
 
 impl Drop for Hub {
