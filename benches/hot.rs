@@ -119,6 +119,7 @@ fn hot(c: &mut Criterion) {
     let ctx = Context {
         checkpoint: "bench",
         now: s.now,
+        clock: permitgate::clock_trust::ClockStatus::Unknown,
     };
     c.bench_function("decision (pure)", |b| {
         b.iter(|| gate::decide(black_box(&prepared), &s.policy, &facts, &ctx))

@@ -112,6 +112,7 @@ fn main() {
                 post_proof: vec![],
                 hub_proof: vec![],
             }],
+            time: None,
         }
         .encode(),
     );

@@ -1407,7 +1407,7 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
             .then(|| {
                 commit_batch(
                     &mut ledger,
-                    &policy,
+                    (&policy, telemetry.clock.status()),
                     &identity,
                     &prepared,
                     &delivered,
@@ -1495,7 +1495,7 @@ const FAULT_RETRY: (Duration, Duration) = (Duration::from_millis(250), Duration:
 /// process dies meanwhile.
 fn commit_batch(
     ledger: &mut Ledger,
-    policy: &crate::policy::Policy,
+    (policy, clock): (&crate::policy::Policy, crate::clock_trust::ClockStatus),
     identity: &Identity,
     prepared: &[gate::Prepared],
     delivered: &[i64],
@@ -1505,7 +1505,7 @@ fn commit_batch(
     let mut wait = FAULT_RETRY.0;
     let mut faulted = false;
     loop {
-        match decide_batch(ledger, policy, identity, prepared, delivered) {
+        match decide_batch(ledger, (policy, clock), identity, prepared, delivered) {
             Ok(out) => {
                 if faulted {
                     info!(
@@ -1541,7 +1541,7 @@ fn commit_batch(
 
 fn decide_batch(
     ledger: &mut Ledger,
-    policy: &crate::policy::Policy,
+    (policy, clock): (&crate::policy::Policy, crate::clock_trust::ClockStatus),
     identity: &Identity,
     prepared: &[gate::Prepared],
     delivered: &[i64],
@@ -1554,6 +1554,7 @@ fn decide_batch(
         policy_version: policy.version,
     };
     let mut batch = ledger.begin(identity)?;
+    batch.clock = clock;
     batch.delete_publications(delivered)?;
     let mut publications = Vec::with_capacity(prepared.len());
     let mut decided = Vec::with_capacity(prepared.len());

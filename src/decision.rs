@@ -20,6 +20,8 @@ pub struct Context<'a> {
     pub checkpoint: &'a str,
     /// The current time.
     pub now: UnixTime,
+    /// What the hub's signed time says of the clock that read `now`.
+    pub clock: crate::clock_trust::ClockStatus,
 }
 
 /// A recorded consumption of a license, here or at another checkpoint.
@@ -234,7 +236,16 @@ pub fn decide(
                 ),
             ));
         }
+        if let Some(why) = ctx.clock.describe() {
+            reasons.push(Reason::new(
+                ReasonCode::ClockUntrusted,
+                format!("{why}; decisions dated by it cannot clear"),
+            ));
+        }
+        // Design: a clock the hub's time vouches for outranks the ledger's
+        // newest decision, which a clock once far ahead may have dated.
         if let Some(newest) = facts.newest_decision_at
+            && ctx.clock != crate::clock_trust::ClockStatus::Trusted
             && ctx.now.saturating_add(policy.clock_skew) < newest
         {
             reasons.push(Reason::new(

@@ -53,6 +53,7 @@ impl Fixture {
         let ctx = Context {
             checkpoint: "lyg-port-01",
             now: at,
+            clock: crate::clock_trust::ClockStatus::Unknown,
         };
         gate::decide(&prepared, &self.policy, facts, &ctx).0
     }
@@ -341,6 +342,7 @@ fn unreadable_payload_raises_an_alert_with_its_hash() {
     let ctx = Context {
         checkpoint: "p",
         now: now(),
+        clock: crate::clock_trust::ClockStatus::Unknown,
     };
     let (d, _) = gate::decide(&prepared, &f.policy, &LedgerFacts::default(), &ctx);
     match d {
@@ -409,6 +411,7 @@ fn stale_policy_and_clock_behind_ledger_hold_instead_of_clearing() {
     let ctx = Context {
         checkpoint: "p",
         now: now(),
+        clock: crate::clock_trust::ClockStatus::Unknown,
     };
     let (d, _) = gate::decide(&prepared, &policy, &LedgerFacts::default(), &ctx);
     assert_eq!(codes(&d), [R::PolicyStale]);
@@ -422,6 +425,57 @@ fn stale_policy_and_clock_behind_ledger_hold_instead_of_clearing() {
     let out = f.run_with(&f.with_license(&license()), &facts, now());
     assert_eq!(codes(&out), [R::ClockBehindLedger]);
     assert_eq!(kind(&out), VerdictKind::Hold);
+}
+
+#[test]
+fn the_hubs_signed_time_decides_whether_the_clock_is_trusted() {
+    use crate::clock_trust::ClockStatus;
+    let f = fixture();
+    let prepared = gate::prepare(
+        f.with_license(&license()).to_string().as_bytes(),
+        &f.policy,
+        1 << 20,
+    );
+    // A decision dated far ahead (a clock once 50 years off) is in the ledger.
+    let facts = LedgerFacts {
+        newest_decision_at: Some(now() + 50 * 365 * 86_400),
+        ..Default::default()
+    };
+    let at = |clock| Context {
+        checkpoint: "p",
+        now: now(),
+        clock,
+    };
+    // Vouched for by the hub: the ledger's future date does not hold it.
+    let (d, _) = gate::decide(&prepared, &f.policy, &facts, &at(ClockStatus::Trusted));
+    assert_eq!(kind(&d), VerdictKind::Cleared);
+    // Nobody vouches: held.
+    let (d, _) = gate::decide(&prepared, &f.policy, &facts, &at(ClockStatus::Unknown));
+    assert_eq!(codes(&d), [R::ClockBehindLedger]);
+    // The hub's time says the clock is off: held, whatever the ledger says.
+    for offset in [7200, -7200] {
+        let (d, _) = gate::decide(
+            &prepared,
+            &f.policy,
+            &LedgerFacts::default(),
+            &at(ClockStatus::Untrusted { offset }),
+        );
+        assert_eq!(codes(&d), [R::ClockUntrusted]);
+        assert_eq!(kind(&d), VerdictKind::Hold);
+        assert_eq!(consumed(&d), None);
+    }
+    // Goods that need no license are not held for the clock.
+    let mut uncontrolled = f.with_license(&license());
+    uncontrolled["items"][0] =
+        serde_json::json!({"hs_code": "8505.19", "net_kg": 100.0, "elements": ["Fe", "Nd", "B"]});
+    let plain = gate::prepare(uncontrolled.to_string().as_bytes(), &f.policy, 1 << 20);
+    let (d, _) = gate::decide(
+        &plain,
+        &f.policy,
+        &LedgerFacts::default(),
+        &at(ClockStatus::Untrusted { offset: 7200 }),
+    );
+    assert_eq!(kind(&d), VerdictKind::NotRequired);
 }
 
 #[test]
@@ -447,12 +501,13 @@ fn every_reason_code_is_produced_by_some_test_above() {
         R::Unclassifiable,
         R::PolicyStale,
         R::ClockBehindLedger,
+        R::ClockUntrusted,
     ];
     let json = serde_json::to_string(&covered).unwrap();
     for code in covered {
         assert!(json.contains(code.as_str()));
     }
-    assert_eq!(covered.len(), 19);
+    assert_eq!(covered.len(), 20);
 }
 
 proptest! {

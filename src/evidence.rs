@@ -123,18 +123,24 @@ impl Bundle {
     }
 }
 
+/// One use of the license, as a verified bundle shows it.
+#[derive(Debug, Clone)]
+pub struct Use {
+    /// The record.
+    pub record: ConsumptionRecord,
+    /// The size of the checkpoint's signed log that holds it, and when that head was signed.
+    pub post_head: (u64, UnixTime),
+    /// Its global number, the national log's size and the hub head's time, when shown.
+    pub hub: Option<(u64, u64, UnixTime)>,
+}
+
 /// What a verified bundle proves.
 #[derive(Debug, Clone)]
 pub struct Proven {
     /// The bundle.
     pub bundle: Bundle,
-    /// Each record, as it reads, with its checkpoint head's size and time.
-    pub uses: Vec<(
-        ConsumptionRecord,
-        u64,
-        UnixTime,
-        Option<(u64, u64, UnixTime)>,
-    )>,
+    /// Each use of the license.
+    pub uses: Vec<Use>,
     /// The policy version whose registry vouched for the keys.
     pub policy_version: u64,
 }
@@ -274,7 +280,11 @@ pub fn verify(bytes: &[u8], root: &VerifyingKey) -> Result<Proven, EvidenceError
             }
             None => None,
         };
-        uses.push((rec, head.size, head.time, in_hub));
+        uses.push(Use {
+            record: rec,
+            post_head: (head.size, head.time),
+            hub: in_hub,
+        });
     }
     Ok(Proven {
         bundle,
@@ -295,7 +305,12 @@ impl Proven {
             self.policy_version
         );
         let mut checkpoints: Vec<(&str, u64)> = Vec::new();
-        for (rec, size, time, hub) in &self.uses {
+        for Use {
+            record: rec,
+            post_head: (size, time),
+            hub,
+        } in &self.uses
+        {
             out.push_str(&format!(
                 "- Consumed at checkpoint {} by declaration {} at {}: record {} of that checkpoint, in its log of {} entries signed at {}",
                 rec.checkpoint,

@@ -143,6 +143,7 @@ pub fn decide_and_record(
     let ctx = Context {
         checkpoint: &identity.checkpoint,
         now,
+        clock: batch.clock,
     };
     let (decision, hash) = decide(prepared, policy, &facts, &ctx);
     let mut recorded = batch.record(&decision, hash, identity, now)?;
@@ -174,6 +175,10 @@ pub fn dry_run(
         (Some(l), Some((decl, lic))) => l.facts(decl, lic)?,
         _ => LedgerFacts::default(),
     };
-    let ctx = Context { checkpoint, now };
+    let ctx = Context {
+        checkpoint,
+        now,
+        clock: crate::clock_trust::ClockStatus::Unknown,
+    };
     Ok(decide(prepared, policy, &facts, &ctx).0.verdict().clone())
 }

@@ -5,6 +5,7 @@
 //!
 //! - [`codec`]: CBOR, the only module that names the CBOR backend.
 //! - [`clock`]: Unix seconds, RFC 3339, durations; the system clock.
+//! - [`clock_trust`]: whether this clock agrees with the hub's signed time.
 //! - [`elements`]: chemical element symbols and HS codes.
 //! - [`evidence`]: evidence bundles of a license's use, verifiable offline with the root key.
 //! - [`keys`]: Ed25519 keys as PKCS#8 / SPKI PEM files.
@@ -42,6 +43,7 @@ pub mod broker;
 pub mod bundle;
 pub mod cli;
 pub mod clock;
+pub mod clock_trust;
 pub mod codec;
 pub mod config;
 pub mod console;

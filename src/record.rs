@@ -85,6 +85,39 @@ pub struct VerdictLeaf {
     pub verdict: String,
 }
 
+/// The `kind` of an operator's confirmation of the clock.
+pub const KIND_CLOCK_CONFIRMED: &str = "clock_confirmed";
+
+/// An officer's confirmation that the clock is right, as a leaf: decisions
+/// dated after it (by a clock that was once ahead) no longer hold later ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClockConfirmedLeaf {
+    /// Always [`KIND_CLOCK_CONFIRMED`].
+    pub kind: String,
+    /// The officer who confirmed.
+    pub officer: String,
+    /// Why, in their words.
+    pub note: String,
+    /// When, by the clock confirmed.
+    pub at: UnixTime,
+    /// The newest decision's time the ledger held then.
+    pub newest_before: Option<UnixTime>,
+}
+
+impl ClockConfirmedLeaf {
+    /// The leaf bytes (CBOR).
+    pub fn to_leaf(&self) -> Vec<u8> {
+        codec::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads such a leaf.
+    pub fn from_leaf(leaf: &[u8]) -> Option<ClockConfirmedLeaf> {
+        codec::from_slice::<ClockConfirmedLeaf>(leaf)
+            .ok()
+            .filter(|v| v.kind == KIND_CLOCK_CONFIRMED)
+    }
+}
+
 /// Why a record was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

@@ -101,6 +101,8 @@ pub struct Telemetry {
     fault: Mutex<Option<String>>,
     recent: Mutex<Recent>,
     events: broadcast::Sender<ConsoleEvent>,
+    /// What the hub's signed time says of this clock.
+    pub clock: crate::clock_trust::ClockTrust,
 }
 
 #[derive(Default)]
@@ -228,6 +230,7 @@ impl Telemetry {
             fault: Mutex::new(None),
             recent: Mutex::new(Recent::default()),
             events,
+            clock: crate::clock_trust::ClockTrust::default(),
         })
     }
 
@@ -398,6 +401,11 @@ impl Telemetry {
                 "policy is {} old (max_age {}): clearances are held",
                 human(now - issued),
                 human(max_age)
+            ));
+        }
+        if let Some(why) = self.clock.status().describe() {
+            degraded.push(format!(
+                "clock untrusted: {why}; controlled shipments are held"
             ));
         }
         let state = if !failing.is_empty() {

@@ -75,6 +75,8 @@ pub enum ReasonCode {
     PolicyStale,
     /// The clock is behind the ledger's newest decision.
     ClockBehindLedger,
+    /// The clock disagrees with the hub's signed time beyond the allowed skew.
+    ClockUntrusted,
 }
 
 impl ReasonCode {
@@ -100,6 +102,7 @@ impl ReasonCode {
             ReasonCode::Unclassifiable => "unclassifiable",
             ReasonCode::PolicyStale => "policy_stale",
             ReasonCode::ClockBehindLedger => "clock_behind_ledger",
+            ReasonCode::ClockUntrusted => "clock_untrusted",
         }
     }
 
@@ -107,7 +110,10 @@ impl ReasonCode {
     pub fn is_hold(self) -> bool {
         matches!(
             self,
-            ReasonCode::Unclassifiable | ReasonCode::PolicyStale | ReasonCode::ClockBehindLedger
+            ReasonCode::Unclassifiable
+                | ReasonCode::PolicyStale
+                | ReasonCode::ClockBehindLedger
+                | ReasonCode::ClockUntrusted
         )
     }
 

@@ -52,6 +52,7 @@ impl Gate {
         let ctx = Context {
             checkpoint: "lyg-port-01",
             now: at,
+            clock: permitgate::clock_trust::ClockStatus::Unknown,
         };
         let d = gate::decide(&prepared, &self.policy, &LedgerFacts::default(), &ctx).0;
         match d {

@@ -301,3 +301,110 @@ async fn evidence_of_a_double_use_proves_both_uses_offline_and_any_flipped_byte_
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// A post whose clock runs ahead of the hub's signed time holds controlled
+/// shipments and says why on `/healthz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_whose_clock_runs_ahead_of_the_hubs_holds_controlled_shipments() {
+    let mut c = Country::configured("");
+    let http = c.a.enable_http();
+    c.hub.start();
+    c.a.start_shifted("+2h");
+    wait_online(c.a.broker.port).await;
+    let health = || {
+        ureq::get(&format!("{http}/healthz"))
+            .call()
+            .map(|r| r.into_string().unwrap_or_default())
+            .unwrap_or_else(|e| match e {
+                ureq::Error::Status(_, r) => r.into_string().unwrap_or_default(),
+                other => other.to_string(),
+            })
+    };
+    assert!(
+        eventually(20, || health().contains("clock untrusted")).await,
+        "{}\n{}",
+        health(),
+        c.a.log()
+    );
+    let mut officer = Officer::connect_to(c.a.broker.port, "officer-a", "post-a").await;
+    officer
+        .send(declaration("DA-1", Some(&c.a.token_for("LIC-C-1"))))
+        .await;
+    let v = officer.verdict_for("DA-1").await;
+    assert_eq!(v["verdict"], "hold", "{v}");
+    assert_eq!(v["reasons"][0]["code"], "clock_untrusted", "{v}");
+    assert!(
+        v["reasons"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ahead"),
+        "{v}"
+    );
+}
+
+/// A decision made while the clock ran 50 years ahead holds later
+/// clearances (the clock reads behind the ledger) until an officer
+/// confirms the clock, an action recorded in the signed log; a post that
+/// hears the hub's signed time needs no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_dated_fifty_years_ahead_is_recovered_by_a_recorded_confirmation_or_by_the_hub()
+{
+    let mut c = Country::configured("");
+    c.b.start_shifted("+50y");
+    wait_online(c.b.broker.port).await;
+    let mut officer = Officer::connect_to(c.b.broker.port, "officer-b", "post-b").await;
+    officer
+        .send(b"{\"declaration_id\": \"DB-GARBLED\"}".to_vec())
+        .await;
+    let v = officer.verdict_for("DB-GARBLED").await;
+    assert!(v["decided_at"].as_str().unwrap().starts_with("2076"), "{v}");
+    assert!(c.b.stop().success());
+
+    // Offline (no hub), with the right clock: held until an officer confirms.
+    c.b.start();
+    wait_online(c.b.broker.port).await;
+    officer
+        .send(declaration("DB-1", Some(&c.b.token_for("LIC-F-1"))))
+        .await;
+    let v = officer.verdict_for("DB-1").await;
+    assert_eq!(v["reasons"][0]["code"], "clock_behind_ledger", "{v}");
+    let o = c.b.cli(
+        &["clock", "confirm"],
+        &["--officer", "O-7", "--note", "checked against GPS"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("2076"));
+    officer
+        .send(declaration("DB-2", Some(&c.b.token_for("LIC-F-2"))))
+        .await;
+    assert_eq!(officer.verdict_for("DB-2").await["verdict"], "cleared");
+    // The confirmation is a leaf of the signed log: the ledger checks intact.
+    let o = c.b.cli(&["ledger"], &["check", "--offline"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // A at 50 years ahead too, then with the right clock and the hub: no confirmation needed.
+    c.a.start_shifted("+50y");
+    wait_online(c.a.broker.port).await;
+    let mut officer_a = Officer::connect_to(c.a.broker.port, "officer-a", "post-a").await;
+    officer_a
+        .send(b"{\"declaration_id\": \"DA-GARBLED\"}".to_vec())
+        .await;
+    officer_a.verdict_for("DA-GARBLED").await;
+    assert!(c.a.stop().success());
+    c.hub.start();
+    c.a.start();
+    wait_online(c.a.broker.port).await;
+    assert!(
+        eventually(20, || c
+            .a
+            .log()
+            .contains("clock: agrees with the hub's signed time"))
+        .await,
+        "{}",
+        c.a.log()
+    );
+    officer_a
+        .send(declaration("DA-1", Some(&c.a.token_for("LIC-F-3"))))
+        .await;
+    assert_eq!(officer_a.verdict_for("DA-1").await["verdict"], "cleared");
+}

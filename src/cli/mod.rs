@@ -116,6 +116,12 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The clock, as officers vouch for it.
+    Clock {
+        /// What to do.
+        #[command(subcommand)]
+        action: ClockAction,
+    },
     /// Evidence of a license's use, for investigators and courts.
     Evidence {
         /// What to do.
@@ -130,6 +136,26 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: LedgerAction,
+    },
+}
+
+/// `permitgate clock` actions.
+#[derive(Debug, Subcommand)]
+pub enum ClockAction {
+    /// Record, as a leaf of the signed log, that an officer checked the
+    /// clock is right: decisions dated ahead by a clock that was wrong no
+    /// longer hold controlled shipments. (A post that can reach the hub
+    /// needs none: the hub's signed time vouches for its clock.)
+    Confirm {
+        /// Agent config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The officer's id.
+        #[arg(long)]
+        officer: String,
+        /// What was checked, in words.
+        #[arg(long, default_value = "")]
+        note: String,
     },
 }
 
@@ -349,6 +375,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     let ctx = Context {
                         checkpoint: &cfg.checkpoint,
                         now,
+                        clock: crate::clock_trust::ClockStatus::Unknown,
                     };
                     let v = decision::assess_token(&opened, &cfg.policy, &facts, &ctx);
                     let mut json = serde_json::to_value(&v)?;
@@ -475,6 +502,39 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Status { config } => status(&Config::load(&config)?),
         Command::Evidence { action } => evidence(action),
+        Command::Clock {
+            action:
+                ClockAction::Confirm {
+                    config,
+                    officer,
+                    note,
+                },
+        } => {
+            let cfg = Config::load(&config)?;
+            if officer.trim().is_empty() {
+                bail!("--officer must name the officer who checked the clock");
+            }
+            let (key, _) = keys::load_or_create_signing_key(&cfg.checkpoint_key)?;
+            let identity = Identity {
+                checkpoint: cfg.checkpoint.clone(),
+                key,
+            };
+            let mut ledger = Ledger::open(&cfg.ledger, &cfg.checkpoint)?;
+            let now = SystemClock.now();
+            let before = ledger.confirm_clock(&identity, &officer, &note, now)?;
+            println!(
+                "clock confirmed at {} by {officer}; recorded in the signed log{}",
+                crate::clock::to_rfc3339(now),
+                before
+                    .filter(|b| *b > now)
+                    .map(|b| format!(
+                        " (the ledger's newest decision, dated {}, no longer holds clearances)",
+                        crate::clock::to_rfc3339(b)
+                    ))
+                    .unwrap_or_default()
+            );
+            Ok(Outcome::Ok)
+        }
         Command::Ledger { config, action } => {
             let cfg = Config::load(&config)?;
             let ledger = Ledger::open_read_only(&cfg.ledger)?

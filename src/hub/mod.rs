@@ -29,7 +29,7 @@ use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::in_force::PolicyInForce;
 use crate::mqtt::{Session, SessionEvent, topic_of};
 use crate::record::ConsumptionRecord;
-use crate::sync::protocol::{Ack, Backfill, Records, SyncTopics};
+use crate::sync::protocol::{Ack, Backfill, HubTime, Records, SyncTopics};
 use crate::sync::verify::{log_inconsistent_alert, verify_post_head};
 use crate::throttle::{AlertThrottle, bounded_detail};
 use store::{HubStore, Placed, StoreError};
@@ -104,7 +104,8 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
             public,
         });
     }
-    let store = HubStore::open(&cfg.store)?;
+    let mut store = HubStore::open(&cfg.store)?;
+    store.ensure_head(&key, now)?;
     let (records, alerts) = store.counts()?;
     info!(
         store = %cfg.store.display(),
@@ -414,9 +415,18 @@ impl Hub {
         }
         self.answered
             .insert(req.checkpoint.clone(), (req.after, Instant::now()));
-        let Some(feed) = self.store.feed_after(req.after, req.limit as usize)? else {
+        let Some(mut feed) = self.store.feed_after(req.after, req.limit as usize)? else {
             return Ok(Vec::new());
         };
+        // The hub's time, for the checkpoint to check its clock against.
+        feed.time = Some(
+            HubTime {
+                checkpoint: req.checkpoint.clone(),
+                asked_at: req.issued_at,
+                hub_time: now,
+            }
+            .seal(&self.cfg.kid, &self.key),
+        );
         Ok(vec![Out {
             topic: self.topics.backfill_reply(&req.checkpoint),
             payload: feed.encode(),

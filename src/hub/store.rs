@@ -323,6 +323,20 @@ impl HubStore {
         Ok(out)
     }
 
+    /// Signs a head of the empty log if none is held, so every backfill
+    /// reply carries one (and the hub's time).
+    pub fn ensure_head(&mut self, key: &SigningKey, now: UnixTime) -> Result<(), StoreError> {
+        let held: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM hub_heads", [], |r| r.get(0))
+            .map_err(self.err())?;
+        if held == 0 {
+            let size = self.head()?;
+            sign_head(&self.conn, size, key, now).map_err(self.merkle_err())?;
+        }
+        Ok(())
+    }
+
     /// Stores an alert the hub raised outside a batch (a refused record); false if already held.
     pub fn record_alert(&mut self, alert: &Alert, now: UnixTime) -> Result<bool, StoreError> {
         let path = self.path.clone();
@@ -486,6 +500,7 @@ fn feed_range(
         hub_head: hub_note,
         post_heads,
         entries,
+        time: None,
     })
 }
 

@@ -30,6 +30,8 @@ pub struct Batch<'a> {
     pub(super) newest_decision_at: Option<UnixTime>,
     /// The latest time a decision in this batch was made at: the head's time.
     pub(super) last_now: Option<UnixTime>,
+    /// What the hub's signed time says of the clock the batch decides by.
+    pub clock: crate::clock_trust::ClockStatus,
 }
 
 impl Batch<'_> {

@@ -187,9 +187,9 @@ impl Ledger {
                     }
                     Some(_) => {}
                 }
-            } else {
+            } else if crate::record::ClockConfirmedLeaf::from_leaf(&leaf).is_none() {
                 return Ok(Err(format!(
-                    "leaf {n} is neither a verdict nor a consumption record"
+                    "leaf {n} is neither a verdict, a consumption record nor a clock confirmation"
                 )));
             }
             running.push(leaf_hash(&leaf));

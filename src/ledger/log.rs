@@ -227,6 +227,40 @@ impl Ledger {
         Ok(n - start)
     }
 
+    /// Records an officer's confirmation that this clock is right: a leaf
+    /// of the log (signed at once), after which the decisions already in
+    /// the ledger no longer hold later ones for being dated ahead.
+    pub fn confirm_clock(
+        &mut self,
+        identity: &super::Identity,
+        officer: &str,
+        note: &str,
+        now: crate::clock::UnixTime,
+    ) -> Result<Option<crate::clock::UnixTime>, LedgerError> {
+        let path = self.path.clone();
+        let mut batch = self.begin(identity)?;
+        let newest_before = batch.newest_decision_at;
+        let leaf = crate::record::ClockConfirmedLeaf {
+            kind: crate::record::KIND_CLOCK_CONFIRMED.to_owned(),
+            officer: officer.to_owned(),
+            note: note.to_owned(),
+            at: now,
+            newest_before,
+        }
+        .to_leaf();
+        batch.append_leaf(&leaf).map_err(|e| e.into_ledger(&path))?;
+        batch.last_now = Some(now);
+        batch
+            .tx
+            .execute(
+                "INSERT INTO meta(key, value) VALUES ('clock_floor', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [(batch.next_audit_id - 1).to_string()],
+            )
+            .map_err(sql(&path))?;
+        batch.commit()?;
+        Ok(newest_before)
+    }
+
     /// The cheap check the daemon runs before it decides: the newest
     /// signed head verifies with one of this checkpoint's keys (its own, or
     /// one the registry lists for it: a key rotated since), and the log still

@@ -349,6 +349,7 @@ impl Ledger {
             appended: 0,
             newest_decision_at: next.3,
             last_now: None,
+            clock: crate::clock_trust::ClockStatus::Unknown,
         })
     }
 
@@ -647,10 +648,13 @@ const CONSUMED_SQL: &str = "SELECT declaration_id, consumed_at FROM consumed WHE
 const REMOTE_SQL: &str =
     "SELECT checkpoint, declaration_id, consumed_at FROM remote_consumptions WHERE license_id = ?1";
 
-/// When the newest verdict was given (`None` on an empty ledger).
+/// When the newest verdict was given (`None` on an empty ledger), among
+/// those after the last confirmation of the clock (`permitgate clock confirm`).
 fn newest_decision_at(conn: &Connection) -> rusqlite::Result<Option<UnixTime>> {
-    conn.prepare_cached("SELECT MAX(decided_at) FROM audit")?
-        .query_row([], |r| r.get(0))
+    conn.prepare_cached(
+        "SELECT MAX(decided_at) FROM audit WHERE id > (SELECT COALESCE(MAX(CAST(value AS INTEGER)), 0) FROM meta WHERE key = 'clock_floor')",
+    )?
+    .query_row([], |r| r.get(0))
 }
 
 pub(super) fn facts(

@@ -109,6 +109,7 @@ mod tests {
             let ctx = Context {
                 checkpoint: "cp",
                 now: 1_800_000_000,
+                clock: crate::clock_trust::ClockStatus::Unknown,
             };
             crate::gate::decide(&prepared, &policy, &Default::default(), &ctx).0
         };

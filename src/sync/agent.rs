@@ -21,11 +21,12 @@ use rumqttc::v5::mqttbytes::v5::Publish;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use super::protocol::{Ack, BATCH_MAX, Backfill, Feed, Records, SyncTopics};
+use super::protocol::{Ack, BATCH_MAX, Backfill, Feed, HubTime, Records, SyncTopics};
 use super::verify::{
     check_feed, log_inconsistent_alert, proven_double_use, refused_alert, verify_hub_head,
 };
 use crate::clock::{Clock, SystemClock};
+use crate::clock_trust::{judge, sample_words};
 use crate::config::{MqttConfig, SyncConfig};
 use crate::in_force::PolicyInForce;
 use crate::ledger::{FeedConflict, Ledger, LedgerError, Publication};
@@ -85,6 +86,8 @@ struct State {
     throttle: AlertThrottle,
     /// The hub head last published as this checkpoint's witness.
     witnessed: Option<String>,
+    /// The `issued_at` of the last backfill request: its reply's sealed time answers it.
+    asked_at: Option<i64>,
 }
 
 /// Runs until `stop` turns true, on its own connection to the ledger.
@@ -113,6 +116,7 @@ pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<boo
         last_backfill: Instant::now(),
         throttle: AlertThrottle::default(),
         witnessed: None,
+        asked_at: None,
     };
     if agent.in_force.current().registry.hub_keys() == 0 {
         warn!(
@@ -286,11 +290,12 @@ impl Sync<'_> {
     }
 
     fn ask(&self, st: &mut State, after: u64) {
+        let issued_at = SystemClock.now();
         let req = Backfill {
             checkpoint: self.agent.checkpoint.clone(),
             after,
             limit: BATCH_MAX as u32,
-            issued_at: SystemClock.now(),
+            issued_at,
         };
         if self
             .client
@@ -304,7 +309,25 @@ impl Sync<'_> {
         {
             st.backfill_since = Some(Instant::now());
             st.last_backfill = Instant::now();
+            st.asked_at = Some(issued_at);
         }
+    }
+
+    /// The hub's sealed time in a backfill reply: judges this clock, if it
+    /// answers the request this checkpoint made last (not a replay).
+    fn judge_clock(&self, st: &mut State, sealed: &[u8], registry: &Registry) {
+        let now = SystemClock.now();
+        let Ok(t) = HubTime::open(sealed, registry, now) else {
+            // A hub key retired meanwhile, or a forgery: no judgement either way.
+            return;
+        };
+        if t.checkpoint != self.agent.checkpoint || Some(t.asked_at) != st.asked_at {
+            return;
+        }
+        st.asked_at = None;
+        let status = judge(t.asked_at, now, t.hub_time, registry.skew());
+        debug!(sample = %sample_words(t.asked_at, now, t.hub_time), ?status, "sync: the hub's time");
+        self.agent.telemetry.clock.set(status);
     }
 
     async fn on_message(&self, ledger: &mut Ledger, st: &mut State, p: &Publish) {
@@ -401,6 +424,9 @@ impl Sync<'_> {
         };
         if reply {
             st.backfill_since = None;
+            if let Some(t) = &feed.time {
+                self.judge_clock(st, t, &registry);
+            }
         }
         st.hub_head = st.hub_head.max(checked.hub_head.size);
         for (_, code, why) in &checked.refused {

@@ -135,6 +135,46 @@ pub struct Feed {
     pub post_heads: Vec<String>,
     /// Entries, ascending by `g`.
     pub entries: Vec<FeedEntry>,
+    /// In a backfill reply: the hub's current time, sealed ([`HubTime`]).
+    pub time: Option<Vec<u8>>,
+}
+
+/// Hub → one checkpoint, in a backfill reply: the hub's current time, for
+/// the request that asked (named by the time the checkpoint put in it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubTime {
+    /// The checkpoint that asked.
+    pub checkpoint: String,
+    /// The `issued_at` of its request.
+    pub asked_at: UnixTime,
+    /// The hub's clock when it answered.
+    pub hub_time: UnixTime,
+}
+
+impl HubTime {
+    /// `{"checkpoint": text, "asked_at": int, "hub_time": int}`, sealed by the hub.
+    pub fn seal(&self, kid: &str, key: &SigningKey) -> Vec<u8> {
+        seal(
+            kid,
+            map(vec![
+                ("checkpoint", Value::Text(self.checkpoint.clone())),
+                ("asked_at", Value::Integer(self.asked_at.into())),
+                ("hub_time", Value::Integer(self.hub_time.into())),
+            ]),
+            key,
+        )
+    }
+
+    /// Opens it with a hub key the registry trusts at `now`.
+    pub fn open(bytes: &[u8], registry: &Registry, now: UnixTime) -> Result<HubTime, OpenError> {
+        let (_, payload) = open(bytes, |kid| registry.hub_key_at(kid, now).map(|k| vec![k]))?;
+        let m = decode_map(&payload)?;
+        Ok(HubTime {
+            checkpoint: text(field(&m, "checkpoint")?, "checkpoint")?,
+            asked_at: int(field(&m, "asked_at")?, "asked_at")?,
+            hub_time: int(field(&m, "hub_time")?, "hub_time")?,
+        })
+    }
 }
 
 /// Checkpoint → all: the newest hub head it verified (retained), so every
@@ -353,9 +393,9 @@ impl Ack {
 }
 
 impl Feed {
-    /// `{"hub_head": text, "post_heads": [text], "entries": [[g, head, index, leaf, [bstr], [bstr]]…]}`.
+    /// `{"hub_head": text, "post_heads": [text], "entries": [[g, head, index, leaf, [bstr], [bstr]]…], "time": bstr?}`.
     pub fn encode(&self) -> Vec<u8> {
-        map(vec![
+        let mut m = vec![
             ("hub_head", Value::Text(self.hub_head.clone())),
             (
                 "post_heads",
@@ -379,7 +419,11 @@ impl Feed {
                         .collect(),
                 ),
             ),
-        ])
+        ];
+        if let Some(t) = &self.time {
+            m.push(("time", Value::Bytes(t.clone())));
+        }
+        map(m)
     }
 
     /// Reads a `Feed` message (nothing in it is verified yet).
@@ -418,6 +462,7 @@ impl Feed {
             hub_head: text(field(&m, "hub_head")?, "hub_head")?,
             post_heads,
             entries,
+            time: optional(&m, "time").map(|v| bytes(v, "time")).transpose()?,
         })
     }
 
@@ -587,6 +632,7 @@ mod tests {
                 post_proof: vec![h(4)],
                 hub_proof: vec![h(5), h(6)],
             }],
+            time: Some(vec![1, 2, 3]),
         };
         assert_eq!(Feed::decode(&f.encode()).unwrap(), f);
         let b = Backfill {

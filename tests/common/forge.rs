@@ -140,6 +140,7 @@ pub fn feed_message(
                 hub_proof,
             })
             .collect(),
+        time: None,
     }
     .encode()
 }

@@ -807,3 +807,40 @@ pub fn damage_a_ledger(path: &std::path::Path) {
     bytes[middle..middle + 4096].fill(0xa5);
     std::fs::write(path, bytes).unwrap();
 }
+
+/// Environment that runs a daemon with its wall clock shifted by `offset`
+/// (libfaketime syntax: `+2h`, `+50y`, `-10m`), monotonic time untouched.
+pub fn shifted_clock(offset: &str) -> Vec<(&'static str, String)> {
+    let lib = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("libfaketime is installed (apt-get install faketime; .ci/run does it)");
+    vec![
+        ("LD_PRELOAD", lib.to_owned()),
+        ("FAKETIME", offset.to_owned()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+    ]
+}
+
+impl Post {
+    /// Starts the daemon with its clock shifted by `offset` (see [`shifted_clock`]).
+    pub fn start_shifted(&mut self, offset: &str) {
+        let env = shifted_clock(offset);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.start_with(&env);
+    }
+
+    /// Runs `permitgate ARGS… --config` this post's config (inserted after the subcommand words).
+    pub fn cli(&self, words: &[&str], rest: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_permitgate"))
+            .args(words)
+            .arg("--config")
+            .arg(self.dir.path().join("permitgate.toml"))
+            .args(rest)
+            .output()
+            .unwrap()
+    }
+}
