@@ -60,6 +60,16 @@ pub enum FeedConflict {
         /// The number.
         seq: u64,
     },
+    /// The national log holds a record of this checkpoint, proven by its own
+    /// signed log, that its ledger no longer holds: it lost committed decisions.
+    LostOwn {
+        /// The record's number.
+        seq: u64,
+        /// Its license, consumed again by it.
+        license_id: String,
+        /// This checkpoint's own signed head that proves the record.
+        head: String,
+    },
     /// A head the hub signed is not the log this checkpoint holds from it:
     /// the hub forked or rewrote its history.
     HubLog {
@@ -83,6 +93,12 @@ impl std::fmt::Display for FeedConflict {
             FeedConflict::Record { checkpoint, seq } => write!(
                 f,
                 "two different records signed by {checkpoint} under number {seq}"
+            ),
+            FeedConflict::LostOwn {
+                seq, license_id, ..
+            } => write!(
+                f,
+                "the national log holds this checkpoint's record {seq} (license {license_id}), proven by its own signed log, but its ledger does not: committed decisions were lost or erased; the license stays consumed"
             ),
             FeedConflict::HubLog { head, .. } => {
                 let size = Head::peek(head.as_bytes()).map(|h| h.size).unwrap_or(0);
@@ -246,12 +262,22 @@ impl Ledger {
                 )
                 .map_err(sql(&path))?;
             out.stored += new;
-            if rec.checkpoint == here {
+            if rec.checkpoint == here && held_record.is_some() {
                 // Verified in the hub's log: it may leave the outbox.
                 out.included += tx
                     .execute("DELETE FROM outbox WHERE seq = ?1", [rec.seq as i64])
                     .map_err(sql(&path))?;
                 continue;
+            }
+            if rec.checkpoint == here && new > 0 {
+                // Our own record, proven by our own signed log, that this
+                // ledger no longer holds: committed decisions were lost. Kept
+                // with the others' records, so the license stays consumed.
+                out.conflicts.push(FeedConflict::LostOwn {
+                    seq: rec.seq,
+                    license_id: rec.license_id.clone(),
+                    head: e.proven.head.clone(),
+                });
             }
             let proven = serde_json::to_string(&e.proven).unwrap_or_default();
             let inserted = tx

@@ -383,3 +383,32 @@ fn a_ledger_written_before_the_log_is_upgraded_in_place() {
     assert_eq!(ledger.log_head().unwrap().unwrap().0.size, 5);
     let _: Option<ProvenRecord> = None;
 }
+
+/// A ledger restored from before a clearance learns the record back from
+/// the national log: the license stays consumed, and the loss is raised.
+#[test]
+fn an_own_record_the_ledger_lost_comes_back_from_the_national_log() {
+    let (dir, policy, tok, identity) = setup();
+    let mut ledger = Ledger::open(&dir.path().join("l.db"), "p1").unwrap();
+    decide(&mut ledger, &policy, &identity, &tok, &["A"]);
+    let (record, proven) = ledger.own_proven("LIC-2025-000123").unwrap().unwrap();
+    drop(ledger);
+    // The same checkpoint, its ledger restored from an empty copy.
+    let mut restored = Ledger::open(&dir.path().join("restored.db"), "p1").unwrap();
+    let entry = [VerifiedEntry {
+        g: 1,
+        record,
+        proven,
+    }];
+    let out = restored.store_feed(&entry, None, now()).unwrap();
+    assert!(
+        matches!(&out.conflicts[..], [FeedConflict::LostOwn { seq: 1, .. }]),
+        "{:?}",
+        out.conflicts
+    );
+    let facts = restored.facts("B", Some("LIC-2025-000123")).unwrap();
+    assert_eq!(facts.uses.len(), 1, "the license stays consumed");
+    assert_eq!(facts.uses[0].checkpoint, "p1");
+    let again = restored.store_feed(&entry, None, now()).unwrap();
+    assert!(again.conflicts.is_empty(), "raised once");
+}

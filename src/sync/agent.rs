@@ -551,13 +551,24 @@ impl Sync<'_> {
                     )
                     .await
                 }
-                FeedConflict::HubLog { head, earlier, .. } => {
+                FeedConflict::LostOwn { .. } | FeedConflict::HubLog { .. } => {
                     let now = SystemClock.now();
-                    let mut heads = vec![head.clone()];
-                    heads.extend(earlier.clone());
+                    let heads = match c {
+                        FeedConflict::HubLog { head, earlier, .. } => {
+                            let mut h = vec![head.clone()];
+                            h.extend(earlier.clone());
+                            h
+                        }
+                        FeedConflict::LostOwn { head, .. } => {
+                            let mut h = vec![head.clone()];
+                            h.extend(blocking(|| ledger.log_head()).ok().flatten().map(|x| x.1));
+                            h
+                        }
+                        _ => Vec::new(),
+                    };
                     let alert =
                         log_inconsistent_alert(&self.agent.checkpoint, &c.to_string(), heads, now);
-                    error!(detail = %c, "alert: the hub's log is inconsistent");
+                    error!(detail = %c, "alert: a log is inconsistent");
                     self.agent.telemetry.refused("feed", "log_inconsistent");
                     match blocking(|| ledger.queue_sync_alert(&alert, now)) {
                         Ok(Some(p)) => {
