@@ -1442,8 +1442,11 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
                 telemetry.alerted(a);
             }
             for r in &mut declarations {
-                // Only the packet id is needed to acknowledge.
+                // Only the packet id is needed to acknowledge. Design: the
+                // topic goes too: in MQTT 5 it is a slice of the read buffer,
+                // and would keep the whole buffer alive until the PUBACK.
                 r.publish.payload = Default::default();
+                r.publish.topic = Default::default();
             }
             let done = Done {
                 acks: declarations,
