@@ -14,8 +14,10 @@ use crate::policy::Policy;
 /// The hub's configuration file.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
-    /// The SQLite store.
-    pub store: PathBuf,
+    /// The store: a SQLite file (relative to the config's directory), or a
+    /// PostgreSQL connection string (`postgresql://…`, libpq's multi-host
+    /// form for failover).
+    pub store: String,
     /// The national broker.
     pub mqtt: MqttConfig,
     /// TLS to it.
@@ -37,7 +39,7 @@ pub struct HubConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHub {
-    store: PathBuf,
+    store: String,
     policy: PathBuf,
     hub_key: PathBuf,
     hub_kid: String,
@@ -94,7 +96,11 @@ impl HubConfig {
             None => None,
         };
         Ok(HubConfig {
-            store: base.join(raw.store),
+            store: if super::store::is_postgres(&raw.store) {
+                raw.store
+            } else {
+                base.join(&raw.store).to_string_lossy().into_owned()
+            },
             mqtt: raw.mqtt,
             mqtt_tls,
             policy_file,

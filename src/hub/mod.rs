@@ -32,7 +32,7 @@ use crate::record::ConsumptionRecord;
 use crate::sync::protocol::{Ack, Backfill, HubTime, Records, SyncTopics};
 use crate::sync::verify::{log_inconsistent_alert, verify_post_head};
 use crate::throttle::{AlertThrottle, bounded_detail};
-use store::{HubStore, Placed, StoreError};
+use store::{Placed, Store, StoreError};
 
 /// Why the hub could not run.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +71,7 @@ const BACKFILL_REPEAT: Duration = Duration::from_secs(1);
 struct Hub {
     cfg: HubConfig,
     topics: SyncTopics,
-    store: HubStore,
+    store: Store,
     key: SigningKey,
     in_force: Arc<PolicyInForce>,
     throttle: AlertThrottle,
@@ -104,11 +104,11 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
             public,
         });
     }
-    let mut store = HubStore::open(&cfg.store)?;
-    store.ensure_head(&key, now)?;
-    let (records, alerts) = store.counts()?;
+    let mut store = Store::open(&cfg.store).await?;
+    store.ensure_head(&key, now).await?;
+    let (records, alerts) = store.counts().await?;
     info!(
-        store = %cfg.store.display(),
+        store = %store::redacted(&cfg.store),
         records,
         alerts,
         checkpoints = cfg.policy.registry.checkpoint_ids().len(),
@@ -158,7 +158,7 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
                 }
             }
             SessionEvent::Message(p) => {
-                match tokio::task::block_in_place(|| hub.handle(&p, SystemClock.now())) {
+                match hub.handle(&p, SystemClock.now()).await {
                     Ok(outs) => {
                         // Stored (or nothing to store): only now may the broker forget it.
                         session.ack(&p);
@@ -184,14 +184,14 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
 }
 
 impl Hub {
-    fn handle(&mut self, p: &Publish, now: UnixTime) -> Result<Vec<Out>, StoreError> {
+    async fn handle(&mut self, p: &Publish, now: UnixTime) -> Result<Vec<Out>, StoreError> {
         let topic = topic_of(p);
         if let Some(sender) = self.topics.checkpoint_of_records(topic) {
             let sender = sender.to_owned();
-            return self.on_records(&sender, &p.payload, now);
+            return self.on_records(&sender, &p.payload, now).await;
         }
         if topic == self.topics.backfill() {
-            return self.on_backfill(&p.payload, now);
+            return self.on_backfill(&p.payload, now).await;
         }
         if topic == self.topics.policy() {
             return self.on_policy(&p.payload, now);
@@ -199,7 +199,7 @@ impl Hub {
         Ok(Vec::new())
     }
 
-    fn on_records(
+    async fn on_records(
         &mut self,
         sender: &str,
         payload: &[u8],
@@ -216,7 +216,8 @@ impl Hub {
                     &e.to_string(),
                     payload,
                     now,
-                )?;
+                )
+                .await?;
                 return Ok(outs);
             }
         };
@@ -224,20 +225,22 @@ impl Hub {
         let head = match verify_post_head(&batch.head, &registry) {
             Ok((cp, _)) if cp != sender => {
                 let why = format!("a head of `{cp}` sent on the topic of `{sender}`");
-                self.refuse(&mut outs, sender, "wrong_topic", &why, payload, now)?;
+                self.refuse(&mut outs, sender, "wrong_topic", &why, payload, now)
+                    .await?;
                 return Ok(outs);
             }
             Ok((_, head)) => head,
             Err(e) => {
                 let why = format!("sent on the topic of `{sender}`: {e}");
-                self.refuse(&mut outs, sender, e.code(), &why, payload, now)?;
+                self.refuse(&mut outs, sender, e.code(), &why, payload, now)
+                    .await?;
                 return Ok(outs);
             }
         };
         // Design: the checkpoint's log only ever grows. Each new head must
         // extend the newest one held, by a consistency proof from it; a head
         // that shrinks it or contradicts it is `log_inconsistent`.
-        let held = self.store.post_head(sender)?;
+        let held = self.store.post_head(sender).await?;
         if let Some((size, root, note)) = &held {
             let verdict = match (head.size.cmp(size), &batch.consistency) {
                 (std::cmp::Ordering::Equal, _) => (head.root == *root).then_some(()).ok_or(
@@ -254,7 +257,7 @@ impl Hub {
                 }
                 (std::cmp::Ordering::Greater, _) => {
                     // No proof from the head the hub holds: ask for it.
-                    outs.push(self.ack(sender, Some(note.clone()), true, now)?);
+                    outs.push(self.ack(sender, Some(note.clone()), true, now).await?);
                     return Ok(outs);
                 }
             };
@@ -269,7 +272,7 @@ impl Hub {
                     checkpoint = sender,
                     why, "hub: a checkpoint's log is inconsistent"
                 );
-                if self.store.record_alert(&alert, now)? {
+                if self.store.record_alert(&alert, now).await? {
                     outs.push(Out {
                         topic: self.topics.alerts(),
                         payload: serde_json::to_vec(&alert).unwrap_or_default(),
@@ -279,7 +282,9 @@ impl Hub {
                 return Ok(outs);
             }
         }
-        self.store.keep_post_head(sender, &head, &batch.head, now)?;
+        self.store
+            .keep_post_head(sender, &head, &batch.head, now)
+            .await?;
         let skew = registry.skew();
         let mut placed = Vec::new();
         for (index, leaf, proof) in batch.records {
@@ -290,17 +295,19 @@ impl Hub {
                         "record of `{}` sent on the topic of `{sender}`",
                         r.checkpoint
                     );
-                    self.refuse(&mut outs, sender, "wrong_topic", &why, &leaf, now)?;
+                    self.refuse(&mut outs, sender, "wrong_topic", &why, &leaf, now)
+                        .await?;
                     continue;
                 }
                 Err(e) => {
-                    self.refuse(&mut outs, sender, e.code(), &e.to_string(), &leaf, now)?;
+                    self.refuse(&mut outs, sender, e.code(), &e.to_string(), &leaf, now)
+                        .await?;
                     continue;
                 }
             };
             // Design: a record already stored byte for byte was checked when
             // it was stored; a resent copy costs a lookup, not a proof.
-            let known = self.store.held(sender, rec.seq)?.as_ref() == Some(&leaf);
+            let known = self.store.held(sender, rec.seq).await?.as_ref() == Some(&leaf);
             if !known {
                 if let Err(e) =
                     crate::merkle::verify_inclusion(&proof, head.size, &head.root, index, &leaf)
@@ -309,12 +316,14 @@ impl Hub {
                         "record {} of `{sender}` is not in its signed log: {e}",
                         rec.seq
                     );
-                    self.refuse(&mut outs, sender, "not_included", &why, &leaf, now)?;
+                    self.refuse(&mut outs, sender, "not_included", &why, &leaf, now)
+                        .await?;
                     continue;
                 }
                 if rec.consumed_at > head.time.saturating_add(skew) {
                     let why = format!("record {} of `{sender}` is dated after its head", rec.seq);
-                    self.refuse(&mut outs, sender, "after_head", &why, &leaf, now)?;
+                    self.refuse(&mut outs, sender, "after_head", &why, &leaf, now)
+                        .await?;
                     continue;
                 }
             }
@@ -329,9 +338,9 @@ impl Hub {
         if placed.is_empty() {
             return Ok(outs);
         }
-        let stored = self.store.store(&placed, &self.key, now)?;
+        let stored = self.store.store(&placed, &self.key, now).await?;
         for (cp, _) in &stored.contiguous {
-            outs.push(self.ack(cp, Some(batch.head.clone()), false, now)?);
+            outs.push(self.ack(cp, Some(batch.head.clone()), false, now).await?);
         }
         if let Some(feed) = stored.feed {
             let head = feed.entries.last().map(|e| e.g).unwrap_or(0);
@@ -359,17 +368,17 @@ impl Hub {
     }
 
     /// The sealed acknowledgement for `checkpoint`: what the hub holds of it.
-    fn ack(
-        &self,
+    async fn ack(
+        &mut self,
         checkpoint: &str,
         post_head: Option<String>,
         resend: bool,
         now: UnixTime,
     ) -> Result<Out, StoreError> {
-        let contiguous = self.store.contiguous(checkpoint)?;
+        let contiguous = self.store.contiguous(checkpoint).await?;
         let post_head = match post_head {
             Some(h) => Some(h),
-            None => self.store.post_head(checkpoint)?.map(|h| h.2),
+            None => self.store.post_head(checkpoint).await?.map(|h| h.2),
         };
         Ok(Out {
             topic: self.topics.ack(checkpoint),
@@ -390,7 +399,7 @@ impl Hub {
     /// Design: the request is sealed by its checkpoint, and the same one
     /// again within [`BACKFILL_REPEAT`] is not answered, so neither a
     /// forgery nor a replayed request can make the hub talk on its own.
-    fn on_backfill(&mut self, payload: &[u8], now: UnixTime) -> Result<Vec<Out>, StoreError> {
+    async fn on_backfill(&mut self, payload: &[u8], now: UnixTime) -> Result<Vec<Out>, StoreError> {
         let registry = self.in_force.current().registry.clone();
         let req = match Backfill::open(payload, &registry, now) {
             Ok(r) => r,
@@ -403,7 +412,8 @@ impl Hub {
                     &e.to_string(),
                     payload,
                     now,
-                )?;
+                )
+                .await?;
                 return Ok(outs);
             }
         };
@@ -415,7 +425,7 @@ impl Hub {
         }
         self.answered
             .insert(req.checkpoint.clone(), (req.after, Instant::now()));
-        let Some(mut feed) = self.store.feed_after(req.after, req.limit as usize)? else {
+        let Some(mut feed) = self.store.feed_after(req.after, req.limit as usize).await? else {
             return Ok(Vec::new());
         };
         // The hub's time, for the checkpoint to check its clock against.
@@ -456,7 +466,7 @@ impl Hub {
 
     /// A refused record or request: logged and alerted (`refused_record`)
     /// at most once a minute per sender and reason.
-    fn refuse(
+    async fn refuse(
         &mut self,
         outs: &mut Vec<Out>,
         sender: &str,
@@ -473,7 +483,7 @@ impl Hub {
         let alert = crate::sync::verify::refused_alert(
             "hub", "record", reason, &detail, held_back, payload, now,
         );
-        if self.store.record_alert(&alert, now)? {
+        if self.store.record_alert(&alert, now).await? {
             outs.push(Out {
                 topic: self.topics.alerts(),
                 payload: serde_json::to_vec(&alert).unwrap_or_default(),

@@ -12,6 +12,7 @@
 //! harder than a genuine proof of a 2^64-leaf tree.
 
 pub mod head;
+pub mod staged;
 
 use rusqlite::{Connection, OptionalExtension, params};
 pub use tlog_tiles::Hash;

@@ -4,6 +4,7 @@
 
 pub mod country;
 pub mod forge;
+pub mod postgres;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -1,6 +1,4 @@
-//! The hub's store: the national log of every checkpoint's consumption
-//! records (a Merkle log whose leaves are the records, signed at every
-//! commit), every checkpoint's signed heads, and the alerts raised.
+//! The hub's store on SQLite, for one machine.
 //!
 //! Design: SQLite in WAL mode with `synchronous=FULL`. Records are unique by
 //! (checkpoint, seq), so a redelivered batch or a second hub process storing
@@ -13,20 +11,13 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::{Placed, StoreError, Stored, blob_hashes, hashes_blob};
 use crate::clock::UnixTime;
 use crate::merkle::head::{HUB_ORIGIN, Head};
 use crate::merkle::{Hash, SqlLog, leaf_hash};
 use crate::record::{ConsumptionRecord, ProvenRecord, double_use_alert};
 use crate::sync::protocol::{Feed, FeedEntry};
 use crate::verdict::Alert;
-
-/// A store operation that failed.
-#[derive(Debug, thiserror::Error)]
-#[error("hub store {path}: {message}")]
-pub struct StoreError {
-    path: PathBuf,
-    message: String,
-}
 
 const LOG: &str = "hub_log_hashes";
 
@@ -86,51 +77,15 @@ const MIGRATIONS: &[&str] = &[
 ",
 ];
 
-/// A record the hub checked: it is in its checkpoint's log at `post_size`.
-#[derive(Debug, Clone)]
-pub struct Placed {
-    /// What it says.
-    pub record: ConsumptionRecord,
-    /// The leaf.
-    pub leaf: Vec<u8>,
-    /// Its index in the checkpoint's log.
-    pub post_index: u64,
-    /// The size of the checkpoint head that proves it.
-    pub post_size: u64,
-    /// The proof against that head.
-    pub post_proof: Vec<Hash>,
-}
-
-/// What storing a batch changed.
-#[derive(Debug, Default)]
-pub struct Stored {
-    /// Records stored now for the first time, as a feed message proven against the new hub head.
-    pub feed: Option<Feed>,
-    /// Each checkpoint in the batch and the highest number up to which all its records are held.
-    pub contiguous: Vec<(String, u64)>,
-    /// Alerts raised now (double use, conflicting records), each stored once.
-    pub alerts: Vec<Alert>,
-}
-
-/// An open hub store.
-pub struct HubStore {
+/// An open SQLite hub store.
+pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
 }
 
-fn hashes_blob(p: &[Hash]) -> Vec<u8> {
-    p.iter().flat_map(|h| h.0).collect()
-}
-
-fn blob_hashes(b: &[u8]) -> Vec<Hash> {
-    b.chunks_exact(32)
-        .filter_map(|c| <[u8; 32]>::try_from(c).ok().map(Hash))
-        .collect()
-}
-
-impl HubStore {
+impl SqliteStore {
     /// Opens (creating if needed) the store at `path`.
-    pub fn open(path: &Path) -> Result<HubStore, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let err = |message: String| StoreError {
             path: path.to_owned(),
             message,
@@ -151,7 +106,7 @@ impl HubStore {
             .and_then(|_| conn.pragma_update(None, "synchronous", "FULL"))
             .map_err(|e| err(e.to_string()))?;
         crate::ledger::schema::migrate_with(&mut conn, MIGRATIONS).map_err(err)?;
-        Ok(HubStore {
+        Ok(SqliteStore {
             conn,
             path: path.to_owned(),
         })
