@@ -361,6 +361,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         in_force.clone(),
         policy_tx.clone(),
     ));
+    let committed = Arc::new(tokio::sync::Notify::new());
     let sync_ledger = match &cfg.uplink {
         Some(_) => Some(ledger.second_handle()?),
         None => None,
@@ -380,6 +381,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     publications: sync_pubs_tx,
                     policy_root: cfg.policy_root,
                     in_force,
+                    committed: committed.clone(),
                     policies: policy_tx,
                     telemetry: telemetry.clone(),
                 },
@@ -417,6 +419,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     stopping: worker_stopping,
                     telemetry: worker_telemetry,
                     batch_max,
+                    committed,
                 },
                 staged_rx,
                 done_tx,
@@ -1227,6 +1230,8 @@ struct Worker {
     telemetry: Arc<Telemetry>,
     /// Most declarations joined into one transaction (the last batch joined may pass it).
     batch_max: usize,
+    /// Wakes the sync task when consumptions are committed.
+    committed: Arc<tokio::sync::Notify>,
 }
 
 /// One batch after the CPU-bound stage, in arrival order.
@@ -1356,6 +1361,7 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
         stopping,
         telemetry,
         batch_max,
+        committed: committed_wake,
     } = w;
     let mut carried = None;
     while let Some(batch) = next_batch(&rx, &mut carried, batch_max) {
@@ -1432,6 +1438,7 @@ fn ledger_stage(w: Worker, rx: std::sync::mpsc::Receiver<Verified>, tx: mpsc::Se
             telemetry.ledger_counts(counts.verdicts, counts.consumed);
             if added.outbox > 0 {
                 telemetry.consumed_at(SystemClock.now(), added.outbox);
+                committed_wake.notify_one();
             }
             for (r, v) in declarations.iter().zip(decided) {
                 if let Some(v) = v {

@@ -15,7 +15,7 @@ pub mod store;
 
 pub use config::HubConfig;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::in_force::PolicyInForce;
 use crate::mqtt::{Session, SessionEvent, topic_of};
 use crate::record::ConsumptionRecord;
-use crate::sync::protocol::{Ack, Backfill, HubTime, Records, SyncTopics};
+use crate::sync::protocol::{Ack, Backfill, HubStatus, HubTime, Records, SyncTopics};
 use crate::sync::verify::{log_inconsistent_alert, verify_post_head};
 use crate::throttle::{AlertThrottle, bounded_detail};
 use store::{Placed, Store, StoreError};
@@ -115,7 +115,16 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
         kid = %cfg.kid,
         "hub store open"
     );
-    let opts = crate::mqtt::options(&cfg.mqtt, cfg.mqtt_tls.as_ref(), "permitgate-hub".into());
+    let mut opts = crate::mqtt::options(&cfg.mqtt, cfg.mqtt_tls.as_ref(), "permitgate-hub".into());
+    // If this hub dies, the broker says so for it (sealed now, so only a
+    // genuine hub's will counts).
+    opts.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+        SyncTopics::new(&cfg.mqtt.prefix).hub_status(),
+        HubStatus::offline(&cfg.kid, now).seal(&cfg.kid, &key),
+        QoS::AtLeastOnce,
+        true,
+        None,
+    ));
     let mut session = Session::new(
         opts,
         10_000,
@@ -133,17 +142,35 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tokio::pin!(shutdown);
+    // Messages received and not yet handled, in arrival order (PUBACKs go
+    // out in that order). Design: while the store fails (a database
+    // failing over), they wait here unacknowledged and are tried again,
+    // and the session is still polled, so the broker keeps the connection.
+    let mut pending: VecDeque<Publish> = VecDeque::new();
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut failures = 0u32;
     loop {
+        let due = retry_at.unwrap_or_else(tokio::time::Instant::now);
         let ev = tokio::select! {
             _ = &mut shutdown => {
                 info!("hub shutting down");
+                let _ = session.client.try_publish(
+                    hub.topics.hub_status(),
+                    QoS::AtLeastOnce,
+                    true,
+                    HubStatus::offline(&hub.cfg.kid, SystemClock.now()).seal(&hub.cfg.kid, &hub.key),
+                );
                 session.close().await;
                 return Ok(());
             }
-            ev = session.next() => ev,
+            ev = session.next() => Some(ev),
+            _ = tokio::time::sleep_until(due), if retry_at.is_some() => {
+                retry_at = None;
+                None
+            }
         };
         match ev {
-            SessionEvent::Connected => {
+            Some(SessionEvent::Connected) => {
                 let group = &hub.cfg.share_group;
                 for t in [hub.topics.records_filter(), hub.topics.backfill()] {
                     let _ = session
@@ -156,29 +183,52 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
                         .client
                         .try_subscribe(hub.topics.policy(), QoS::AtLeastOnce);
                 }
+                // Checkpoints that see the hub back send what waits at once.
+                let _ = session.client.try_publish(
+                    hub.topics.hub_status(),
+                    QoS::AtLeastOnce,
+                    true,
+                    HubStatus::online(&hub.cfg.kid, SystemClock.now()).seal(&hub.cfg.kid, &hub.key),
+                );
             }
-            SessionEvent::Message(p) => {
-                match hub.handle(&p, SystemClock.now()).await {
-                    Ok(outs) => {
-                        // Stored (or nothing to store): only now may the broker forget it.
-                        session.ack(&p);
-                        for o in outs {
-                            tracing::debug!(topic = %o.topic, bytes = o.payload.len(), "hub: publishing");
-                            if session
-                                .client
-                                .try_publish(o.topic, QoS::AtLeastOnce, o.retain, o.payload)
-                                .is_err()
-                            {
-                                warn!("hub: outgoing queue full; checkpoints will backfill");
-                            }
+            Some(SessionEvent::Message(p)) => pending.push_back(p),
+            // Unacknowledged messages come again on the next connection.
+            Some(SessionEvent::Lost) => pending.clear(),
+            Some(SessionEvent::Other) | None => {}
+        }
+        while retry_at.is_none()
+            && let Some(p) = pending.front()
+        {
+            match hub.handle(p, SystemClock.now()).await {
+                Ok(outs) => {
+                    if failures > 0 {
+                        info!(after = failures, "hub: the store works again");
+                        failures = 0;
+                    }
+                    // Stored (or nothing to store): only now may the broker forget it.
+                    session.ack(p);
+                    pending.pop_front();
+                    for o in outs {
+                        tracing::debug!(topic = %o.topic, bytes = o.payload.len(), "hub: publishing");
+                        if session
+                            .client
+                            .try_publish(o.topic, QoS::AtLeastOnce, o.retain, o.payload)
+                            .is_err()
+                        {
+                            warn!("hub: outgoing queue full; checkpoints will backfill");
                         }
                     }
-                    Err(e) => {
-                        error!(error = %e, "hub: could not store records; not acknowledging them")
+                }
+                Err(e) => {
+                    if failures == 0 {
+                        error!(error = %e, waiting = pending.len(), "hub: the store fails; holding messages unacknowledged and trying again");
                     }
+                    failures = failures.saturating_add(1);
+                    let wait =
+                        Duration::from_millis(250 << failures.min(5)).min(Duration::from_secs(5));
+                    retry_at = Some(tokio::time::Instant::now() + wait);
                 }
             }
-            SessionEvent::Lost | SessionEvent::Other => {}
         }
     }
 }

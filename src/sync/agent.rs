@@ -21,7 +21,7 @@ use rumqttc::v5::mqttbytes::v5::Publish;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use super::protocol::{Ack, BATCH_MAX, Backfill, Feed, HubTime, Records, SyncTopics};
+use super::protocol::{Ack, BATCH_MAX, Backfill, Feed, HubStatus, HubTime, Records, SyncTopics};
 use super::verify::{
     check_feed, log_inconsistent_alert, proven_double_use, refused_alert, verify_hub_head,
 };
@@ -58,12 +58,14 @@ pub struct Agent {
     pub policies: mpsc::Sender<crate::policy::Policy>,
     /// Metrics and health.
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// Woken by the ledger stage when it commits consumptions: they go out at once.
+    pub committed: Arc<tokio::sync::Notify>,
 }
 
 /// Most record batches sent per tick, so a long backlog goes out in steps.
-const BATCHES_PER_TICK: usize = 10;
+const BATCHES_PER_TICK: usize = 20;
 /// Records per batch.
-const RECORDS_PER_BATCH: usize = 100;
+const RECORDS_PER_BATCH: usize = BATCH_MAX;
 /// A backfill request unanswered this long may be repeated.
 const BACKFILL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Least time between two backfill requests that a reply did not prompt.
@@ -88,6 +90,8 @@ struct State {
     witnessed: Option<String>,
     /// The `issued_at` of the last backfill request: its reply's sealed time answers it.
     asked_at: Option<i64>,
+    /// The newest hub status seen (its time), so a replayed one changes nothing.
+    hub_status_at: i64,
 }
 
 /// Runs until `stop` turns true, on its own connection to the ledger.
@@ -117,6 +121,7 @@ pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<boo
         throttle: AlertThrottle::default(),
         witnessed: None,
         asked_at: None,
+        hub_status_at: 0,
     };
     if agent.in_force.current().registry.hub_keys() == 0 {
         warn!(
@@ -132,6 +137,13 @@ pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<boo
             _ = stop.changed() => {
                 session.close().await;
                 return;
+            }
+            _ = agent.committed.notified(), if session.connected() => {
+                // Design: new consumptions go at once, not at the next tick,
+                // so another post knows of them within a fraction of a second.
+                let sync = Sync { agent: &agent, topics: &topics, client: &session.client };
+                sync.send_records(&mut ledger, &mut st, resend_after);
+                continue;
             }
             _ = tick.tick(), if session.connected() => {
                 let sync = Sync { agent: &agent, topics: &topics, client: &session.client };
@@ -160,6 +172,7 @@ pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<boo
                     topics.feed(),
                     topics.alerts(),
                     topics.witness_filter(),
+                    topics.hub_status(),
                 ] {
                     let _ = session.client.try_subscribe(t, QoS::AtLeastOnce);
                 }
@@ -342,6 +355,8 @@ impl Sync<'_> {
             self.on_policy(ledger, st, &p.payload).await;
         } else if topic == self.topics.alerts() {
             self.on_hub_alert(ledger, st, &p.payload).await;
+        } else if topic == self.topics.hub_status() {
+            self.on_hub_status(ledger, st, &p.payload);
         } else if topic.ends_with("/sync/witness") && topic != self.topics.witness(cp) {
             self.on_witness(ledger, st, &p.payload).await;
         }
@@ -469,6 +484,27 @@ impl Sync<'_> {
         // periodic request, whatever head it claims.
         if !reply || progress {
             self.maybe_backfill(ledger, st, false);
+        }
+    }
+
+    /// The hub came back: what waits goes at once, not after the back-off.
+    fn on_hub_status(&self, ledger: &mut Ledger, st: &mut State, payload: &[u8]) {
+        let Ok(status) = HubStatus::open(payload, &self.registry(), SystemClock.now()) else {
+            // Unsealed or stale: a hub status proves nothing, and costs nothing to ignore.
+            self.agent.telemetry.refused("hub_status", "bad_signature");
+            return;
+        };
+        if status.issued_at <= st.hub_status_at {
+            return;
+        }
+        st.hub_status_at = status.issued_at;
+        if status.state == "online" {
+            info!(kid = %status.kid, "sync: the hub is back; sending what waits");
+            st.sent_upto = 0;
+            st.last_progress = Instant::now();
+            st.resend_wait = Duration::from_secs(self.agent.sync.resend_after_secs);
+            self.send_records(ledger, st, st.resend_wait);
+            self.maybe_backfill(ledger, st, true);
         }
     }
 

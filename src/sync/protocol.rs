@@ -139,6 +139,62 @@ pub struct Feed {
     pub time: Option<Vec<u8>>,
 }
 
+/// Hub → all (retained, and the hub's last will): whether it is up. A
+/// checkpoint that sees it come back sends what waits at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubStatus {
+    /// `online` or `offline`.
+    pub state: String,
+    /// The hub key's id (which hub process).
+    pub kid: String,
+    /// When it said so.
+    pub issued_at: UnixTime,
+}
+
+impl HubStatus {
+    /// The status a hub publishes when it connects.
+    pub fn online(kid: &str, now: UnixTime) -> HubStatus {
+        HubStatus {
+            state: "online".into(),
+            kid: kid.into(),
+            issued_at: now,
+        }
+    }
+
+    /// The status a hub leaves behind (on shutdown, and as its last will).
+    pub fn offline(kid: &str, now: UnixTime) -> HubStatus {
+        HubStatus {
+            state: "offline".into(),
+            kid: kid.into(),
+            issued_at: now,
+        }
+    }
+
+    /// `{"state": text, "kid": text, "issued_at": int}`, sealed by the hub.
+    pub fn seal(&self, kid: &str, key: &SigningKey) -> Vec<u8> {
+        seal(
+            kid,
+            map(vec![
+                ("state", Value::Text(self.state.clone())),
+                ("kid", Value::Text(self.kid.clone())),
+                ("issued_at", Value::Integer(self.issued_at.into())),
+            ]),
+            key,
+        )
+    }
+
+    /// Opens it with a hub key the registry trusts at `now`.
+    pub fn open(bytes: &[u8], registry: &Registry, now: UnixTime) -> Result<HubStatus, OpenError> {
+        let (_, payload) = open(bytes, |kid| registry.hub_key_at(kid, now).map(|k| vec![k]))?;
+        let m = decode_map(&payload)?;
+        Ok(HubStatus {
+            state: text(field(&m, "state")?, "state")?,
+            kid: text(field(&m, "kid")?, "kid")?,
+            issued_at: int(field(&m, "issued_at")?, "issued_at")?,
+        })
+    }
+}
+
 /// Hub → one checkpoint, in a backfill reply: the hub's current time, for
 /// the request that asked (named by the time the checkpoint put in it).
 #[derive(Debug, Clone, PartialEq)]
@@ -571,6 +627,11 @@ impl SyncTopics {
     /// What checkpoints subscribe to for everyone's witnessed heads.
     pub fn witness_filter(&self) -> String {
         format!("{}/+/sync/witness", self.prefix)
+    }
+
+    /// Hub → all: its sealed status (retained, with a last will).
+    pub fn hub_status(&self) -> String {
+        format!("{}/hub/status", self.prefix)
     }
 
     /// Hub → all: alerts (JSON).
