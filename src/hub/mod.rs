@@ -64,6 +64,9 @@ struct Out {
     retain: bool,
 }
 
+/// Longest a message's handling may wait on the store before it is tried again.
+const STORE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The same backfill request answered again within this is ignored (a replay).
 const BACKFILL_REPEAT: Duration = Duration::from_secs(1);
 
@@ -199,7 +202,18 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
         while retry_at.is_none()
             && let Some(p) = pending.front()
         {
-            match hub.handle(p, SystemClock.now()).await {
+            // Design: a database that stops answering (a primary frozen
+            // mid-failover) must not hold the hub for ever; the operation is
+            // idempotent, so it is tried again.
+            let handled = tokio::time::timeout(STORE_TIMEOUT, hub.handle(p, SystemClock.now()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError {
+                        path: std::path::PathBuf::from(store::redacted(&hub.cfg.store)),
+                        message: format!("no answer within {STORE_TIMEOUT:?}"),
+                    })
+                });
+            match handled {
                 Ok(outs) => {
                     if failures > 0 {
                         info!(after = failures, "hub: the store works again");
@@ -296,9 +310,21 @@ impl Hub {
                 (std::cmp::Ordering::Equal, _) => (head.root == *root).then_some(()).ok_or(
                     "two heads of the same size with different roots: the log was rewritten",
                 ),
-                (std::cmp::Ordering::Less, _) => Err(
-                    "a head smaller than one it signed before: the log lost committed entries",
-                ),
+                // An older head: a message delayed, redelivered, or taken by
+                // another hub first. It must agree with the head of its size
+                // the hub holds, if any; otherwise it is sent again, current.
+                (std::cmp::Ordering::Less, _) => {
+                    match self.store.post_head_at(sender, head.size).await? {
+                        Some(held_root) if held_root != head.root => Err(
+                            "two heads of the same size with different roots: the log was rewritten",
+                        ),
+                        Some(_) => Ok(()),
+                        None => {
+                            outs.push(self.ack(sender, Some(note.clone()), true, now).await?);
+                            return Ok(outs);
+                        }
+                    }
+                }
                 (std::cmp::Ordering::Greater, Some((from, proof))) if from == size => {
                     crate::merkle::verify_consistency(proof, *size, root, head.size, &head.root)
                         .map_err(|_| {

@@ -23,7 +23,12 @@ pub struct Country {
 impl Country {
     /// Everything running, both posts online.
     pub async fn start() -> Country {
-        let mut c = Country::configured("");
+        Country::start_with(None).await
+    }
+
+    /// Everything running, the hub storing in PostgreSQL at `pg` when given.
+    pub async fn start_with(pg: Option<String>) -> Country {
+        let mut c = Country::configured_with("", pg);
         c.hub.start();
         c.a.start();
         c.b.start();
@@ -34,17 +39,23 @@ impl Country {
 
     /// Everything configured, nothing started; `sync_extra` goes into each post's `[sync]`.
     pub fn configured(sync_extra: &str) -> Country {
+        Country::configured_with(sync_extra, None)
+    }
+
+    /// The same, the hub storing in PostgreSQL at `pg` when given.
+    pub fn configured_with(sync_extra: &str, pg: Option<String>) -> Country {
         let national_dir = tempfile::tempdir().unwrap();
         let national = Broker::national(national_dir.path(), &["post-a", "post-b"]);
         let issuer = permitgate::keys::generate();
         let a = Post::with("post-a", issuer.clone());
         let b = Post::with("post-b", issuer);
-        let hub = Hub::new(
+        let hub = Hub::with_store(
             national.port,
             &[
                 ("post-a", a.checkpoint_key()),
                 ("post-b", b.checkpoint_key()),
             ],
+            pg,
         );
         let root = permitgate::keys::generate();
         permitgate::keys::write_keypair(national_dir.path(), "root", &root).unwrap();

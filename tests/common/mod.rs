@@ -623,6 +623,8 @@ pub struct Hub {
     pub key: ed25519_dalek::SigningKey,
     /// The registry in its policy, for the posts' policies.
     pub registry: String,
+    /// The PostgreSQL connection string, when the store is not the SQLite file `hub.db`.
+    pub pg: Option<String>,
 }
 
 /// The kid the test hubs sign with.
@@ -631,6 +633,15 @@ pub const HUB_KID: &str = "hub-1";
 impl Hub {
     /// A hub whose policy lists `checkpoints` (id, public key) and its own key.
     pub fn new(port: u16, checkpoints: &[(&str, ed25519_dalek::VerifyingKey)]) -> Hub {
+        Hub::with_store(port, checkpoints, None)
+    }
+
+    /// The same, storing in PostgreSQL at `pg` (a connection string) when given.
+    pub fn with_store(
+        port: u16,
+        checkpoints: &[(&str, ed25519_dalek::VerifyingKey)],
+        pg: Option<String>,
+    ) -> Hub {
         let dir = tempfile::tempdir().unwrap();
         let key = permitgate::keys::generate();
         permitgate::keys::write_keypair(dir.path(), "hub", &key).unwrap();
@@ -642,9 +653,10 @@ impl Hub {
             format!("{}{registry}", include_str!("../data/policy.toml")),
         )
         .unwrap();
+        let store = pg.clone().unwrap_or_else(|| "hub.db".into());
         std::fs::write(
             dir.path().join("hub.toml"),
-            format!("store = \"hub.db\"\npolicy = \"policy.toml\"\nhub_key = \"hub.key.pem\"\nhub_kid = \"{HUB_KID}\"\n\n[mqtt]\nport = {port}\nreconnect_max_secs = 1\nusername = \"permitgate-hub\"\npassword = \"pw-permitgate-hub\"\n"),
+            format!("store = \"{store}\"\npolicy = \"policy.toml\"\nhub_key = \"hub.key.pem\"\nhub_kid = \"{HUB_KID}\"\n\n[mqtt]\nport = {port}\nreconnect_max_secs = 1\nusername = \"permitgate-hub\"\npassword = \"pw-permitgate-hub\"\n"),
         )
         .unwrap();
         Hub {
@@ -652,6 +664,7 @@ impl Hub {
             child: None,
             key,
             registry,
+            pg,
         }
     }
 
@@ -687,6 +700,7 @@ impl Hub {
             child: None,
             key: other.key.clone(),
             registry: other.registry.clone(),
+            pg: other.pg.clone(),
         }
     }
 
@@ -723,6 +737,9 @@ impl Hub {
     }
 
     fn query(&self, sql: &str) -> i64 {
+        if let Some(uri) = &self.pg {
+            return postgres::query(uri, sql);
+        }
         let path = self.dir.path().join("hub.db");
         if !path.exists() {
             return 0;
@@ -754,6 +771,13 @@ impl Hub {
 
     /// The first stored alert of one kind, as JSON.
     pub fn alert_json(&self, kind: &str) -> serde_json::Value {
+        if let Some(uri) = &self.pg {
+            let text = postgres::query_text(
+                uri,
+                &format!("SELECT alert_json FROM alerts WHERE kind = '{kind}' ORDER BY id LIMIT 1"),
+            );
+            return serde_json::from_str(&text).unwrap();
+        }
         let db = rusqlite::Connection::open(self.dir.path().join("hub.db")).unwrap();
         let json: String = db
             .query_row(

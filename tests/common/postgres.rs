@@ -96,6 +96,9 @@ impl Postgres {
                 "-R",
                 "-X",
                 "stream",
+                // An immediate checkpoint, not a spread one (a minute and more).
+                "-c",
+                "fast",
                 "-p",
             ])
             .arg(primary.port.to_string())
@@ -188,14 +191,18 @@ impl Postgres {
         format!("postgresql://postgres@127.0.0.1:{}/permitgate", self.port)
     }
 
-    /// SIGKILL: the server dies with whatever it had in hand.
+    /// SIGKILL to every process of the server (the machine dies): it
+    /// goes with whatever it had in hand.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // runuser's child is the server: kill the whole group.
-            let _ = Command::new("pkill")
-                .args(["-KILL", "-f"])
-                .arg(format!("-D {}", self.data().display()))
-                .status();
+            let pid = std::fs::read_to_string(self.data().join("postmaster.pid"))
+                .ok()
+                .and_then(|t| t.lines().next().map(str::to_owned));
+            if let Some(pid) = pid {
+                // Its backends first, so none outlives it holding a connection.
+                let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -231,7 +238,19 @@ impl Drop for Postgres {
     }
 }
 
-/// The hub's store tables in a database, for tests that read them.
-pub fn count(pg: &Postgres, sql: &str) -> usize {
-    pg.sql_in("permitgate", sql).parse().unwrap_or(0)
+/// One number from SQL run with psql against `uri` (0 when it fails: the
+/// tables may not exist yet, or the server may be failing over).
+pub fn query(uri: &str, sql: &str) -> i64 {
+    query_text(uri, sql).parse().unwrap_or(0)
+}
+
+/// Text from SQL run with psql against `uri` (empty when it fails).
+pub fn query_text(uri: &str, sql: &str) -> String {
+    Command::new(bin("psql"))
+        .args([uri, "-tAc", sql])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
 }

@@ -104,6 +104,18 @@ impl Store {
         }
     }
 
+    /// The root of `checkpoint`'s head of exactly `size` leaves, if the hub holds one.
+    pub async fn post_head_at(
+        &mut self,
+        checkpoint: &str,
+        size: u64,
+    ) -> Result<Option<Hash>, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(|| s.post_head_at(checkpoint, size)),
+            Store::Postgres(p) => p.post_head_at(checkpoint, size).await,
+        }
+    }
+
     /// Keeps a verified head of `checkpoint`'s log (the caller checked it extends the last).
     pub async fn keep_post_head(
         &mut self,

@@ -122,7 +122,7 @@ impl PgStore {
             cfg,
             NoTls,
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                recycling_method: RecyclingMethod::Verified,
             },
         );
         let pool = Pool::builder(mgr)
@@ -180,6 +180,22 @@ impl PgStore {
                 r.get(2),
             )
         }))
+    }
+
+    /// The root of `checkpoint`'s head of exactly `size` leaves, if held.
+    pub async fn post_head_at(
+        &self,
+        checkpoint: &str,
+        size: u64,
+    ) -> Result<Option<Hash>, StoreError> {
+        let c = self.pool.get().await.map_err(self.pool_err())?;
+        Ok(c.query_opt(
+            "SELECT root FROM post_heads WHERE checkpoint = $1 AND size = $2",
+            &[&checkpoint, &(size as i64)],
+        )
+        .await
+        .map_err(self.err())?
+        .and_then(|r| r.get::<_, Vec<u8>>(0).try_into().ok().map(Hash)))
     }
 
     /// Keeps a verified head of `checkpoint`'s log.

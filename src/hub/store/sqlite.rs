@@ -146,6 +146,18 @@ impl SqliteStore {
             .map_err(self.err())
     }
 
+    /// The root of `checkpoint`'s head of exactly `size` leaves, if held.
+    pub fn post_head_at(&self, checkpoint: &str, size: u64) -> Result<Option<Hash>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT root FROM post_heads WHERE checkpoint = ?1 AND size = ?2")
+            .and_then(|mut st| {
+                st.query_row(params![checkpoint, size as i64], |r| r.get::<_, Vec<u8>>(0))
+                    .optional()
+            })
+            .map(|o| o.and_then(|r| r.try_into().ok().map(Hash)))
+            .map_err(self.err())
+    }
+
     /// Keeps a verified head of `checkpoint`'s log (the caller checked it extends the last).
     pub fn keep_post_head(
         &mut self,
