@@ -74,7 +74,7 @@ async fn a_failover_of_the_database_loses_nothing_a_hub_acknowledged() {
         "postgresql://postgres@127.0.0.1:{},127.0.0.1:{}/permitgate?target_session_attrs=read-write&connect_timeout=2",
         primary.port, standby.port
     );
-    let mut c = Country::start_with(Some(uri)).await;
+    let c = Country::start_with(Some(uri)).await;
     let mut second = Hub::sharing(&c.hub, "permitgate-hub-2");
     second.start();
     let officer = Officer::connect_to(c.a.broker.port, "officer-a", "post-a").await;
