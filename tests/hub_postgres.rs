@@ -120,3 +120,118 @@ async fn a_failover_of_the_database_loses_nothing_a_hub_acknowledged() {
     );
     assert!(eventually(20, || c.b.remote_consumptions() == N).await);
 }
+
+fn get(url: &str) -> (u16, serde_json::Value, String) {
+    let (code, body) = match ureq::get(url).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{url}: {e}"),
+    };
+    (code, serde_json::from_str(&body).unwrap_or_default(), body)
+}
+
+/// The hub's metrics, health and national view over HTTP, on both stores.
+async fn observable(pg: Option<String>) {
+    let mut c = Country::configured_with("", pg);
+    let base = c.hub.enable_http();
+    c.hub.start();
+    c.a.start();
+    c.b.start();
+    wait_online(c.a.broker.port).await;
+    wait_online(c.b.broker.port).await;
+    let mut officer_a = Officer::connect_to(c.a.broker.port, "officer-a", "post-a").await;
+    let mut officer_b = Officer::connect_to(c.b.broker.port, "officer-b", "post-b").await;
+    let _ = c.national.child.kill();
+    let _ = c.national.child.wait();
+    let token = c.a.token_for("LIC-SEEN");
+    officer_a.send(declaration("DA-1", Some(&token))).await;
+    officer_b.send(declaration("DB-1", Some(&token))).await;
+    assert_eq!(officer_a.verdict_for("DA-1").await["verdict"], "cleared");
+    assert_eq!(officer_b.verdict_for("DB-1").await["verdict"], "cleared");
+    c.national.restart();
+    assert!(
+        eventually(30, || c.hub.alerts_of("double_use") == 1).await,
+        "{}",
+        c.hub.log()
+    );
+
+    let (code, health, _) = get(&format!("{base}/healthz"));
+    assert_eq!(
+        (code, health["state"].as_str()),
+        (200, Some("ready")),
+        "{health}"
+    );
+    let (_, _, metrics) = get(&format!("{base}/metrics"));
+    assert!(
+        metrics.contains("permitgate_hub_records_stored_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("permitgate_hub_alerts_total{kind=\"double_use\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("permitgate_hub_checkpoint_contiguous{checkpoint=\"post-a\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("permitgate_hub_national_log_size 2"),
+        "{metrics}"
+    );
+
+    // A license's story: both uses, the double use, its alert with evidence.
+    let (code, story, _) = get(&format!("{base}/api/licenses/LIC-SEEN"));
+    assert_eq!(code, 200);
+    assert_eq!(story["double_use"], true);
+    let uses = story["uses"].as_array().unwrap();
+    let mut who: Vec<&str> = uses
+        .iter()
+        .map(|u| u["checkpoint"].as_str().unwrap())
+        .collect();
+    who.sort();
+    assert_eq!(who, ["post-a", "post-b"]);
+    assert_eq!(uses[0]["end_user"], "DE-HRB-20002");
+    assert_eq!(uses[0]["destination"], "DE");
+    assert_eq!(story["alerts"][0]["records"].as_array().unwrap().len(), 2);
+    let (_, cps, _) = get(&format!("{base}/api/checkpoints"));
+    assert_eq!(cps["checkpoints"].as_array().unwrap().len(), 2, "{cps}");
+    // Where controlled goods went: by end user, destination, heading.
+    for (by, key) in [
+        ("end_user", "DE-HRB-20002"),
+        ("destination", "DE"),
+        ("hs", "8505"),
+    ] {
+        let (code, flows, _) = get(&format!("{base}/api/flows?by={by}&since=2020-01-01"));
+        assert_eq!(code, 200, "{flows}");
+        let rows = flows["flows"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{flows}");
+        assert_eq!(
+            (rows[0]["key"].as_str(), rows[0]["records"].as_u64()),
+            (Some(key), Some(2))
+        );
+    }
+    let (code, _, _) = get(&format!("{base}/api/flows?by=colour"));
+    assert_eq!(code, 400);
+    let (_, alerts, _) = get(&format!("{base}/api/alerts?kind=double_use"));
+    assert_eq!(alerts["alerts"].as_array().unwrap().len(), 1);
+    // The broker gone: degraded, said why.
+    let _ = c.national.child.kill();
+    let _ = c.national.child.wait();
+    let health_says = || get(&format!("{base}/healthz")).1["reasons"].to_string();
+    assert!(
+        eventually(30, || health_says().contains("national broker")).await,
+        "{}",
+        health_says()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_is_observable_and_queryable_over_http_on_sqlite() {
+    observable(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_is_observable_and_queryable_over_http_on_postgresql() {
+    let pg = Postgres::primary();
+    observable(Some(pg.uri())).await;
+}

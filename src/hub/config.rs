@@ -34,6 +34,8 @@ pub struct HubConfig {
     pub kid: String,
     /// Shared-subscription group hub processes share the load in.
     pub share_group: String,
+    /// The HTTP listener (`[http]`): metrics, health, the national view's API.
+    pub http: Option<crate::config::HttpConfig>,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +52,7 @@ struct RawHub {
     share_group: String,
     /// Where the registry was before it moved into the policy.
     checkpoints: Option<toml::Value>,
+    http: Option<crate::config::HttpConfig>,
 }
 
 fn default_group() -> String {
@@ -109,6 +112,7 @@ impl HubConfig {
             key_file: base.join(raw.hub_key),
             kid: raw.hub_kid,
             share_group: raw.share_group,
+            http: raw.http,
         })
     }
 }

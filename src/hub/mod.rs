@@ -11,6 +11,7 @@
 //! ([`crate::sync::protocol`]): checkpoints act on nothing else.
 
 mod config;
+pub mod http;
 pub mod store;
 
 pub use config::HubConfig;
@@ -40,6 +41,9 @@ pub enum HubError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The HTTP listener did not start.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     /// The hub's key could not be loaded or created.
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
@@ -80,6 +84,8 @@ struct Hub {
     throttle: AlertThrottle,
     /// Per checkpoint: the last backfill answered, and when.
     answered: HashMap<String, (u64, Instant)>,
+    /// Metrics and health.
+    telemetry: Arc<http::HubTelemetry>,
 }
 
 /// Runs the hub until `shutdown` completes.
@@ -134,6 +140,11 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
         "hub",
         Duration::from_secs(cfg.mqtt.reconnect_max_secs),
     );
+    let telemetry = http::HubTelemetry::new();
+    let http_task = match &cfg.http {
+        Some(h) => Some(http::start(h.listen, telemetry.clone(), store.reader().await?).await?),
+        None => None,
+    };
     let mut hub = Hub {
         topics: SyncTopics::new(&cfg.mqtt.prefix),
         in_force: PolicyInForce::new(cfg.policy.clone()),
@@ -142,6 +153,7 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
         key,
         throttle: AlertThrottle::default(),
         answered: HashMap::new(),
+        telemetry: telemetry.clone(),
     };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tokio::pin!(shutdown);
@@ -164,6 +176,9 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
                     HubStatus::offline(&hub.cfg.kid, SystemClock.now()).seal(&hub.cfg.kid, &hub.key),
                 );
                 session.close().await;
+                if let Some(t) = http_task {
+                    t.abort();
+                }
                 return Ok(());
             }
             ev = session.next() => Some(ev),
@@ -174,6 +189,7 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
         };
         match ev {
             Some(SessionEvent::Connected) => {
+                telemetry.broker(true);
                 let group = &hub.cfg.share_group;
                 for t in [hub.topics.records_filter(), hub.topics.backfill()] {
                     let _ = session
@@ -196,7 +212,10 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
             }
             Some(SessionEvent::Message(p)) => pending.push_back(p),
             // Unacknowledged messages come again on the next connection.
-            Some(SessionEvent::Lost) => pending.clear(),
+            Some(SessionEvent::Lost) => {
+                telemetry.broker(false);
+                pending.clear();
+            }
             Some(SessionEvent::Other) | None => {}
         }
         while retry_at.is_none()
@@ -205,6 +224,7 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
             // Design: a database that stops answering (a primary frozen
             // mid-failover) must not hold the hub for ever; the operation is
             // idempotent, so it is tried again.
+            let started = Instant::now();
             let handled = tokio::time::timeout(STORE_TIMEOUT, hub.handle(p, SystemClock.now()))
                 .await
                 .unwrap_or_else(|_| {
@@ -218,7 +238,9 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
                     if failures > 0 {
                         info!(after = failures, "hub: the store works again");
                         failures = 0;
+                        telemetry.store_failing(None);
                     }
+                    telemetry.handled(started.elapsed().as_secs_f64(), pending.len() - 1);
                     // Stored (or nothing to store): only now may the broker forget it.
                     session.ack(p);
                     pending.pop_front();
@@ -236,6 +258,7 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
                 Err(e) => {
                     if failures == 0 {
                         error!(error = %e, waiting = pending.len(), "hub: the store fails; holding messages unacknowledged and trying again");
+                        telemetry.store_failing(Some(SystemClock.now()));
                     }
                     failures = failures.saturating_add(1);
                     let wait =
@@ -349,6 +372,7 @@ impl Hub {
                     why, "hub: a checkpoint's log is inconsistent"
                 );
                 if self.store.record_alert(&alert, now).await? {
+                    self.telemetry.alerted(alert.kind.as_str());
                     outs.push(Out {
                         topic: self.topics.alerts(),
                         payload: serde_json::to_vec(&alert).unwrap_or_default(),
@@ -419,6 +443,7 @@ impl Hub {
             outs.push(self.ack(cp, Some(batch.head.clone()), false, now).await?);
         }
         if let Some(feed) = stored.feed {
+            self.telemetry.stored(feed.entries.len() as u64);
             let head = feed.entries.last().map(|e| e.g).unwrap_or(0);
             info!(
                 sender,
@@ -433,6 +458,7 @@ impl Hub {
             });
         }
         for a in stored.alerts {
+            self.telemetry.alerted(a.kind.as_str());
             warn!(license_id = a.license_id.as_deref().unwrap_or("-"), kind = ?a.kind, "hub: alert");
             outs.push(Out {
                 topic: self.topics.alerts(),
@@ -551,6 +577,7 @@ impl Hub {
         payload: &[u8],
         now: UnixTime,
     ) -> Result<(), StoreError> {
+        self.telemetry.refused(reason);
         let Some(held_back) = self.throttle.admit(sender, reason, now) else {
             return Ok(());
         };

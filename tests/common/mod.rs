@@ -704,6 +704,16 @@ impl Hub {
         }
     }
 
+    /// Turns on the hub's HTTP listener on a free loopback port; returns its base URL.
+    pub fn enable_http(&self) -> String {
+        let port = free_port();
+        let p = self.dir.path().join("hub.toml");
+        let mut conf = std::fs::read_to_string(&p).unwrap();
+        conf.push_str(&format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+        std::fs::write(p, conf).unwrap();
+        format!("http://127.0.0.1:{port}")
+    }
+
     /// Appends `text` to the hub's config (a `policy_root_key`, say: before any table).
     pub fn configure(&self, top: &str) {
         let p = self.dir.path().join("hub.toml");

@@ -6,9 +6,11 @@
 
 mod postgres;
 mod sqlite;
+pub mod view;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+use view::{CheckpointView, FlowBy, FlowRow, RecordView};
 
 use std::path::PathBuf;
 
@@ -208,6 +210,67 @@ impl Store {
         }
     }
 
+    /// Another handle on the same store, for the national view's reads.
+    pub async fn reader(&self) -> Result<Store, StoreError> {
+        match self {
+            Store::Sqlite(s) => Ok(Store::Sqlite(Box::new(blocking(|| {
+                SqliteStore::open(std::path::Path::new(&s.path()))
+            })?))),
+            Store::Postgres(p) => Ok(Store::Postgres(p.clone())),
+        }
+    }
+
+    /// Every record of a license, in the national log's order.
+    pub async fn license(&mut self, license_id: &str) -> Result<Vec<RecordView>, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(|| s.license(license_id)),
+            Store::Postgres(p) => p.license(license_id).await,
+        }
+    }
+
+    /// Every checkpoint the hub has heard of, and its state.
+    pub async fn checkpoints(&mut self, now: UnixTime) -> Result<Vec<CheckpointView>, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(|| s.checkpoints(now)),
+            Store::Postgres(p) => p.checkpoints(now).await,
+        }
+    }
+
+    /// Alerts raised in `[since, until)`, newest first, at most `limit`, of `kind` if given.
+    pub async fn alerts(
+        &mut self,
+        kind: Option<&str>,
+        since: UnixTime,
+        until: UnixTime,
+        limit: u32,
+    ) -> Result<Vec<Alert>, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(|| s.alerts(kind, since, until, limit)),
+            Store::Postgres(p) => p.alerts(kind, since, until, limit).await,
+        }
+    }
+
+    /// Consumed licenses per day and `by`, in `[since, until)`.
+    pub async fn flows(
+        &mut self,
+        by: FlowBy,
+        since: UnixTime,
+        until: UnixTime,
+    ) -> Result<Vec<FlowRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(|| s.flows(by, since, until)),
+            Store::Postgres(p) => p.flows(by, since, until).await,
+        }
+    }
+
+    /// Whether the store answers and takes writes (`Err` says why not).
+    pub async fn writable(&mut self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(|| s.writable()),
+            Store::Postgres(p) => p.writable().await,
+        }
+    }
+
     /// The root of the national log at `size`.
     pub async fn log_root(&mut self, size: u64) -> Result<Hash, StoreError> {
         match self {
@@ -215,6 +278,20 @@ impl Store {
             Store::Postgres(p) => p.log_root(size).await,
         }
     }
+}
+
+/// A record's HS codes, comma-separated (for the national view).
+fn hs_codes(rec: &ConsumptionRecord) -> String {
+    rec.goods
+        .iter()
+        .map(|g| g.hs_code.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A record's net mass in all, kilograms.
+fn net_kg(rec: &ConsumptionRecord) -> f64 {
+    rec.goods.iter().map(|g| g.net_kg).sum()
 }
 
 /// True if `uri` names a PostgreSQL database rather than a file.

@@ -77,7 +77,8 @@ const SCHEMA: &str = "
     );
 ";
 
-/// An open PostgreSQL hub store.
+/// An open PostgreSQL hub store (cloning shares the pool).
+#[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
     name: PathBuf,
@@ -279,8 +280,8 @@ impl PgStore {
             .map_err(|e| self.store_err(e))?;
             staged.wrote(size, hashes);
             size += 1;
-            let hs: Vec<&str> = rec.goods.iter().map(|g| g.hs_code.as_str()).collect();
-            let net: f64 = rec.goods.iter().map(|g| g.net_kg).sum();
+            let hs = super::hs_codes(rec);
+            let net = super::net_kg(rec);
             let params: [&(dyn ToSql + Sync); 17] = [
                 &(size as i64),
                 &rec.checkpoint,
@@ -297,7 +298,7 @@ impl PgStore {
                 &rec.consignee,
                 &rec.end_user,
                 &rec.destination,
-                &hs.join(","),
+                &hs,
                 &net,
             ];
             tx.execute(
@@ -500,9 +501,119 @@ impl PgStore {
             .map_err(|e| self.store_err(e))
     }
 
-    /// A pooled connection, for the read-only queries of the national view.
-    pub async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(self.pool_err())
+    /// Every record of a license, in the national log's order.
+    pub async fn license(
+        &self,
+        license_id: &str,
+    ) -> Result<Vec<super::view::RecordView>, StoreError> {
+        let c = self.pool.get().await.map_err(self.pool_err())?;
+        let sql = format!(
+            "SELECT {} FROM records WHERE license_id = $1 ORDER BY g",
+            super::view::RECORD_COLUMNS
+        );
+        let rows = c.query(&sql, &[&license_id]).await.map_err(self.err())?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                super::view::record_view((
+                    r.get(0),
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                    r.get(5),
+                    r.get(6),
+                    r.get(7),
+                    r.get(8),
+                    r.get(9),
+                    r.get(10),
+                    r.get(11),
+                    r.get(12),
+                ))
+            })
+            .collect())
+    }
+
+    /// Every checkpoint heard of, and its state.
+    pub async fn checkpoints(
+        &self,
+        now: UnixTime,
+    ) -> Result<Vec<super::view::CheckpointView>, StoreError> {
+        let c = self.pool.get().await.map_err(self.pool_err())?;
+        let rows = c
+            .query(
+                "SELECT c.checkpoint, c.contiguous, c.last_seen, (SELECT MAX(size) FROM post_heads h WHERE h.checkpoint = c.checkpoint) FROM checkpoints c ORDER BY c.checkpoint",
+                &[],
+            )
+            .await
+            .map_err(self.err())?;
+        Ok(rows
+            .iter()
+            .map(|r| super::view::checkpoint_view(r.get(0), r.get(1), r.get(2), r.get(3), now))
+            .collect())
+    }
+
+    /// Alerts raised in `[since, until)`, newest first.
+    pub async fn alerts(
+        &self,
+        kind: Option<&str>,
+        since: UnixTime,
+        until: UnixTime,
+        limit: u32,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let c = self.pool.get().await.map_err(self.pool_err())?;
+        let rows = c
+            .query(
+                "SELECT alert_json FROM alerts WHERE raised_at >= $1 AND raised_at < $2 AND ($3::TEXT IS NULL OR kind = $3) ORDER BY id DESC LIMIT $4",
+                &[&since, &until, &kind, &(limit as i64)],
+            )
+            .await
+            .map_err(self.err())?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| serde_json::from_str(r.get::<_, &str>(0)).ok())
+            .collect())
+    }
+
+    /// Consumed licenses per day and `by`, in `[since, until)`.
+    pub async fn flows(
+        &self,
+        by: super::view::FlowBy,
+        since: UnixTime,
+        until: UnixTime,
+    ) -> Result<Vec<super::view::FlowRow>, StoreError> {
+        let c = self.pool.get().await.map_err(self.pool_err())?;
+        let sql = format!(
+            "SELECT to_char(to_timestamp(consumed_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, {col} AS k, COUNT(*), SUM(net_kg) FROM records WHERE consumed_at >= $1 AND consumed_at < $2 GROUP BY day, k ORDER BY day, k",
+            col = by.column()
+        );
+        let rows = c.query(&sql, &[&since, &until]).await.map_err(self.err())?;
+        Ok(rows
+            .iter()
+            .map(|r| super::view::FlowRow {
+                day: r.get(0),
+                key: r.get(1),
+                records: r.get::<_, i64>(2) as u64,
+                net_kg: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Whether the database answers and takes writes (not a standby).
+    pub async fn writable(&self) -> Result<(), StoreError> {
+        let c = self.pool.get().await.map_err(self.pool_err())?;
+        let standby: bool = c
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map_err(self.err())?
+            .get(0);
+        if standby {
+            return Err(StoreError {
+                path: self.name.clone(),
+                message: "connected to a standby, which takes no writes".into(),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -75,6 +75,19 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     DELETE FROM checkpoints;
 ",
+    // 3: what the national view asks of each record, and when a checkpoint was last heard.
+    "
+    ALTER TABLE records ADD COLUMN consumed_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE records ADD COLUMN declaration_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE records ADD COLUMN exporter TEXT NOT NULL DEFAULT '';
+    ALTER TABLE records ADD COLUMN consignee TEXT NOT NULL DEFAULT '';
+    ALTER TABLE records ADD COLUMN end_user TEXT NOT NULL DEFAULT '';
+    ALTER TABLE records ADD COLUMN destination TEXT NOT NULL DEFAULT '';
+    ALTER TABLE records ADD COLUMN hs_codes TEXT NOT NULL DEFAULT '';
+    ALTER TABLE records ADD COLUMN net_kg REAL NOT NULL DEFAULT 0;
+    CREATE INDEX records_consumed ON records(consumed_at);
+    ALTER TABLE checkpoints ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
+",
 ];
 
 /// An open SQLite hub store.
@@ -243,8 +256,8 @@ impl SqliteStore {
                 .map_err(merr)?;
             size += 1;
             tx.execute(
-                "INSERT INTO records(g, checkpoint, seq, license_id, leaf, post_index, post_size, post_proof, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![size as i64, rec.checkpoint, rec.seq as i64, rec.license_id, p.leaf, p.post_index as i64, p.post_size as i64, hashes_blob(&p.post_proof), now],
+                "INSERT INTO records(g, checkpoint, seq, license_id, leaf, post_index, post_size, post_proof, received_at, consumed_at, declaration_id, exporter, consignee, end_user, destination, hs_codes, net_kg) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                params![size as i64, rec.checkpoint, rec.seq as i64, rec.license_id, p.leaf, p.post_index as i64, p.post_size as i64, hashes_blob(&p.post_proof), now, rec.consumed_at, rec.declaration_id, rec.exporter, rec.consignee, rec.end_user, rec.destination, super::hs_codes(rec), super::net_kg(rec)],
             )
             .map_err(err)?;
             // Every record of this license, this one included.
@@ -274,8 +287,8 @@ impl SqliteStore {
             }
             drop(exists);
             tx.execute(
-                "INSERT INTO checkpoints(checkpoint, contiguous) VALUES (?1, ?2) ON CONFLICT(checkpoint) DO UPDATE SET contiguous=excluded.contiguous",
-                params![cp, n],
+                "INSERT INTO checkpoints(checkpoint, contiguous, last_seen) VALUES (?1, ?2, ?3) ON CONFLICT(checkpoint) DO UPDATE SET contiguous=excluded.contiguous, last_seen=excluded.last_seen",
+                params![cp, n, now],
             )
             .map_err(err)?;
             out.contiguous.push((cp, n as u64));
@@ -374,6 +387,118 @@ impl SqliteStore {
                 r.get::<_, i64>(0)
             })
             .map(|g| g as u64)
+            .map_err(self.err())
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    /// Every record of a license, in the national log's order.
+    pub fn license(&self, license_id: &str) -> Result<Vec<super::view::RecordView>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM records WHERE license_id = ?1 ORDER BY g",
+            super::view::RECORD_COLUMNS
+        );
+        let mut st = self.conn.prepare(&sql).map_err(self.err())?;
+        st.query_map([license_id], |r| {
+            Ok(super::view::record_view((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+                r.get(11)?,
+                r.get(12)?,
+            )))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(self.err())
+    }
+
+    /// Every checkpoint heard of, and its state.
+    pub fn checkpoints(
+        &self,
+        now: UnixTime,
+    ) -> Result<Vec<super::view::CheckpointView>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT c.checkpoint, c.contiguous, c.last_seen, (SELECT MAX(size) FROM post_heads h WHERE h.checkpoint = c.checkpoint) FROM checkpoints c ORDER BY c.checkpoint",
+            )
+            .map_err(self.err())?;
+        st.query_map([], |r| {
+            Ok(super::view::checkpoint_view(
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                now,
+            ))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(self.err())
+    }
+
+    /// Alerts raised in `[since, until)`, newest first.
+    pub fn alerts(
+        &self,
+        kind: Option<&str>,
+        since: UnixTime,
+        until: UnixTime,
+        limit: u32,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT alert_json FROM alerts WHERE raised_at >= ?1 AND raised_at < ?2 AND (?3 IS NULL OR kind = ?3) ORDER BY id DESC LIMIT ?4",
+            )
+            .map_err(self.err())?;
+        let rows: Vec<String> = st
+            .query_map(params![since, until, kind, limit], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(self.err())?;
+        Ok(rows
+            .iter()
+            .filter_map(|j| serde_json::from_str(j).ok())
+            .collect())
+    }
+
+    /// Consumed licenses per day and `by`, in `[since, until)`.
+    pub fn flows(
+        &self,
+        by: super::view::FlowBy,
+        since: UnixTime,
+        until: UnixTime,
+    ) -> Result<Vec<super::view::FlowRow>, StoreError> {
+        let sql = format!(
+            "SELECT date(consumed_at, 'unixepoch') AS day, {col} AS k, COUNT(*), SUM(net_kg) FROM records WHERE consumed_at >= ?1 AND consumed_at < ?2 GROUP BY day, k ORDER BY day, k",
+            col = by.column()
+        );
+        let mut st = self.conn.prepare(&sql).map_err(self.err())?;
+        st.query_map(params![since, until], |r| {
+            Ok(super::view::FlowRow {
+                day: r.get(0)?,
+                key: r.get(1)?,
+                records: r.get::<_, i64>(2)? as u64,
+                net_kg: r.get(3)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(self.err())
+    }
+
+    /// Whether the file takes a write.
+    pub fn writable(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
             .map_err(self.err())
     }
 
