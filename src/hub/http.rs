@@ -354,7 +354,7 @@ fn time_arg(v: &Option<String>, default: UnixTime) -> Result<UnixTime, Response>
 async fn alerts(State(app): State<App>, Query(q): Query<Range>) -> Response {
     let (since, until) = match (time_arg(&q.since, 0), time_arg(&q.until, i64::MAX)) {
         (Ok(s), Ok(u)) => (s, u),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(e), _) | (_, Err(e)) => return bad_request(e),
     };
     let limit = q.limit.unwrap_or(100).min(1000);
     match app
@@ -378,7 +378,7 @@ async fn flows(State(app): State<App>, Query(q): Query<Range>) -> Response {
     };
     let (since, until) = match (time_arg(&q.since, 0), time_arg(&q.until, i64::MAX)) {
         (Ok(s), Ok(u)) => (s, u),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(e), _) | (_, Err(e)) => return bad_request(e),
     };
     match app.store.lock().await.flows(by, since, until).await {
         Ok(rows) => json(
