@@ -336,19 +336,17 @@ struct Range {
     limit: Option<u32>,
 }
 
-fn time_arg(v: &Option<String>, default: UnixTime) -> Result<UnixTime, Response> {
+/// An RFC 3339 time or a date (`2026-11-01`, its midnight UTC); the error in words.
+fn time_arg(v: &Option<String>, default: UnixTime) -> Result<UnixTime, String> {
     match v {
         None => Ok(default),
-        Some(t) => {
-            let full = if t.len() == 10 {
-                format!("{t}T00:00:00Z")
-            } else {
-                t.clone()
-            };
-            parse_rfc3339(&full)
-                .map_err(|e| json(StatusCode::BAD_REQUEST, serde_json::json!({"error": e})))
-        }
+        Some(t) if t.len() == 10 => parse_rfc3339(&format!("{t}T00:00:00Z")),
+        Some(t) => parse_rfc3339(t),
     }
+}
+
+fn bad_request(why: String) -> Response {
+    json(StatusCode::BAD_REQUEST, serde_json::json!({"error": why}))
 }
 
 async fn alerts(State(app): State<App>, Query(q): Query<Range>) -> Response {
