@@ -48,6 +48,16 @@ pub struct BenchOptions {
     /// Keep the daemon's log in this file (level from PERMITGATE_LOG, default warn).
     #[arg(long)]
     pub daemon_log: Option<PathBuf>,
+    /// Measure something else than one post's gate.
+    #[command(subcommand)]
+    pub target: Option<BenchTarget>,
+}
+
+/// The other benchmarks under `permitgate bench`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BenchTarget {
+    /// The hub catching up after an outage: K posts' backlogs, then a backfill.
+    Hub(crate::bench_hub::HubBenchOptions),
 }
 
 /// The figures a run produces.
@@ -460,7 +470,7 @@ fn per_declaration_us(
 }
 
 /// How many `verify_strict` calls one core does per second, on a real token.
-fn verify_strict_rate(issuer: &ed25519_dalek::SigningKey) -> f64 {
+pub(crate) fn verify_strict_rate(issuer: &ed25519_dalek::SigningKey) -> f64 {
     let lic = bench_license("LIC-VERIFY", 0);
     let bytes = token::issue(&lic, KID, issuer);
     let Ok(msg) = token::cose::parse(&bytes) else {
@@ -644,13 +654,13 @@ fn prefill(path: &Path, n: u64) -> Result<()> {
     Ok(())
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn wait_port(port: u16) -> Result<()> {
+pub(crate) fn wait_port(port: u16) -> Result<()> {
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(());
@@ -660,7 +670,7 @@ fn wait_port(port: u16) -> Result<()> {
     bail!("mosquitto did not start on port {port}")
 }
 
-fn start_mosquitto(bin: &Path, dir: &Path, port: u16) -> Result<Child> {
+pub(crate) fn start_mosquitto(bin: &Path, dir: &Path, port: u16) -> Result<Child> {
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
@@ -698,7 +708,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
 }
 
 /// Kills the child when dropped, so an error never leaves processes behind.
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {

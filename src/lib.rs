@@ -30,6 +30,7 @@
 //! - [`sync`]: the checkpoint side of sync with the hub, and the sync messages.
 //! - [`hub`]: `permitgate hub`, the national store of consumption records.
 //! - [`bench`]: `permitgate bench`, the end-to-end benchmark.
+//! - [`bench_hub`]: `permitgate bench hub`, the hub's catch-up after an outage.
 //! - [`qr`]: QR codes of license tokens for paperwork.
 //! - [`logging`]: `tracing` set-up, with the filter reloadable on SIGHUP.
 //! - [`telemetry`]: metrics, health and the console's live feed, shared by the daemon's tasks.
@@ -39,6 +40,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_hub;
 pub mod broker;
 pub mod bundle;
 pub mod cli;

@@ -462,9 +462,16 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             rt.block_on(async { crate::hub::run(cfg, shutdown_signal()).await })?;
             Ok(Outcome::Ok)
         }
-        Command::Bench(opts) => {
+        Command::Bench(mut opts) => {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            rt.block_on(crate::bench::run(opts))?;
+            match opts.target.take() {
+                Some(crate::bench::BenchTarget::Hub(hub)) => {
+                    rt.block_on(crate::bench_hub::run(hub))?;
+                }
+                None => {
+                    rt.block_on(crate::bench::run(opts))?;
+                }
+            }
             Ok(Outcome::Ok)
         }
         Command::Completions { shell } => {

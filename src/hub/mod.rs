@@ -12,6 +12,7 @@
 
 mod config;
 pub mod http;
+mod records;
 pub mod store;
 
 pub use config::HubConfig;
@@ -29,11 +30,9 @@ use tracing::{error, info, warn};
 use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::in_force::PolicyInForce;
 use crate::mqtt::{Session, SessionEvent, topic_of};
-use crate::record::ConsumptionRecord;
-use crate::sync::protocol::{Ack, Backfill, HubStatus, HubTime, Records, SyncTopics};
-use crate::sync::verify::{log_inconsistent_alert, verify_post_head};
+use crate::sync::protocol::{Ack, Backfill, HubStatus, HubTime, SyncTopics};
 use crate::throttle::{AlertThrottle, bounded_detail};
-use store::{Placed, Store, StoreError};
+use store::{Store, StoreError};
 
 /// Why the hub could not run.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +70,12 @@ struct Out {
 /// Longest a message's handling may wait on the store before it is tried again.
 const STORE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Records messages stored in one transaction at most.
+const GROUP_MAX: usize = 20;
+
+/// Bytes of records messages stored in one transaction at most.
+const GROUP_BYTES: usize = 8 << 20;
+
 /// The same backfill request answered again within this is ignored (a replay).
 const BACKFILL_REPEAT: Duration = Duration::from_secs(1);
 
@@ -86,6 +91,8 @@ struct Hub {
     answered: HashMap<String, (u64, Instant)>,
     /// Metrics and health.
     telemetry: Arc<http::HubTelemetry>,
+    /// Checkpoint head notes already verified: (checkpoint, head).
+    heads: HashMap<String, (String, crate::merkle::head::Head)>,
 }
 
 /// Runs the hub until `shutdown` completes.
@@ -154,6 +161,7 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
         throttle: AlertThrottle::default(),
         answered: HashMap::new(),
         telemetry: telemetry.clone(),
+        heads: HashMap::new(),
     };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tokio::pin!(shutdown);
@@ -187,52 +195,77 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
                 None
             }
         };
-        match ev {
-            Some(SessionEvent::Connected) => {
-                telemetry.broker(true);
-                let group = &hub.cfg.share_group;
-                for t in [hub.topics.records_filter(), hub.topics.backfill()] {
-                    let _ = session
-                        .client
-                        .try_subscribe(format!("$share/{group}/{t}"), QoS::AtLeastOnce);
+        // Design: every message already received is taken before any is
+        // handled, so that consecutive records messages form one group.
+        let mut ev = ev;
+        loop {
+            match ev {
+                Some(SessionEvent::Connected) => {
+                    telemetry.broker(true);
+                    let group = &hub.cfg.share_group;
+                    for t in [hub.topics.records_filter(), hub.topics.backfill()] {
+                        let _ = session
+                            .client
+                            .try_subscribe(format!("$share/{group}/{t}"), QoS::AtLeastOnce);
+                    }
+                    // Every hub process follows the policy, so not shared.
+                    if hub.cfg.policy_root.is_some() {
+                        let _ = session
+                            .client
+                            .try_subscribe(hub.topics.policy(), QoS::AtLeastOnce);
+                    }
+                    // Checkpoints that see the hub back send what waits at once.
+                    let _ = session.client.try_publish(
+                        hub.topics.hub_status(),
+                        QoS::AtLeastOnce,
+                        true,
+                        HubStatus::online(&hub.cfg.kid, SystemClock.now())
+                            .seal(&hub.cfg.kid, &hub.key),
+                    );
                 }
-                // Every hub process follows the policy, so not shared.
-                if hub.cfg.policy_root.is_some() {
-                    let _ = session
-                        .client
-                        .try_subscribe(hub.topics.policy(), QoS::AtLeastOnce);
+                Some(SessionEvent::Message(p)) => pending.push_back(p),
+                // Unacknowledged messages come again on the next connection.
+                Some(SessionEvent::Lost) => {
+                    telemetry.broker(false);
+                    pending.clear();
                 }
-                // Checkpoints that see the hub back send what waits at once.
-                let _ = session.client.try_publish(
-                    hub.topics.hub_status(),
-                    QoS::AtLeastOnce,
-                    true,
-                    HubStatus::online(&hub.cfg.kid, SystemClock.now()).seal(&hub.cfg.kid, &hub.key),
-                );
+                Some(SessionEvent::Other) | None => {}
             }
-            Some(SessionEvent::Message(p)) => pending.push_back(p),
-            // Unacknowledged messages come again on the next connection.
-            Some(SessionEvent::Lost) => {
-                telemetry.broker(false);
-                pending.clear();
+            if pending.len() >= GROUP_MAX {
+                break;
             }
-            Some(SessionEvent::Other) | None => {}
+            match futures_util::FutureExt::now_or_never(session.next()) {
+                Some(next) => ev = Some(next),
+                None => break,
+            }
         }
-        while retry_at.is_none()
-            && let Some(p) = pending.front()
-        {
+        while retry_at.is_none() && !pending.is_empty() {
+            // Design: consecutive records messages waiting are stored in one
+            // transaction (a group commit) and acknowledged together after it.
+            let mut records = 0;
+            let group = pending
+                .iter()
+                .take_while(|p| {
+                    records += p.payload.len();
+                    hub.is_records(p) && records <= GROUP_BYTES
+                })
+                .take(GROUP_MAX)
+                .count()
+                .max(1);
+            let group: Vec<Publish> = pending.range(..group).cloned().collect();
             // Design: a database that stops answering (a primary frozen
             // mid-failover) must not hold the hub for ever; the operation is
             // idempotent, so it is tried again.
             let started = Instant::now();
-            let handled = tokio::time::timeout(STORE_TIMEOUT, hub.handle(p, SystemClock.now()))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(StoreError {
-                        path: std::path::PathBuf::from(store::redacted(&hub.cfg.store)),
-                        message: format!("no answer within {STORE_TIMEOUT:?}"),
-                    })
-                });
+            let handled =
+                tokio::time::timeout(STORE_TIMEOUT, hub.handle_group(&group, SystemClock.now()))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError {
+                            path: std::path::PathBuf::from(store::redacted(&hub.cfg.store)),
+                            message: format!("no answer within {STORE_TIMEOUT:?}"),
+                        })
+                    });
             match handled {
                 Ok(outs) => {
                     if failures > 0 {
@@ -240,10 +273,11 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
                         failures = 0;
                         telemetry.store_failing(None);
                     }
-                    telemetry.handled(started.elapsed().as_secs_f64(), pending.len() - 1);
-                    // Stored (or nothing to store): only now may the broker forget it.
-                    session.ack(p);
-                    pending.pop_front();
+                    telemetry.handled(started.elapsed().as_secs_f64(), pending.len() - group.len());
+                    // Stored (or nothing to store): only now may the broker forget them.
+                    for p in pending.drain(..group.len()) {
+                        session.ack(&p);
+                    }
                     for o in outs {
                         tracing::debug!(topic = %o.topic, bytes = o.payload.len(), "hub: publishing");
                         if session
@@ -271,12 +305,40 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
 }
 
 impl Hub {
+    /// Whether `p` carries records (and may be stored in a group with others).
+    fn is_records(&self, p: &Publish) -> bool {
+        self.topics.checkpoint_of_records(topic_of(p)).is_some()
+    }
+
+    /// Handles a group of messages: consecutive records messages are
+    /// checked one by one and stored in one transaction; anything else
+    /// comes alone.
+    async fn handle_group(
+        &mut self,
+        group: &[Publish],
+        now: UnixTime,
+    ) -> Result<Vec<Out>, StoreError> {
+        let mut outs = Vec::new();
+        let mut checked = Vec::new();
+        for p in group {
+            let Some(sender) = self.topics.checkpoint_of_records(topic_of(p)) else {
+                outs.extend(self.handle(p, now).await?);
+                continue;
+            };
+            let sender = sender.to_owned();
+            if let Some(c) = self
+                .check_records(&sender, &p.payload, now, &mut outs)
+                .await?
+            {
+                checked.push(c);
+            }
+        }
+        self.store_checked(checked, now, &mut outs).await?;
+        Ok(outs)
+    }
+
     async fn handle(&mut self, p: &Publish, now: UnixTime) -> Result<Vec<Out>, StoreError> {
         let topic = topic_of(p);
-        if let Some(sender) = self.topics.checkpoint_of_records(topic) {
-            let sender = sender.to_owned();
-            return self.on_records(&sender, &p.payload, now).await;
-        }
         if topic == self.topics.backfill() {
             return self.on_backfill(&p.payload, now).await;
         }
@@ -284,189 +346,6 @@ impl Hub {
             return self.on_policy(&p.payload, now);
         }
         Ok(Vec::new())
-    }
-
-    async fn on_records(
-        &mut self,
-        sender: &str,
-        payload: &[u8],
-        now: UnixTime,
-    ) -> Result<Vec<Out>, StoreError> {
-        let mut outs = Vec::new();
-        let batch = match Records::decode(payload) {
-            Ok(b) => b,
-            Err(e) => {
-                self.refuse(
-                    &mut outs,
-                    sender,
-                    "unreadable",
-                    &e.to_string(),
-                    payload,
-                    now,
-                )
-                .await?;
-                return Ok(outs);
-            }
-        };
-        let registry = self.in_force.current().registry.clone();
-        let head = match verify_post_head(&batch.head, &registry) {
-            Ok((cp, _)) if cp != sender => {
-                let why = format!("a head of `{cp}` sent on the topic of `{sender}`");
-                self.refuse(&mut outs, sender, "wrong_topic", &why, payload, now)
-                    .await?;
-                return Ok(outs);
-            }
-            Ok((_, head)) => head,
-            Err(e) => {
-                let why = format!("sent on the topic of `{sender}`: {e}");
-                self.refuse(&mut outs, sender, e.code(), &why, payload, now)
-                    .await?;
-                return Ok(outs);
-            }
-        };
-        // Design: the checkpoint's log only ever grows. Each new head must
-        // extend the newest one held, by a consistency proof from it; a head
-        // that shrinks it or contradicts it is `log_inconsistent`.
-        let held = self.store.post_head(sender).await?;
-        if let Some((size, root, note)) = &held {
-            let verdict = match (head.size.cmp(size), &batch.consistency) {
-                (std::cmp::Ordering::Equal, _) => (head.root == *root).then_some(()).ok_or(
-                    "two heads of the same size with different roots: the log was rewritten",
-                ),
-                // An older head: a message delayed, redelivered, or taken by
-                // another hub first. It must agree with the head of its size
-                // the hub holds, if any; otherwise it is sent again, current.
-                (std::cmp::Ordering::Less, _) => {
-                    match self.store.post_head_at(sender, head.size).await? {
-                        Some(held_root) if held_root != head.root => Err(
-                            "two heads of the same size with different roots: the log was rewritten",
-                        ),
-                        Some(_) => Ok(()),
-                        None => {
-                            outs.push(self.ack(sender, Some(note.clone()), true, now).await?);
-                            return Ok(outs);
-                        }
-                    }
-                }
-                (std::cmp::Ordering::Greater, Some((from, proof))) if from == size => {
-                    crate::merkle::verify_consistency(proof, *size, root, head.size, &head.root)
-                        .map_err(|_| {
-                            "its new head does not extend the one the hub holds: the log was rewritten"
-                        })
-                }
-                (std::cmp::Ordering::Greater, _) => {
-                    // No proof from the head the hub holds: ask for it.
-                    outs.push(self.ack(sender, Some(note.clone()), true, now).await?);
-                    return Ok(outs);
-                }
-            };
-            if let Err(why) = verdict {
-                let alert = log_inconsistent_alert(
-                    "hub",
-                    &format!("checkpoint `{sender}`: {why}"),
-                    vec![note.clone(), batch.head.clone()],
-                    now,
-                );
-                error!(
-                    checkpoint = sender,
-                    why, "hub: a checkpoint's log is inconsistent"
-                );
-                if self.store.record_alert(&alert, now).await? {
-                    self.telemetry.alerted(alert.kind.as_str());
-                    outs.push(Out {
-                        topic: self.topics.alerts(),
-                        payload: serde_json::to_vec(&alert).unwrap_or_default(),
-                        retain: false,
-                    });
-                }
-                return Ok(outs);
-            }
-        }
-        self.store
-            .keep_post_head(sender, &head, &batch.head, now)
-            .await?;
-        let skew = registry.skew();
-        let mut placed = Vec::new();
-        for (index, leaf, proof) in batch.records {
-            let rec = match ConsumptionRecord::from_leaf(&leaf) {
-                Ok(r) if r.checkpoint == sender => r,
-                Ok(r) => {
-                    let why = format!(
-                        "record of `{}` sent on the topic of `{sender}`",
-                        r.checkpoint
-                    );
-                    self.refuse(&mut outs, sender, "wrong_topic", &why, &leaf, now)
-                        .await?;
-                    continue;
-                }
-                Err(e) => {
-                    self.refuse(&mut outs, sender, e.code(), &e.to_string(), &leaf, now)
-                        .await?;
-                    continue;
-                }
-            };
-            // Design: a record already stored byte for byte was checked when
-            // it was stored; a resent copy costs a lookup, not a proof.
-            let known = self.store.held(sender, rec.seq).await?.as_ref() == Some(&leaf);
-            if !known {
-                if let Err(e) =
-                    crate::merkle::verify_inclusion(&proof, head.size, &head.root, index, &leaf)
-                {
-                    let why = format!(
-                        "record {} of `{sender}` is not in its signed log: {e}",
-                        rec.seq
-                    );
-                    self.refuse(&mut outs, sender, "not_included", &why, &leaf, now)
-                        .await?;
-                    continue;
-                }
-                if rec.consumed_at > head.time.saturating_add(skew) {
-                    let why = format!("record {} of `{sender}` is dated after its head", rec.seq);
-                    self.refuse(&mut outs, sender, "after_head", &why, &leaf, now)
-                        .await?;
-                    continue;
-                }
-            }
-            placed.push(Placed {
-                record: rec,
-                leaf,
-                post_index: index,
-                post_size: head.size,
-                post_proof: proof,
-            });
-        }
-        if placed.is_empty() {
-            return Ok(outs);
-        }
-        let stored = self.store.store(&placed, &self.key, now).await?;
-        for (cp, _) in &stored.contiguous {
-            outs.push(self.ack(cp, Some(batch.head.clone()), false, now).await?);
-        }
-        if let Some(feed) = stored.feed {
-            self.telemetry.stored(feed.entries.len() as u64);
-            let head = feed.entries.last().map(|e| e.g).unwrap_or(0);
-            info!(
-                sender,
-                stored = feed.entries.len(),
-                head,
-                "hub: records stored"
-            );
-            outs.push(Out {
-                topic: self.topics.feed(),
-                payload: feed.encode(),
-                retain: false,
-            });
-        }
-        for a in stored.alerts {
-            self.telemetry.alerted(a.kind.as_str());
-            warn!(license_id = a.license_id.as_deref().unwrap_or("-"), kind = ?a.kind, "hub: alert");
-            outs.push(Out {
-                topic: self.topics.alerts(),
-                payload: serde_json::to_vec(&a).unwrap_or_default(),
-                retain: false,
-            });
-        }
-        Ok(outs)
     }
 
     /// The sealed acknowledgement for `checkpoint`: what the hub holds of it.
@@ -482,7 +361,19 @@ impl Hub {
             Some(h) => Some(h),
             None => self.store.post_head(checkpoint).await?.map(|h| h.2),
         };
-        Ok(Out {
+        Ok(self.ack_at(checkpoint, contiguous, post_head, resend, now))
+    }
+
+    /// The sealed acknowledgement of `contiguous` records of `checkpoint`.
+    fn ack_at(
+        &self,
+        checkpoint: &str,
+        contiguous: u64,
+        post_head: Option<String>,
+        resend: bool,
+        now: UnixTime,
+    ) -> Out {
+        Out {
             topic: self.topics.ack(checkpoint),
             payload: Ack {
                 checkpoint: checkpoint.to_owned(),
@@ -493,7 +384,7 @@ impl Hub {
             }
             .seal(&self.cfg.kid, &self.key),
             retain: true,
-        })
+        }
     }
 
     /// Answers a sealed backfill request with at most one feed message.
@@ -555,7 +446,11 @@ impl Hub {
             Ok(p) => {
                 let version = p.version;
                 match self.in_force.offer(p, now) {
-                    Ok(_) => info!(version, "hub: signed policy bundle accepted"),
+                    Ok(_) => {
+                        // Keys may have been retired: verify heads again.
+                        self.heads.clear();
+                        info!(version, "hub: signed policy bundle accepted");
+                    }
                     Err(crate::in_force::Refusal::NotNewer { offered, in_force })
                         if offered == in_force => {}
                     Err(e) => warn!(error = %e, "hub: policy bundle refused"),

@@ -59,6 +59,17 @@ struct Reader<'a, 'c> {
     failure: std::cell::RefCell<Option<MerkleError>>,
 }
 
+impl staged::Fetch for &SqlLog<'_> {
+    type Error = MerkleError;
+    fn fetch(&mut self, indexes: &[u64]) -> Result<Vec<(u64, Hash)>, MerkleError> {
+        let mut unique = indexes.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let hashes = self.read(&unique)?;
+        Ok(unique.into_iter().zip(hashes).collect())
+    }
+}
+
 impl HashReader for Reader<'_, '_> {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
         match self.log.read(indexes) {
@@ -129,6 +140,24 @@ impl<'c> SqlLog<'c> {
     /// The root of the tree of the first `size` leaves.
     pub fn root(&self, size: u64) -> Result<Hash, MerkleError> {
         self.with_reader(|r| tlog_tiles::tree_hash(size, r))
+    }
+
+    /// The proofs that each of `indexes` is in the tree of size `size`,
+    /// reading each stored hash once (consecutive leaves share most of theirs).
+    pub fn prove_many(&self, indexes: &[u64], size: u64) -> Result<Vec<Vec<Hash>>, MerkleError> {
+        if let Some(i) = indexes.iter().find(|&&i| i >= size) {
+            return Err(MerkleError::Input(format!(
+                "leaf {i} is not in a tree of {size}"
+            )));
+        }
+        let mut staged = staged::Staged::default();
+        let mut source = self;
+        staged.run(&mut source, |r| {
+            indexes
+                .iter()
+                .map(|&i| tlog_tiles::prove_record(size, i, r))
+                .collect::<Result<Vec<_>, _>>()
+        })
     }
 
     /// The proof that leaf `index` is in the tree of size `size`.

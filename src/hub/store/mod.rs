@@ -154,15 +154,15 @@ impl Store {
         }
     }
 
-    /// The leaf stored for (checkpoint, seq), if any.
-    pub async fn held(
+    /// The leaves stored for `checkpoint` under any of `seqs`.
+    pub async fn held_many(
         &mut self,
         checkpoint: &str,
-        seq: u64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+        seqs: &[u64],
+    ) -> Result<std::collections::HashMap<u64, Vec<u8>>, StoreError> {
         match self {
-            Store::Sqlite(s) => blocking(|| s.held(checkpoint, seq)),
-            Store::Postgres(p) => p.held(checkpoint, seq).await,
+            Store::Sqlite(s) => blocking(|| s.held_many(checkpoint, seqs)),
+            Store::Postgres(p) => p.held_many(checkpoint, seqs).await,
         }
     }
 

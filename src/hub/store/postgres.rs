@@ -10,6 +10,7 @@
 //! Hashes are fetched in batches ([`crate::merkle::staged`]): one query for
 //! all the proofs of a feed message, a few for a batch of appends.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -168,7 +169,7 @@ impl PgStore {
         let c = self.pool.get().await.map_err(self.pool_err())?;
         let row = c
             .query_opt(
-                "SELECT size, root, note FROM post_heads WHERE checkpoint = $1 ORDER BY size DESC LIMIT 1",
+                &c.prepare_cached("SELECT size, root, note FROM post_heads WHERE checkpoint = $1 ORDER BY size DESC LIMIT 1").await.map_err(self.err())?,
                 &[&checkpoint],
             )
             .await
@@ -191,7 +192,9 @@ impl PgStore {
     ) -> Result<Option<Hash>, StoreError> {
         let c = self.pool.get().await.map_err(self.pool_err())?;
         Ok(c.query_opt(
-            "SELECT root FROM post_heads WHERE checkpoint = $1 AND size = $2",
+            &c.prepare_cached("SELECT root FROM post_heads WHERE checkpoint = $1 AND size = $2")
+                .await
+                .map_err(self.err())?,
             &[&checkpoint, &(size as i64)],
         )
         .await
@@ -209,7 +212,7 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let c = self.pool.get().await.map_err(self.pool_err())?;
         c.execute(
-            "INSERT INTO post_heads(checkpoint, size, root, note, received_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &c.prepare_cached("INSERT INTO post_heads(checkpoint, size, root, note, received_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING").await.map_err(self.err())?,
             &[&checkpoint, &(head.size as i64), &&head.root.0[..], &note, &now],
         )
         .await
@@ -217,19 +220,32 @@ impl PgStore {
         Ok(())
     }
 
-    /// The leaf stored for (checkpoint, seq), if any.
-    pub async fn held(&self, checkpoint: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The leaves stored for `checkpoint` under any of `seqs`, in one query.
+    pub async fn held_many(
+        &self,
+        checkpoint: &str,
+        seqs: &[u64],
+    ) -> Result<HashMap<u64, Vec<u8>>, StoreError> {
         let c = self.pool.get().await.map_err(self.pool_err())?;
-        Ok(c.query_opt(
-            "SELECT leaf FROM records WHERE checkpoint = $1 AND seq = $2",
-            &[&checkpoint, &(seq as i64)],
-        )
-        .await
-        .map_err(self.err())?
-        .map(|r| r.get(0)))
+        let seqs: Vec<i64> = seqs.iter().map(|s| *s as i64).collect();
+        let st = c
+            .prepare_cached("SELECT seq, leaf FROM records WHERE checkpoint = $1 AND seq = ANY($2)")
+            .await
+            .map_err(self.err())?;
+        Ok(c.query(&st, &[&checkpoint, &seqs])
+            .await
+            .map_err(self.err())?
+            .into_iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+            .collect())
     }
 
     /// Stores checked records in one transaction; idempotent; see the module's design note.
+    ///
+    /// Design: a constant number of round trips per batch, whatever its
+    /// size (what is held, the rows, the hashes, the licenses used twice,
+    /// each checkpoint's contiguity), so a group of messages commits in
+    /// about the time of one.
     pub async fn store(
         &self,
         records: &[Placed],
@@ -238,40 +254,58 @@ impl PgStore {
     ) -> Result<Stored, StoreError> {
         let mut client = self.pool.get().await.map_err(self.pool_err())?;
         let tx = client.transaction().await.map_err(self.err())?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])
+        let e = self.err();
+        let lock = tx
+            .prepare_cached("SELECT pg_advisory_xact_lock($1)")
             .await
-            .map_err(self.err())?;
-        let mut out = Stored::default();
-        let mut touched: Vec<String> = Vec::new();
-        let mut size: u64 = tx
-            .query_one("SELECT COALESCE(MAX(g), 0) FROM records", &[])
+            .map_err(&e)?;
+        tx.execute(&lock, &[&LOG_LOCK]).await.map_err(&e)?;
+        let max = tx
+            .prepare_cached("SELECT COALESCE(MAX(g), 0) FROM records")
             .await
-            .map_err(self.err())?
-            .get::<_, i64>(0) as u64;
+            .map_err(&e)?;
+        let mut size = tx.query_one(&max, &[]).await.map_err(&e)?.get::<_, i64>(0) as u64;
         let first_new = size + 1;
+        let mut out = Stored::default();
+
+        // What is held already (by this hub or another), in one query.
+        let (cps, seqs): (Vec<&str>, Vec<i64>) = records
+            .iter()
+            .map(|p| (p.record.checkpoint.as_str(), p.record.seq as i64))
+            .unzip();
+        let st = tx
+            .prepare_cached(
+                "SELECT r.checkpoint, r.seq, r.leaf FROM records r JOIN UNNEST($1::TEXT[], $2::BIGINT[]) AS k(checkpoint, seq) ON r.checkpoint = k.checkpoint AND r.seq = k.seq",
+            )
+            .await
+            .map_err(&e)?;
+        let mut held: HashMap<(String, u64), Vec<u8>> = tx
+            .query(&st, &[&cps, &seqs])
+            .await
+            .map_err(&e)?
+            .into_iter()
+            .map(|r| ((r.get(0), r.get::<_, i64>(1) as u64), r.get(2)))
+            .collect();
+
         let mut staged = Staged::default();
+        let mut new: Vec<&Placed> = Vec::new();
+        let mut touched: Vec<&str> = Vec::new();
         for p in records {
             let rec = &p.record;
-            if !touched.contains(&rec.checkpoint) {
-                touched.push(rec.checkpoint.clone());
+            if !touched.contains(&rec.checkpoint.as_str()) {
+                touched.push(&rec.checkpoint);
             }
-            let held: Option<Vec<u8>> = tx
-                .query_opt(
-                    "SELECT leaf FROM records WHERE checkpoint = $1 AND seq = $2",
-                    &[&rec.checkpoint, &(rec.seq as i64)],
-                )
-                .await
-                .map_err(self.err())?
-                .map(|r| r.get(0));
-            if let Some(held) = held {
-                if held != p.leaf {
-                    let a = conflicting_record_alert(rec, &held, &p.leaf, now);
-                    if insert_alert(&tx, &a, now).await.map_err(self.err())? {
+            let k = (rec.checkpoint.clone(), rec.seq);
+            if let Some(h) = held.get(&k) {
+                if *h != p.leaf {
+                    let a = conflicting_record_alert(rec, h, &p.leaf, now);
+                    if insert_alert(&tx, &a, now).await.map_err(&e)? {
                         out.alerts.push(a);
                     }
                 }
                 continue;
             }
+            held.insert(k, p.leaf.clone());
             let h = leaf_hash(&p.leaf);
             let hashes = staged_op(&mut staged, &tx, |r| {
                 tlog_tiles::stored_hashes_for_record_hash(size, h, r)
@@ -280,93 +314,53 @@ impl PgStore {
             .map_err(|e| self.store_err(e))?;
             staged.wrote(size, hashes);
             size += 1;
-            let hs = super::hs_codes(rec);
-            let net = super::net_kg(rec);
-            let params: [&(dyn ToSql + Sync); 17] = [
-                &(size as i64),
-                &rec.checkpoint,
-                &(rec.seq as i64),
-                &rec.license_id,
-                &p.leaf,
-                &(p.post_index as i64),
-                &(p.post_size as i64),
-                &hashes_blob(&p.post_proof),
-                &now,
-                &rec.consumed_at,
-                &rec.declaration_id,
-                &rec.exporter,
-                &rec.consignee,
-                &rec.end_user,
-                &rec.destination,
-                &hs,
-                &net,
-            ];
-            tx.execute(
-                "INSERT INTO records(g, checkpoint, seq, license_id, leaf, post_index, post_size, post_proof, received_at, consumed_at, declaration_id, exporter, consignee, end_user, destination, hs_codes, net_kg) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-                &params,
-            )
-            .await
-            .map_err(self.err())?;
-            let all = proven_of_license(&tx, &rec.license_id)
+            new.push(p);
+        }
+        if !new.is_empty() {
+            insert_records(&tx, &new, first_new, now)
                 .await
-                .map_err(self.err())?;
-            if all.len() > 1 {
+                .map_err(&e)?;
+            let (idx, hashes): (Vec<i64>, Vec<Vec<u8>>) = staged
+                .written
+                .iter()
+                .map(|(i, h)| (*i as i64, h.0.to_vec()))
+                .unzip();
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO hub_log_hashes(idx, hash) SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[])",
+                )
+                .await
+                .map_err(&e)?;
+            tx.execute(&st, &[&idx, &hashes]).await.map_err(&e)?;
+            // Licenses of this batch now held more than once: a double use.
+            let mut licenses: Vec<&str> =
+                new.iter().map(|p| p.record.license_id.as_str()).collect();
+            licenses.sort_unstable();
+            licenses.dedup();
+            let st = tx
+                .prepare_cached(
+                    "SELECT license_id FROM records WHERE license_id = ANY($1) GROUP BY license_id HAVING COUNT(*) > 1 ORDER BY license_id",
+                )
+                .await
+                .map_err(&e)?;
+            for r in tx.query(&st, &[&licenses]).await.map_err(&e)? {
+                let license: String = r.get(0);
+                let all = proven_of_license(&tx, &license).await.map_err(&e)?;
                 let a = double_use_alert(&all, "hub", now);
-                if insert_alert(&tx, &a, now).await.map_err(self.err())? {
+                if insert_alert(&tx, &a, now).await.map_err(&e)? {
                     out.alerts.push(a);
                 }
             }
         }
-        // The stored hashes, in one statement.
-        let (idx, hashes): (Vec<i64>, Vec<Vec<u8>>) = staged
-            .written
-            .iter()
-            .map(|(i, h)| (*i as i64, h.0.to_vec()))
-            .unzip();
-        tx.execute(
-            "INSERT INTO hub_log_hashes(idx, hash) SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[])",
-            &[&idx, &hashes],
-        )
-        .await
-        .map_err(self.err())?;
         for cp in touched {
-            let mut n: i64 = tx
-                .query_opt(
-                    "SELECT contiguous FROM checkpoints WHERE checkpoint = $1",
-                    &[&cp],
-                )
-                .await
-                .map_err(self.err())?
-                .map(|r| r.get(0))
-                .unwrap_or(0);
-            loop {
-                let next = tx
-                    .query_opt(
-                        "SELECT 1 FROM records WHERE checkpoint = $1 AND seq = $2",
-                        &[&cp, &(n + 1)],
-                    )
-                    .await
-                    .map_err(self.err())?;
-                if next.is_none() {
-                    break;
-                }
-                n += 1;
-            }
-            tx.execute(
-                "INSERT INTO checkpoints(checkpoint, contiguous, last_seen) VALUES ($1, $2, $3) ON CONFLICT (checkpoint) DO UPDATE SET contiguous = excluded.contiguous, last_seen = excluded.last_seen",
-                &[&cp, &n, &now],
-            )
-            .await
-            .map_err(self.err())?;
-            out.contiguous.push((cp, n as u64));
+            let n = advance_contiguous(&tx, cp, now).await.map_err(&e)?;
+            out.contiguous.push((cp.to_owned(), n));
         }
         if size >= first_new {
             let root = staged_op(&mut staged, &tx, |r| tlog_tiles::tree_hash(size, r))
                 .await
                 .map_err(|e| self.store_err(e))?;
-            let note = sign_head(&tx, size, root, key, now)
-                .await
-                .map_err(self.err())?;
+            let note = sign_head(&tx, size, root, key, now).await.map_err(&e)?;
             out.feed = Some(
                 feed_range(
                     &tx,
@@ -380,7 +374,7 @@ impl PgStore {
                 .map_err(|e| self.store_err(e))?,
             );
         }
-        tx.commit().await.map_err(self.err())?;
+        tx.commit().await.map_err(&e)?;
         Ok(out)
     }
 
@@ -410,7 +404,9 @@ impl PgStore {
             .map_err(self.err())?;
         let Some(row) = tx
             .query_opt(
-                "SELECT size, note FROM hub_heads ORDER BY size DESC LIMIT 1",
+                &tx.prepare_cached("SELECT size, note FROM hub_heads ORDER BY size DESC LIMIT 1")
+                    .await
+                    .map_err(self.err())?,
                 &[],
             )
             .await
@@ -461,7 +457,9 @@ impl PgStore {
     pub async fn contiguous(&self, checkpoint: &str) -> Result<u64, StoreError> {
         let c = self.pool.get().await.map_err(self.pool_err())?;
         Ok(c.query_opt(
-            "SELECT contiguous FROM checkpoints WHERE checkpoint = $1",
+            &c.prepare_cached("SELECT contiguous FROM checkpoints WHERE checkpoint = $1")
+                .await
+                .map_err(self.err())?,
             &[&checkpoint],
         )
         .await
@@ -475,7 +473,11 @@ impl PgStore {
         let c = self.pool.get().await.map_err(self.pool_err())?;
         let r = c
             .query_one(
-                "SELECT (SELECT COUNT(*) FROM records), (SELECT COUNT(*) FROM alerts)",
+                &c.prepare_cached(
+                    "SELECT (SELECT COUNT(*) FROM records), (SELECT COUNT(*) FROM alerts)",
+                )
+                .await
+                .map_err(self.err())?,
                 &[],
             )
             .await
@@ -542,7 +544,7 @@ impl PgStore {
         let c = self.pool.get().await.map_err(self.pool_err())?;
         let rows = c
             .query(
-                "SELECT c.checkpoint, c.contiguous, c.last_seen, (SELECT MAX(size) FROM post_heads h WHERE h.checkpoint = c.checkpoint) FROM checkpoints c ORDER BY c.checkpoint",
+                &c.prepare_cached("SELECT c.checkpoint, c.contiguous, c.last_seen, (SELECT MAX(size) FROM post_heads h WHERE h.checkpoint = c.checkpoint) FROM checkpoints c ORDER BY c.checkpoint").await.map_err(self.err())?,
                 &[],
             )
             .await
@@ -564,7 +566,7 @@ impl PgStore {
         let c = self.pool.get().await.map_err(self.pool_err())?;
         let rows = c
             .query(
-                "SELECT alert_json FROM alerts WHERE raised_at >= $1 AND raised_at < $2 AND ($3::TEXT IS NULL OR kind = $3) ORDER BY id DESC LIMIT $4",
+                &c.prepare_cached("SELECT alert_json FROM alerts WHERE raised_at >= $1 AND raised_at < $2 AND ($3::TEXT IS NULL OR kind = $3) ORDER BY id DESC LIMIT $4").await.map_err(self.err())?,
                 &[&since, &until, &kind, &(limit as i64)],
             )
             .await
@@ -624,6 +626,12 @@ enum StagedError {
     Merkle(MerkleError),
 }
 
+impl From<Pg> for StagedError {
+    fn from(e: Pg) -> StagedError {
+        StagedError::Pg(e)
+    }
+}
+
 /// Runs a `tlog` operation, fetching the stored hashes it needs in one query.
 async fn staged_op<T, C: deadpool_postgres::GenericClient>(
     staged: &mut Staged,
@@ -637,7 +645,11 @@ async fn staged_op<T, C: deadpool_postgres::GenericClient>(
                 let idx: Vec<i64> = missing.iter().map(|i| *i as i64).collect();
                 let rows = client
                     .query(
-                        "SELECT idx, hash FROM hub_log_hashes WHERE idx = ANY($1)",
+                        &client
+                            .prepare_cached(
+                                "SELECT idx, hash FROM hub_log_hashes WHERE idx = ANY($1)",
+                            )
+                            .await?,
                         &[&idx],
                     )
                     .await
@@ -669,7 +681,7 @@ async fn sign_head<C: deadpool_postgres::GenericClient>(
     }
     .sign(key);
     c.execute(
-        "INSERT INTO hub_heads(size, note, signed_at) VALUES ($1, $2, $3) ON CONFLICT (size) DO UPDATE SET note = excluded.note, signed_at = excluded.signed_at",
+        &c.prepare_cached("INSERT INTO hub_heads(size, note, signed_at) VALUES ($1, $2, $3) ON CONFLICT (size) DO UPDATE SET note = excluded.note, signed_at = excluded.signed_at").await?,
         &[&(size as i64), &note, &now],
     )
     .await?;
@@ -686,7 +698,7 @@ async fn feed_range<C: deadpool_postgres::GenericClient>(
 ) -> Result<Feed, StagedError> {
     let rows = c
         .query(
-            "SELECT r.g, r.leaf, r.post_index, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size WHERE r.g > $1 AND r.g <= $2 ORDER BY r.g",
+            &c.prepare_cached("SELECT r.g, r.leaf, r.post_index, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size WHERE r.g > $1 AND r.g <= $2 ORDER BY r.g").await?,
             &[&(after as i64), &((after + count) as i64)],
         )
         .await
@@ -734,7 +746,7 @@ async fn proven_of_license<C: deadpool_postgres::GenericClient>(
 ) -> Result<Vec<(ConsumptionRecord, ProvenRecord)>, Pg> {
     let rows = c
         .query(
-            "SELECT r.leaf, r.post_index, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size WHERE r.license_id = $1 ORDER BY r.g",
+            &c.prepare_cached("SELECT r.leaf, r.post_index, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size WHERE r.license_id = $1 ORDER BY r.g").await?,
             &[&license],
         )
         .await?;
@@ -755,6 +767,88 @@ async fn proven_of_license<C: deadpool_postgres::GenericClient>(
             ))
         })
         .collect())
+}
+
+/// Inserts the new records, numbered from `first`, in one statement.
+async fn insert_records<C: deadpool_postgres::GenericClient>(
+    c: &C,
+    new: &[&Placed],
+    first: u64,
+    now: UnixTime,
+) -> Result<(), Pg> {
+    let g: Vec<i64> = (0..new.len()).map(|i| (first + i as u64) as i64).collect();
+    let col = |f: fn(&Placed) -> String| new.iter().map(|p| f(p)).collect::<Vec<String>>();
+    let int = |f: fn(&Placed) -> i64| new.iter().map(|p| f(p)).collect::<Vec<i64>>();
+    let checkpoint = col(|p| p.record.checkpoint.clone());
+    let seq = int(|p| p.record.seq as i64);
+    let license = col(|p| p.record.license_id.clone());
+    let leaf: Vec<&[u8]> = new.iter().map(|p| p.leaf.as_slice()).collect();
+    let post_index = int(|p| p.post_index as i64);
+    let post_size = int(|p| p.post_size as i64);
+    let post_proof: Vec<Vec<u8>> = new.iter().map(|p| hashes_blob(&p.post_proof)).collect();
+    let received = vec![now; new.len()];
+    let consumed = int(|p| p.record.consumed_at);
+    let declaration = col(|p| p.record.declaration_id.clone());
+    let exporter = col(|p| p.record.exporter.clone());
+    let consignee = col(|p| p.record.consignee.clone());
+    let end_user = col(|p| p.record.end_user.clone());
+    let destination = col(|p| p.record.destination.clone());
+    let hs = col(|p| super::hs_codes(&p.record));
+    let net: Vec<f64> = new.iter().map(|p| super::net_kg(&p.record)).collect();
+    let st = c
+        .prepare_cached(
+            "INSERT INTO records(g, checkpoint, seq, license_id, leaf, post_index, post_size, post_proof, received_at, consumed_at, declaration_id, exporter, consignee, end_user, destination, hs_codes, net_kg) SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BYTEA[], $6::BIGINT[], $7::BIGINT[], $8::BYTEA[], $9::BIGINT[], $10::BIGINT[], $11::TEXT[], $12::TEXT[], $13::TEXT[], $14::TEXT[], $15::TEXT[], $16::TEXT[], $17::FLOAT8[])",
+        )
+        .await?;
+    let params: [&(dyn ToSql + Sync); 17] = [
+        &g,
+        &checkpoint,
+        &seq,
+        &license,
+        &leaf,
+        &post_index,
+        &post_size,
+        &post_proof,
+        &received,
+        &consumed,
+        &declaration,
+        &exporter,
+        &consignee,
+        &end_user,
+        &destination,
+        &hs,
+        &net,
+    ];
+    c.execute(&st, &params).await?;
+    Ok(())
+}
+
+/// Moves `checkpoint`'s contiguity mark over the records now held after
+/// it, and notes that the checkpoint was heard from; returns the mark.
+async fn advance_contiguous<C: deadpool_postgres::GenericClient>(
+    c: &C,
+    checkpoint: &str,
+    now: UnixTime,
+) -> Result<u64, Pg> {
+    // The end of the run of held numbers that starts right after the mark
+    // (the first held number after it with no successor), if the next one is held.
+    let st = c
+        .prepare_cached(
+            "WITH m AS (SELECT COALESCE((SELECT contiguous FROM checkpoints WHERE checkpoint = $1), 0) AS n) \
+             SELECT CASE WHEN EXISTS (SELECT 1 FROM records, m WHERE checkpoint = $1 AND seq = m.n + 1) \
+             THEN (SELECT MIN(r.seq) FROM records r, m WHERE r.checkpoint = $1 AND r.seq > m.n \
+                   AND NOT EXISTS (SELECT 1 FROM records r2 WHERE r2.checkpoint = $1 AND r2.seq = r.seq + 1)) \
+             ELSE (SELECT n FROM m) END",
+        )
+        .await?;
+    let n: i64 = c.query_one(&st, &[&checkpoint]).await?.get(0);
+    let st = c
+        .prepare_cached(
+            "INSERT INTO checkpoints(checkpoint, contiguous, last_seen) VALUES ($1, $2, $3) ON CONFLICT (checkpoint) DO UPDATE SET contiguous = excluded.contiguous, last_seen = excluded.last_seen",
+        )
+        .await?;
+    c.execute(&st, &[&checkpoint, &n, &now]).await?;
+    Ok(n as u64)
 }
 
 /// The alert for two different records under one (checkpoint, seq).
@@ -785,7 +879,7 @@ async fn insert_alert<C: deadpool_postgres::GenericClient>(
 ) -> Result<bool, Pg> {
     let n = c
         .execute(
-            "INSERT INTO alerts(alert_id, kind, raised_at, alert_json) VALUES ($1, $2, $3, $4) ON CONFLICT (alert_id) DO NOTHING",
+            &c.prepare_cached("INSERT INTO alerts(alert_id, kind, raised_at, alert_json) VALUES ($1, $2, $3, $4) ON CONFLICT (alert_id) DO NOTHING").await?,
             &[
                 &alert.alert_id,
                 &alert.kind.as_str(),

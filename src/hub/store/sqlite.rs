@@ -223,11 +223,9 @@ impl SqliteStore {
                 touched.push(rec.checkpoint.clone());
             }
             let held: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT leaf FROM records WHERE checkpoint=?1 AND seq=?2",
-                    params![rec.checkpoint, rec.seq as i64],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT leaf FROM records WHERE checkpoint=?1 AND seq=?2")
+                .map_err(err)?
+                .query_row(params![rec.checkpoint, rec.seq as i64], |r| r.get(0))
                 .optional()
                 .map_err(err)?;
             if let Some(held) = held {
@@ -255,14 +253,22 @@ impl SqliteStore {
                 .append(size, leaf_hash(&p.leaf))
                 .map_err(merr)?;
             size += 1;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO records(g, checkpoint, seq, license_id, leaf, post_index, post_size, post_proof, received_at, consumed_at, declaration_id, exporter, consignee, end_user, destination, hs_codes, net_kg) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-                params![size as i64, rec.checkpoint, rec.seq as i64, rec.license_id, p.leaf, p.post_index as i64, p.post_size as i64, hashes_blob(&p.post_proof), now, rec.consumed_at, rec.declaration_id, rec.exporter, rec.consignee, rec.end_user, rec.destination, super::hs_codes(rec), super::net_kg(rec)],
+            )
+            .map_err(err)?
+            .execute(params![size as i64, rec.checkpoint, rec.seq as i64, rec.license_id, p.leaf, p.post_index as i64, p.post_size as i64, hashes_blob(&p.post_proof), now, rec.consumed_at, rec.declaration_id, rec.exporter, rec.consignee, rec.end_user, rec.destination, super::hs_codes(rec), super::net_kg(rec)],
             )
             .map_err(err)?;
-            // Every record of this license, this one included.
-            let all = proven_of_license(&tx, &rec.license_id).map_err(err)?;
-            if all.len() > 1 {
+            // Another record of this license: a double use (every record of
+            // it, this one included, goes into the alert).
+            let uses: i64 = tx
+                .prepare_cached("SELECT COUNT(*) FROM records WHERE license_id = ?1")
+                .map_err(err)?
+                .query_row([&rec.license_id], |r| r.get(0))
+                .map_err(err)?;
+            if uses > 1 {
+                let all = proven_of_license(&tx, &rec.license_id).map_err(err)?;
                 let a = double_use_alert(&all, "hub", now);
                 if insert_alert(&tx, &a, now).map_err(err)? {
                     out.alerts.push(a);
@@ -326,15 +332,27 @@ impl SqliteStore {
         })
     }
 
-    /// The leaf stored for (checkpoint, seq), if any.
-    pub fn held(&self, checkpoint: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        self.conn
+    /// The leaves stored for `checkpoint` under any of `seqs`.
+    pub fn held_many(
+        &self,
+        checkpoint: &str,
+        seqs: &[u64],
+    ) -> Result<std::collections::HashMap<u64, Vec<u8>>, StoreError> {
+        let mut st = self
+            .conn
             .prepare_cached("SELECT leaf FROM records WHERE checkpoint=?1 AND seq=?2")
-            .and_then(|mut st| {
-                st.query_row(params![checkpoint, seq as i64], |r| r.get(0))
-                    .optional()
-            })
-            .map_err(self.err())
+            .map_err(self.err())?;
+        let mut out = std::collections::HashMap::new();
+        for &seq in seqs {
+            if let Some(leaf) = st
+                .query_row(params![checkpoint, seq as i64], |r| r.get::<_, Vec<u8>>(0))
+                .optional()
+                .map_err(self.err())?
+            {
+                out.insert(seq, leaf);
+            }
+        }
+        Ok(out)
     }
 
     /// Up to `limit` entries after global number `after`, proven against the newest hub head.
@@ -569,6 +587,8 @@ fn feed_range(
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    let indexes: Vec<u64> = rows.iter().map(|r| r.0 as u64 - 1).collect();
+    let mut proofs = log.prove_many(&indexes, size)?.into_iter();
     let mut post_heads: Vec<String> = Vec::new();
     let mut entries = Vec::with_capacity(rows.len());
     for (g, _cp, leaf, post_index, _post_size, proof, note) in rows {
@@ -583,7 +603,7 @@ fn feed_range(
             g: g as u64,
             post_head: idx,
             post_index: post_index as u64,
-            hub_proof: log.prove_inclusion(g as u64 - 1, size)?,
+            hub_proof: proofs.next().unwrap_or_default(),
             leaf,
             post_proof: blob_hashes(&proof),
         });
