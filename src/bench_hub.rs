@@ -43,6 +43,9 @@ pub struct HubBenchOptions {
     /// Also write the figures to this JSON file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Keep the hub's log here (at the level PERMITGATE_LOG names, default warn).
+    #[arg(long)]
+    pub hub_log: Option<std::path::PathBuf>,
 }
 
 /// The figures a run produces.
@@ -239,14 +242,21 @@ pub async fn run(opts: HubBenchOptions) -> Result<HubBenchReport> {
             }
         }
     });
-    let log = std::fs::File::create(dir.path().join("hub.log"))?;
+    let log_path = opts
+        .hub_log
+        .clone()
+        .unwrap_or_else(|| dir.path().join("hub.log"));
+    let log = std::fs::File::create(&log_path)?;
     let started = Instant::now();
     let exe = std::env::current_exe()?;
     let _hub = Guard(
         Command::new(&exe)
             .args(["hub", "--config"])
             .arg(dir.path().join("hub.toml"))
-            .env("PERMITGATE_LOG", "warn")
+            .env(
+                "PERMITGATE_LOG",
+                std::env::var("PERMITGATE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -254,15 +264,27 @@ pub async fn run(opts: HubBenchOptions) -> Result<HubBenchReport> {
     );
     let mut contiguous = vec![0u64; loads.len()];
     let mut first_send: Option<Instant> = None;
+    let mut last_report = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(600);
     let total = (opts.posts * opts.records) as u64;
     while contiguous.iter().sum::<u64>() < total {
-        let Ok(Some((topic, payload))) = tokio::time::timeout_at(deadline.into(), rx.recv()).await
-        else {
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            last_report = Instant::now();
+            eprintln!(
+                "  {:>6.1} s  {} of {total} acknowledged",
+                started.elapsed().as_secs_f64(),
+                contiguous.iter().sum::<u64>()
+            );
+        }
+        let next = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+        if next.is_err() && Instant::now() < deadline {
+            continue;
+        }
+        let Ok(Some((topic, payload))) = next else {
             bail!(
                 "the hub acknowledged {} of {total} records within 600 s; its log:\n{}",
                 contiguous.iter().sum::<u64>(),
-                std::fs::read_to_string(dir.path().join("hub.log")).unwrap_or_default()
+                std::fs::read_to_string(&log_path).unwrap_or_default()
             );
         };
         if topic == topics.hub_status() {

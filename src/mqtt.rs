@@ -121,22 +121,32 @@ pub enum SessionEvent {
     Connected,
     /// A message; acknowledge it with [`Session::ack`] once handled.
     Message(Publish),
-    /// The connection failed; the next call waits out the back-off first.
+    /// The connection failed; it is tried again after the back-off.
     Lost,
-    /// Anything else (acknowledgements, pings).
-    Other,
 }
+
+/// Events a [`Session`] holds for its loop before it stops reading the
+/// broker; the broker's flow control (unacknowledged messages) bounds them
+/// long before this.
+const SESSION_EVENTS: usize = 256;
 
 /// One MQTT connection with reconnection and back-off, for loops that
 /// handle one message at a time (the uplink and the hub).
+///
+/// Design: rumqttc's `EventLoop::poll` is not cancel-safe. Dropped while it
+/// writes (a `select!` whose other branch won, with the socket's buffer
+/// full), it loses the request it had taken: that publish never leaves,
+/// its packet id stays in flight for ever, and once the ids wrap round
+/// the collision stops every later publish on the connection. So the event
+/// loop runs in a task of its own that nothing cancels, and hands events
+/// over a channel; it also keeps sending (acknowledgements, pings) while
+/// the loop that owns the session is busy.
 pub struct Session {
     /// The client, for publishing and subscribing.
     pub client: AsyncClient,
-    eventloop: EventLoop,
-    link: Link,
-    what: &'static str,
-    reconnect_max: Duration,
-    retry_at: Option<tokio::time::Instant>,
+    events: tokio::sync::mpsc::Receiver<SessionEvent>,
+    connected: bool,
+    driver: tokio::task::JoinHandle<()>,
 }
 
 impl Session {
@@ -148,79 +158,101 @@ impl Session {
         reconnect_max: Duration,
     ) -> Session {
         let (client, eventloop) = AsyncClient::new(opts, cap);
+        let (tx, events) = tokio::sync::mpsc::channel(SESSION_EVENTS);
+        let driver = tokio::spawn(drive(eventloop, tx, what, reconnect_max));
         Session {
             client,
-            eventloop,
-            link: Link::default(),
-            what,
-            reconnect_max,
-            retry_at: None,
+            events,
+            connected: false,
+            driver,
         }
     }
 
-    /// True while connected.
+    /// True while connected (as far as the events taken so far tell).
     pub fn connected(&self) -> bool {
-        self.link.connected
+        self.connected
     }
 
     /// The next event. Cancel-safe: a `select!` on a stop signal beside it
     /// stops at once, also while it waits to reconnect.
     pub async fn next(&mut self) -> SessionEvent {
-        if let Some(at) = self.retry_at {
-            tokio::time::sleep_until(at).await;
-            self.retry_at = None;
+        match self.events.recv().await {
+            Some(ev) => self.took(ev),
+            // The driver ended (it never does while the session lives).
+            None => std::future::pending().await,
         }
-        match self.eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack)))
-                if ack.code == rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success =>
-            {
-                if !self.link.connected {
-                    tracing::info!(
-                        session_present = ack.session_present,
-                        "{}: connected",
-                        self.what
-                    );
-                }
-                self.link.up();
-                SessionEvent::Connected
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => SessionEvent::Message(p),
-            Ok(_) => SessionEvent::Other,
-            Err(e) => {
-                let wait = self
-                    .link
-                    .down(&mut self.eventloop, &e, self.what, self.reconnect_max);
-                self.retry_at = Some(tokio::time::Instant::now() + wait);
-                SessionEvent::Lost
-            }
+    }
+
+    /// The next event if one has already arrived.
+    pub fn try_next(&mut self) -> Option<SessionEvent> {
+        self.events.try_recv().ok().map(|ev| self.took(ev))
+    }
+
+    fn took(&mut self, ev: SessionEvent) -> SessionEvent {
+        match ev {
+            SessionEvent::Connected => self.connected = true,
+            SessionEvent::Lost => self.connected = false,
+            _ => {}
         }
+        ev
     }
 
     /// Acknowledges a message (PUBACK) without blocking.
     pub fn ack(&self, p: &Publish) {
         if self.client.try_ack(p).is_err() {
-            tracing::warn!(
-                "{}: request queue full; the broker will redeliver",
-                self.what
-            );
+            tracing::warn!("request queue full; the broker will redeliver");
         }
     }
 
     /// Disconnects, giving the DISCONNECT (and what is queued before it) a second to go out.
     pub async fn close(&mut self) {
-        if self.link.connected {
-            let _ = self.client.try_disconnect();
-            let deadline = tokio::time::sleep(Duration::from_secs(1));
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    _ = &mut deadline => return,
-                    ev = self.eventloop.poll() => match ev {
-                        Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
-                        Ok(_) => {}
-                    }
+        if self.connected && self.client.try_disconnect().is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.driver).await;
+        }
+        self.driver.abort();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// Polls `eventloop` until the session is dropped or disconnects, waiting
+/// out the back-off after each failure.
+async fn drive(
+    mut eventloop: EventLoop,
+    tx: tokio::sync::mpsc::Sender<SessionEvent>,
+    what: &'static str,
+    reconnect_max: Duration,
+) {
+    let mut link = Link::default();
+    loop {
+        let ev = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack)))
+                if ack.code == rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success =>
+            {
+                if !link.connected {
+                    tracing::info!(session_present = ack.session_present, "{what}: connected");
                 }
+                link.up();
+                SessionEvent::Connected
             }
+            Ok(Event::Incoming(Packet::Publish(p))) => SessionEvent::Message(p),
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(_) => continue,
+            Err(e) => {
+                let wait = link.down(&mut eventloop, &e, what, reconnect_max);
+                if tx.send(SessionEvent::Lost).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        if tx.send(ev).await.is_err() {
+            return;
         }
     }
 }

@@ -581,7 +581,7 @@ fn shipped_profiles_and_policies_load() {
         ),
         (
             "hub.toml",
-            &["store", "mqtt", "policy", "hub_key", "hub_kid"],
+            &["store", "mqtt", "policy", "hub_key", "hub_kid", "http"],
         ),
     ] {
         let text = std::fs::read_to_string(root.join(profile)).unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use common::forge;
 use common::postgres::Postgres;
 use ed25519_dalek::SigningKey;
-use permitgate::hub::store::{Placed, Store};
+use permitgate::hub::store::{Placed, PostHead, Store};
 use permitgate::merkle::head::{Head, checkpoint_origin};
 use permitgate::registry::{KeyEntry, Registry};
 use permitgate::verdict::AlertKind;
@@ -67,11 +67,12 @@ async fn put(
     licenses: &[&str],
 ) -> permitgate::hub::store::Stored {
     let (placed, head, note) = log.add(licenses);
-    store
-        .keep_post_head(&log.checkpoint, &head, &note, NOW)
-        .await
-        .unwrap();
-    store.store(&placed, hub, NOW).await.unwrap()
+    let heads = [PostHead {
+        checkpoint: log.checkpoint.clone(),
+        head,
+        note,
+    }];
+    store.store(&placed, &heads, hub, NOW).await.unwrap()
 }
 
 fn registry(posts: &[&PostLog], hub: &SigningKey) -> Registry {
@@ -118,7 +119,7 @@ async fn behaves(mut store: Store) {
         copy.key = a.key.clone();
         copy.add(&["L1", "L2"])
     };
-    let again = store.store(&placed, &hub, NOW).await.unwrap();
+    let again = store.store(&placed, &[], &hub, NOW).await.unwrap();
     assert!(again.feed.is_none() && again.alerts.is_empty());
     let out = put(&mut store, &mut b, &hub, &["LB"]).await;
     assert_eq!(out.feed.unwrap().entries[0].g, 3);
@@ -154,6 +155,30 @@ async fn behaves(mut store: Store) {
     assert_eq!(out.alerts.len(), 1);
     assert_eq!(out.alerts[0].kind, AlertKind::RefusedRecord);
     assert_eq!(store.head().await.unwrap(), 4);
+
+    // Out of order: the records after a gap are held, but the checkpoint's
+    // contiguity waits for the gap and then runs through them.
+    let mut c = PostLog::new("c");
+    let first = c.add(&["C1", "C2"]);
+    let second = c.add(&["C3", "C4"]);
+    let third = c.add(&["C5", "C6"]);
+    let mut store_batch = async |(placed, head, note): (Vec<Placed>, Head, String)| {
+        let heads = [PostHead {
+            checkpoint: "c".into(),
+            head,
+            note,
+        }];
+        store.store(&placed, &heads, &hub, NOW).await.unwrap()
+    };
+    assert_eq!(store_batch(third).await.contiguous, [("c".to_owned(), 0)]);
+    assert_eq!(store_batch(first).await.contiguous, [("c".to_owned(), 2)]);
+    assert_eq!(store_batch(second).await.contiguous, [("c".to_owned(), 6)]);
+    // The newest head is the one kept with the records.
+    assert_eq!(store.post_head("c").await.unwrap().unwrap().0, 6);
+    let held = store.held_many("c", &[2, 5, 9]).await.unwrap();
+    let mut seqs: Vec<u64> = held.keys().copied().collect();
+    seqs.sort();
+    assert_eq!(seqs, [2, 5]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,9 +220,14 @@ async fn races(one: Store, two: Store) {
             tokio::spawn(async move {
                 let mut raised = Vec::new();
                 for (placed, head, note) in rounds {
-                    store.keep_post_head(cp, &head, &note, NOW).await.unwrap();
+                    let heads = [PostHead {
+                        checkpoint: cp.to_owned(),
+                        head,
+                        note,
+                    }];
                     barrier.wait().await;
-                    raised.push(store.store(&placed, &hub, NOW).await.unwrap().alerts.len());
+                    let stored = store.store(&placed, &heads, &hub, NOW).await.unwrap();
+                    raised.push(stored.alerts.len());
                 }
                 (store, raised)
             })

@@ -93,6 +93,8 @@ struct Hub {
     telemetry: Arc<http::HubTelemetry>,
     /// Checkpoint head notes already verified: (checkpoint, head).
     heads: HashMap<String, (String, crate::merkle::head::Head)>,
+    /// Heads verified in the group being handled, not yet stored.
+    group_heads: Vec<store::PostHead>,
 }
 
 /// Runs the hub until `shutdown` completes.
@@ -162,6 +164,7 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
         answered: HashMap::new(),
         telemetry: telemetry.clone(),
         heads: HashMap::new(),
+        group_heads: Vec::new(),
     };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tokio::pin!(shutdown);
@@ -229,12 +232,12 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
                     telemetry.broker(false);
                     pending.clear();
                 }
-                Some(SessionEvent::Other) | None => {}
+                None => {}
             }
             if pending.len() >= GROUP_MAX {
                 break;
             }
-            match futures_util::FutureExt::now_or_never(session.next()) {
+            match session.try_next() {
                 Some(next) => ev = Some(next),
                 None => break,
             }
@@ -318,6 +321,8 @@ impl Hub {
         group: &[Publish],
         now: UnixTime,
     ) -> Result<Vec<Out>, StoreError> {
+        let started = Instant::now();
+        self.group_heads.clear();
         let mut outs = Vec::new();
         let mut checked = Vec::new();
         for p in group {
@@ -333,7 +338,16 @@ impl Hub {
                 checked.push(c);
             }
         }
+        let checked_at = Instant::now();
+        let records: usize = checked.iter().map(|c| c.placed_len()).sum();
         self.store_checked(checked, now, &mut outs).await?;
+        tracing::debug!(
+            messages = group.len(),
+            records,
+            check_ms = (checked_at - started).as_millis() as u64,
+            store_ms = checked_at.elapsed().as_millis() as u64,
+            "hub: group handled"
+        );
         Ok(outs)
     }
 

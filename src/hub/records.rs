@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 use tracing::{error, info, warn};
 
-use super::store::{Placed, StoreError};
+use super::store::{Placed, PostHead, StoreError};
 use super::{Hub, Out};
 use crate::clock::UnixTime;
 use crate::merkle::head::Head;
@@ -24,12 +24,17 @@ pub(super) const HEADS_KEPT: usize = 4096;
 
 /// A records message checked: its records ready to store.
 pub(super) struct Checked {
-    /// The checkpoint that sent it.
-    sender: String,
-    /// Its signed head.
-    note: String,
+    /// Its signed head, verified, extending the last the hub held.
+    head: PostHead,
     /// Its records that passed, in order.
     placed: Vec<Placed>,
+}
+
+impl Checked {
+    /// How many records passed.
+    pub(super) fn placed_len(&self) -> usize {
+        self.placed.len()
+    }
 }
 
 impl Hub {
@@ -45,6 +50,14 @@ impl Hub {
         }
         self.heads.insert(note.to_owned(), verified.clone());
         Ok(verified)
+    }
+
+    /// The newest head of `sender` this group verified (of `size`, if given).
+    fn group_head(&self, sender: &str, size: Option<u64>) -> Option<&PostHead> {
+        self.group_heads
+            .iter()
+            .filter(|h| h.checkpoint == sender && size.is_none_or(|s| h.head.size == s))
+            .max_by_key(|h| h.head.size)
     }
 
     /// Checks one records message; refusals and requests to resend go to `outs`.
@@ -81,9 +94,13 @@ impl Hub {
         if !self.head_extends(sender, &head, &batch, now, outs).await? {
             return Ok(None);
         }
-        self.store
-            .keep_post_head(sender, &head, &batch.head, now)
-            .await?;
+        // Kept with the group's records; later messages of the group see it.
+        let post_head = PostHead {
+            checkpoint: sender.to_owned(),
+            head: head.clone(),
+            note: batch.head.clone(),
+        };
+        self.group_heads.push(post_head.clone());
         let skew = self.in_force.current().registry.skew();
         let mut readable = Vec::with_capacity(batch.records.len());
         for (index, leaf, proof) in batch.records {
@@ -149,9 +166,8 @@ impl Hub {
                 }
             }
         }
-        Ok((!placed.is_empty()).then(|| Checked {
-            sender: sender.to_owned(),
-            note: batch.head,
+        Ok(Some(Checked {
+            head: post_head,
             placed,
         }))
     }
@@ -171,7 +187,11 @@ impl Hub {
         now: UnixTime,
         outs: &mut Vec<Out>,
     ) -> Result<bool, StoreError> {
-        let Some((size, root, note)) = self.store.post_head(sender).await? else {
+        let held = match self.group_head(sender, None) {
+            Some(h) => Some((h.head.size, h.head.root, h.note.clone())),
+            None => self.store.post_head(sender).await?,
+        };
+        let Some((size, root, note)) = held else {
             return Ok(true);
         };
         let verdict = match (head.size.cmp(&size), &batch.consistency) {
@@ -181,7 +201,10 @@ impl Hub {
             // An older head: a message delayed, redelivered, or taken by
             // another hub first. It must agree with the head of its size
             // the hub holds, if any; otherwise it is sent again, current.
-            (std::cmp::Ordering::Less, _) => match self.store.post_head_at(sender, head.size).await? {
+            (std::cmp::Ordering::Less, _) => match match self.group_head(sender, Some(head.size)) {
+                Some(h) => Some(h.head.root),
+                None => self.store.post_head_at(sender, head.size).await?,
+            } {
                 Some(held_root) if held_root != head.root => {
                     Err("two heads of the same size with different roots: the log was rewritten")
                 }
@@ -240,11 +263,13 @@ impl Hub {
         }
         let mut notes: HashMap<String, String> = HashMap::new();
         let mut placed = Vec::new();
+        let mut heads = Vec::with_capacity(checked.len());
         for c in checked {
-            notes.insert(c.sender, c.note);
+            notes.insert(c.head.checkpoint.clone(), c.head.note.clone());
             placed.extend(c.placed);
+            heads.push(c.head);
         }
-        let stored = self.store.store(&placed, &self.key, now).await?;
+        let stored = self.store.store(&placed, &heads, &self.key, now).await?;
         for (cp, contiguous) in &stored.contiguous {
             outs.push(self.ack_at(cp, *contiguous, notes.get(cp).cloned(), false, now));
         }

@@ -189,7 +189,6 @@ pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<boo
                 session.ack(&p);
             }
             SessionEvent::Lost => agent.telemetry.link(true, false, SystemClock.now()),
-            SessionEvent::Other => {}
         }
     }
 }

@@ -48,6 +48,18 @@ pub struct Placed {
     pub post_proof: Vec<Hash>,
 }
 
+/// A checkpoint's signed head the hub verified and found to extend the
+/// last it held; kept in the same transaction as the records it proves.
+#[derive(Debug, Clone)]
+pub struct PostHead {
+    /// Whose log.
+    pub checkpoint: String,
+    /// Its size and root.
+    pub head: Head,
+    /// The signed note.
+    pub note: String,
+}
+
 /// What storing a batch changed.
 #[derive(Debug, Default)]
 pub struct Stored {
@@ -118,31 +130,22 @@ impl Store {
         }
     }
 
-    /// Keeps a verified head of `checkpoint`'s log (the caller checked it extends the last).
-    pub async fn keep_post_head(
-        &mut self,
-        checkpoint: &str,
-        head: &Head,
-        note: &str,
-        now: UnixTime,
-    ) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => blocking(|| s.keep_post_head(checkpoint, head, note, now)),
-            Store::Postgres(p) => p.keep_post_head(checkpoint, head, note, now).await,
-        }
-    }
-
-    /// Stores checked records in one transaction, appending the new ones
-    /// to the national log and signing its head; idempotent.
+    /// Stores checked records and the heads that prove them in one
+    /// transaction, appending the new records to the national log and
+    /// signing its head; idempotent.
+    ///
+    /// Design: one commit (one flush to disk) per group of messages; a head
+    /// kept on its own would cost one more for every message.
     pub async fn store(
         &mut self,
         records: &[Placed],
+        heads: &[PostHead],
         key: &SigningKey,
         now: UnixTime,
     ) -> Result<Stored, StoreError> {
         match self {
-            Store::Sqlite(s) => blocking(|| s.store(records, key, now)),
-            Store::Postgres(p) => p.store(records, key, now).await,
+            Store::Sqlite(s) => blocking(|| s.store(records, heads, key, now)),
+            Store::Postgres(p) => p.store(records, heads, key, now).await,
         }
     }
 

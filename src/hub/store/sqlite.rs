@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Placed, StoreError, Stored, blob_hashes, hashes_blob};
+use super::{Placed, PostHead, StoreError, Stored, blob_hashes, hashes_blob};
 use crate::clock::UnixTime;
 use crate::merkle::head::{HUB_ORIGIN, Head};
 use crate::merkle::{Hash, SqlLog, leaf_hash};
@@ -171,28 +171,12 @@ impl SqliteStore {
             .map_err(self.err())
     }
 
-    /// Keeps a verified head of `checkpoint`'s log (the caller checked it extends the last).
-    pub fn keep_post_head(
-        &mut self,
-        checkpoint: &str,
-        head: &Head,
-        note: &str,
-        now: UnixTime,
-    ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT OR IGNORE INTO post_heads(checkpoint, size, root, note, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![checkpoint, head.size as i64, &head.root.0[..], note, now],
-            )
-            .map(|_| ())
-            .map_err(self.err())
-    }
-
     /// Stores checked records in one transaction, appending the new ones to
     /// the national log and signing its head with `key` as `kid`'s; idempotent.
     pub fn store(
         &mut self,
         records: &[Placed],
+        heads: &[PostHead],
         key: &SigningKey,
         now: UnixTime,
     ) -> Result<Stored, StoreError> {
@@ -209,6 +193,14 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
+        for h in heads {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO post_heads(checkpoint, size, root, note, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(err)?
+            .execute(params![h.checkpoint, h.head.size as i64, &h.head.root.0[..], h.note, now])
+            .map_err(err)?;
+        }
         let mut out = Stored::default();
         let mut touched: Vec<String> = Vec::new();
         let mut size: u64 = tx
