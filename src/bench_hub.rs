@@ -43,6 +43,12 @@ pub struct HubBenchOptions {
     /// Also write the figures to this JSON file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Consumptions per second one post sends once the backlog is in.
+    #[arg(long, default_value_t = 200)]
+    pub live_rate: u32,
+    /// How many, for the propagation figures (0: skip that phase).
+    #[arg(long, default_value_t = 2_000)]
+    pub live_records: usize,
     /// Keep the hub's log here (at the level PERMITGATE_LOG names, default warn).
     #[arg(long)]
     pub hub_log: Option<std::path::PathBuf>,
@@ -71,13 +77,49 @@ pub struct HubBenchReport {
     pub duplicated: usize,
     /// Entries per second backfilled by a post that was away, each reply checked.
     pub backfill_entries_per_sec: f64,
+    /// The steady rate of the propagation phase, consumptions/s.
+    pub live_rate: u32,
+    /// From a consumption at one post (its message built and sent) to its
+    /// feed entry checked at another, in ms: median, 99th percentile, most.
+    pub propagation_p50_ms: f64,
+    /// 99th percentile of the same.
+    pub propagation_p99_ms: f64,
+    /// The slowest.
+    pub propagation_max_ms: f64,
 }
 
-/// One emulated post: its key and its records messages.
+/// One emulated post: its key, its log, and the records messages of its backlog.
 struct PostLoad {
     checkpoint: String,
     key: ed25519_dalek::SigningKey,
     messages: Vec<Vec<u8>>,
+    /// Its log's hashes (table `t`), `size` leaves long.
+    log: rusqlite::Connection,
+    size: u64,
+}
+
+/// Record `i` of `checkpoint`, as its leaf.
+fn leaf(checkpoint: &str, i: u64, consumed_at: i64) -> Vec<u8> {
+    ConsumptionRecord {
+        kind: KIND_CONSUMPTION.into(),
+        checkpoint: checkpoint.into(),
+        seq: i + 1,
+        license_id: format!("LIC-{checkpoint}-{i:07}"),
+        declaration_id: format!("D-{checkpoint}-{i:07}"),
+        consumed_at,
+        token_sha256: [7; 32],
+        declaration_sha256: [9; 32],
+        exporter: "91320700MA1X0001".into(),
+        consignee: "DE-HRB-10001".into(),
+        end_user: "DE-HRB-20002".into(),
+        destination: "DE".into(),
+        goods: vec![Goods {
+            hs_code: "850511".into(),
+            elements: vec!["Nd".into(), "Dy".into()],
+            net_kg: 480.0,
+        }],
+    }
+    .to_leaf()
 }
 
 fn build_post(n: usize, checkpoint: &str, now: i64) -> Result<PostLoad> {
@@ -85,29 +127,8 @@ fn build_post(n: usize, checkpoint: &str, now: i64) -> Result<PostLoad> {
     let conn = rusqlite::Connection::open_in_memory()?;
     conn.execute_batch(&SqlLog::create_sql("t"))?;
     let log = SqlLog::new(&conn, "t");
-    let leaves: Vec<Vec<u8>> = (0..n)
-        .map(|i| {
-            ConsumptionRecord {
-                kind: KIND_CONSUMPTION.into(),
-                checkpoint: checkpoint.into(),
-                seq: i as u64 + 1,
-                license_id: format!("LIC-{checkpoint}-{i:07}"),
-                declaration_id: format!("D-{checkpoint}-{i:07}"),
-                consumed_at: now - 600,
-                token_sha256: [7; 32],
-                declaration_sha256: [9; 32],
-                exporter: "91320700MA1X0001".into(),
-                consignee: "DE-HRB-10001".into(),
-                end_user: "DE-HRB-20002".into(),
-                destination: "DE".into(),
-                goods: vec![Goods {
-                    hs_code: "850511".into(),
-                    elements: vec!["Nd".into(), "Dy".into()],
-                    net_kg: 480.0,
-                }],
-            }
-            .to_leaf()
-        })
+    let leaves: Vec<Vec<u8>> = (0..n as u64)
+        .map(|i| leaf(checkpoint, i, now - 600))
         .collect();
     for (i, l) in leaves.iter().enumerate() {
         log.append(i as u64, leaf_hash(l))?;
@@ -145,7 +166,37 @@ fn build_post(n: usize, checkpoint: &str, now: i64) -> Result<PostLoad> {
         checkpoint: checkpoint.into(),
         key,
         messages,
+        log: conn,
+        size,
     })
+}
+
+impl PostLoad {
+    /// One more consumption, as a post sends it the moment it commits: the
+    /// record, its new signed head, and the proof that head extends the last.
+    fn consume(&mut self, now: i64) -> Result<Vec<u8>> {
+        let log = SqlLog::new(&self.log, "t");
+        let i = self.size;
+        let l = leaf(&self.checkpoint, i, now);
+        log.append(i, leaf_hash(&l))?;
+        let size = i + 1;
+        let head = Head {
+            origin: checkpoint_origin(&self.checkpoint),
+            size,
+            root: log.root(size)?,
+            time: now,
+        }
+        .sign(&self.key);
+        let consistency = Some((i, log.prove_consistency(i, size)?));
+        let proof = log.prove_inclusion(i, size)?;
+        self.size = size;
+        Ok(Records {
+            head,
+            consistency,
+            records: vec![(i, l, proof)],
+        }
+        .encode())
+    }
 }
 
 async fn client(port: u16, id: &str) -> (AsyncClient, rumqttc::EventLoop) {
@@ -172,7 +223,7 @@ pub async fn run(opts: HubBenchOptions) -> Result<HubBenchReport> {
         "building {} posts × {} records (real leaves, signed heads, proofs)…",
         opts.posts, opts.records
     );
-    let loads: Vec<PostLoad> = (0..opts.posts)
+    let mut loads: Vec<PostLoad> = (0..opts.posts)
         .map(|i| build_post(opts.records, &format!("bench-post-{i}"), now))
         .collect::<Result<_>>()?;
     let hub_key = keys::generate();
@@ -381,6 +432,29 @@ pub async fn run(opts: HubBenchOptions) -> Result<HubBenchReport> {
         after = last;
     }
     let backfill = total as f64 / t.elapsed().as_secs_f64();
+    let latencies = if opts.live_records > 0 {
+        eprintln!(
+            "one post consuming {}/s, another following the feed…",
+            opts.live_rate
+        );
+        propagation(
+            &mut loads[0],
+            &posts,
+            port,
+            &registry,
+            opts.live_rate.max(1),
+            opts.live_records,
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    let pct = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
     let first_send_after = first.duration_since(started).as_secs_f64();
     let report = HubBenchReport {
         posts: opts.posts,
@@ -398,6 +472,10 @@ pub async fn run(opts: HubBenchOptions) -> Result<HubBenchReport> {
         lost,
         duplicated,
         backfill_entries_per_sec: backfill,
+        live_rate: opts.live_rate,
+        propagation_p50_ms: pct(0.5),
+        propagation_p99_ms: pct(0.99),
+        propagation_max_ms: latencies.last().copied().unwrap_or(0.0),
     };
     print_report(&report);
     if let Some(path) = &opts.json {
@@ -406,6 +484,74 @@ pub async fn run(opts: HubBenchOptions) -> Result<HubBenchReport> {
     }
     drop(reader);
     Ok(report)
+}
+
+/// One post consumes at `rate` per second, sending each record the moment
+/// it is consumed; another post follows the feed and checks each message
+/// as a post does. Returns the latencies in ms, sorted.
+async fn propagation(
+    post: &mut PostLoad,
+    publisher: &AsyncClient,
+    port: u16,
+    registry: &crate::registry::Registry,
+    rate: u32,
+    n: usize,
+) -> Result<Vec<f64>> {
+    let topics = SyncTopics::new("permitgate");
+    let (other, mut el) = client(port, "bench-other-post").await;
+    other.subscribe(topics.feed(), QoS::AtLeastOnce).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send(p.payload.to_vec());
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let base = post.size;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = tokio::time::Instant::now();
+    let deadline = start + interval * n as u32 + Duration::from_secs(30);
+    let mut sent: Vec<Option<Instant>> = vec![None; n];
+    let mut latencies = Vec::with_capacity(n);
+    let mut k = 0usize;
+    while latencies.len() < n {
+        let due = start + interval * k as u32;
+        tokio::select! {
+            _ = tokio::time::sleep_until(due), if k < n => {
+                let at = Instant::now();
+                let message = post.consume(SystemClock.now())?;
+                sent[k] = Some(at);
+                publisher
+                    .publish(topics.records(&post.checkpoint), QoS::AtLeastOnce, false, message)
+                    .await?;
+                k += 1;
+            }
+            m = rx.recv() => {
+                let Some(payload) = m else { bail!("the feed subscription ended") };
+                let checked = crate::sync::verify::check_feed(&Feed::decode(&payload)?, registry)?;
+                let now = Instant::now();
+                for e in checked.entries {
+                    let i = e.record.seq.saturating_sub(1).checked_sub(base);
+                    if e.record.checkpoint == post.checkpoint
+                        && let Some(Some(at)) = i.and_then(|i| sent.get(i as usize))
+                    {
+                        latencies.push((now - *at).as_secs_f64() * 1e3);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                bail!("{} of {n} consumptions reached the other post in time", latencies.len());
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok(latencies)
 }
 
 fn print_report(r: &HubBenchReport) {
@@ -429,4 +575,10 @@ fn print_report(r: &HubBenchReport) {
         "backfill                 {:.0} entries/s (each reply checked)",
         r.backfill_entries_per_sec
     );
+    if r.propagation_max_ms > 0.0 {
+        println!(
+            "post → other post        p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms at {}/s",
+            r.propagation_p50_ms, r.propagation_p99_ms, r.propagation_max_ms, r.live_rate
+        );
+    }
 }
