@@ -84,7 +84,21 @@ const SCHEMA: &str = "
 pub struct PgStore {
     pool: Pool,
     name: PathBuf,
+    hashes: HashCache,
 }
+
+/// Hashes of the national log known committed, by stored index, shared by
+/// the clones of a store.
+///
+/// Design: a stored hash never changes once committed (the log only
+/// grows, and a failover loses no commit with synchronous replication,
+/// which docs/hub.md requires), so backfills read them from here instead
+/// of asking the database again. Only hashes read from the database or
+/// committed by this process go in; it is emptied when full.
+type HashCache = std::sync::Arc<std::sync::Mutex<HashMap<u64, Hash>>>;
+
+/// Hashes the cache holds before it is emptied (about 50 MB).
+const HASHES_CACHED: usize = 1 << 20;
 
 type Pg = tokio_postgres::Error;
 
@@ -132,7 +146,11 @@ impl PgStore {
             .max_size(8)
             .build()
             .map_err(|e| bad(e.to_string()))?;
-        let store = PgStore { pool, name };
+        let store = PgStore {
+            pool,
+            name,
+            hashes: HashCache::default(),
+        };
         let mut client = store.pool.get().await.map_err(store.pool_err())?;
         let tx = client.transaction().await.map_err(store.err())?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])
@@ -315,7 +333,7 @@ impl PgStore {
             }
             held.insert(k, p.leaf.clone());
             let h = leaf_hash(&p.leaf);
-            let hashes = staged_op(&mut staged, &tx, |r| {
+            let hashes = staged_op(&mut staged, &tx, &self.hashes, |r| {
                 tlog_tiles::stored_hashes_for_record_hash(size, h, r)
             })
             .await
@@ -365,9 +383,11 @@ impl PgStore {
             out.contiguous.push((cp.to_owned(), n));
         }
         if size >= first_new {
-            let root = staged_op(&mut staged, &tx, |r| tlog_tiles::tree_hash(size, r))
-                .await
-                .map_err(|e| self.store_err(e))?;
+            let root = staged_op(&mut staged, &tx, &self.hashes, |r| {
+                tlog_tiles::tree_hash(size, r)
+            })
+            .await
+            .map_err(|e| self.store_err(e))?;
             let note = sign_head(&tx, size, root, key, now).await.map_err(&e)?;
             // The new records are at hand with the heads that prove them:
             // the feed is built from them, not read back.
@@ -388,15 +408,25 @@ impl PgStore {
                 })
                 .collect();
             let feed = match rows {
-                Some(rows) => build_feed(&tx, &mut staged, rows, size, note).await,
+                Some(rows) => build_feed(&tx, &mut staged, &self.hashes, rows, size, note).await,
                 None => {
                     let count = size - first_new + 1;
-                    feed_range(&tx, &mut staged, first_new - 1, count, size, note).await
+                    feed_range(
+                        &tx,
+                        &mut staged,
+                        &self.hashes,
+                        first_new - 1,
+                        count,
+                        size,
+                        note,
+                    )
+                    .await
                 }
             };
             out.feed = Some(feed.map_err(|e| self.store_err(e))?);
         }
         tx.commit().await.map_err(&e)?;
+        remember(&self.hashes, staged.written.iter().copied());
         Ok(out)
     }
 
@@ -439,9 +469,17 @@ impl PgStore {
         let size = row.get::<_, i64>(0) as u64;
         let count = size.saturating_sub(after).min(limit as u64);
         let mut staged = Staged::default();
-        let feed = feed_range(&tx, &mut staged, after, count, size, row.get(1))
-            .await
-            .map_err(|e| self.store_err(e))?;
+        let feed = feed_range(
+            &tx,
+            &mut staged,
+            &self.hashes,
+            after,
+            count,
+            size,
+            row.get(1),
+        )
+        .await
+        .map_err(|e| self.store_err(e))?;
         Ok(Some(feed))
     }
 
@@ -464,9 +502,11 @@ impl PgStore {
                 .map_err(self.err())?
                 .get(0);
             let mut staged = Staged::default();
-            let root = staged_op(&mut staged, &tx, |r| tlog_tiles::tree_hash(size as u64, r))
-                .await
-                .map_err(|e| self.store_err(e))?;
+            let root = staged_op(&mut staged, &tx, &self.hashes, |r| {
+                tlog_tiles::tree_hash(size as u64, r)
+            })
+            .await
+            .map_err(|e| self.store_err(e))?;
             sign_head(&tx, size as u64, root, key, now)
                 .await
                 .map_err(self.err())?;
@@ -520,9 +560,11 @@ impl PgStore {
     pub async fn log_root(&self, size: u64) -> Result<Hash, StoreError> {
         let c = self.pool.get().await.map_err(self.pool_err())?;
         let mut staged = Staged::default();
-        staged_op(&mut staged, &c, |r| tlog_tiles::tree_hash(size, r))
-            .await
-            .map_err(|e| self.store_err(e))
+        staged_op(&mut staged, &c, &self.hashes, |r| {
+            tlog_tiles::tree_hash(size, r)
+        })
+        .await
+        .map_err(|e| self.store_err(e))
     }
 
     /// Whether the database answers and takes writes (not a standby).
@@ -543,6 +585,16 @@ impl PgStore {
     }
 }
 
+/// Puts committed hashes in the cache.
+fn remember(cache: &HashCache, hashes: impl IntoIterator<Item = (u64, Hash)>) {
+    if let Ok(mut cached) = cache.lock() {
+        if cached.len() >= HASHES_CACHED {
+            cached.clear();
+        }
+        cached.extend(hashes);
+    }
+}
+
 /// A staged operation failed.
 #[derive(Debug)]
 enum StagedError {
@@ -560,12 +612,24 @@ impl From<Pg> for StagedError {
 async fn staged_op<T, C: deadpool_postgres::GenericClient>(
     staged: &mut Staged,
     client: &C,
+    cache: &HashCache,
     op: impl Fn(&Staged) -> Result<T, tlog_tiles::Error>,
 ) -> Result<T, StagedError> {
     for _ in 0..2 {
         match staged.attempt(&op) {
             Ok(r) => return r.map_err(StagedError::Merkle),
-            Err(missing) => {
+            Err(mut missing) => {
+                if let Ok(cached) = cache.lock() {
+                    let hits: Vec<(u64, Hash)> = missing
+                        .iter()
+                        .filter_map(|i| cached.get(i).map(|h| (*i, *h)))
+                        .collect();
+                    missing.retain(|i| !cached.contains_key(i));
+                    staged.know(hits);
+                }
+                if missing.is_empty() {
+                    continue;
+                }
                 let idx: Vec<i64> = missing.iter().map(|i| *i as i64).collect();
                 let rows = client
                     .query(
@@ -578,10 +642,15 @@ async fn staged_op<T, C: deadpool_postgres::GenericClient>(
                     )
                     .await
                     .map_err(StagedError::Pg)?;
-                staged.know(rows.into_iter().filter_map(|r| {
-                    let h: Vec<u8> = r.get(1);
-                    Some((r.get::<_, i64>(0) as u64, Hash(h.try_into().ok()?)))
-                }));
+                let fetched: Vec<(u64, Hash)> = rows
+                    .into_iter()
+                    .filter_map(|r| {
+                        let h: Vec<u8> = r.get(1);
+                        Some((r.get::<_, i64>(0) as u64, Hash(h.try_into().ok()?)))
+                    })
+                    .collect();
+                remember(cache, fetched.iter().copied());
+                staged.know(fetched);
             }
         }
     }
@@ -624,6 +693,7 @@ struct FeedRow {
 async fn feed_range<C: deadpool_postgres::GenericClient>(
     c: &C,
     staged: &mut Staged,
+    cache: &HashCache,
     after: u64,
     count: u64,
     size: u64,
@@ -646,19 +716,20 @@ async fn feed_range<C: deadpool_postgres::GenericClient>(
             note: r.get(4),
         })
         .collect();
-    build_feed(c, staged, rows, size, hub_note).await
+    build_feed(c, staged, cache, rows, size, hub_note).await
 }
 
 /// The feed message of `rows`, each proven in the national log at `size`.
 async fn build_feed<C: deadpool_postgres::GenericClient>(
     c: &C,
     staged: &mut Staged,
+    cache: &HashCache,
     rows: Vec<FeedRow>,
     size: u64,
     hub_note: String,
 ) -> Result<Feed, StagedError> {
     let indexes: Vec<u64> = rows.iter().map(|r| r.g - 1).collect();
-    let proofs = staged_op(staged, c, |r| {
+    let proofs = staged_op(staged, c, cache, |r| {
         indexes
             .iter()
             .map(|&i| tlog_tiles::prove_record(size, i, r))
