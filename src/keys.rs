@@ -32,6 +32,12 @@ pub enum KeyError {
         /// The parser's message.
         reason: String,
     },
+    /// The path names a directory or something else that is not a file.
+    #[error("{path}: not a file; give the path of the key file itself (NAME.key.pem)")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
     /// A private key file others may read.
     #[error("{path}: private key readable by others (mode {mode:o}); run `chmod 600 {path}`")]
     TooOpen {
@@ -48,14 +54,16 @@ pub fn check_private_file(path: &Path) -> Result<(), KeyError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(path)
-            .map_err(|source| KeyError::Io {
+        let meta = fs::metadata(path).map_err(|source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        if !meta.is_file() {
+            return Err(KeyError::NotAFile {
                 path: path.to_owned(),
-                source,
-            })?
-            .permissions()
-            .mode()
-            & 0o777;
+            });
+        }
+        let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyError::TooOpen {
                 path: path.to_owned(),
@@ -227,6 +235,9 @@ mod tests {
         }
         fs::set_permissions(&private, fs::Permissions::from_mode(0o400)).unwrap();
         assert!(load_or_create_signing_key(&private).is_ok());
+        // A directory is named as what it is, not as a file to chmod.
+        let e = check_private_file(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a file") && !e.contains("chmod"), "{e}");
     }
 
     #[test]

@@ -87,7 +87,7 @@ impl Post {
             claims["license_id"] = id.into();
         }
         std::fs::write(self.p("claims.json"), claims.to_string()).unwrap();
-        let o = run(&[
+        let args = [
             "issue",
             "--key",
             self.s(key),
@@ -95,12 +95,19 @@ impl Post {
             kid,
             "--claims",
             self.s("claims.json"),
-            "--out",
-            self.s("token.cose"),
-        ]);
+        ];
+        let o = run(&args);
         assert!(o.status.success(), "{}", stderr(&o));
         let text = stdout(&o).trim().to_owned();
         std::fs::write(self.p("token.txt"), &text).unwrap();
+        // `--out` writes the same token's COSE bytes instead of printing it.
+        let o = run(&[&args[..], &["--out", self.s("token.cose")]].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(stdout(&o), "", "--out prints nothing");
+        assert_eq!(
+            std::fs::read(self.p("token.cose")).unwrap(),
+            permitgate::token::text::to_cose_bytes(text.as_bytes()).unwrap()
+        );
         text
     }
 
@@ -759,4 +766,23 @@ fn completions_and_man_page_come_from_the_command_definitions() {
         run(&["completions", "no-such-shell"]).status.code(),
         Some(2)
     );
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `permitgate man | head`: the reader is gone before the writer writes.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = bin()
+        .arg("man")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(
+        stderr(&out),
+        "",
+        "no error for a reader that stopped reading"
+    );
+    assert!(out.status.success());
 }

@@ -37,7 +37,7 @@ pub enum Command {
         #[arg(long)]
         name: String,
     },
-    /// Issue a license token from a JSON claims file; prints the PG1: text.
+    /// Issue a license token from a JSON claims file; prints the PG1: text (or writes `--out`).
     Issue {
         /// Issuer private key (PKCS#8 PEM).
         #[arg(long)]
@@ -48,7 +48,7 @@ pub enum Command {
         /// Claims file (JSON, see the README); `-` for standard input.
         #[arg(long)]
         claims: PathBuf,
-        /// Also write the raw COSE bytes to this file.
+        /// Write the raw COSE bytes to this file instead of printing the PG1: text.
         #[arg(long)]
         out: Option<PathBuf>,
         /// Also draw the token as a QR code: a PNG file, or `-` for the terminal (on standard error).
@@ -321,10 +321,6 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let license = License::from_claims_json(&text)
                 .map_err(|e| anyhow!("{}: {e}", claims.display()))?;
             let cose = token::issue(&license, &kid, &key);
-            if let Some(out) = out {
-                std::fs::write(&out, &cose)
-                    .with_context(|| format!("writing {}", out.display()))?;
-            }
             let text = token::text::encode(&cose);
             match qr {
                 Some(path) if path == Path::new("-") => {
@@ -334,7 +330,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     .with_context(|| format!("writing {}", path.display()))?,
                 None => {}
             }
-            println!("{text}");
+            match out {
+                Some(out) => std::fs::write(&out, &cose)
+                    .with_context(|| format!("writing {}", out.display()))?,
+                None => println!("{text}"),
+            }
             Ok(Outcome::Ok)
         }
         Command::Verify {

@@ -49,11 +49,18 @@ fn inflate(data: &[u8]) -> Result<Vec<u8>, String> {
     }
     // Room for one byte more than allowed, so a zlib bomb is caught and costs nothing.
     let mut out = Vec::with_capacity(MAX_TOKEN_BYTES + 1);
-    let status = INFLATER.with_borrow_mut(|z| {
+    let (status, read) = INFLATER.with_borrow_mut(|z| {
         z.reset(true);
-        z.decompress_vec(data, &mut out, FlushDecompress::Finish)
+        let status = z.decompress_vec(data, &mut out, FlushDecompress::Finish);
+        (status, z.total_in())
     });
     match status {
+        // Design: one token, one text form: bytes after the stream's end
+        // are refused like trailing bytes anywhere else.
+        Ok(Status::StreamEnd) if read < data.len() as u64 => Err(format!(
+            "PG1 text has {} bytes after the end of its zlib stream",
+            data.len() as u64 - read
+        )),
         Ok(Status::StreamEnd) if out.len() <= MAX_TOKEN_BYTES => {
             out.shrink_to_fit();
             Ok(out)
@@ -115,6 +122,11 @@ mod tests {
         let mut bad = zlib.clone();
         bad[3] ^= 0xff;
         assert!(to_cose_bytes(text(&bad).as_bytes()).is_err());
+        // Bytes after the stream's end: refused, not ignored.
+        let mut trailing = zlib.clone();
+        trailing.extend_from_slice(b"xx");
+        let why = to_cose_bytes(text(&trailing).as_bytes()).unwrap_err();
+        assert!(why.contains("2 bytes after the end"), "{why}");
         // The inflater is reused per thread: what failed before leaves no trace.
         assert_eq!(to_cose_bytes(text(&zlib).as_bytes()).unwrap(), cose);
     }
