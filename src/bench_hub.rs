@@ -210,6 +210,23 @@ async fn client(port: u16, id: &str) -> (AsyncClient, rumqttc::EventLoop) {
     (c, el)
 }
 
+/// Polls `el` in a task of its own; what arrives comes out as (topic, payload).
+fn received(mut el: rumqttc::EventLoop) -> tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send((p.topic, p.payload.to_vec()));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    rx
+}
+
 /// Runs the benchmark and prints its figures.
 pub async fn run(opts: HubBenchOptions) -> Result<HubBenchReport> {
     if opts.posts == 0 || opts.records == 0 {
@@ -272,7 +289,7 @@ pub async fn run(opts: HubBenchOptions) -> Result<HubBenchReport> {
 
     // The posts wait for the hub to come back, as real ones do.
     let topics = SyncTopics::new("permitgate");
-    let (posts, mut el) = client(port, "bench-posts").await;
+    let (posts, el) = client(port, "bench-posts").await;
     for l in &loads {
         posts
             .subscribe(topics.ack(&l.checkpoint), QoS::AtLeastOnce)
@@ -281,18 +298,7 @@ pub async fn run(opts: HubBenchOptions) -> Result<HubBenchReport> {
     posts
         .subscribe(topics.hub_status(), QoS::AtLeastOnce)
         .await?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
+    let mut rx = received(el);
     let log_path = opts
         .hub_log
         .clone()
@@ -384,21 +390,10 @@ pub async fn run(opts: HubBenchOptions) -> Result<HubBenchReport> {
 
     // A post that was away backfills everything, checking each reply.
     let asker = &loads[0];
-    let (back, mut bel) = client(port, "bench-backfill").await;
+    let (back, bel) = client(port, "bench-backfill").await;
     back.subscribe(topics.backfill_reply(&asker.checkpoint), QoS::AtLeastOnce)
         .await?;
-    let (btx, mut brx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match bel.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = btx.send(p.payload.to_vec());
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
+    let mut brx = received(bel);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = Instant::now();
     let mut after = 0u64;
@@ -416,7 +411,7 @@ pub async fn run(opts: HubBenchOptions) -> Result<HubBenchReport> {
             req.seal(&asker.key),
         )
         .await?;
-        let reply = tokio::time::timeout(Duration::from_secs(30), brx.recv())
+        let (_, reply) = tokio::time::timeout(Duration::from_secs(30), brx.recv())
             .await
             .ok()
             .flatten()
@@ -498,20 +493,9 @@ async fn propagation(
     n: usize,
 ) -> Result<Vec<f64>> {
     let topics = SyncTopics::new("permitgate");
-    let (other, mut el) = client(port, "bench-other-post").await;
+    let (other, el) = client(port, "bench-other-post").await;
     other.subscribe(topics.feed(), QoS::AtLeastOnce).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = tx.send(p.payload.to_vec());
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
+    let mut rx = received(el);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let base = post.size;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
@@ -533,7 +517,7 @@ async fn propagation(
                 k += 1;
             }
             m = rx.recv() => {
-                let Some(payload) = m else { bail!("the feed subscription ended") };
+                let Some((_, payload)) = m else { bail!("the feed subscription ended") };
                 let checked = crate::sync::verify::check_feed(&Feed::decode(&payload)?, registry)?;
                 let now = Instant::now();
                 for e in checked.entries {

@@ -297,6 +297,41 @@ fn net_kg(rec: &ConsumptionRecord) -> f64 {
     rec.goods.iter().map(|g| g.net_kg).sum()
 }
 
+/// The alert for two different records under one (checkpoint, seq): the
+/// checkpoint signed both; the first is kept.
+pub(super) fn conflicting_record_alert(
+    rec: &ConsumptionRecord,
+    held: &[u8],
+    offered: &[u8],
+    now: UnixTime,
+) -> Alert {
+    let mut a = crate::sync::verify::log_inconsistent_alert(
+        "hub",
+        &format!(
+            "checkpoint `{}` put two different records under number {} in its log",
+            rec.checkpoint, rec.seq
+        ),
+        Vec::new(),
+        now,
+    );
+    a.kind = crate::verdict::AlertKind::RefusedRecord;
+    a.alert_id = Some(hex::encode(
+        crate::merkle::leaf_hash(&[held, offered].concat()).0,
+    ));
+    a
+}
+
+/// The national log's signed head at `size` (a C2SP signed note).
+pub(super) fn hub_head_note(size: u64, root: Hash, key: &SigningKey, now: UnixTime) -> String {
+    Head {
+        origin: crate::merkle::head::HUB_ORIGIN.to_owned(),
+        size,
+        root,
+        time: now,
+    }
+    .sign(key)
+}
+
 /// True if `uri` names a PostgreSQL database rather than a file.
 pub fn is_postgres(uri: &str) -> bool {
     uri.starts_with("postgresql://")

@@ -17,16 +17,22 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use ed25519_dalek::SigningKey;
 use tokio_postgres::NoTls;
 
-use super::{Placed, PostHead, StoreError, Stored, blob_hashes, hashes_blob};
+use super::{
+    Placed, PostHead, StoreError, Stored, blob_hashes, conflicting_record_alert, hashes_blob,
+};
 use crate::clock::UnixTime;
-use crate::merkle::head::{HUB_ORIGIN, Head};
 use crate::merkle::staged::Staged;
 use crate::merkle::{Hash, MerkleError, leaf_hash};
 use crate::record::{ConsumptionRecord, ProvenRecord, double_use_alert};
-use crate::sync::protocol::{Feed, FeedEntry};
+use crate::sync::protocol::Feed;
 use crate::verdict::Alert;
 
+mod log;
 mod view;
+
+use log::{
+    FeedRow, HashCache, StagedError, build_feed, feed_range, remember, sign_head, staged_op,
+};
 
 /// The advisory lock every append to the national log takes.
 const LOG_LOCK: i64 = 0x7065_726d_6974; // "permit"
@@ -86,19 +92,6 @@ pub struct PgStore {
     name: PathBuf,
     hashes: HashCache,
 }
-
-/// Hashes of the national log known committed, by stored index, shared by
-/// the clones of a store.
-///
-/// Design: a stored hash never changes once committed (the log only
-/// grows, and a failover loses no commit with synchronous replication,
-/// which docs/hub.md requires), so backfills read them from here instead
-/// of asking the database again. Only hashes read from the database or
-/// committed by this process go in; it is emptied when full.
-type HashCache = std::sync::Arc<std::sync::Mutex<HashMap<u64, Hash>>>;
-
-/// Hashes the cache holds before it is emptied (about 50 MB).
-const HASHES_CACHED: usize = 1 << 20;
 
 type Pg = tokio_postgres::Error;
 
@@ -585,184 +578,6 @@ impl PgStore {
     }
 }
 
-/// Puts committed hashes in the cache.
-fn remember(cache: &HashCache, hashes: impl IntoIterator<Item = (u64, Hash)>) {
-    if let Ok(mut cached) = cache.lock() {
-        if cached.len() >= HASHES_CACHED {
-            cached.clear();
-        }
-        cached.extend(hashes);
-    }
-}
-
-/// A staged operation failed.
-#[derive(Debug)]
-enum StagedError {
-    Pg(Pg),
-    Merkle(MerkleError),
-}
-
-impl From<Pg> for StagedError {
-    fn from(e: Pg) -> StagedError {
-        StagedError::Pg(e)
-    }
-}
-
-/// Runs a `tlog` operation, fetching the stored hashes it needs in one query.
-async fn staged_op<T, C: deadpool_postgres::GenericClient>(
-    staged: &mut Staged,
-    client: &C,
-    cache: &HashCache,
-    op: impl Fn(&Staged) -> Result<T, tlog_tiles::Error>,
-) -> Result<T, StagedError> {
-    for _ in 0..2 {
-        match staged.attempt(&op) {
-            Ok(r) => return r.map_err(StagedError::Merkle),
-            Err(mut missing) => {
-                if let Ok(cached) = cache.lock() {
-                    let hits: Vec<(u64, Hash)> = missing
-                        .iter()
-                        .filter_map(|i| cached.get(i).map(|h| (*i, *h)))
-                        .collect();
-                    missing.retain(|i| !cached.contains_key(i));
-                    staged.know(hits);
-                }
-                if missing.is_empty() {
-                    continue;
-                }
-                let idx: Vec<i64> = missing.iter().map(|i| *i as i64).collect();
-                let rows = client
-                    .query(
-                        &client
-                            .prepare_cached(
-                                "SELECT idx, hash FROM hub_log_hashes WHERE idx = ANY($1)",
-                            )
-                            .await?,
-                        &[&idx],
-                    )
-                    .await
-                    .map_err(StagedError::Pg)?;
-                let fetched: Vec<(u64, Hash)> = rows
-                    .into_iter()
-                    .filter_map(|r| {
-                        let h: Vec<u8> = r.get(1);
-                        Some((r.get::<_, i64>(0) as u64, Hash(h.try_into().ok()?)))
-                    })
-                    .collect();
-                remember(cache, fetched.iter().copied());
-                staged.know(fetched);
-            }
-        }
-    }
-    Err(StagedError::Merkle(MerkleError::Input(
-        "stored hashes missing from the national log".into(),
-    )))
-}
-
-async fn sign_head<C: deadpool_postgres::GenericClient>(
-    c: &C,
-    size: u64,
-    root: Hash,
-    key: &SigningKey,
-    now: UnixTime,
-) -> Result<String, Pg> {
-    let note = Head {
-        origin: HUB_ORIGIN.to_owned(),
-        size,
-        root,
-        time: now,
-    }
-    .sign(key);
-    c.execute(
-        &c.prepare_cached("INSERT INTO hub_heads(size, note, signed_at) VALUES ($1, $2, $3) ON CONFLICT (size) DO UPDATE SET note = excluded.note, signed_at = excluded.signed_at").await?,
-        &[&(size as i64), &note, &now],
-    )
-    .await?;
-    Ok(note)
-}
-
-/// A stored record as a feed entry needs it.
-struct FeedRow {
-    g: u64,
-    leaf: Vec<u8>,
-    post_index: u64,
-    post_proof: Vec<Hash>,
-    note: String,
-}
-
-async fn feed_range<C: deadpool_postgres::GenericClient>(
-    c: &C,
-    staged: &mut Staged,
-    cache: &HashCache,
-    after: u64,
-    count: u64,
-    size: u64,
-    hub_note: String,
-) -> Result<Feed, StagedError> {
-    let rows = c
-        .query(
-            &c.prepare_cached("SELECT r.g, r.leaf, r.post_index, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size WHERE r.g > $1 AND r.g <= $2 ORDER BY r.g").await?,
-            &[&(after as i64), &((after + count) as i64)],
-        )
-        .await
-        .map_err(StagedError::Pg)?;
-    let rows = rows
-        .into_iter()
-        .map(|r| FeedRow {
-            g: r.get::<_, i64>(0) as u64,
-            leaf: r.get(1),
-            post_index: r.get::<_, i64>(2) as u64,
-            post_proof: blob_hashes(r.get::<_, &[u8]>(3)),
-            note: r.get(4),
-        })
-        .collect();
-    build_feed(c, staged, cache, rows, size, hub_note).await
-}
-
-/// The feed message of `rows`, each proven in the national log at `size`.
-async fn build_feed<C: deadpool_postgres::GenericClient>(
-    c: &C,
-    staged: &mut Staged,
-    cache: &HashCache,
-    rows: Vec<FeedRow>,
-    size: u64,
-    hub_note: String,
-) -> Result<Feed, StagedError> {
-    let indexes: Vec<u64> = rows.iter().map(|r| r.g - 1).collect();
-    let proofs = staged_op(staged, c, cache, |r| {
-        indexes
-            .iter()
-            .map(|&i| tlog_tiles::prove_record(size, i, r))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await?;
-    let mut post_heads: Vec<String> = Vec::new();
-    let mut entries = Vec::with_capacity(rows.len());
-    for (r, hub_proof) in rows.into_iter().zip(proofs) {
-        let idx = match post_heads.iter().position(|n| *n == r.note) {
-            Some(i) => i,
-            None => {
-                post_heads.push(r.note);
-                post_heads.len() - 1
-            }
-        };
-        entries.push(FeedEntry {
-            g: r.g,
-            post_head: idx,
-            post_index: r.post_index,
-            leaf: r.leaf,
-            post_proof: r.post_proof,
-            hub_proof,
-        });
-    }
-    Ok(Feed {
-        hub_head: hub_note,
-        post_heads,
-        entries,
-        time: None,
-    })
-}
-
 async fn proven_of_license<C: deadpool_postgres::GenericClient>(
     c: &C,
     license: &str,
@@ -909,27 +724,6 @@ async fn advance_contiguous<C: deadpool_postgres::GenericClient>(
         .await?;
     c.execute(&st, &[&checkpoint, &n, &now]).await?;
     Ok(n as u64)
-}
-
-/// The alert for two different records under one (checkpoint, seq).
-pub(super) fn conflicting_record_alert(
-    rec: &ConsumptionRecord,
-    held: &[u8],
-    offered: &[u8],
-    now: UnixTime,
-) -> Alert {
-    let mut a = crate::sync::verify::log_inconsistent_alert(
-        "hub",
-        &format!(
-            "checkpoint `{}` put two different records under number {} in its log",
-            rec.checkpoint, rec.seq
-        ),
-        Vec::new(),
-        now,
-    );
-    a.kind = crate::verdict::AlertKind::RefusedRecord;
-    a.alert_id = Some(hex::encode(leaf_hash(&[held, offered].concat()).0));
-    a
 }
 
 async fn insert_alert<C: deadpool_postgres::GenericClient>(

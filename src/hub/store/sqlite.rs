@@ -13,7 +13,6 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Placed, PostHead, StoreError, Stored, blob_hashes, hashes_blob};
 use crate::clock::UnixTime;
-use crate::merkle::head::{HUB_ORIGIN, Head};
 use crate::merkle::{Hash, SqlLog, leaf_hash};
 use crate::record::{ConsumptionRecord, ProvenRecord, double_use_alert};
 use crate::sync::protocol::{Feed, FeedEntry};
@@ -222,19 +221,7 @@ impl SqliteStore {
                 .map_err(err)?;
             if let Some(held) = held {
                 if held != p.leaf {
-                    // Two different records under one number: the checkpoint
-                    // signed both. Keep the first, raise it.
-                    let mut a = crate::sync::verify::log_inconsistent_alert(
-                        "hub",
-                        &format!(
-                            "checkpoint `{}` put two different records under number {} in its log",
-                            rec.checkpoint, rec.seq
-                        ),
-                        Vec::new(),
-                        now,
-                    );
-                    a.kind = crate::verdict::AlertKind::RefusedRecord;
-                    a.alert_id = Some(hex::encode(leaf_hash(&[held, p.leaf.clone()].concat()).0));
+                    let a = super::conflicting_record_alert(rec, &held, &p.leaf, now);
                     if insert_alert(&tx, &a, now).map_err(err)? {
                         out.alerts.push(a);
                     }
@@ -539,13 +526,7 @@ fn sign_head(
     now: UnixTime,
 ) -> Result<String, crate::merkle::MerkleError> {
     let root = SqlLog::new(conn, LOG).root(size)?;
-    let note = Head {
-        origin: HUB_ORIGIN.to_owned(),
-        size,
-        root,
-        time: now,
-    }
-    .sign(key);
+    let note = crate::hub::store::hub_head_note(size, root, key, now);
     conn.execute(
         "INSERT OR REPLACE INTO hub_heads(size, note, signed_at) VALUES (?1, ?2, ?3)",
         params![size as i64, note, now],
