@@ -68,6 +68,69 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     serde_cbor::from_slice(bytes).map_err(|e| CodecError(e.to_string()))
 }
 
+/// How a payload failed to be the type asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unreadability {
+    /// The bytes end in the middle of an item.
+    Truncated,
+    /// The bytes are not well-formed (here: CBOR; JSON uses the same kinds).
+    Syntax,
+    /// Well-formed, but a field is missing or of the wrong kind.
+    Content,
+}
+
+/// Why a payload could not be read, with the field it went wrong in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    /// What kind of failure.
+    pub kind: Unreadability,
+    /// The field, as `items[0].net_kg` (empty: the payload itself).
+    pub path: String,
+    /// The decoder's own message, without its position.
+    pub message: String,
+    /// Where in the bytes it went wrong, in words ("byte 5"), when known.
+    pub at: Option<String>,
+}
+
+/// Deserializes like [`from_slice`], and on failure says in which field.
+/// Slower than [`from_slice`]: meant for explaining a payload already refused.
+pub fn from_slice_traced<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Unreadable> {
+    use serde_cbor::error::Category;
+    let mut de = serde_cbor::Deserializer::from_slice(bytes);
+    let kind = |e: &serde_cbor::Error| match e.classify() {
+        Category::Eof => Unreadability::Truncated,
+        Category::Syntax => Unreadability::Syntax,
+        Category::Data | Category::Io => Unreadability::Content,
+    };
+    let strip = |e: &serde_cbor::Error| {
+        let text = e.to_string();
+        let cut = text.rfind(" at offset ").unwrap_or(text.len());
+        text[..cut].to_owned()
+    };
+    let offset = |e: &serde_cbor::Error| {
+        Some(e.offset())
+            .filter(|o| *o > 0)
+            .map(|o| format!("byte {o}"))
+    };
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        Unreadable {
+            kind: kind(&inner),
+            path: if path == "." { String::new() } else { path },
+            message: strip(&inner),
+            at: offset(&inner),
+        }
+    })?;
+    de.end().map_err(|e| Unreadable {
+        kind: Unreadability::Syntax,
+        path: String::new(),
+        message: strip(&e),
+        at: offset(&e),
+    })?;
+    Ok(value)
+}
+
 /// Serializes a serde type to CBOR bytes.
 pub fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     serde_cbor::to_vec(value).map_err(|e| CodecError(e.to_string()))

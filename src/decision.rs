@@ -160,7 +160,10 @@ pub fn decide(
     };
 
     if let Some(prior) = &facts.prior {
-        if prior.content_hash == decl.content_hash {
+        // Verdicts stored before licenses were canonical hashed the text as carried.
+        if prior.content_hash == decl.content_hash
+            || decl.content_hash_as_carried() == Some(prior.content_hash)
+        {
             return Decision::Repeat(prior.verdict.clone());
         }
         verdict.reasons.push(Reason::new(

@@ -399,6 +399,65 @@ fn redelivery_repeats_and_conflict_keeps_first_verdict() {
 }
 
 #[test]
+fn the_same_license_re_encoded_is_a_redelivery_not_a_conflict() {
+    let f = fixture();
+    let cose = token::issue(&license(), KID, &f.key);
+    let decl = f.with_license(&license());
+    let first = f.run(&decl);
+    let facts = |content_hash| LedgerFacts {
+        prior: Some(PriorDecision {
+            content_hash,
+            verdict: first.verdict().clone(),
+        }),
+        ..LedgerFacts::default()
+    };
+    let parsed = |payload: &[u8]| match gate::prepare(payload, &f.policy, 1 << 20) {
+        Prepared::Declaration { parsed, .. } => parsed,
+        Prepared::Malformed { error, .. } => panic!("{error}"),
+    };
+    let stored = parsed(decl.to_string().as_bytes()).content_hash;
+
+    // The same COSE bytes: zlib at another level, uncompressed base45, raw in CBOR.
+    let mut fast = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut fast, &cose).unwrap();
+    let fast = format!("PG1:{}", base45::encode(fast.finish().unwrap()));
+    let plain = format!("PG1:{}", base45::encode(&cose));
+    let mut in_cbor =
+        crate::codec::decode_value(&crate::codec::to_vec(&declaration()).unwrap()).unwrap();
+    if let crate::codec::Value::Map(m) = &mut in_cbor {
+        m.push((
+            crate::codec::Value::Text("license".into()),
+            crate::codec::Value::Bytes(cose.clone()),
+        ));
+    }
+    let in_cbor = crate::codec::encode_value(&in_cbor);
+    for text in [fast, plain] {
+        assert_ne!(text, decl["license"].as_str().unwrap());
+        let mut d = declaration();
+        d["license"] = text.into();
+        let payload = d.to_string();
+        assert_eq!(parsed(payload.as_bytes()).content_hash, stored);
+        let prepared = gate::prepare(payload.as_bytes(), &f.policy, 1 << 20);
+        let ctx = Context {
+            checkpoint: "lyg-port-01",
+            now: now() + 60,
+            clock: crate::clock_trust::ClockStatus::Unknown,
+        };
+        let again = gate::decide(&prepared, &f.policy, &facts(stored), &ctx).0;
+        assert_eq!(again, Decision::Repeat(first.verdict().clone()));
+    }
+    assert_eq!(parsed(&in_cbor).content_hash, stored);
+
+    // A verdict stored by an earlier version hashed the text as carried.
+    let legacy = parsed(decl.to_string().as_bytes())
+        .content_hash_as_carried()
+        .unwrap();
+    assert_ne!(legacy, stored);
+    let again = f.run_with(&decl, &facts(legacy), now() + 60);
+    assert_eq!(again, Decision::Repeat(first.verdict().clone()));
+}
+
+#[test]
 fn stale_policy_and_clock_behind_ledger_hold_instead_of_clearing() {
     let f = fixture();
     let mut policy = f.policy.clone();

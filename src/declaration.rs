@@ -8,7 +8,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::codec;
+use crate::codec::{self, Unreadability, Unreadable};
 use crate::elements;
 use crate::token::Party;
 
@@ -74,8 +74,12 @@ pub struct MalformedDeclaration {
 pub struct ParsedDeclaration {
     /// The declaration.
     pub declaration: Declaration,
-    /// SHA-256 of its canonical form: the same content gives the same hash in JSON or CBOR.
+    /// SHA-256 of its canonical form: the same content gives the same hash
+    /// in JSON or CBOR, with the license as `PG1:` text or as COSE bytes.
     pub content_hash: [u8; 32],
+    /// The license exactly as carried, when it came as `PG1:` text (the
+    /// declaration itself holds its COSE bytes).
+    pub license_as_carried: Option<LicenseField>,
     /// Exporter, consignee and end user as the denied-party list compares
     /// them: ([`crate::policy::denied_id_form`], [`crate::policy::normalize_name`]).
     /// Computed with the parse, which runs on every core, rather than in
@@ -98,21 +102,26 @@ pub fn parse(payload: &[u8], max_bytes: usize) -> Result<ParsedDeclaration, Malf
             ),
         });
     }
-    let parsed: Result<Declaration, String> = if is_json {
-        serde_json::from_slice(payload).map_err(|e| format!("JSON: {e}"))
+    let parsed: Option<Declaration> = if is_json {
+        serde_json::from_slice(payload).ok()
     } else {
-        codec::from_slice(payload).map_err(|e| e.to_string())
+        codec::from_slice(payload).ok()
     };
-    let declaration = parsed.map_err(|detail| MalformedDeclaration {
-        declaration_id: read_id(payload, is_json),
-        detail,
-    })?;
+    // Design: the fast parse keeps no field path; a refused payload is read
+    // again, slowly, only to say in its own terms what is wrong.
+    let Some(mut declaration) = parsed else {
+        return Err(MalformedDeclaration {
+            declaration_id: read_id(payload, is_json),
+            detail: explain(payload, is_json),
+        });
+    };
     if let Err(detail) = validate(&declaration) {
         return Err(MalformedDeclaration {
             declaration_id: Some(declaration.declaration_id).filter(|id| valid_id(id)),
             detail,
         });
     }
+    let license_as_carried = canonical_license(&mut declaration);
     let content_hash = content_hash(&declaration);
     let screen = |p: &Party| {
         (
@@ -128,8 +137,35 @@ pub fn parse(payload: &[u8], max_bytes: usize) -> Result<ParsedDeclaration, Malf
     Ok(ParsedDeclaration {
         declaration,
         content_hash,
+        license_as_carried,
         screening,
     })
+}
+
+// Design: one license, one identity. A scanner that re-encodes a token
+// (another zlib stream, or raw COSE in a CBOR declaration) sends the same
+// content; hashing the carried text would call it a conflict. So the
+// declaration holds the token's COSE bytes, and the text it came as is kept
+// aside. A license that cannot be read stays as carried: its verdict says why.
+fn canonical_license(d: &mut Declaration) -> Option<LicenseField> {
+    let carried = d.license.as_mut()?;
+    let cose = crate::token::text::to_cose_bytes(&carried.0).ok()?;
+    // Only what could be a COSE_Sign1 (tagged or not) becomes the identity.
+    if cose == carried.0 || !matches!(cose.first(), Some(0xd2 | 0x84)) {
+        return None;
+    }
+    Some(LicenseField(std::mem::replace(&mut carried.0, cose)))
+}
+
+impl ParsedDeclaration {
+    /// The content hash as versions before canonical licenses computed it
+    /// (over the `PG1:` text as carried), for verdicts stored by them.
+    pub fn content_hash_as_carried(&self) -> Option<[u8; 32]> {
+        let carried = self.license_as_carried.as_ref()?;
+        let mut d = self.declaration.clone();
+        d.license = Some(carried.clone());
+        Some(content_hash(&d))
+    }
 }
 
 /// SHA-256 of the declaration's canonical JSON (fields in struct order).
@@ -208,6 +244,125 @@ fn validate(d: &Declaration) -> Result<(), String> {
     Ok(())
 }
 
+/// Why a payload is not a declaration, in plain words and the declaration's terms.
+fn explain(payload: &[u8], is_json: bool) -> String {
+    let (format, why) = if is_json {
+        ("JSON", json_traced(payload))
+    } else {
+        (
+            "CBOR",
+            codec::from_slice_traced::<Declaration>(payload).err(),
+        )
+    };
+    match why {
+        Some(why) => plain_words(&why, format),
+        None => "the declaration could not be read".into(),
+    }
+}
+
+fn json_traced(payload: &[u8]) -> Option<Unreadable> {
+    use serde_json::error::Category;
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let traced: Result<Declaration, _> = serde_path_to_error::deserialize(&mut de);
+    let (path, e) = match traced {
+        Ok(_) => (String::new(), de.end().err()?),
+        Err(e) => (e.path().to_string(), e.into_inner()),
+    };
+    let text = e.to_string();
+    let message = text[..text.rfind(" at line ").unwrap_or(text.len())].to_owned();
+    Some(Unreadable {
+        kind: match e.classify() {
+            Category::Eof => Unreadability::Truncated,
+            Category::Syntax => Unreadability::Syntax,
+            Category::Data | Category::Io => Unreadability::Content,
+        },
+        path: if path == "." { String::new() } else { path },
+        message,
+        at: (e.line() > 0).then(|| format!("line {}, column {}", e.line(), e.column())),
+    })
+}
+
+/// Turns a decoder's message into a sentence an officer can act on.
+fn plain_words(u: &Unreadable, format: &str) -> String {
+    let at =
+        u.at.as_deref()
+            .map(|a| format!(" (at {a})"))
+            .unwrap_or_default();
+    let field = if u.path.is_empty() {
+        "the declaration".to_owned()
+    } else {
+        format!("`{}`", u.path)
+    };
+    let m = u.message.as_str();
+    match u.kind {
+        Unreadability::Truncated => {
+            format!("the {format} ends early{at}: the declaration is cut off")
+        }
+        Unreadability::Syntax if m.contains("trailing") => {
+            format!("there is more after the end of the declaration{at}")
+        }
+        Unreadability::Syntax => format!("not well-formed {format}{at}: {m}"),
+        Unreadability::Content => {
+            if let Some(name) = m.strip_prefix("missing field ") {
+                let name = name.trim_matches('`');
+                match u.path.as_str() {
+                    "" => format!("`{name}` is missing"),
+                    parent => format!("`{parent}.{name}` is missing"),
+                }
+            } else if let Some((found, expected)) = m
+                .strip_prefix("invalid type: ")
+                .or_else(|| m.strip_prefix("invalid value: "))
+                .and_then(|rest| rest.split_once(", expected "))
+            {
+                format!(
+                    "{field} is {}, but must be {}",
+                    plain_found(found),
+                    plain_expected(expected)
+                )
+            } else {
+                format!("{field}: {m}")
+            }
+        }
+    }
+}
+
+fn plain_found(found: &str) -> String {
+    let value = |prefix: &str| {
+        found
+            .strip_prefix(prefix)
+            .map(|v| v.trim_matches('`').to_owned())
+    };
+    if let Some(v) = value("string ") {
+        format!("the text {v}")
+    } else if let Some(v) = value("floating point ").or_else(|| value("integer ")) {
+        format!("the number {v}")
+    } else if let Some(v) = value("boolean ") {
+        v
+    } else {
+        match found {
+            "map" => "a map".into(),
+            "sequence" => "a list".into(),
+            "unit" | "null" => "null".into(),
+            "byte array" => "bytes".into(),
+            other => other.into(),
+        }
+    }
+}
+
+fn plain_expected(expected: &str) -> &str {
+    match expected {
+        "struct Declaration" => {
+            "a map of the declaration's fields (declaration_id, exporter, consignee, end_user, destination, items)"
+        }
+        "struct Party" => "a map with id, name and country",
+        "struct Item" => "a map with hs_code, net_kg and optionally description and elements",
+        "a string" => "text",
+        "f64" => "a number",
+        "a sequence" => "a list",
+        other => other,
+    }
+}
+
 /// Best-effort read of the id from a payload that failed to parse as a whole.
 fn read_id(payload: &[u8], is_json: bool) -> Option<String> {
     #[derive(Deserialize)]
@@ -259,6 +414,96 @@ pub(crate) mod tests {
     use super::*;
 
     pub const SAMPLE: &str = include_str!("../tests/data/declaration.json");
+
+    #[test]
+    fn refusals_say_what_is_wrong_in_the_declarations_terms() {
+        let sample: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
+        let cbor = codec::to_vec(&sample).unwrap();
+        let with = |path: &[&str], v: serde_json::Value| {
+            let mut d = sample.clone();
+            let mut at = &mut d;
+            for p in &path[..path.len() - 1] {
+                at = match p.parse::<usize>() {
+                    Ok(n) => &mut at[n],
+                    Err(_) => &mut at[*p],
+                };
+            }
+            let last = path[path.len() - 1];
+            if v.is_null() {
+                at.as_object_mut().unwrap().remove(last);
+            } else {
+                at[last] = v;
+            }
+            d.to_string().into_bytes()
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                b"hello world".to_vec(),
+                "the declaration is the text \"ello wor\", but must be a map of the declaration's fields",
+            ),
+            (
+                cbor[..5].to_vec(),
+                "the CBOR ends early (at byte 5): the declaration is cut off",
+            ),
+            (
+                [&cbor[..], &[0x01]].concat(),
+                "there is more after the end of the declaration",
+            ),
+            (
+                SAMPLE.as_bytes()[..40].to_vec(),
+                "the JSON ends early (at line 2",
+            ),
+            (
+                format!("{SAMPLE} x").into_bytes(),
+                "there is more after the end of the declaration (at line",
+            ),
+            (
+                b"{\"declaration_id\": }".to_vec(),
+                "not well-formed JSON (at line 1, column 20)",
+            ),
+            (
+                with(&["exporter"], serde_json::Value::Null),
+                "`exporter` is missing",
+            ),
+            (
+                with(&["end_user", "country"], serde_json::Value::Null),
+                "`end_user.country` is missing",
+            ),
+            (
+                with(&["items", "0", "net_kg"], "480 kg".into()),
+                "`items[0].net_kg` is the text \"480 kg\", but must be a number",
+            ),
+            (
+                with(&["items"], serde_json::json!({"hs_code": "2846"})),
+                "`items` is a map, but must be a list",
+            ),
+            (
+                with(&["consignee"], "ACME".into()),
+                "`consignee` is the text \"ACME\", but must be a map with id, name and country",
+            ),
+            (
+                with(&["destination"], 49.into()),
+                "`destination` is the number 49, but must be text",
+            ),
+        ];
+        for (payload, expected) in cases {
+            let detail = parse(&payload, 65536).unwrap_err().detail;
+            assert!(
+                detail.starts_with(expected),
+                "{detail:?} does not start with {expected:?}"
+            );
+            for internal in [
+                "struct ",
+                "invalid type",
+                "EOF",
+                "offset",
+                "f64",
+                "sequence",
+            ] {
+                assert!(!detail.contains(internal), "{detail:?} leaks {internal:?}");
+            }
+        }
+    }
 
     #[test]
     fn parses_the_design_example() {

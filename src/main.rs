@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         // A reader that stopped reading (`permitgate man | head`) is not an error.
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("permitgate: {e:#}");
+            eprintln!("permitgate: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
@@ -35,4 +35,21 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// The error and its causes on one line, each said once: library errors
+/// often repeat their cause in their own message.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

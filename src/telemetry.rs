@@ -386,9 +386,17 @@ impl Telemetry {
                 human(now - since)
             ));
         }
+        // Design: a stand-alone post (no uplink) keeps its records by design;
+        // their age is not a fault, or every such post would alarm for ever.
+        let syncing = links.uplink.is_some();
         drop(links);
         let oldest = self.oldest_unsynced.load(Ordering::Relaxed);
-        if oldest > 0 && waiting > 0 && now - oldest >= SYNC_LAG_MAX && degraded.is_empty() {
+        if syncing
+            && oldest > 0
+            && waiting > 0
+            && now - oldest >= SYNC_LAG_MAX
+            && degraded.is_empty()
+        {
             degraded.push(format!(
                 "{waiting} records unsynced, the oldest {}",
                 human(now - oldest)
@@ -518,6 +526,28 @@ mod tests {
         let h = t.health(T0 + 40 * 86_400);
         assert_eq!(h.state, "degraded");
         assert!(h.reasons[0].starts_with("policy is 41 d old"), "{h:?}");
+    }
+
+    #[test]
+    fn a_stand_alone_post_is_ready_however_old_its_records() {
+        let t = Telemetry::new(std::path::Path::new("/nonexistent"), false, T0);
+        t.policy(7, T0, 30 * 86_400);
+        t.link(false, true, T0);
+        t.consumed_at(T0, 3);
+        let h = t.health(T0 + 10 * 86_400);
+        assert_eq!((h.state, h.reasons), ("ready", vec![]));
+        assert!(!t.has_uplink());
+
+        // The same records at a post that syncs: degraded after an hour.
+        let t = Telemetry::new(std::path::Path::new("/nonexistent"), true, T0);
+        t.policy(7, T0, 30 * 86_400);
+        t.link(false, true, T0);
+        t.link(true, true, T0);
+        t.consumed_at(T0, 3);
+        assert_eq!(t.health(T0 + 3599).state, "ready");
+        let h = t.health(T0 + 2 * 3600);
+        assert_eq!(h.state, "degraded");
+        assert_eq!(h.reasons, ["3 records unsynced, the oldest 2 h"]);
     }
 
     #[test]

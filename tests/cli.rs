@@ -430,6 +430,9 @@ fn clear_errors_for_bad_inputs() {
         "{}",
         stderr(&o)
     );
+    // Said once, on one line.
+    assert_eq!(stderr(&o).matches("max_age").count(), 1, "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     std::fs::write(post.p("policy.toml"), text).unwrap();
 
     // Unknown kid.
@@ -765,6 +768,55 @@ fn completions_and_man_page_come_from_the_command_definitions() {
     assert_eq!(
         run(&["completions", "no-such-shell"]).status.code(),
         Some(2)
+    );
+
+    // Every page the top page (and each page) refers to exists.
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&["man", "--out-dir", dir.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pages: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(pages.len() > 15, "{pages:?}");
+    let mut references = 0;
+    for page in &pages {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        // References read `permitgate\-policy\-sign(1)` in roff.
+        let plain = text.replace("\\-", "-");
+        for (at, _) in plain.match_indices("(1)") {
+            let name: String = plain[..at]
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            if name.starts_with("permitgate") {
+                references += 1;
+                assert!(
+                    pages.contains(&format!("{name}.1")),
+                    "{page} names {name}(1), which is not written"
+                );
+            }
+        }
+    }
+    assert!(references >= pages.len() - 1, "{references} references");
+    // One page to standard output, by its subcommand path.
+    let o = run(&["man", "policy", "sign"]);
+    assert!(o.status.success());
+    assert!(
+        stdout(&o).contains(".TH permitgate-policy-sign 1"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&["man", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("`nope` is not a subcommand"),
+        "{}",
+        stderr(&o)
     );
 }
 

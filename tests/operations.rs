@@ -83,7 +83,10 @@ async fn metrics_health_and_console_follow_the_gate() {
     let (code, out) = pg(&["status", "--config", cfg]);
     assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.contains("verdicts 2, licenses consumed 1") && out.contains("daemon: ready"),
+        out.contains("verdicts 2, licenses consumed 1")
+            && out.contains("stand-alone post: no hub configured")
+            && !out.contains("waiting for the hub")
+            && out.contains("daemon: ready"),
         "{out}"
     );
     // ... the investigator's queries: one license, one party in a time range, alerts.

@@ -101,8 +101,14 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), generated from these definitions.
-    Man,
+    /// Print a man page (roff), generated from these definitions; or write them all.
+    Man {
+        /// The subcommand whose page to print (`permitgate man policy sign`); none: the top page.
+        command: Vec<String>,
+        /// Write every page (permitgate.1, permitgate-run.1, …) into this directory instead.
+        #[arg(long, conflicts_with = "command")]
+        out_dir: Option<PathBuf>,
+    },
     /// The authority's signed policy bundles.
     Policy {
         /// What to do.
@@ -484,11 +490,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             );
             Ok(Outcome::Ok)
         }
-        Command::Man => {
-            use clap::CommandFactory;
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
-            Ok(Outcome::Ok)
-        }
+        Command::Man { command, out_dir } => man_pages(&command, out_dir.as_deref()),
         Command::Policy {
             action:
                 PolicyAction::Sign {
@@ -627,6 +629,34 @@ fn evidence(action: EvidenceAction) -> Result<Outcome> {
     }
 }
 
+/// `permitgate man`: one page to standard output, or every page into a directory.
+fn man_pages(path: &[String], out_dir: Option<&std::path::Path>) -> Result<Outcome> {
+    use clap::CommandFactory;
+    // Built, so that subcommands carry their page names (permitgate-policy-sign).
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    if let Some(dir) = out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        clap_mangen::generate_to(cmd, dir)
+            .with_context(|| format!("writing man pages into {}", dir.display()))?;
+        return Ok(Outcome::Ok);
+    }
+    let mut page = &cmd;
+    for name in path {
+        page = page.find_subcommand(name).ok_or_else(|| {
+            anyhow!(
+                "`{name}` is not a subcommand of `{}`; try `{} --help`",
+                page.get_display_name().unwrap_or(page.get_name()),
+                page.get_display_name()
+                    .unwrap_or(page.get_name())
+                    .replace('-', " ")
+            )
+        })?;
+    }
+    clap_mangen::Man::new(page.clone()).render(&mut std::io::stdout())?;
+    Ok(Outcome::Ok)
+}
+
 /// `permitgate status`: what the ledger holds and what the daemon says of itself.
 fn status(cfg: &Config) -> Result<Outcome> {
     let ledger = Ledger::open_read_only(&cfg.ledger)?
@@ -639,12 +669,18 @@ fn status(cfg: &Config) -> Result<Outcome> {
         cfg.checkpoint,
         cfg.ledger.display()
     );
-    println!(
-        "  verdicts {verdicts}, licenses consumed {consumed}, waiting for the hub {outbox}{}",
-        oldest
-            .map(|t| format!(" (oldest {})", crate::clock::to_rfc3339(t)))
-            .unwrap_or_default()
-    );
+    let oldest = oldest
+        .map(|t| format!(" (oldest {})", crate::clock::to_rfc3339(t)))
+        .unwrap_or_default();
+    if cfg.uplink.is_some() {
+        println!(
+            "  verdicts {verdicts}, licenses consumed {consumed}, waiting for the hub {outbox}{oldest}"
+        );
+    } else {
+        println!(
+            "  verdicts {verdicts}, licenses consumed {consumed}, kept here {outbox}{oldest} (stand-alone post: no hub configured)"
+        );
+    }
     let (unreadable, dropped) = ledger.unreadable_counts()?;
     if unreadable > 0 {
         println!(
