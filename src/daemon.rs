@@ -192,7 +192,6 @@ async fn reload_on_sighup(
     config_file: std::path::PathBuf,
     file: std::path::PathBuf,
     in_force: Arc<PolicyInForce>,
-    policies: mpsc::Sender<crate::policy::Policy>,
 ) {
     #[cfg(unix)]
     {
@@ -216,10 +215,9 @@ async fn reload_on_sighup(
                 }
             }
             match crate::policy::Policy::load(&file) {
-                Ok(p) => match in_force.offer(p.clone(), SystemClock.now()) {
-                    Ok(_) => {
+                Ok(p) => match in_force.offer(p, SystemClock.now()) {
+                    Ok(p) => {
                         info!(file = %file.display(), version = p.version, "SIGHUP: policy file reloaded");
-                        let _ = policies.send(p).await;
                     }
                     Err(e) => warn!(
                         file = %file.display(),
@@ -234,7 +232,7 @@ async fn reload_on_sighup(
         }
     }
     #[cfg(not(unix))]
-    let _ = (config_file, file, in_force, policies);
+    let _ = (config_file, file, in_force);
 }
 
 /// Capacity of the queues between the connection task and the worker.
@@ -353,13 +351,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     // Alerts the sync task stores go out on this connection.
     let (sync_pubs_tx, sync_pubs_rx) = mpsc::channel::<Publication>(256);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (policy_tx, policy_rx) = mpsc::channel::<crate::policy::Policy>(4);
     let in_force = PolicyInForce::new(policy.clone());
+    let policy_rx = in_force.watch();
     let reload_task = tokio::spawn(reload_on_sighup(
         cfg.file.clone(),
         cfg.policy_file.clone(),
         in_force.clone(),
-        policy_tx.clone(),
     ));
     let committed = Arc::new(tokio::sync::Notify::new());
     let sync_ledger = match &cfg.uplink {
@@ -382,7 +379,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     policy_root: cfg.policy_root,
                     in_force,
                     committed: committed.clone(),
-                    policies: policy_tx,
                     telemetry: telemetry.clone(),
                 },
                 sync_ledger,
@@ -898,7 +894,7 @@ impl Connection {
         mut done_rx: mpsc::Receiver<Done>,
         (mut sync_pubs, mut policies): (
             mpsc::Receiver<Publication>,
-            mpsc::Receiver<crate::policy::Policy>,
+            tokio::sync::watch::Receiver<Arc<crate::policy::Policy>>,
         ),
         shutdown: impl Future<Output = S>,
     ) -> Option<S> {
@@ -993,8 +989,11 @@ impl Connection {
                     }
                     out.publications.push_back(p);
                 }
-                Some(p) = policies.recv(), if work_tx.is_some() => {
-                    backlog.push(Work::Policy(Box::new(p)));
+                // Design: the watch yields the policy in force, so the stages
+                // take newer policies in order and never an older one.
+                Ok(()) = policies.changed(), if work_tx.is_some() => {
+                    let p = policies.borrow_and_update().clone();
+                    backlog.push(Work::Policy(Box::new((*p).clone())));
                 }
                 // Always taken: what it publishes is bounded by RESEND_MAX (the
                 // rest is re-read from the ledger), and while reads are paused

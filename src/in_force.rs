@@ -3,9 +3,11 @@
 //! Design: the policy file (at start-up and on SIGHUP) and the authority's
 //! signed bundles (from the uplink, or stored in the ledger) all go through
 //! [`PolicyInForce::offer`], one compare-and-swap under a lock, so a reload
-//! racing a bundle can never leave the older of the two in force.
+//! racing a bundle can never leave the older of the two in force. The
+//! stages that decide learn of a change through [`PolicyInForce::watch`],
+//! which always yields the policy in force, never an older one in transit.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::clock::{UnixTime, to_rfc3339};
 use crate::policy::Policy;
@@ -74,32 +76,45 @@ pub fn admissible(in_force: &Policy, offered: &Policy, now: UnixTime) -> Result<
 /// The policy in force, shared by every task of a process.
 #[derive(Debug)]
 pub struct PolicyInForce {
-    current: Mutex<Arc<Policy>>,
+    // Design: the watch channel's value is the one copy; swapping it and
+    // telling the watchers is one step under the channel's lock.
+    current: tokio::sync::watch::Sender<Arc<Policy>>,
 }
 
 impl PolicyInForce {
     /// Starts with `policy` in force.
     pub fn new(policy: Policy) -> Arc<PolicyInForce> {
         Arc::new(PolicyInForce {
-            current: Mutex::new(Arc::new(policy)),
+            current: tokio::sync::watch::Sender::new(Arc::new(policy)),
         })
     }
 
     /// The policy in force now.
     pub fn current(&self) -> Arc<Policy> {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.borrow().clone()
+    }
+
+    /// A receiver that wakes when a newer policy is put in force.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Arc<Policy>> {
+        self.current.subscribe()
     }
 
     /// Puts `offered` in force if [`admissible`] against the one in force, atomically.
     pub fn offer(&self, offered: Policy, now: UnixTime) -> Result<Arc<Policy>, Refusal> {
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        admissible(&cur, &offered, now)?;
-        let p = Arc::new(offered);
-        *cur = p.clone();
-        Ok(p)
+        let mut outcome = None;
+        self.current
+            .send_if_modified(|cur| match admissible(cur, &offered, now) {
+                Ok(()) => {
+                    *cur = Arc::new(offered);
+                    outcome = Some(Ok(cur.clone()));
+                    true
+                }
+                Err(refusal) => {
+                    outcome = Some(Err(refusal));
+                    false
+                }
+            });
+        outcome.unwrap_or_else(|| Ok(self.current()))
     }
 }
 
@@ -164,5 +179,18 @@ mod tests {
             });
             assert_eq!(f.current().version, 20);
         }
+    }
+
+    #[test]
+    fn a_watcher_sees_only_the_newest() {
+        let now = 1_800_000_000;
+        let f = PolicyInForce::new(policy(1, now));
+        let mut w = f.watch();
+        assert!(!w.has_changed().unwrap());
+        f.offer(policy(3, now), now).unwrap();
+        assert!(f.offer(policy(2, now), now).is_err());
+        assert!(w.has_changed().unwrap());
+        assert_eq!(w.borrow_and_update().version, 3);
+        assert!(!w.has_changed().unwrap(), "a refused offer wakes nobody");
     }
 }

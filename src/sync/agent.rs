@@ -54,8 +54,6 @@ pub struct Agent {
     pub policy_root: Option<ed25519_dalek::VerifyingKey>,
     /// The policy in force: its registry says whose messages count.
     pub in_force: Arc<PolicyInForce>,
-    /// Verified newer policies, for the decision worker.
-    pub policies: mpsc::Sender<crate::policy::Policy>,
     /// Metrics and health.
     pub telemetry: Arc<crate::telemetry::Telemetry>,
     /// Woken by the ledger stage when it commits consumptions: they go out at once.
@@ -672,14 +670,13 @@ impl Sync<'_> {
             }
         };
         let version = p.version;
-        match self.agent.in_force.offer(p.clone(), now) {
+        // The decision stages watch the policy in force; putting it there is all.
+        match self.agent.in_force.offer(p, now) {
             Ok(_) => {
                 if let Err(e) = blocking(|| ledger.store_policy_bundle(version, bundle, now)) {
                     error!(error = %e, "policy bundle verified but not stored; applying it anyway");
                 }
                 info!(version, "signed policy bundle accepted");
-                self.agent.telemetry.policy(version, p.issued_at, p.max_age);
-                let _ = self.agent.policies.send(p).await;
             }
             // The retained bundle comes again on every connection.
             Err(crate::in_force::Refusal::NotNewer { offered, in_force })
