@@ -81,6 +81,28 @@ pub struct Link {
     /// A CONNACK was received and no error since.
     pub connected: bool,
     failures: u32,
+    /// When the connection in hand was accepted.
+    since: Option<std::time::Instant>,
+    /// Accepted connections in a row that the broker closed within [`SHORT_LIVED`].
+    short_lived: u32,
+}
+
+/// A connection the broker closes sooner than this after accepting it counts as flapping.
+const SHORT_LIVED: Duration = Duration::from_secs(10);
+/// Flapping connections in a row before it is called a configuration error.
+const FLAPS_REPORTED: u32 = 3;
+
+/// Whether the broker said it closed the connection because another client
+/// connected with the same client id (MQTT 5 reason code 0x8E; mosquitto
+/// closes without saying).
+pub fn taken_over(error: &rumqttc::v5::ConnectionError) -> bool {
+    matches!(
+        error,
+        rumqttc::v5::ConnectionError::MqttState(rumqttc::v5::StateError::ServerDisconnect {
+            reason_code: rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::SessionTakenOver,
+            ..
+        })
+    )
 }
 
 impl Link {
@@ -88,26 +110,50 @@ impl Link {
     pub fn up(&mut self) {
         self.connected = true;
         self.failures = 0;
+        self.since = Some(std::time::Instant::now());
     }
 
     /// The connection failed: logs the first failure only (not every retry),
     /// drops rumqttc's in-memory retransmissions (the durable copies are the
     /// caller's), and returns how long to wait before the next attempt.
+    ///
+    /// Design: two processes with one client id take the session from each
+    /// other for ever, each connection accepted and closed moments later.
+    /// That is a configuration error: said at ERROR on each such loss once
+    /// it has happened [`FLAPS_REPORTED`] times in a row, and the back-off
+    /// grows with them instead of restarting at each accepted connection.
     pub fn down(
         &mut self,
         eventloop: &mut EventLoop,
-        error: &dyn std::fmt::Display,
+        error: &rumqttc::v5::ConnectionError,
         what: &str,
         max: Duration,
     ) -> Duration {
-        if self.connected || self.failures == 0 {
+        let brief = self.since.take().is_some_and(|t| t.elapsed() < SHORT_LIVED);
+        if taken_over(error) {
+            self.short_lived = self.short_lived.max(FLAPS_REPORTED - 1) + 1;
+        } else if brief {
+            self.short_lived += 1;
+        } else if self.connected {
+            self.short_lived = 0;
+        }
+        if self.connected && self.short_lived >= FLAPS_REPORTED {
+            tracing::error!(
+                client_id = eventloop.options.client_id(),
+                times = self.short_lived,
+                error = %error,
+                "{what}: the broker keeps closing this connection moments after accepting it; \
+                 most likely another client connected with this client id: \
+                 give each process its own `client_id`"
+            );
+        } else if self.connected || self.failures == 0 {
             tracing::warn!(error = %error, "{what}: connection lost; retrying with backoff");
         }
         self.connected = false;
         self.failures = self.failures.saturating_add(1);
         eventloop.clean();
         eventloop.pending.clear();
-        backoff(self.failures, max)
+        backoff(self.failures.max(self.short_lived), max)
     }
 }
 

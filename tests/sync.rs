@@ -463,6 +463,26 @@ async fn two_hub_processes_share_the_load_and_one_store() {
     );
 }
 
+/// A second hub started by mistake with the first one's client id: the
+/// broker hands the session back and forth, and both say why at ERROR
+/// instead of flapping quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hubs_with_one_client_id_say_so() {
+    let c = Country::start().await;
+    let mut twin = Hub::sharing(&c.hub, "permitgate-hub");
+    twin.start();
+    let said = "another client connected with this client id";
+    let both = eventually(30, || {
+        c.hub.log().contains(said) || twin.log().contains(said)
+    })
+    .await;
+    twin.kill();
+    assert!(both, "nothing said:\n{}\n{}", c.hub.log(), twin.log());
+    assert!(
+        format!("{}{}", c.hub.log(), twin.log()).contains("give each process its own `client_id`")
+    );
+}
+
 /// A checkpoint key rotated by a newer signed policy: records the old key
 /// signed inside its window are accepted, those it signs after are refused,
 /// and the new key's records flow.
