@@ -1,0 +1,392 @@
+//! The connection task: the only caller of the MQTT client; polls it and carries out what the session state says.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rumqttc::Outgoing;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
+use rumqttc::v5::{AsyncClient, Event, EventLoop};
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::clock::{Clock, SystemClock, to_rfc3339};
+use crate::telemetry::Telemetry;
+
+use super::{Topics, sleep_until_some};
+use super::{messages::*, session::*};
+
+/// What the retained status says besides its state and counts.
+pub(super) struct Status {
+    pub(super) checkpoint: String,
+}
+
+impl Status {
+    pub(super) fn render(&self, state: &str, c: Counts, reason: Option<&str>) -> String {
+        let mut v = serde_json::json!({
+            "state": state,
+            "checkpoint": self.checkpoint,
+            "version": env!("CARGO_PKG_VERSION"),
+            "policy_version": c.policy_version,
+            "ledger": {"verdicts": c.verdicts, "consumed": c.consumed, "outbox": c.outbox},
+            "at": to_rfc3339(SystemClock.now()),
+        });
+        if let Some(reason) = reason {
+            v["reason"] = reason.into();
+        }
+        v.to_string()
+    }
+}
+
+/// How often at most the retained status is refreshed while counts change.
+pub(super) const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+pub(super) struct Connection {
+    pub(super) client: AsyncClient,
+    pub(super) topics: Topics,
+    pub(super) status: Status,
+    /// Most of our publications handed to the client and not yet acknowledged.
+    pub(super) inflight: usize,
+    /// Longest wait between reconnection attempts.
+    pub(super) reconnect_max: Duration,
+    /// Tells the ledger stage the daemon is stopping.
+    pub(super) stopping: Arc<AtomicBool>,
+    pub(super) telemetry: Arc<Telemetry>,
+}
+
+impl Connection {
+    /// Runs the connection until `shutdown` completes and everything in
+    /// hand is committed and acknowledged; returns what `shutdown` gave.
+    pub(super) async fn drive<S>(
+        &self,
+        eventloop: &mut EventLoop,
+        mut counts: Counts,
+        work_tx: mpsc::Sender<Work>,
+        mut done_rx: mpsc::Receiver<Done>,
+        (mut sync_pubs, mut policies): (
+            mpsc::Receiver<Publication>,
+            tokio::sync::watch::Receiver<Arc<crate::policy::Policy>>,
+        ),
+        shutdown: impl Future<Output = S>,
+    ) -> Option<S> {
+        tokio::pin!(shutdown);
+        // What `shutdown` completed with, once it has.
+        let mut stopped_by = None;
+        // When to try the broker again after a failed connection.
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        let mut work_tx = Some(work_tx);
+        // The counts the retained status last went out with.
+        let mut announced: Option<Counts> = None;
+        // Why the ledger cannot commit, while it cannot.
+        let mut fault: Option<String> = None;
+        let mut status_tick = tokio::time::interval(STATUS_EVERY);
+        let mut link = crate::mqtt::Link::default();
+        // Numbers the connections, so a PUBACK never goes out on a later one.
+        let mut connection = 0u64;
+        let mut worker_done = false;
+        let mut out = Outbound::default();
+        // Work the worker's queue had no room for, in arrival order. Never
+        // dropped: a declaration left unacknowledged on a live connection is
+        // not redelivered until the next one.
+        let mut backlog = Backlog::default();
+        // Pinged from this loop, so a stuck event loop stops the pings and systemd restarts us.
+        let watchdog = sd_notify::watchdog_enabled();
+        let mut watchdog_tick =
+            tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |d| d / 2));
+        let mut reads = Reads::default();
+        let mut paused_tick = tokio::time::interval(PAUSED_POLL_EVERY);
+        let mut delivered = Acknowledged::default();
+
+        loop {
+            reads.follow(&backlog);
+            // While reads are paused and the ledger cannot commit, the fault's
+            // alert and status handed to the client are still polled out at
+            // once: rumqttc sends a request only once the events it read are
+            // taken, so this admits a few messages more (about two for each
+            // request ahead of it, of which there are at most `inflight`).
+            let rush = reads.paused() && fault.is_some() && out.own_in_hand();
+            counts.outbox = self.telemetry.outbox_depth();
+            // A clone, so the shutdown branch can drop `work_tx` meanwhile.
+            let feed = work_tx.clone().filter(|_| !backlog.is_empty());
+            tokio::select! {
+                _ = paused_tick.tick(), if reads.paused() => reads.allow_one(),
+                _ = sleep_until_some(delivered.due), if delivered.due.is_some() && work_tx.is_some() => {
+                    backlog.push_delivered(&mut delivered);
+                }
+                _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                _ = status_tick.tick(), if link.connected && announced != Some(counts) => {
+                    tracing::debug!(
+                        backlog = backlog.items.len(),
+                        backlog_bytes = backlog.bytes,
+                        acks = out.acks.len(),
+                        publications = out.publications.len(),
+                        awaiting = out.awaiting.len(),
+                        "queues"
+                    );
+                    if self.announce(counts, fault.as_deref()) {
+                        out.handed_own();
+                        announced = Some(counts);
+                    }
+                }
+                why = &mut shutdown, if work_tx.is_some() => {
+                    stopped_by = Some(why);
+                    info!("shutting down: no new declarations; finishing those in hand");
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+                    // Not yet with the worker, so not committed: the broker keeps them.
+                    backlog.clear();
+                    // Best effort: one not deleted is only published again after the restart.
+                    if let Some(tx) = &work_tx && let Some(w) = delivered.work() {
+                        let _ = tx.try_send(w);
+                    }
+                    // Dropping the sender lets the worker finish its queue and stop.
+                    work_tx = None;
+                    self.stopping.store(true, Ordering::Relaxed);
+                }
+                Ok(permit) = async move {
+                    match feed {
+                        Some(tx) => tx.reserve_owned().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(w) = backlog.pop() {
+                        permit.send(w);
+                    }
+                }
+                Some(p) = sync_pubs.recv(), if out.publications.len() < RESEND_MAX => {
+                    if let Ok(a) = serde_json::from_str::<crate::verdict::Alert>(&p.2) {
+                        self.telemetry.alerted(Arc::new(a));
+                    }
+                    out.publications.push_back(p);
+                }
+                // Design: the watch yields the policy in force, so the stages
+                // take newer policies in order and never an older one.
+                Ok(()) = policies.changed(), if work_tx.is_some() => {
+                    let p = policies.borrow_and_update().clone();
+                    backlog.push(Work::Policy(Box::new((*p).clone())));
+                }
+                // Always taken: what it publishes is bounded by RESEND_MAX (the
+                // rest is re-read from the ledger), and while reads are paused
+                // the worker's progress is what lets the backlog drain.
+                done = done_rx.recv(), if !worker_done => match done {
+                    Some(done) => {
+                        counts = done.counts;
+                        match done.health {
+                            Some(LedgerHealth::Fault(why)) => {
+                                let alert = self.ledger_fault_alert(&why);
+                                out.alerts.push_back(serde_json::to_string(&alert).unwrap_or_default());
+                                self.telemetry.alerted(Arc::new(alert));
+                                self.telemetry.ledger_fault(Some(why.clone()));
+                                fault = Some(why);
+                                // The next tick announces the degraded state.
+                                announced = None;
+                            }
+                            Some(LedgerHealth::Recovered) => {
+                                self.telemetry.ledger_fault(None);
+                                fault = None;
+                                announced = None;
+                            }
+                            None => {}
+                        }
+                        out.take(done.acks, done.publications, done.more_after, done.resent);
+                    }
+                    None => worker_done = true,
+                },
+                _ = sleep_until_some(retry_at), if retry_at.is_some() => {
+                    retry_at = None;
+                }
+                // Polled whenever the backlog has room, and every
+                // PAUSED_POLL_EVERY while it has not: the PUBACKs for our own
+                // publications arrive here too.
+                ev = eventloop.poll(), if reads.may_poll(rush) && retry_at.is_none() => {
+                    reads.polled();
+                    match ev {
+                        Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                            if ack.code != ConnectReturnCode::Success {
+                                continue;
+                            }
+                            if !link.connected {
+                                info!(session_present = ack.session_present, "connected to broker");
+                            }
+                            link.up();
+                            self.telemetry.link(false, true, SystemClock.now());
+                            connection += 1;
+                            // Queued publications are re-read from the ledger (Resend below).
+                            out.connected(work_tx.is_some());
+                            let _ = self.client.try_subscribe(&self.topics.declarations, QoS::AtLeastOnce);
+                            if self.announce(counts, fault.as_deref()) {
+                                out.handed_own();
+                                announced = Some(counts);
+                            }
+                            if work_tx.is_some() {
+                                // Deleted first, so what the broker already has is not read again.
+                                backlog.push_delivered(&mut delivered);
+                                backlog.push(Work::Resend(0));
+                            }
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            if work_tx.is_none() || crate::mqtt::topic_of(&p) != self.topics.declarations {
+                                continue;
+                            }
+                            let r = Received { publish: p, connection, at: std::time::Instant::now() };
+                            backlog.push(Work::Declaration(r, delivered.take()));
+                        }
+                        Ok(Event::Outgoing(Outgoing::Publish(pkid))) => out.sent(pkid),
+                        Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                            if let Some(id) = out.acknowledged(ack.pkid) && work_tx.is_some() {
+                                delivered.add(id);
+                                if delivered.ids.len() >= RESEND_MAX {
+                                    backlog.push_delivered(&mut delivered);
+                                }
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            // The durable copies are in the ledger: rumqttc's are dropped.
+                            let wait = link.down(eventloop, &e, "broker", self.reconnect_max);
+                            self.telemetry.link(false, false, SystemClock.now());
+                            out.lost();
+                            // The broker redelivers them.
+                            backlog.forget_declarations();
+                            // Waited for in the select, so a SIGTERM meanwhile stops at once.
+                            retry_at = Some(tokio::time::Instant::now() + wait);
+                        }
+                    }
+                }
+            }
+            if work_tx.is_some()
+                && let Some(after) = out.resend_due()
+            {
+                backlog.push_delivered(&mut delivered);
+                backlog.push(Work::Resend(after));
+            }
+            if let Some(tx) = &work_tx {
+                backlog.feed(tx);
+            }
+            if link.connected {
+                self.flush(&mut out, connection);
+            }
+            // Stopping: the worker has committed everything in hand; leave once
+            // its PUBACKs are with the client (or the connection is gone).
+            if worker_done && work_tx.is_none() && (out.acks.is_empty() || !link.connected) {
+                self.finish(eventloop, link.connected, counts).await;
+                return stopped_by;
+            }
+        }
+    }
+
+    /// Hands queued PUBACKs (all, in order) and publications (up to the
+    /// in-flight limit) to the client without ever blocking the event loop.
+    ///
+    /// Design: a PUBACK is never dropped. A dropped one would hold one of the
+    /// broker's in-flight slots for this client until the next reconnect,
+    /// and enough of them stall delivery altogether.
+    pub(super) fn flush(&self, out: &mut Outbound, connection: u64) {
+        while let Some(r) = out.acks.front() {
+            // A packet id from an earlier connection may name another message
+            // now; the broker redelivers that declaration instead.
+            if r.connection == connection && self.client.try_ack(&r.publish).is_err() {
+                return;
+            }
+            out.acks.pop_front();
+        }
+        while out.handed.len() + out.awaiting.len() < self.inflight {
+            let Some(alert) = out.alerts.pop_front() else {
+                break;
+            };
+            if self
+                .client
+                .try_publish(&self.topics.alerts, QoS::AtLeastOnce, false, alert.clone())
+                .is_err()
+            {
+                out.alerts.push_front(alert);
+                return;
+            }
+            out.handed_own();
+        }
+        while out.handed.len() + out.awaiting.len() < self.inflight {
+            let Some((id, kind, payload)) = out.publications.pop_front() else {
+                return;
+            };
+            let topic = if kind == "alert" {
+                &self.topics.alerts
+            } else {
+                &self.topics.verdicts
+            };
+            match self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, false, payload.clone())
+            {
+                Ok(()) => out.handed.push_back(Some(id)),
+                Err(_) => {
+                    out.publications.push_front((id, kind, payload));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands the retained status to the client: `online`, or `degraded`
+    /// with the reason while the ledger cannot commit.
+    pub(super) fn announce(&self, counts: Counts, fault: Option<&str>) -> bool {
+        let state = if fault.is_some() {
+            "degraded"
+        } else {
+            "online"
+        };
+        self.client
+            .try_publish(
+                &self.topics.status,
+                QoS::AtLeastOnce,
+                true,
+                self.status.render(state, counts, fault),
+            )
+            .is_ok()
+    }
+
+    /// The alert for a ledger that cannot commit.
+    pub(super) fn ledger_fault_alert(&self, why: &str) -> crate::verdict::Alert {
+        crate::verdict::Alert {
+            kind: crate::verdict::AlertKind::LedgerFault,
+            checkpoint: self.status.checkpoint.clone(),
+            raised_at: to_rfc3339(SystemClock.now()),
+            declaration_id: None,
+            license_id: None,
+            reasons: Vec::new(),
+            payload_sha256: None,
+            alert_id: None,
+            records: Vec::new(),
+            heads: Vec::new(),
+            detail: Some(format!(
+                "{why}; declarations are held unacknowledged until the ledger commits again"
+            )),
+        }
+    }
+
+    /// Publishes the offline status and disconnects, giving PUBACKs a moment to arrive.
+    pub(super) async fn finish(&self, eventloop: &mut EventLoop, connected: bool, counts: Counts) {
+        if connected {
+            let _ = self.client.try_publish(
+                &self.topics.status,
+                QoS::AtLeastOnce,
+                true,
+                self.status.render("offline", counts, None),
+            );
+            let _ = self.client.try_disconnect();
+            let deadline = tokio::time::sleep(Duration::from_secs(3));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    ev = eventloop.poll() => match ev {
+                        Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The stages' pure parts, without a broker.
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Publish;
+
+use crate::gate;
+
+use super::{messages::*, session::*, verify::*};
+use std::sync::mpsc::sync_channel;
+
+fn policy() -> crate::policy::Policy {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = crate::policy::tests::sample(dir.path());
+    crate::policy::Policy::load(&p).unwrap()
+}
+
+fn received(payload: Vec<u8>) -> Received {
+    Received {
+        publish: Publish::new("d", QoS::AtLeastOnce, payload, None),
+        connection: 1,
+        at: std::time::Instant::now(),
+    }
+}
+
+fn batch(ids: &[&str], delivered: &[i64]) -> Verified {
+    let declarations: Vec<Received> = ids
+        .iter()
+        .map(|id| received(id.as_bytes().to_vec()))
+        .collect();
+    let prepared = ids
+        .iter()
+        .map(|id| gate::prepare(id.as_bytes(), &POLICY, 1 << 20))
+        .collect();
+    Verified {
+        declarations,
+        prepared,
+        delivered: delivered.to_vec(),
+        resend: None,
+        new_policy: None,
+    }
+}
+
+static POLICY: std::sync::LazyLock<crate::policy::Policy> = std::sync::LazyLock::new(policy);
+
+fn ids(v: &Verified) -> Vec<String> {
+    v.declarations
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.publish.payload).into_owned())
+        .collect()
+}
+
+fn next(
+    rx: &std::sync::mpsc::Receiver<Verified>,
+    carried: &mut Option<Verified>,
+    max: usize,
+) -> Verified {
+    next_batch(rx, carried, max).expect("a batch")
+}
+
+fn publications(ids: std::ops::RangeInclusive<i64>) -> Vec<Publication> {
+    ids.map(|id| (id, "verdict".to_string(), format!("v{id}")))
+        .collect()
+}
+
+fn held(out: &Outbound) -> Vec<i64> {
+    out.publications.iter().map(|p| p.0).collect()
+}
+
+#[test]
+fn new_publications_beyond_what_is_held_are_left_to_a_resend_in_order() {
+    let mut out = Outbound::default();
+    let max = RESEND_MAX as i64;
+    out.take(Vec::new(), publications(1..=max - 1), None, false);
+    out.take(Vec::new(), publications(max..=max), None, false);
+    assert_eq!(held(&out).len(), RESEND_MAX);
+    // One more does not fit: it stays in the ledger's queue, and so does
+    // every newer one until a re-send from the newest held catches up.
+    out.take(Vec::new(), publications(max + 1..=max + 1), None, false);
+    out.take(Vec::new(), publications(max + 2..=max + 2), None, false);
+    assert_eq!(held(&out).len(), RESEND_MAX);
+    assert_eq!(out.resend_due(), None, "not while some are held");
+    out.publications.clear();
+    assert_eq!(out.resend_due(), Some(max));
+    assert_eq!(out.resend_due(), None, "asked once");
+    // The re-send brings them back in order; it reached the newest, so new
+    // ones are held again.
+    out.take(Vec::new(), publications(max + 1..=max + 2), None, true);
+    out.take(Vec::new(), publications(max + 3..=max + 3), None, false);
+    assert_eq!(held(&out), [max + 1, max + 2, max + 3]);
+}
+
+#[test]
+fn a_resend_cut_short_asks_for_the_rest_and_new_ones_wait_for_it() {
+    let mut out = Outbound::default();
+    out.connected(true);
+    // The first page of the queue, cut at 40.
+    out.take(Vec::new(), publications(1..=40), Some(40), true);
+    // Made meanwhile: left in the ledger, where the next page finds them.
+    out.take(Vec::new(), publications(90..=91), None, false);
+    assert_eq!(held(&out), (1..=40).collect::<Vec<_>>());
+    out.publications.clear();
+    assert_eq!(out.resend_due(), Some(40));
+    out.take(Vec::new(), publications(41..=91), None, true);
+    out.take(Vec::new(), publications(92..=92), None, false);
+    assert_eq!(held(&out), (41..=92).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_puback_names_the_queued_publication_handed_in_that_order() {
+    let mut out = Outbound::default();
+    // The status (not from the queue), then two verdicts.
+    out.handed.extend([None, Some(7), Some(8)]);
+    out.sent(11);
+    out.sent(12);
+    out.sent(13);
+    assert_eq!(out.acknowledged(13), Some(8));
+    assert_eq!(out.acknowledged(11), None);
+    assert_eq!(out.acknowledged(12), Some(7));
+    assert_eq!(out.acknowledged(12), None, "acknowledged once");
+    // A new connection forgets what the old one had in flight, and what
+    // was held: the queue is read again from the start.
+    out.handed.push_back(Some(9));
+    out.sent(1);
+    out.take(Vec::new(), publications(10..=10), None, false);
+    out.connected(true);
+    assert_eq!(out.acknowledged(1), None);
+    assert!(out.publications.is_empty() && out.handed.is_empty());
+}
+
+#[test]
+fn reads_pause_while_the_backlog_is_full_and_resume_when_it_is_half_empty() {
+    let mut backlog = Backlog::default();
+    let mut reads = Reads::default();
+    for _ in 0..BACKLOG_MAX - 1 {
+        backlog.push(Work::Resend(0));
+    }
+    reads.follow(&backlog);
+    assert!(reads.may_poll(false));
+    backlog.push(Work::Resend(0));
+    reads.follow(&backlog);
+    assert!(reads.paused() && !reads.may_poll(false));
+    assert!(reads.may_poll(true), "a rush polls while paused");
+    // One poll per pause interval.
+    reads.allow_one();
+    assert!(reads.may_poll(false));
+    reads.polled();
+    assert!(!reads.may_poll(false));
+    // Still paused until half of it has gone to the worker.
+    while backlog.items.len() > BACKLOG_MAX / 2 + 1 {
+        backlog.pop();
+    }
+    reads.follow(&backlog);
+    assert!(reads.paused());
+    backlog.pop();
+    reads.follow(&backlog);
+    assert!(!reads.paused() && reads.may_poll(false));
+    // A few large declarations fill it by bytes alone.
+    backlog.clear();
+    backlog.push(Work::Declaration(
+        received(vec![0u8; BACKLOG_BYTES]),
+        vec![3],
+    ));
+    reads.follow(&backlog);
+    assert!(reads.paused());
+    // A lost connection forgets the declaration but keeps its acknowledgements.
+    backlog.forget_declarations();
+    assert!(matches!(backlog.items.front(), Some(Work::Delivered(ids)) if ids == &[3]));
+    reads.follow(&backlog);
+    assert!(!reads.paused());
+}
+
+#[test]
+fn batches_waiting_together_are_committed_together_in_order() {
+    let (tx, rx) = sync_channel(8);
+    tx.send(batch(&["a"], &[1])).unwrap();
+    tx.send(batch(&["b", "c"], &[2])).unwrap();
+    tx.send(batch(&[], &[3])).unwrap();
+    let mut carried = None;
+    let b = next(&rx, &mut carried, 100);
+    assert_eq!(ids(&b), ["a", "b", "c"]);
+    assert_eq!(b.prepared.len(), 3);
+    assert_eq!(b.delivered, [1, 2, 3]);
+    assert!(carried.is_none());
+    drop(tx);
+    assert!(next_batch(&rx, &mut carried, 100).is_none());
+}
+
+#[test]
+fn a_full_batch_is_not_joined_and_a_resend_waits_its_turn() {
+    let (tx, rx) = sync_channel(8);
+    tx.send(batch(&["a", "b"], &[])).unwrap();
+    tx.send(batch(&["c"], &[])).unwrap();
+    let mut resend = batch(&["d"], &[]);
+    resend.resend = Some(7);
+    tx.send(resend).unwrap();
+    tx.send(batch(&["e"], &[])).unwrap();
+    let mut carried = None;
+    // Full at two: "c" waits for the next turn.
+    assert_eq!(ids(&next(&rx, &mut carried, 2)), ["a", "b"]);
+    // "c" may not be joined by a batch that re-sends first.
+    let c = next(&rx, &mut carried, 100);
+    assert_eq!(ids(&c), ["c"]);
+    assert_eq!(carried.as_ref().and_then(|b| b.resend), Some(7));
+    // The re-sending batch comes alone, then the rest.
+    let d = next(&rx, &mut carried, 100);
+    assert_eq!((ids(&d), d.resend), (vec!["d".to_string()], Some(7)));
+    assert_eq!(ids(&next(&rx, &mut carried, 100)), ["e"]);
+}
+
+#[test]
+fn a_policy_change_ends_the_joined_batch_after_its_declarations() {
+    let (tx, rx) = sync_channel(8);
+    tx.send(batch(&["a"], &[])).unwrap();
+    let mut change = batch(&["b"], &[]);
+    change.new_policy = Some(Box::new(POLICY.clone()));
+    tx.send(change).unwrap();
+    tx.send(batch(&["c"], &[])).unwrap();
+    let mut carried = None;
+    // "b" was decided under the old policy: it joins, and nothing after it does.
+    let b = next(&rx, &mut carried, 100);
+    assert_eq!(ids(&b), ["a", "b"]);
+    assert!(b.new_policy.is_some());
+    assert_eq!(ids(&next(&rx, &mut carried, 100)), ["c"]);
+}
