@@ -14,6 +14,7 @@ use crate::keys;
 use crate::ledger::{Identity, Ledger};
 use crate::token::{self, License};
 
+mod country;
 mod ledger;
 
 /// permitgate: customs-checkpoint agent for single-use export licenses.
@@ -133,6 +134,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: EvidenceAction,
+    },
+    /// Try it out: a whole country on this machine, and declarations sent to its posts.
+    Dev {
+        /// What to do.
+        #[command(subcommand)]
+        action: country::DevAction,
     },
     /// Inspect the ledger.
     Ledger {
@@ -490,6 +497,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             );
             Ok(Outcome::Ok)
         }
+        Command::Dev { action } => country::run(action),
         Command::Man { command, out_dir } => man_pages(&command, out_dir.as_deref()),
         Command::Policy {
             action:

@@ -205,11 +205,18 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
             match ev {
                 Some(SessionEvent::Connected) => {
                     telemetry.broker(true);
+                    // Design: one share name per filter. MQTT keeps a group per
+                    // (name, filter) anyway; rumqttd (the embedded broker of
+                    // `permitgate dev country`) keys groups by name alone, and
+                    // two filters under one name starve one of them.
                     let group = &hub.cfg.share_group;
-                    for t in [hub.topics.records_filter(), hub.topics.backfill()] {
+                    for (t, name) in [
+                        (hub.topics.records_filter(), group.clone()),
+                        (hub.topics.backfill(), format!("{group}.backfill")),
+                    ] {
                         let _ = session
                             .client
-                            .try_subscribe(format!("$share/{group}/{t}"), QoS::AtLeastOnce);
+                            .try_subscribe(format!("$share/{name}/{t}"), QoS::AtLeastOnce);
                     }
                     // Every hub process follows the policy, so not shared.
                     if hub.cfg.policy_root.is_some() {
