@@ -3,6 +3,7 @@
 //! refused at post-b with the evidence of the first use; Ctrl-C stops all.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -149,4 +150,72 @@ fn a_country_in_one_command_catches_a_second_use_with_its_evidence() {
             .is_err()),
         "the hub still answers"
     );
+}
+
+/// The five-minute walk-through's gate, on the development profile's
+/// embedded broker (MQTT 3.1.1 for scanners): a license clears once, its
+/// redelivery gets the stored verdict, another shipment with it is refused.
+#[test]
+fn dev_declare_speaks_to_the_embedded_broker_of_the_development_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/dev");
+    for f in ["policy.toml", "dev-issuer.pub.pem", "declaration.json"] {
+        std::fs::copy(dev.join(f), dir.path().join(f)).unwrap();
+    }
+    let port = free_port();
+    let cfg = dir.path().join("dev.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "checkpoint = \"dev-laptop\"\nledger = \"state/ledger.db\"\npolicy = \"policy.toml\"\ncheckpoint_key = \"state/checkpoint.key.pem\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nembedded_broker = true\n"
+        ),
+    )
+    .unwrap();
+    let _daemon = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_permitgate"))
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let decl = dir.path().join("declaration.json");
+    let decl = decl.to_str().unwrap();
+    let declare = |extra: &[&str]| {
+        let mut args = vec!["dev", "declare", "--config", cfg, "--declaration", decl];
+        args.extend(extra);
+        let o = pg(&args);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+        (o.status.code(), v)
+    };
+    let (code, first) = declare(&[]);
+    assert_eq!(
+        (code, first["verdict"].as_str()),
+        (Some(0), Some("cleared")),
+        "{first:#}"
+    );
+    let (code, again) = declare(&[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        again["decided_at"], first["decided_at"],
+        "the stored verdict"
+    );
+    let (code, other) = declare(&["--id", "CN-LYG-2025-000124"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        other["reasons"][0]["code"], "license_already_used",
+        "{other:#}"
+    );
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

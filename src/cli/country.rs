@@ -51,6 +51,9 @@ pub enum DevAction {
         /// Send it under this declaration id instead of its own (JSON only).
         #[arg(long)]
         id: Option<String>,
+        /// Put this token (a file with its `PG1:` text) in the declaration's `license` (JSON only).
+        #[arg(long)]
+        license: Option<PathBuf>,
         /// How long to wait for the verdict, seconds.
         #[arg(long, default_value_t = 30)]
         wait_secs: u64,
@@ -77,30 +80,49 @@ pub fn run(action: DevAction) -> Result<Outcome> {
             config,
             declaration,
             id,
+            license,
             wait_secs,
         } => {
             let cfg = Config::load(&config)?;
             let payload = std::fs::read(&declaration)
                 .with_context(|| format!("reading {}", declaration.display()))?;
-            let (payload, id) = with_id(payload, id)
+            let license = match license {
+                Some(f) => Some(
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("reading {}", f.display()))?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            let (payload, id) = with_changes(payload, id, license)
                 .with_context(|| format!("reading {}", declaration.display()))?;
             rt.block_on(declare(&cfg, payload, &id, Duration::from_secs(wait_secs)))
         }
     }
 }
 
-/// The payload to send and its declaration id (replaced when `id` is given).
-fn with_id(payload: Vec<u8>, id: Option<String>) -> Result<(Vec<u8>, String)> {
+/// The payload to send and its declaration id, with `id` and `license` put in when given.
+fn with_changes(
+    payload: Vec<u8>,
+    id: Option<String>,
+    license: Option<String>,
+) -> Result<(Vec<u8>, String)> {
     let parsed = crate::declaration::parse(&payload, usize::MAX).map_err(|e| anyhow!("{e}"))?;
-    match id {
-        None => Ok((payload, parsed.declaration.declaration_id)),
-        Some(id) => {
-            let mut json: serde_json::Value =
-                serde_json::from_slice(&payload).context("`--id` needs a JSON declaration")?;
-            json["declaration_id"] = id.clone().into();
-            Ok((serde_json::to_vec(&json)?, id))
-        }
+    if id.is_none() && license.is_none() {
+        return Ok((payload, parsed.declaration.declaration_id));
     }
+    let mut json: serde_json::Value = serde_json::from_slice(&payload)
+        .context("`--id` and `--license` need a JSON declaration")?;
+    if let Some(id) = id {
+        json["declaration_id"] = id.into();
+    }
+    if let Some(token) = license {
+        json["license"] = token.into();
+    }
+    let id = parsed.declaration.declaration_id;
+    let id = json["declaration_id"].as_str().map_or(id, str::to_owned);
+    Ok((serde_json::to_vec(&json)?, id))
 }
 
 /// Loads `dir/NAME.key.pem`, making the pair on first use.
@@ -309,85 +331,166 @@ async fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// What the connection of `dev declare` saw.
+enum Wire {
+    /// Connected, subscribed, and the declaration handed to the client.
+    Connected,
+    /// A message on one of the subscribed topics: (topic, payload).
+    Message(String, Vec<u8>),
+    /// The connection failed; why.
+    Failed(String),
+}
+
+/// Connects to the post's broker, subscribes to its verdicts and alerts,
+/// publishes `payload` once connected, and forwards what arrives.
+///
+/// Design: an embedded broker serves scanners MQTT 3.1.1 on its configured
+/// address (the daemon reaches it over MQTT 5 inside the process), so that
+/// is spoken to it; any other broker (mosquitto, the country's) gets MQTT 5.
+/// Each event loop runs in a task of its own: rumqttc's poll is not
+/// cancel-safe (see `mqtt::Session`).
+fn connect(
+    cfg: &Config,
+    topics: &crate::daemon::Topics,
+    payload: Vec<u8>,
+) -> (
+    tokio::sync::mpsc::Receiver<Wire>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    // Its own short session: never the post's client id, which would take the post's session.
+    let id = format!("permitgate-declare-{}", std::process::id());
+    let m = &cfg.mqtt;
+    let subscriptions = [topics.verdicts.clone(), topics.alerts.clone()];
+    let target = topics.declarations.clone();
+    let task = if m.embedded_broker {
+        use rumqttc::{Event, Packet, QoS};
+        let mut opts = rumqttc::MqttOptions::new(id, m.host.clone(), m.port);
+        opts.set_clean_session(true)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(
+                crate::mqtt::PACKET_MAX as usize,
+                crate::mqtt::PACKET_MAX as usize,
+            );
+        if let (Some(u), Some(p)) = (&m.username, &m.password) {
+            opts.set_credentials(u.clone(), p.clone());
+        }
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 16);
+        eventloop.set_network_options(crate::mqtt::network_options());
+        tokio::spawn(async move {
+            loop {
+                let wire = match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        for t in &subscriptions {
+                            let _ = client.try_subscribe(t.as_str(), QoS::AtLeastOnce);
+                        }
+                        let _ =
+                            client.try_publish(&target, QoS::AtLeastOnce, false, payload.clone());
+                        Wire::Connected
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        Wire::Message(p.topic.clone(), p.payload.to_vec())
+                    }
+                    Ok(_) => continue,
+                    Err(e) => Wire::Failed(e.to_string()),
+                };
+                let failed = matches!(wire, Wire::Failed(_));
+                if tx.send(wire).await.is_err() || failed {
+                    return;
+                }
+            }
+        })
+    } else {
+        use rumqttc::v5::mqttbytes::QoS;
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        let mut plain = m.clone();
+        plain.client_id = None;
+        let mut opts = crate::mqtt::options(&plain, cfg.mqtt_tls.as_ref(), id);
+        opts.set_clean_start(true)
+            .set_session_expiry_interval(None)
+            .set_manual_acks(false);
+        let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(opts, 16);
+        tokio::spawn(async move {
+            loop {
+                let wire = match eventloop.poll().await {
+                    Ok(rumqttc::v5::Event::Incoming(Packet::ConnAck(_))) => {
+                        for t in &subscriptions {
+                            let _ = client.try_subscribe(t.as_str(), QoS::AtLeastOnce);
+                        }
+                        let _ =
+                            client.try_publish(&target, QoS::AtLeastOnce, false, payload.clone());
+                        Wire::Connected
+                    }
+                    Ok(rumqttc::v5::Event::Incoming(Packet::Publish(p))) => {
+                        Wire::Message(crate::mqtt::topic_of(&p).to_owned(), p.payload.to_vec())
+                    }
+                    Ok(_) => continue,
+                    Err(e) => Wire::Failed(e.to_string()),
+                };
+                let failed = matches!(wire, Wire::Failed(_));
+                if tx.send(wire).await.is_err() || failed {
+                    return;
+                }
+            }
+        })
+    };
+    (rx, task)
+}
+
 /// Publishes `payload` to the post's declarations topic and waits for the
 /// verdict on declaration `id`; prints it, and any alert about it.
 async fn declare(cfg: &Config, payload: Vec<u8>, id: &str, wait: Duration) -> Result<Outcome> {
-    use rumqttc::v5::mqttbytes::QoS;
     let topics = crate::daemon::Topics::new(&cfg.mqtt.prefix, &cfg.checkpoint);
-    // Its own short session: never the post's client id, which would take the post's session.
-    let mut mqtt = cfg.mqtt.clone();
-    mqtt.client_id = None;
-    let mut opts = crate::mqtt::options(
-        &mqtt,
-        cfg.mqtt_tls.as_ref(),
-        format!("permitgate-declare-{}", std::process::id()),
-    );
-    opts.set_clean_start(true)
-        .set_session_expiry_interval(None)
-        .set_manual_acks(false);
-    let mut session = crate::mqtt::Session::new(opts, 16, "declare", Duration::from_secs(2));
+    let (mut events, mut task) = connect(cfg, &topics, payload.clone());
+    // Why the broker could not be reached, while it is retried (a post just started).
+    let mut unreachable = None;
+    let broker = format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port);
     let deadline = tokio::time::Instant::now() + wait;
-    let mut sent = false;
     let mut alerts = Vec::new();
-    let verdict = loop {
-        let event = tokio::time::timeout_at(deadline, session.next())
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "no verdict for {id} within {} s: is the post running on {}:{}?",
-                    wait.as_secs(),
-                    cfg.mqtt.host,
-                    cfg.mqtt.port
-                )
-            })?;
-        match event {
-            crate::mqtt::SessionEvent::Connected if !sent => {
-                for t in [&topics.verdicts, &topics.alerts] {
-                    session
-                        .client
-                        .subscribe(t.as_str(), QoS::AtLeastOnce)
-                        .await?;
-                }
-                session
-                    .client
-                    .publish(
-                        topics.declarations.as_str(),
-                        QoS::AtLeastOnce,
-                        false,
-                        payload.clone(),
-                    )
-                    .await?;
-                sent = true;
+    let mut verdict = None;
+    // After the verdict, alerts about it (sent in the same commit) get a moment.
+    let mut until = deadline;
+    loop {
+        let (topic, payload) = match tokio::time::timeout_at(until, events.recv()).await {
+            Ok(Some(Wire::Message(topic, payload))) => (topic, payload),
+            Ok(Some(Wire::Connected)) => {
+                unreachable = None;
+                continue;
             }
-            crate::mqtt::SessionEvent::Message(p) => {
-                let Ok(json) = serde_json::from_slice::<serde_json::Value>(&p.payload) else {
-                    continue;
-                };
-                if json["declaration_id"] != id {
-                    continue;
-                }
-                if crate::mqtt::topic_of(&p) == topics.alerts {
-                    alerts.push(json);
-                } else {
-                    break json;
+            Ok(Some(Wire::Failed(e))) => {
+                unreachable = Some(e);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                (events, task) = connect(cfg, &topics, payload.clone());
+                continue;
+            }
+            Ok(None) => bail!("the connection to {broker} ended"),
+            Err(_) if verdict.is_some() => break,
+            Err(_) => {
+                task.abort();
+                match unreachable {
+                    Some(e) => bail!("cannot reach the post's broker at {broker}: {e}"),
+                    None => bail!(
+                        "no verdict for {id} within {} s: is the post running on {broker}?",
+                        wait.as_secs()
+                    ),
                 }
             }
-            _ => {}
+        };
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&payload) else {
+            continue;
+        };
+        if json["declaration_id"] != id {
+            continue;
         }
-    };
-    // Alerts about it go out in the same commit; give the last a moment.
-    let grace = tokio::time::Instant::now() + Duration::from_millis(500);
-    while let Ok(crate::mqtt::SessionEvent::Message(p)) =
-        tokio::time::timeout_at(grace, session.next()).await
-    {
-        if crate::mqtt::topic_of(&p) == topics.alerts
-            && let Ok(json) = serde_json::from_slice::<serde_json::Value>(&p.payload)
-            && json["declaration_id"] == id
-        {
+        if topic == topics.alerts {
             alerts.push(json);
+        } else if verdict.is_none() {
+            verdict = Some(json);
+            until = tokio::time::Instant::now() + Duration::from_millis(500);
         }
     }
-    session.close().await;
+    task.abort();
+    let verdict = verdict.unwrap_or_default();
     println!("{}", serde_json::to_string_pretty(&verdict)?);
     for a in &alerts {
         eprintln!("ALERT: {a}");
