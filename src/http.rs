@@ -90,7 +90,7 @@ async fn metrics(State(app): State<App>) -> Response {
 /// `ready` and `degraded` answer 200 (the gate decides); `failing` 503.
 async fn healthz(State(app): State<App>) -> Response {
     let h = app.telemetry.health(SystemClock.now());
-    let code = if h.state == "failing" {
+    let code = if h.state == crate::telemetry::HealthState::Failing {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK

@@ -169,6 +169,12 @@ pub enum SessionEvent {
     Message(Publish),
     /// The connection failed; it is tried again after the back-off.
     Lost,
+    /// One of our QoS 1 publications went out under this packet id
+    /// (only from a session that tracks publications).
+    Sent(u16),
+    /// The broker acknowledged our publication with this packet id
+    /// (only from a session that tracks publications).
+    Acknowledged(u16),
 }
 
 /// Events a [`Session`] holds for its loop before it stops reading the
@@ -176,8 +182,8 @@ pub enum SessionEvent {
 /// long before this.
 const SESSION_EVENTS: usize = 256;
 
-/// One MQTT connection with reconnection and back-off, for loops that
-/// handle one message at a time (the uplink and the hub).
+/// One MQTT connection with reconnection and back-off: the daemon's, the
+/// uplink's and the hub's.
 ///
 /// Design: rumqttc's `EventLoop::poll` is not cancel-safe. Dropped while it
 /// writes (a `select!` whose other branch won, with the socket's buffer
@@ -203,9 +209,35 @@ impl Session {
         what: &'static str,
         reconnect_max: Duration,
     ) -> Session {
+        Session::start(opts, cap, what, reconnect_max, SESSION_EVENTS, false)
+    }
+
+    /// A session that also reports each publication's packet id and its
+    /// PUBACK ([`SessionEvent::Sent`], [`SessionEvent::Acknowledged`]),
+    /// holding at most `events` undelivered events: while its owner takes
+    /// none, the session stops reading from the broker, and TCP holds the
+    /// broker back.
+    pub fn tracking(
+        opts: MqttOptions,
+        cap: usize,
+        what: &'static str,
+        reconnect_max: Duration,
+        events: usize,
+    ) -> Session {
+        Session::start(opts, cap, what, reconnect_max, events.max(1), true)
+    }
+
+    fn start(
+        opts: MqttOptions,
+        cap: usize,
+        what: &'static str,
+        reconnect_max: Duration,
+        events: usize,
+        track: bool,
+    ) -> Session {
         let (client, eventloop) = AsyncClient::new(opts, cap);
-        let (tx, events) = tokio::sync::mpsc::channel(SESSION_EVENTS);
-        let driver = tokio::spawn(drive(eventloop, tx, what, reconnect_max));
+        let (tx, events) = tokio::sync::mpsc::channel(events);
+        let driver = tokio::spawn(drive(eventloop, tx, what, reconnect_max, track));
         Session {
             client,
             events,
@@ -252,8 +284,16 @@ impl Session {
 
     /// Disconnects, giving the DISCONNECT (and what is queued before it) a second to go out.
     pub async fn close(&mut self) {
+        self.close_within(Duration::from_secs(1)).await;
+    }
+
+    /// Disconnects, giving what is queued and the DISCONNECT up to `grace` to go out.
+    pub async fn close_within(&mut self, grace: Duration) {
         if self.connected && self.client.try_disconnect().is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.driver).await;
+            // Events still undelivered would hold the driver: they are let go.
+            let drain = async { while self.events.recv().await.is_some() {} };
+            let _ =
+                tokio::time::timeout(grace, async { tokio::join!(drain, &mut self.driver) }).await;
         }
         self.driver.abort();
     }
@@ -272,6 +312,7 @@ async fn drive(
     tx: tokio::sync::mpsc::Sender<SessionEvent>,
     what: &'static str,
     reconnect_max: Duration,
+    track: bool,
 ) {
     let mut link = Link::default();
     loop {
@@ -286,6 +327,12 @@ async fn drive(
                 SessionEvent::Connected
             }
             Ok(Event::Incoming(Packet::Publish(p))) => SessionEvent::Message(p),
+            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) if track => {
+                SessionEvent::Sent(pkid)
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) if track => {
+                SessionEvent::Acknowledged(ack.pkid)
+            }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => continue,
             Err(e) => {

@@ -53,12 +53,49 @@ pub enum ConsoleEvent {
     Alert(Arc<Alert>),
 }
 
+/// How well the daemon does its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    /// Deciding, nothing needs attention.
+    Ready,
+    /// Deciding, but something needs attention.
+    Degraded,
+    /// Declarations are not being decided.
+    Failing,
+}
+
+impl HealthState {
+    /// The word `/healthz` and the console use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Ready => "ready",
+            HealthState::Degraded => "degraded",
+            HealthState::Failing => "failing",
+        }
+    }
+}
+
+impl std::fmt::Display for HealthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which MQTT connection of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkName {
+    /// The broker declarations come from.
+    Broker,
+    /// The broker the hub is reached through.
+    Uplink,
+}
+
 /// Whether the daemon does its job, and if not, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
-    /// `ready`, `degraded` (deciding, but something needs attention) or
-    /// `failing` (declarations are not being decided).
-    pub state: &'static str,
+    /// Ready, degraded or failing.
+    pub state: HealthState,
     /// What is wrong, in words for an operator.
     pub reasons: Vec<String>,
 }
@@ -339,8 +376,9 @@ impl Telemetry {
         self.policy_max_age.store(max_age, Ordering::Relaxed);
     }
 
-    /// The broker (`uplink == false`) or the uplink went up or down at `now`.
-    pub fn link(&self, uplink: bool, up: bool, now: UnixTime) {
+    /// The broker or the uplink went up or down at `now`.
+    pub fn link(&self, which: LinkName, up: bool, now: UnixTime) {
+        let uplink = which == LinkName::Uplink;
         let name = if uplink { "uplink" } else { "broker" };
         let label = LinkLabels { link: name.into() };
         self.connected.get_or_create(&label).set(i64::from(up));
@@ -417,11 +455,11 @@ impl Telemetry {
             ));
         }
         let state = if !failing.is_empty() {
-            "failing"
+            HealthState::Failing
         } else if !degraded.is_empty() {
-            "degraded"
+            HealthState::Degraded
         } else {
-            "ready"
+            HealthState::Ready
         };
         failing.extend(degraded);
         Health {
@@ -498,33 +536,33 @@ mod tests {
         t.policy(7, T0 - 86_400, 30 * 86_400);
         // Nothing connected yet: failing on the broker.
         let h = t.health(T0 + 5);
-        assert_eq!(h.state, "failing");
+        assert_eq!(h.state, HealthState::Failing);
         assert_eq!(h.reasons, ["broker down 5 s"]);
 
-        t.link(false, true, T0 + 5);
-        t.link(true, true, T0 + 5);
-        assert_eq!(t.health(T0 + 6).state, "ready");
+        t.link(LinkName::Broker, true, T0 + 5);
+        t.link(LinkName::Uplink, true, T0 + 5);
+        assert_eq!(t.health(T0 + 6).state, HealthState::Ready);
 
         // Uplink lost with records waiting: degraded once past the grace period.
         t.consumed_at(T0 + 10, 412);
-        t.link(true, false, T0 + 10);
-        assert_eq!(t.health(T0 + 20).state, "ready");
+        t.link(LinkName::Uplink, false, T0 + 10);
+        assert_eq!(t.health(T0 + 20).state, HealthState::Ready);
         let h = t.health(T0 + 10 + 3 * 3600);
-        assert_eq!(h.state, "degraded");
+        assert_eq!(h.state, HealthState::Degraded);
         assert_eq!(h.reasons, ["uplink down 3 h, 412 records waiting"]);
 
         // The ledger failing outranks everything.
         t.ledger_fault(Some("database or disk is full".into()));
         let h = t.health(T0 + 10 + 3 * 3600);
-        assert_eq!(h.state, "failing");
+        assert_eq!(h.state, HealthState::Failing);
         assert!(h.reasons[0].contains("disk is full"), "{h:?}");
         t.ledger_fault(None);
 
         // Back up, synced, but the policy has grown too old.
-        t.link(true, true, T0 + 40 * 86_400);
+        t.link(LinkName::Uplink, true, T0 + 40 * 86_400);
         t.outbox(0, None);
         let h = t.health(T0 + 40 * 86_400);
-        assert_eq!(h.state, "degraded");
+        assert_eq!(h.state, HealthState::Degraded);
         assert!(h.reasons[0].starts_with("policy is 41 d old"), "{h:?}");
     }
 
@@ -532,29 +570,29 @@ mod tests {
     fn a_stand_alone_post_is_ready_however_old_its_records() {
         let t = Telemetry::new(std::path::Path::new("/nonexistent"), false, T0);
         t.policy(7, T0, 30 * 86_400);
-        t.link(false, true, T0);
+        t.link(LinkName::Broker, true, T0);
         t.consumed_at(T0, 3);
         let h = t.health(T0 + 10 * 86_400);
-        assert_eq!((h.state, h.reasons), ("ready", vec![]));
+        assert_eq!((h.state, h.reasons), (HealthState::Ready, vec![]));
         assert!(!t.has_uplink());
 
         // The same records at a post that syncs: degraded after an hour.
         let t = Telemetry::new(std::path::Path::new("/nonexistent"), true, T0);
         t.policy(7, T0, 30 * 86_400);
-        t.link(false, true, T0);
-        t.link(true, true, T0);
+        t.link(LinkName::Broker, true, T0);
+        t.link(LinkName::Uplink, true, T0);
         t.consumed_at(T0, 3);
-        assert_eq!(t.health(T0 + 3599).state, "ready");
+        assert_eq!(t.health(T0 + 3599).state, HealthState::Ready);
         let h = t.health(T0 + 2 * 3600);
-        assert_eq!(h.state, "degraded");
+        assert_eq!(h.state, HealthState::Degraded);
         assert_eq!(h.reasons, ["3 records unsynced, the oldest 2 h"]);
     }
 
     #[test]
     fn metrics_render_in_the_openmetrics_text_format() {
         let t = Telemetry::new(std::path::Path::new("/nonexistent"), false, T0);
-        t.link(false, true, T0);
-        t.link(false, false, T0 + 1);
+        t.link(LinkName::Broker, true, T0);
+        t.link(LinkName::Broker, false, T0 + 1);
         t.policy(7, T0 - 100, 86_400);
         t.ledger_counts(10, 4);
         let v: Verdict = serde_json::from_value(serde_json::json!({

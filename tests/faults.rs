@@ -334,7 +334,14 @@ fn a_damaged_ledger_found_by_the_check_after_start_is_marked_and_refused_from_th
     drop(Ledger::open(&path, "p1").unwrap());
     damage_a_ledger(&path);
     let ledger = Ledger::open_checking_later(&path, "p1").unwrap();
-    assert_eq!(ledger.counts().unwrap(), (0, 20_000, 0));
+    assert_eq!(
+        ledger.counts().unwrap(),
+        permitgate::ledger::LedgerCounts {
+            verdicts: 0,
+            consumed: 20_000,
+            outbox: 0
+        }
+    );
     let e = ledger.integrity_check().unwrap_err().to_string();
     assert!(
         e.contains("integrity check failed") && e.contains("l.db"),

@@ -669,7 +669,11 @@ fn man_pages(path: &[String], out_dir: Option<&std::path::Path>) -> Result<Outco
 fn status(cfg: &Config) -> Result<Outcome> {
     let ledger = Ledger::open_read_only(&cfg.ledger)?
         .ok_or_else(|| anyhow!("ledger {} does not exist yet", cfg.ledger.display()))?;
-    let (verdicts, consumed, outbox) = ledger.counts()?;
+    let crate::ledger::LedgerCounts {
+        verdicts,
+        consumed,
+        outbox,
+    } = ledger.counts()?;
     let last = ledger.recent_verdicts(1)?.into_iter().next();
     let oldest = ledger.oldest_unsynced()?;
     println!(

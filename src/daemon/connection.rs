@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rumqttc::Outgoing;
+use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
-use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::clock::{Clock, SystemClock, to_rfc3339};
+use crate::mqtt::SessionEvent;
 use crate::telemetry::Telemetry;
 
 use super::{Topics, sleep_until_some};
@@ -49,8 +48,6 @@ pub(super) struct Connection {
     pub(super) status: Status,
     /// Most of our publications handed to the client and not yet acknowledged.
     pub(super) inflight: usize,
-    /// Longest wait between reconnection attempts.
-    pub(super) reconnect_max: Duration,
     /// Tells the ledger stage the daemon is stopping.
     pub(super) stopping: Arc<AtomicBool>,
     pub(super) telemetry: Arc<Telemetry>,
@@ -61,7 +58,7 @@ impl Connection {
     /// hand is committed and acknowledged; returns what `shutdown` gave.
     pub(super) async fn drive<S>(
         &self,
-        eventloop: &mut EventLoop,
+        session: &mut crate::mqtt::Session,
         mut counts: Counts,
         work_tx: mpsc::Sender<Work>,
         mut done_rx: mpsc::Receiver<Done>,
@@ -74,15 +71,14 @@ impl Connection {
         tokio::pin!(shutdown);
         // What `shutdown` completed with, once it has.
         let mut stopped_by = None;
-        // When to try the broker again after a failed connection.
-        let mut retry_at: Option<tokio::time::Instant> = None;
         let mut work_tx = Some(work_tx);
         // The counts the retained status last went out with.
         let mut announced: Option<Counts> = None;
         // Why the ledger cannot commit, while it cannot.
         let mut fault: Option<String> = None;
         let mut status_tick = tokio::time::interval(STATUS_EVERY);
-        let mut link = crate::mqtt::Link::default();
+        // Connected to the broker, as far as the events taken so far tell.
+        let mut connected = false;
         // Numbers the connections, so a PUBACK never goes out on a later one.
         let mut connection = 0u64;
         let mut worker_done = false;
@@ -118,7 +114,7 @@ impl Connection {
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
-                _ = status_tick.tick(), if link.connected && announced != Some(counts) => {
+                _ = status_tick.tick(), if connected && announced != Some(counts) => {
                     tracing::debug!(
                         backlog = backlog.items.len(),
                         backlog_bytes = backlog.bytes,
@@ -157,7 +153,7 @@ impl Connection {
                     }
                 }
                 Some(p) = sync_pubs.recv(), if out.publications.len() < RESEND_MAX => {
-                    if let Ok(a) = serde_json::from_str::<crate::verdict::Alert>(&p.2) {
+                    if let Ok(a) = serde_json::from_str::<crate::verdict::Alert>(&p.payload) {
                         self.telemetry.alerted(Arc::new(a));
                     }
                     out.publications.push_back(p);
@@ -195,24 +191,18 @@ impl Connection {
                     }
                     None => worker_done = true,
                 },
-                _ = sleep_until_some(retry_at), if retry_at.is_some() => {
-                    retry_at = None;
-                }
-                // Polled whenever the backlog has room, and every
+                // Taken whenever the backlog has room, and every
                 // PAUSED_POLL_EVERY while it has not: the PUBACKs for our own
-                // publications arrive here too.
-                ev = eventloop.poll(), if reads.may_poll(rush) && retry_at.is_none() => {
+                // publications arrive here too. Design: the session's event
+                // loop runs in its own task (rumqttc's poll is not
+                // cancel-safe) and holds few events, so not taking them
+                // stops reads from the broker.
+                ev = session.next(), if reads.may_poll(rush) => {
                     reads.polled();
                     match ev {
-                        Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                            if ack.code != ConnectReturnCode::Success {
-                                continue;
-                            }
-                            if !link.connected {
-                                info!(session_present = ack.session_present, "connected to broker");
-                            }
-                            link.up();
-                            self.telemetry.link(false, true, SystemClock.now());
+                        SessionEvent::Connected => {
+                            connected = true;
+                            self.telemetry.link(crate::telemetry::LinkName::Broker, true, SystemClock.now());
                             connection += 1;
                             // Queued publications are re-read from the ledger (Resend below).
                             out.connected(work_tx.is_some());
@@ -227,32 +217,29 @@ impl Connection {
                                 backlog.push(Work::Resend(0));
                             }
                         }
-                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                        SessionEvent::Message(p) => {
                             if work_tx.is_none() || crate::mqtt::topic_of(&p) != self.topics.declarations {
                                 continue;
                             }
                             let r = Received { publish: p, connection, at: std::time::Instant::now() };
                             backlog.push(Work::Declaration(r, delivered.take()));
                         }
-                        Ok(Event::Outgoing(Outgoing::Publish(pkid))) => out.sent(pkid),
-                        Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                            if let Some(id) = out.acknowledged(ack.pkid) && work_tx.is_some() {
+                        SessionEvent::Sent(pkid) => out.sent(pkid),
+                        SessionEvent::Acknowledged(pkid) => {
+                            if let Some(id) = out.acknowledged(pkid) && work_tx.is_some() {
                                 delivered.add(id);
                                 if delivered.ids.len() >= RESEND_MAX {
                                     backlog.push_delivered(&mut delivered);
                                 }
                             }
                         }
-                        Ok(_) => {}
-                        Err(e) => {
-                            // The durable copies are in the ledger: rumqttc's are dropped.
-                            let wait = link.down(eventloop, &e, "broker", self.reconnect_max);
-                            self.telemetry.link(false, false, SystemClock.now());
+                        SessionEvent::Lost => {
+                            // The session dropped rumqttc's copies; the durable ones are in the ledger.
+                            connected = false;
+                            self.telemetry.link(crate::telemetry::LinkName::Broker, false, SystemClock.now());
                             out.lost();
                             // The broker redelivers them.
                             backlog.forget_declarations();
-                            // Waited for in the select, so a SIGTERM meanwhile stops at once.
-                            retry_at = Some(tokio::time::Instant::now() + wait);
                         }
                     }
                 }
@@ -266,13 +253,13 @@ impl Connection {
             if let Some(tx) = &work_tx {
                 backlog.feed(tx);
             }
-            if link.connected {
+            if connected {
                 self.flush(&mut out, connection);
             }
             // Stopping: the worker has committed everything in hand; leave once
             // its PUBACKs are with the client (or the connection is gone).
-            if worker_done && work_tx.is_none() && (out.acks.is_empty() || !link.connected) {
-                self.finish(eventloop, link.connected, counts).await;
+            if worker_done && work_tx.is_none() && (out.acks.is_empty() || !connected) {
+                self.finish(session, connected, counts).await;
                 return stopped_by;
             }
         }
@@ -308,21 +295,20 @@ impl Connection {
             out.handed_own();
         }
         while out.handed.len() + out.awaiting.len() < self.inflight {
-            let Some((id, kind, payload)) = out.publications.pop_front() else {
+            let Some(p) = out.publications.pop_front() else {
                 return;
             };
-            let topic = if kind == "alert" {
-                &self.topics.alerts
-            } else {
-                &self.topics.verdicts
+            let topic = match p.kind {
+                PublicationKind::Alert => &self.topics.alerts,
+                PublicationKind::Verdict => &self.topics.verdicts,
             };
             match self
                 .client
-                .try_publish(topic, QoS::AtLeastOnce, false, payload.clone())
+                .try_publish(topic, QoS::AtLeastOnce, false, p.payload.clone())
             {
-                Ok(()) => out.handed.push_back(Some(id)),
+                Ok(()) => out.handed.push_back(Some(p.id)),
                 Err(_) => {
-                    out.publications.push_front((id, kind, payload));
+                    out.publications.push_front(p);
                     return;
                 }
             }
@@ -367,7 +353,12 @@ impl Connection {
     }
 
     /// Publishes the offline status and disconnects, giving PUBACKs a moment to arrive.
-    pub(super) async fn finish(&self, eventloop: &mut EventLoop, connected: bool, counts: Counts) {
+    pub(super) async fn finish(
+        &self,
+        session: &mut crate::mqtt::Session,
+        connected: bool,
+        counts: Counts,
+    ) {
         if connected {
             let _ = self.client.try_publish(
                 &self.topics.status,
@@ -375,18 +366,7 @@ impl Connection {
                 true,
                 self.status.render("offline", counts, None),
             );
-            let _ = self.client.try_disconnect();
-            let deadline = tokio::time::sleep(Duration::from_secs(3));
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    _ = &mut deadline => break,
-                    ev = eventloop.poll() => match ev {
-                        Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                }
-            }
         }
+        session.close_within(Duration::from_secs(3)).await;
     }
 }

@@ -78,7 +78,7 @@ pub(super) fn ledger_stage(
                 );
             }
             let more_after = (publications.len() == RESEND_MAX)
-                .then(|| publications.last().map(|p| p.0))
+                .then(|| publications.last().map(|p| p.id))
                 .flatten();
             let done = Done {
                 publications,
@@ -273,19 +273,19 @@ pub(super) fn decide_batch(
             .verdict_json
             .take()
             .unwrap_or_else(|| serde_json::to_string(v).unwrap_or_default());
-        publications.push((
-            batch.enqueue_publication("verdict", &json)?,
-            "verdict".into(),
-            json,
-        ));
+        publications.push(Publication {
+            id: batch.enqueue_publication(PublicationKind::Verdict, &json)?,
+            kind: PublicationKind::Verdict,
+            payload: json,
+        });
         if let Some(alert) = out.alert {
             warn!(declaration_id = v.declaration_id.as_deref().unwrap_or("-"), kind = ?alert.kind, "alert");
             let json = serde_json::to_string(&alert).unwrap_or_default();
-            publications.push((
-                batch.enqueue_publication("alert", &json)?,
-                "alert".into(),
-                json,
-            ));
+            publications.push(Publication {
+                id: batch.enqueue_publication(PublicationKind::Alert, &json)?,
+                kind: PublicationKind::Alert,
+                payload: json,
+            });
             alerts.push(Arc::new(alert));
         }
         // A redelivery's stored verdict is an answer, not a new decision.

@@ -65,7 +65,7 @@ impl Done {
     }
 }
 
-pub(super) use crate::ledger::Publication;
+pub(super) use crate::ledger::{Publication, PublicationKind};
 
 /// Most publications the connection task holds in memory, and the most
 /// re-read from the ledger's queue at once. Beyond it, new ones stay in
@@ -73,6 +73,9 @@ pub(super) use crate::ledger::Publication;
 /// those held have gone out.
 pub(super) const RESEND_MAX: usize = 4096;
 
+/// Events from the broker the MQTT session holds before it stops reading:
+/// the connection task's read pause reaches the socket through it.
+pub(super) const BROKER_EVENTS: usize = 64;
 /// Capacity of the queues between the connection task and the worker.
 pub(super) const QUEUE: usize = 4096;
 /// Most work the connection task holds while the worker's queue is full.

@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::LastWill;
 use tokio::sync::mpsc;
@@ -67,6 +66,14 @@ pub enum DaemonError {
     /// The HTTP listener did not start.
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    /// A thread of the daemon could not be started.
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// Why the system refused it.
+        source: std::io::Error,
+    },
 }
 
 /// The MQTT topics of one checkpoint.
@@ -132,7 +139,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         .into());
     }
     let check = integrity_check_in_background(&ledger, own_keys)?;
-    let (verdicts, consumed, outbox) = ledger.counts()?;
+    let crate::ledger::LedgerCounts {
+        verdicts,
+        consumed,
+        outbox,
+    } = ledger.counts()?;
     info!(
         checkpoint = %cfg.checkpoint,
         ledger = %cfg.ledger.display(),
@@ -195,7 +206,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         true,
         None,
     ));
-    let (client, mut eventloop) = AsyncClient::new(opts, QUEUE * 2);
+    let mut session = crate::mqtt::Session::tracking(
+        opts,
+        QUEUE * 2,
+        "broker",
+        Duration::from_secs(cfg.mqtt.reconnect_max_secs),
+        BROKER_EVENTS,
+    );
     // Alerts the sync task stores go out on this connection.
     let (sync_pubs_tx, sync_pubs_rx) = mpsc::channel::<Publication>(256);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -240,17 +257,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let batch_max = cfg.batch_max;
     let stopping = Arc::new(AtomicBool::new(false));
     let (staged_tx, staged_rx) = std::sync::mpsc::sync_channel::<Verified>(STAGED_BATCHES);
-    let cannot_start = |e: std::io::Error| LedgerError::Unusable {
-        path: cfg.ledger.clone(),
-        message: format!("cannot start a worker thread: {e}"),
-    };
+    let cannot_start = |what| move |source| DaemonError::Thread { what, source };
     let verify_policy = policy.clone();
     let worker_stopping = stopping.clone();
     let worker_telemetry = telemetry.clone();
     let verifier = std::thread::Builder::new()
         .name("verify".into())
         .spawn(move || verify_stage(verify_policy, max_bytes, batch_max, work_rx, staged_tx))
-        .map_err(cannot_start)?;
+        .map_err(cannot_start("verify"))?;
     let worker = std::thread::Builder::new()
         .name("ledger".into())
         .spawn(move || {
@@ -269,22 +283,21 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 done_tx,
             )
         })
-        .map_err(cannot_start)?;
+        .map_err(cannot_start("ledger"))?;
 
     // READY once the ledger is open and the policy loaded (systemd Type=notify).
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let conn = Connection {
-        client,
+        client: session.client.clone(),
         topics,
         status,
         inflight: cfg.mqtt.inflight as usize,
-        reconnect_max: Duration::from_secs(cfg.mqtt.reconnect_max_secs),
         stopping,
         telemetry: telemetry.clone(),
     };
     let damaged = conn
         .drive(
-            &mut eventloop,
+            &mut session,
             counts,
             work_tx,
             done_rx,

@@ -96,7 +96,7 @@ impl Outbound {
     ) {
         self.more_after = more_after.or(self.more_after);
         self.acks.extend(acks);
-        let newest = publications.last().map(|p| p.0);
+        let newest = publications.last().map(|p| p.id);
         let hold = if resent {
             self.catching_up = more_after.is_some();
             true

@@ -4,6 +4,7 @@ use std::future::Future;
 
 use tracing::{error, info, warn};
 
+use super::DaemonError;
 use crate::config::Config;
 use crate::ledger::{Ledger, LedgerError};
 
@@ -50,7 +51,7 @@ pub(super) fn newest_policy(cfg: &Config, ledger: &Ledger) -> crate::policy::Pol
 pub(super) fn integrity_check_in_background(
     ledger: &Ledger,
     keys: Vec<ed25519_dalek::VerifyingKey>,
-) -> Result<tokio::sync::oneshot::Receiver<Result<(), LedgerError>>, LedgerError> {
+) -> Result<tokio::sync::oneshot::Receiver<Result<(), LedgerError>>, DaemonError> {
     let reader = ledger.second_handle()?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -87,9 +88,9 @@ pub(super) fn integrity_check_in_background(
             }
             let _ = tx.send(result);
         })
-        .map_err(|e| LedgerError::Unusable {
-            path: ledger.path().to_owned(),
-            message: format!("cannot start the integrity check: {e}"),
+        .map_err(|source| DaemonError::Thread {
+            what: "ledger-check",
+            source,
         })?;
     Ok(rx)
 }

@@ -58,12 +58,16 @@ fn next(
 }
 
 fn publications(ids: std::ops::RangeInclusive<i64>) -> Vec<Publication> {
-    ids.map(|id| (id, "verdict".to_string(), format!("v{id}")))
-        .collect()
+    ids.map(|id| Publication {
+        id,
+        kind: PublicationKind::Verdict,
+        payload: format!("v{id}"),
+    })
+    .collect()
 }
 
 fn held(out: &Outbound) -> Vec<i64> {
-    out.publications.iter().map(|p| p.0).collect()
+    out.publications.iter().map(|p| p.id).collect()
 }
 
 #[test]

@@ -239,7 +239,8 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
                     telemetry.broker(false);
                     pending.clear();
                 }
-                None => {}
+                // Not a tracking session: never reported.
+                Some(SessionEvent::Sent(_) | SessionEvent::Acknowledged(_)) | None => {}
             }
             if pending.len() >= GROUP_MAX {
                 break;

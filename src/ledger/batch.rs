@@ -125,10 +125,14 @@ impl Batch<'_> {
     }
 
     /// Queues a message (`verdict` or `alert`) for publication; it stays until [`super::Ledger::delete_publications`].
-    pub fn enqueue_publication(&mut self, kind: &str, payload: &str) -> Result<i64, LedgerError> {
+    pub fn enqueue_publication(
+        &mut self,
+        kind: super::PublicationKind,
+        payload: &str,
+    ) -> Result<i64, LedgerError> {
         self.tx
             .prepare_cached("INSERT INTO publish_queue(kind, payload) VALUES (?1, ?2)")
-            .and_then(|mut st| st.execute(params![kind, payload]))
+            .and_then(|mut st| st.execute(params![kind.as_str(), payload]))
             .map_err(sql(&self.path))?;
         Ok(self.tx.last_insert_rowid())
     }

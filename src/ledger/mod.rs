@@ -73,8 +73,55 @@ impl LedgerError {
     }
 }
 
-/// A verdict or alert queued for publication: (queue id, kind, JSON payload).
-pub type Publication = (i64, String, String);
+/// The ledger's totals, for status displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerCounts {
+    /// Verdicts in the audit log.
+    pub verdicts: u64,
+    /// Licenses consumed here.
+    pub consumed: u64,
+    /// Consumption records not yet in the hub's log.
+    pub outbox: u64,
+}
+
+/// What a queued publication is; it decides the topic it goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicationKind {
+    /// A verdict, for `…/verdicts`.
+    Verdict,
+    /// An alert, for `…/alerts`.
+    Alert,
+}
+
+impl PublicationKind {
+    /// As stored in the ledger's queue.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublicationKind::Verdict => "verdict",
+            PublicationKind::Alert => "alert",
+        }
+    }
+
+    /// From the ledger's queue; anything but `alert` is a verdict, as before.
+    pub fn from_stored(kind: &str) -> PublicationKind {
+        if kind == "alert" {
+            PublicationKind::Alert
+        } else {
+            PublicationKind::Verdict
+        }
+    }
+}
+
+/// A verdict or alert queued in the ledger until the broker acknowledges it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    /// Its id in the queue.
+    pub id: i64,
+    /// Verdict or alert.
+    pub kind: PublicationKind,
+    /// The JSON published.
+    pub payload: String,
+}
 
 /// This checkpoint's identity: its id and the key that signs its consumption records.
 #[derive(Debug, Clone)]

@@ -4,13 +4,13 @@ use super::*;
 
 impl Ledger {
     /// Up to `limit` queued publications with `after < id <= upto`, oldest
-    /// first: (id, kind, payload).
+    /// first.
     pub fn pending_publications(
         &self,
         after: i64,
         upto: i64,
         limit: usize,
-    ) -> Result<Vec<(i64, String, String)>, LedgerError> {
+    ) -> Result<Vec<Publication>, LedgerError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -18,7 +18,11 @@ impl Ledger {
             )
             .map_err(sql(&self.path))?;
         stmt.query_map((after, upto, limit as i64), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok(Publication {
+                id: r.get(0)?,
+                kind: PublicationKind::from_stored(&r.get::<_, String>(1)?),
+                payload: r.get(2)?,
+            })
         })
         .and_then(|rows| rows.collect())
         .map_err(sql(&self.path))

@@ -136,7 +136,7 @@ impl Ledger {
     }
 
     /// Counts for status displays: (verdicts, consumed licenses, outbox depth).
-    pub fn counts(&self) -> Result<(u64, u64, u64), LedgerError> {
+    pub fn counts(&self) -> Result<LedgerCounts, LedgerError> {
         // Audit ids and consumption numbers run from 1 without gaps (the
         // chain check proves it for the audit), so the largest is the count:
         // read from the end of an index, not by walking ten million rows.
@@ -144,7 +144,13 @@ impl Ledger {
             .query_row(
                 "SELECT (SELECT COALESCE(MAX(id), 0) FROM audit), (SELECT COALESCE(MAX(seq), 0) FROM consumed), (SELECT COUNT(*) FROM outbox)",
                 [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
+                |r| {
+                    Ok(LedgerCounts {
+                        verdicts: r.get::<_, i64>(0)? as u64,
+                        consumed: r.get::<_, i64>(1)? as u64,
+                        outbox: r.get::<_, i64>(2)? as u64,
+                    })
+                },
             )
             .map_err(sql(&self.path))
     }

@@ -596,7 +596,11 @@ fn queue_alert(
         "INSERT INTO publish_queue(kind, payload) VALUES ('alert', ?1)",
         [&json],
     )?;
-    Ok(Some((conn.last_insert_rowid(), "alert".into(), json)))
+    Ok(Some(Publication {
+        id: conn.last_insert_rowid(),
+        kind: super::PublicationKind::Alert,
+        payload: json,
+    }))
 }
 
 fn high_water(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {

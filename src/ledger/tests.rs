@@ -88,7 +88,14 @@ fn one_batch_sees_its_own_decisions_signs_one_head_and_proves_its_records() {
             (VerdictKind::Cleared, true, None)
         ]
     );
-    assert_eq!(ledger.counts().unwrap(), (2, 1, 1));
+    assert_eq!(
+        ledger.counts().unwrap(),
+        crate::ledger::LedgerCounts {
+            verdicts: 2,
+            consumed: 1,
+            outbox: 1
+        }
+    );
     // Three leaves (two verdicts, one consumption), one head over them.
     let (head, _) = ledger.log_head().unwrap().unwrap();
     assert_eq!((head.size, head.time), (3, now()));
@@ -170,7 +177,14 @@ fn an_uncommitted_batch_leaves_nothing_behind() {
         gate::decide_and_record(&mut batch, &prepared, &policy, &identity, now()).unwrap();
         // Dropped without commit, as in a crash.
     }
-    assert_eq!(ledger.counts().unwrap(), (0, 0, 0));
+    assert_eq!(
+        ledger.counts().unwrap(),
+        crate::ledger::LedgerCounts {
+            verdicts: 0,
+            consumed: 0,
+            outbox: 0
+        }
+    );
     let report = ledger
         .check_log(&[identity.key.verifying_key()], &[])
         .unwrap()
@@ -222,7 +236,7 @@ fn a_remote_record_for_a_license_consumed_here_raises_double_use_once() {
         1,
         "one alert, queued for publication"
     );
-    let alert: Alert = serde_json::from_str(&out.publications[0].2).unwrap();
+    let alert: Alert = serde_json::from_str(&out.publications[0].payload).unwrap();
     assert_eq!(alert.kind, crate::verdict::AlertKind::DoubleUse);
     let reg = registry_of(&[&identity, &p2]);
     let mut who: Vec<_> = alert
@@ -331,7 +345,11 @@ fn a_truncated_wal_rolls_back_commits_and_the_head_that_left_says_so() {
     std::fs::copy(&path, dir.path().join("copy.db")).unwrap();
     drop(ledger);
     let copy = Ledger::open(&dir.path().join("copy.db"), "p1").unwrap();
-    assert_eq!(copy.counts().unwrap().0, 1, "the second commit rolled back");
+    assert_eq!(
+        copy.counts().unwrap().verdicts,
+        1,
+        "the second commit rolled back"
+    );
     assert!(
         copy.check_log(&keys, &[]).unwrap().is_ok(),
         "locally consistent"

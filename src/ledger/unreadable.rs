@@ -128,7 +128,11 @@ mod tests {
         batch.commit().unwrap();
         assert_eq!(dropped, 50);
         assert_eq!(ledger.unreadable_counts().unwrap(), (n as u64, 50));
-        assert_eq!(ledger.counts().unwrap().0, 0, "nothing in the audit log");
+        assert_eq!(
+            ledger.counts().unwrap().verdicts,
+            0,
+            "nothing in the audit log"
+        );
         // One alert every six payloads (a minute), the later ones saying how many were held back.
         assert_eq!(alerts, n.div_ceil(6));
         let newest = ledger.recent_alerts(1).unwrap();

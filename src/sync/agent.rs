@@ -159,7 +159,9 @@ pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<boo
         };
         match ev {
             SessionEvent::Connected => {
-                agent.telemetry.link(true, true, SystemClock.now());
+                agent
+                    .telemetry
+                    .link(crate::telemetry::LinkName::Uplink, true, SystemClock.now());
                 st.sent_upto = 0;
                 st.last_progress = Instant::now();
                 st.resend_wait = resend_after;
@@ -186,7 +188,13 @@ pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<boo
                 sync.on_message(&mut ledger, &mut st, &p).await;
                 session.ack(&p);
             }
-            SessionEvent::Lost => agent.telemetry.link(true, false, SystemClock.now()),
+            SessionEvent::Lost => {
+                agent
+                    .telemetry
+                    .link(crate::telemetry::LinkName::Uplink, false, SystemClock.now())
+            }
+            // Not a tracking session: never reported.
+            SessionEvent::Sent(_) | SessionEvent::Acknowledged(_) => {}
         }
     }
 }
