@@ -120,7 +120,7 @@ impl Link {
     /// Design: two processes with one client id take the session from each
     /// other for ever, each connection accepted and closed moments later.
     /// That is a configuration error: said at ERROR on each such loss once
-    /// it has happened [`FLAPS_REPORTED`] times in a row, and the back-off
+    /// it has happened `FLAPS_REPORTED` times in a row, and the back-off
     /// grows with them instead of restarting at each accepted connection.
     pub fn down(
         &mut self,

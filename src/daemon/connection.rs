@@ -1,4 +1,5 @@
-//! The connection task: the only caller of the MQTT client; polls it and carries out what the session state says.
+//! The connection task: the only caller of the MQTT client; takes the
+//! session's events and carries out what the connection's state says.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,15 +1,16 @@
 //! `permitgate run`: declarations in over MQTT, verdicts and alerts out.
 //!
-//! One module per stage: [`startup`] and [`reload`] (the policy in force,
-//! the integrity check, SIGHUP), [`messages`] (what stages hand each other,
-//! with every queue's bound), [`session`] (the connection's state, pure),
-//! [`connection`] (the task that polls rumqttc), [`verify`] and
-//! [`ledger_stage`]. This file wires them.
+//! One module per stage: `startup` and `reload` (the policy in force,
+//! the integrity check, SIGHUP), `messages` (what stages hand each other,
+//! with every queue's bound), `session` (the connection's state, pure),
+//! `connection` (the task that takes the MQTT session's events and
+//! carries them out), `verify` and `ledger_stage`. This file wires them.
 //!
 //! Two parts:
-//! - the **connection task** owns rumqttc's event loop and is the only
-//!   caller of the client, so acknowledgements and publications go out in
-//!   the order it issues them;
+//! - the **connection task** takes the events of the MQTT session
+//!   ([`crate::mqtt::Session`], whose own task polls rumqttc) and is the
+//!   only caller of the client, so acknowledgements and publications go
+//!   out in the order it issues them;
 //! - the **ledger worker** (a plain thread: rusqlite blocks) decides the
 //!   declarations that arrived together in one transaction, commits, and
 //!   only then hands the connection task their PUBACKs, in arrival order,
