@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::clock::{Clock, SystemClock, to_rfc3339};
-use crate::mqtt::SessionEvent;
+use crate::telemetry::LinkName;
 use crate::telemetry::Telemetry;
 
 use super::{Topics, sleep_until_some};
@@ -78,54 +78,47 @@ impl Connection {
         // Why the ledger cannot commit, while it cannot.
         let mut fault: Option<String> = None;
         let mut status_tick = tokio::time::interval(STATUS_EVERY);
-        // Connected to the broker, as far as the events taken so far tell.
-        let mut connected = false;
-        // Numbers the connections, so a PUBACK never goes out on a later one.
-        let mut connection = 0u64;
         let mut worker_done = false;
-        let mut out = Outbound::default();
-        // Work the worker's queue had no room for, in arrival order. Never
-        // dropped: a declaration left unacknowledged on a live connection is
-        // not redelivered until the next one.
-        let mut backlog = Backlog::default();
         // Pinged from this loop, so a stuck event loop stops the pings and systemd restarts us.
         let watchdog = sd_notify::watchdog_enabled();
         let mut watchdog_tick =
             tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |d| d / 2));
-        let mut reads = Reads::default();
         let mut paused_tick = tokio::time::interval(PAUSED_POLL_EVERY);
-        let mut delivered = Acknowledged::default();
+        // Work the worker's queue had no room for, in arrival order (never
+        // dropped: a declaration left unacknowledged on a live connection is
+        // not redelivered until the next one), and all else held for the broker.
+        let mut st = SessionState::default();
 
         loop {
-            reads.follow(&backlog);
+            st.reads.follow(&st.backlog);
             // While reads are paused and the ledger cannot commit, the fault's
             // alert and status handed to the client are still polled out at
             // once: rumqttc sends a request only once the events it read are
             // taken, so this admits a few messages more (about two for each
             // request ahead of it, of which there are at most `inflight`).
-            let rush = reads.paused() && fault.is_some() && out.own_in_hand();
+            let rush = st.reads.paused() && fault.is_some() && st.out.own_in_hand();
             counts.outbox = self.telemetry.outbox_depth();
             // A clone, so the shutdown branch can drop `work_tx` meanwhile.
-            let feed = work_tx.clone().filter(|_| !backlog.is_empty());
+            let feed = work_tx.clone().filter(|_| !st.backlog.is_empty());
             tokio::select! {
-                _ = paused_tick.tick(), if reads.paused() => reads.allow_one(),
-                _ = sleep_until_some(delivered.due), if delivered.due.is_some() && work_tx.is_some() => {
-                    backlog.push_delivered(&mut delivered);
+                _ = paused_tick.tick(), if st.reads.paused() => st.reads.allow_one(),
+                _ = sleep_until_some(st.delivered.due), if st.delivered.due.is_some() && work_tx.is_some() => {
+                    st.backlog.push_delivered(&mut st.delivered);
                 }
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
-                _ = status_tick.tick(), if connected && announced != Some(counts) => {
+                _ = status_tick.tick(), if st.connected && announced != Some(counts) => {
                     tracing::debug!(
-                        backlog = backlog.items.len(),
-                        backlog_bytes = backlog.bytes,
-                        acks = out.acks.len(),
-                        publications = out.publications.len(),
-                        awaiting = out.awaiting.len(),
+                        backlog = st.backlog.items.len(),
+                        backlog_bytes = st.backlog.bytes,
+                        acks = st.out.acks.len(),
+                        publications = st.out.publications.len(),
+                        awaiting = st.out.awaiting.len(),
                         "queues"
                     );
                     if self.announce(counts, fault.as_deref()) {
-                        out.handed_own();
+                        st.out.handed_own();
                         announced = Some(counts);
                     }
                 }
@@ -134,13 +127,14 @@ impl Connection {
                     info!("shutting down: no new declarations; finishing those in hand");
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                     // Not yet with the worker, so not committed: the broker keeps them.
-                    backlog.clear();
+                    st.backlog.clear();
                     // Best effort: one not deleted is only published again after the restart.
-                    if let Some(tx) = &work_tx && let Some(w) = delivered.work() {
+                    if let Some(tx) = &work_tx && let Some(w) = st.delivered.work() {
                         let _ = tx.try_send(w);
                     }
                     // Dropping the sender lets the worker finish its queue and stop.
                     work_tx = None;
+                    st.accepting = false;
                     self.stopping.store(true, Ordering::Relaxed);
                 }
                 Ok(permit) = async move {
@@ -149,21 +143,21 @@ impl Connection {
                         None => std::future::pending().await,
                     }
                 } => {
-                    if let Some(w) = backlog.pop() {
+                    if let Some(w) = st.backlog.pop() {
                         permit.send(w);
                     }
                 }
-                Some(p) = sync_pubs.recv(), if out.publications.len() < RESEND_MAX => {
+                Some(p) = sync_pubs.recv(), if st.out.publications.len() < RESEND_MAX => {
                     if let Ok(a) = serde_json::from_str::<crate::verdict::Alert>(&p.payload) {
                         self.telemetry.alerted(Arc::new(a));
                     }
-                    out.publications.push_back(p);
+                    st.out.publications.push_back(p);
                 }
                 // Design: the watch yields the policy in force, so the stages
                 // take newer policies in order and never an older one.
                 Ok(()) = policies.changed(), if work_tx.is_some() => {
                     let p = policies.borrow_and_update().clone();
-                    backlog.push(Work::Policy(Box::new((*p).clone())));
+                    st.backlog.push(Work::Policy(Box::new((*p).clone())));
                 }
                 // Always taken: what it publishes is bounded by RESEND_MAX (the
                 // rest is re-read from the ledger), and while reads are paused
@@ -174,7 +168,7 @@ impl Connection {
                         match done.health {
                             Some(LedgerHealth::Fault(why)) => {
                                 let alert = self.ledger_fault_alert(&why);
-                                out.alerts.push_back(serde_json::to_string(&alert).unwrap_or_default());
+                                st.out.alerts.push_back(serde_json::to_string(&alert).unwrap_or_default());
                                 self.telemetry.alerted(Arc::new(alert));
                                 self.telemetry.ledger_fault(Some(why.clone()));
                                 fault = Some(why);
@@ -188,7 +182,7 @@ impl Connection {
                             }
                             None => {}
                         }
-                        out.take(done.acks, done.publications, done.more_after, done.resent);
+                        st.out.take(done.acks, done.publications, done.more_after, done.resent);
                     }
                     None => worker_done = true,
                 },
@@ -198,69 +192,40 @@ impl Connection {
                 // loop runs in its own task (rumqttc's poll is not
                 // cancel-safe) and holds few events, so not taking them
                 // stops reads from the broker.
-                ev = session.next(), if reads.may_poll(rush) => {
-                    reads.polled();
-                    match ev {
-                        SessionEvent::Connected => {
-                            connected = true;
-                            self.telemetry.link(crate::telemetry::LinkName::Broker, true, SystemClock.now());
-                            connection += 1;
-                            // Queued publications are re-read from the ledger (Resend below).
-                            out.connected(work_tx.is_some());
-                            let _ = self.client.try_subscribe(&self.topics.declarations, QoS::AtLeastOnce);
-                            if self.announce(counts, fault.as_deref()) {
-                                out.handed_own();
-                                announced = Some(counts);
+                ev = session.next(), if st.reads.may_poll(rush) => {
+                    for action in st.on_event(ev, &self.topics.declarations, tokio::time::Instant::now()) {
+                        match action {
+                            Action::LinkUp => self.telemetry.link(LinkName::Broker, true, SystemClock.now()),
+                            Action::LinkDown => self.telemetry.link(LinkName::Broker, false, SystemClock.now()),
+                            Action::Subscribe => {
+                                let _ = self.client.try_subscribe(&self.topics.declarations, QoS::AtLeastOnce);
                             }
-                            if work_tx.is_some() {
-                                // Deleted first, so what the broker already has is not read again.
-                                backlog.push_delivered(&mut delivered);
-                                backlog.push(Work::Resend(0));
-                            }
-                        }
-                        SessionEvent::Message(p) => {
-                            if work_tx.is_none() || crate::mqtt::topic_of(&p) != self.topics.declarations {
-                                continue;
-                            }
-                            let r = Received { publish: p, connection, at: std::time::Instant::now() };
-                            backlog.push(Work::Declaration(r, delivered.take()));
-                        }
-                        SessionEvent::Sent(pkid) => out.sent(pkid),
-                        SessionEvent::Acknowledged(pkid) => {
-                            if let Some(id) = out.acknowledged(pkid) && work_tx.is_some() {
-                                delivered.add(id);
-                                if delivered.ids.len() >= RESEND_MAX {
-                                    backlog.push_delivered(&mut delivered);
+                            Action::Announce => {
+                                if self.announce(counts, fault.as_deref()) {
+                                    st.out.handed_own();
+                                    announced = Some(counts);
                                 }
                             }
-                        }
-                        SessionEvent::Lost => {
-                            // The session dropped rumqttc's copies; the durable ones are in the ledger.
-                            connected = false;
-                            self.telemetry.link(crate::telemetry::LinkName::Broker, false, SystemClock.now());
-                            out.lost();
-                            // The broker redelivers them.
-                            backlog.forget_declarations();
                         }
                     }
                 }
             }
             if work_tx.is_some()
-                && let Some(after) = out.resend_due()
+                && let Some(after) = st.out.resend_due()
             {
-                backlog.push_delivered(&mut delivered);
-                backlog.push(Work::Resend(after));
+                st.backlog.push_delivered(&mut st.delivered);
+                st.backlog.push(Work::Resend(after));
             }
             if let Some(tx) = &work_tx {
-                backlog.feed(tx);
+                st.backlog.feed(tx);
             }
-            if connected {
-                self.flush(&mut out, connection);
+            if st.connected {
+                self.flush(&mut st.out, st.connection);
             }
             // Stopping: the worker has committed everything in hand; leave once
             // its PUBACKs are with the client (or the connection is gone).
-            if worker_done && work_tx.is_none() && (out.acks.is_empty() || !connected) {
-                self.finish(session, connected, counts).await;
+            if worker_done && work_tx.is_none() && (st.out.acks.is_empty() || !st.connected) {
+                self.finish(session, st.connected, counts).await;
                 return stopped_by;
             }
         }

@@ -1,6 +1,8 @@
 //! The connection task's state, without I/O: what it holds for the broker
 //! (publications, PUBACK order, hold and re-send) and when it reads
-//! (the backlog bound and the read pause). Unit-tested without a broker.
+//! (the backlog bound and the read pause). [`SessionState::on_event`] takes
+//! the MQTT session's events and says what the connection task must do;
+//! all of it is unit-tested without a broker.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -8,6 +10,115 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::messages::*;
+use crate::mqtt::SessionEvent;
+
+/// What the connection task must do after an event, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Action {
+    /// Tell telemetry the broker is up.
+    LinkUp,
+    /// Subscribe to the declarations topic.
+    Subscribe,
+    /// Publish the retained status.
+    Announce,
+    /// Tell telemetry the broker is down.
+    LinkDown,
+}
+
+/// Everything the connection task knows of the broker and of the work in
+/// hand; changed only by events, with the time passed in.
+pub(super) struct SessionState {
+    /// What is held for the broker.
+    pub(super) out: Outbound,
+    /// Work waiting for room in the worker's queue.
+    pub(super) backlog: Backlog,
+    /// Whether the broker is read.
+    pub(super) reads: Reads,
+    /// Publications acknowledged, waiting to travel to the worker.
+    pub(super) delivered: Acknowledged,
+    /// Numbers the connections, so a PUBACK never goes out on a later one.
+    pub(super) connection: u64,
+    /// Connected, as far as the events taken tell.
+    pub(super) connected: bool,
+    /// False once the daemon stops: nothing new is taken.
+    pub(super) accepting: bool,
+}
+
+impl Default for SessionState {
+    fn default() -> Self {
+        SessionState {
+            out: Outbound::default(),
+            backlog: Backlog::default(),
+            reads: Reads::default(),
+            delivered: Acknowledged::default(),
+            connection: 0,
+            connected: false,
+            accepting: true,
+        }
+    }
+}
+
+impl SessionState {
+    /// Takes one event of the MQTT session at `now`; `declarations` is the
+    /// topic declarations arrive on.
+    pub(super) fn on_event(
+        &mut self,
+        ev: SessionEvent,
+        declarations: &str,
+        now: tokio::time::Instant,
+    ) -> Vec<Action> {
+        self.reads.polled();
+        match ev {
+            SessionEvent::Connected => {
+                self.connected = true;
+                self.connection += 1;
+                // Queued publications are re-read from the ledger (Resend below).
+                self.out.connected(self.accepting);
+                if self.accepting {
+                    // Deleted first, so what the broker already has is not read again.
+                    self.backlog.push_delivered(&mut self.delivered);
+                    self.backlog.push(Work::Resend(0));
+                }
+                vec![Action::LinkUp, Action::Subscribe, Action::Announce]
+            }
+            SessionEvent::Message(p) => {
+                if self.accepting && crate::mqtt::topic_of(&p) == declarations {
+                    let r = Received {
+                        publish: p,
+                        connection: self.connection,
+                        at: now.into_std(),
+                    };
+                    self.backlog
+                        .push(Work::Declaration(r, self.delivered.take()));
+                }
+                Vec::new()
+            }
+            SessionEvent::Sent(pkid) => {
+                self.out.sent(pkid);
+                Vec::new()
+            }
+            SessionEvent::Acknowledged(pkid) => {
+                if let Some(id) = self.out.acknowledged(pkid)
+                    && self.accepting
+                {
+                    self.delivered.add(id, now);
+                    if self.delivered.ids.len() >= RESEND_MAX {
+                        self.backlog.push_delivered(&mut self.delivered);
+                    }
+                }
+                Vec::new()
+            }
+            SessionEvent::Lost => {
+                // The session dropped rumqttc's copies; the durable ones are in the ledger.
+                self.connected = false;
+                self.out.lost();
+                // The broker redelivers them.
+                self.backlog.forget_declarations();
+                vec![Action::LinkDown]
+            }
+        }
+    }
+}
 
 /// How often the event loop is polled while reads are paused.
 pub(super) const PAUSED_POLL_EVERY: Duration = Duration::from_millis(200);
@@ -274,9 +385,9 @@ pub(super) struct Acknowledged {
 }
 
 impl Acknowledged {
-    pub(super) fn add(&mut self, id: i64) {
+    pub(super) fn add(&mut self, id: i64, now: tokio::time::Instant) {
         if self.ids.is_empty() {
-            self.due = Some(tokio::time::Instant::now() + ACKED_IDLE);
+            self.due = Some(now + ACKED_IDLE);
         }
         self.ids.push(id);
     }

@@ -6,6 +6,7 @@ use rumqttc::v5::mqttbytes::v5::Publish;
 use crate::gate;
 
 use super::{messages::*, session::*, verify::*};
+use crate::mqtt::SessionEvent;
 use std::sync::mpsc::sync_channel;
 
 fn policy() -> crate::policy::Policy {
@@ -225,4 +226,112 @@ fn a_policy_change_ends_the_joined_batch_after_its_declarations() {
     assert_eq!(ids(&b), ["a", "b"]);
     assert!(b.new_policy.is_some());
     assert_eq!(ids(&next(&rx, &mut carried, 100)), ["c"]);
+}
+
+const DECLARATIONS: &str = "permitgate/c/declarations";
+
+fn message(topic: &str, payload: &str) -> SessionEvent {
+    SessionEvent::Message(Publish::new(
+        topic,
+        QoS::AtLeastOnce,
+        payload.as_bytes().to_vec(),
+        None,
+    ))
+}
+
+fn kinds(st: &SessionState) -> Vec<String> {
+    st.backlog
+        .items
+        .iter()
+        .map(|w| match w {
+            Work::Declaration(r, ids) => format!(
+                "declaration {} on {} with {ids:?}",
+                String::from_utf8_lossy(&r.publish.payload),
+                r.connection
+            ),
+            Work::Delivered(ids) => format!("delivered {ids:?}"),
+            Work::Resend(after) => format!("resend after {after}"),
+            Work::Policy(_) => "policy".into(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_connection_subscribes_announces_and_resends_from_the_start() {
+    let now = tokio::time::Instant::now();
+    let mut st = SessionState::default();
+    let actions = st.on_event(SessionEvent::Connected, DECLARATIONS, now);
+    assert_eq!(
+        actions,
+        [Action::LinkUp, Action::Subscribe, Action::Announce]
+    );
+    assert!(st.connected && st.out.catching_up);
+    assert_eq!(kinds(&st), ["resend after 0"]);
+    // Declarations carry the connection they came on; other topics are not taken.
+    st.on_event(message(DECLARATIONS, "d1"), DECLARATIONS, now);
+    st.on_event(message("permitgate/c/verdicts", "x"), DECLARATIONS, now);
+    assert_eq!(kinds(&st)[1..], ["declaration d1 on 1 with []"]);
+}
+
+#[test]
+fn an_acknowledged_publication_travels_with_the_next_declaration() {
+    let now = tokio::time::Instant::now();
+    let mut st = SessionState::default();
+    st.on_event(SessionEvent::Connected, DECLARATIONS, now);
+    st.backlog.clear();
+    st.out.handed.push_back(Some(41));
+    st.out.handed_own();
+    st.on_event(SessionEvent::Sent(7), DECLARATIONS, now);
+    st.on_event(SessionEvent::Sent(8), DECLARATIONS, now);
+    // The status's PUBACK names no queued publication; the verdict's does.
+    st.on_event(SessionEvent::Acknowledged(8), DECLARATIONS, now);
+    assert!(st.delivered.ids.is_empty());
+    st.on_event(SessionEvent::Acknowledged(7), DECLARATIONS, now);
+    assert_eq!(st.delivered.ids, [41]);
+    assert_eq!(st.delivered.due, Some(now + ACKED_IDLE));
+    st.on_event(message(DECLARATIONS, "d2"), DECLARATIONS, now);
+    assert_eq!(kinds(&st), ["declaration d2 on 1 with [41]"]);
+    assert!(st.delivered.ids.is_empty() && st.delivered.due.is_none());
+}
+
+#[test]
+fn a_lost_connection_forgets_declarations_but_not_acknowledgements() {
+    let now = tokio::time::Instant::now();
+    let mut st = SessionState::default();
+    st.on_event(SessionEvent::Connected, DECLARATIONS, now);
+    st.backlog.clear();
+    st.out.handed.push_back(Some(5));
+    st.on_event(SessionEvent::Sent(1), DECLARATIONS, now);
+    st.on_event(SessionEvent::Acknowledged(1), DECLARATIONS, now);
+    st.on_event(message(DECLARATIONS, "d1"), DECLARATIONS, now);
+    st.on_event(message(DECLARATIONS, "d2"), DECLARATIONS, now);
+    st.out.acks.push_back(received(b"d0".to_vec()));
+    assert_eq!(
+        st.on_event(SessionEvent::Lost, DECLARATIONS, now),
+        [Action::LinkDown]
+    );
+    assert!(!st.connected);
+    // The broker redelivers d1 and d2; the deletion of 5 still goes to the ledger.
+    assert_eq!(kinds(&st), ["delivered [5]"]);
+    assert!(
+        st.out.acks.is_empty(),
+        "PUBACKs of a lost connection are void"
+    );
+    // The next connection is another number.
+    st.on_event(SessionEvent::Connected, DECLARATIONS, now);
+    st.on_event(message(DECLARATIONS, "d1"), DECLARATIONS, now);
+    assert_eq!(kinds(&st).last().unwrap(), "declaration d1 on 2 with []");
+}
+
+#[test]
+fn a_stopping_daemon_takes_nothing_new() {
+    let now = tokio::time::Instant::now();
+    let mut st = SessionState {
+        accepting: false,
+        ..SessionState::default()
+    };
+    st.on_event(SessionEvent::Connected, DECLARATIONS, now);
+    st.on_event(message(DECLARATIONS, "d1"), DECLARATIONS, now);
+    assert!(st.backlog.is_empty(), "{:?}", kinds(&st));
+    assert!(!st.out.catching_up, "no re-send is started while stopping");
 }
