@@ -49,10 +49,25 @@ impl Value {
     }
 }
 
+/// The backend's error in plain words, with the byte where it went wrong.
+fn plain(e: serde_cbor::Error) -> CodecError {
+    use serde_cbor::error::Category;
+    let at = e.offset();
+    let text = e.to_string();
+    let message = text[..text.rfind(" at offset ").unwrap_or(text.len())].to_owned();
+    CodecError(match e.classify() {
+        Category::Eof => format!("the bytes end early (cut off at byte {at})"),
+        Category::Syntax if message.contains("trailing") => {
+            format!("there are bytes after the end of the item (from byte {at})")
+        }
+        Category::Syntax => format!("not well-formed at byte {at}: {message}"),
+        Category::Data | Category::Io => message,
+    })
+}
+
 /// Decodes exactly one CBOR item; trailing bytes are an error.
 pub fn decode_value(bytes: &[u8]) -> Result<Value, CodecError> {
-    let v: serde_cbor::Value =
-        serde_cbor::from_slice(bytes).map_err(|e| CodecError(e.to_string()))?;
+    let v: serde_cbor::Value = serde_cbor::from_slice(bytes).map_err(plain)?;
     Ok(from_backend(v))
 }
 
@@ -65,7 +80,7 @@ pub fn encode_value(value: &Value) -> Vec<u8> {
 
 /// Deserializes a serde type from CBOR bytes.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    serde_cbor::from_slice(bytes).map_err(|e| CodecError(e.to_string()))
+    serde_cbor::from_slice(bytes).map_err(plain)
 }
 
 /// How a payload failed to be the type asked for.
@@ -226,6 +241,26 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_say_where_in_plain_words() {
+        let item = encode_value(&Value::Array(vec![
+            Value::Text("abc".into()),
+            Value::Integer(7),
+        ]));
+        let cut = decode_value(&item[..3]).unwrap_err().to_string();
+        assert_eq!(cut, "CBOR: the bytes end early (cut off at byte 3)");
+        let extra = decode_value(&[&item[..], &[0]].concat())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            extra.starts_with("CBOR: there are bytes after the end"),
+            "{extra}"
+        );
+        for e in [cut, extra] {
+            assert!(!e.contains("EOF") && !e.contains("offset"), "{e}");
+        }
+    }
 
     #[test]
     fn round_trips_through_the_backend() {
