@@ -822,19 +822,32 @@ fn completions_and_man_page_come_from_the_command_definitions() {
 
 #[test]
 fn output_into_a_closed_pipe_ends_quietly() {
-    // `permitgate man | head`: the reader is gone before the writer writes.
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    let out = bin()
-        .arg("man")
-        .stdout(writer)
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .unwrap();
-    assert_eq!(
-        stderr(&out),
-        "",
-        "no error for a reader that stopped reading"
-    );
-    assert!(out.status.success());
+    // `permitgate man | head`, `permitgate ledger export | head`: the
+    // reader is gone before the writer writes.
+    let post = Post::new();
+    let token = post.issue("keys/issuer.key.pem", "mofcom-2025-1");
+    let decl = post.declaration("d.json", "CN-LYG-2025-000123", Some(&token));
+    assert_verdict(&post.decide(decl), "cleared", 0);
+    // More verdicts than one buffer holds, so the export writes while reading.
+    for i in 0..40 {
+        let decl = post.declaration("r.json", &format!("CN-LYG-2025-9{i:05}"), None);
+        assert!(post.decide(decl).status.code().is_some());
+    }
+    let cfg = post.s("permitgate.toml");
+    for args in [vec!["man"], vec!["ledger", "--config", cfg, "export"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = bin()
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            stderr(&out),
+            "",
+            "{args:?}: no error for a reader that stopped reading"
+        );
+        assert!(out.status.success(), "{args:?}");
+    }
 }

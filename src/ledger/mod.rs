@@ -40,6 +40,14 @@ pub enum LedgerError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// What the ledger read could not be written out (an export, a report).
+    #[error("writing what ledger {path} holds: {source}")]
+    Output {
+        /// The ledger file.
+        path: PathBuf,
+        /// Why the write failed (a closed pipe, a full disk).
+        source: std::io::Error,
+    },
     /// The file is not a usable ledger.
     #[error("ledger {path}: {message}")]
     Unusable {

@@ -129,9 +129,9 @@ impl Ledger {
     }
 
     fn export_error(&self, e: std::io::Error) -> LedgerError {
-        LedgerError::Unusable {
+        LedgerError::Output {
             path: self.path.clone(),
-            message: format!("writing the export: {e}"),
+            source: e,
         }
     }
 
