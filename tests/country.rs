@@ -152,7 +152,7 @@ fn a_country_in_one_command_catches_a_second_use_with_its_evidence() {
     );
 }
 
-/// The five-minute walk-through's gate, on the development profile's
+/// The five-minute walk-through, step by step, on the development profile's
 /// embedded broker (MQTT 3.1.1 for scanners): a license clears once, its
 /// redelivery gets the stored verdict, another shipment with it is refused.
 #[test]
@@ -208,6 +208,47 @@ fn dev_declare_speaks_to_the_embedded_broker_of_the_development_profile() {
         other["reasons"][0]["code"], "license_already_used",
         "{other:#}"
     );
+
+    // Steps 4 to 6: a license of one's own, checked, used, and the ledger asked.
+    let claims = std::fs::read_to_string(dev.join("claims.json"))
+        .unwrap()
+        .replace("LIC-DEV-000001", "LIC-DEV-000002");
+    std::fs::write(dir.path().join("claims.json"), claims).unwrap();
+    let o = pg(&[
+        "issue",
+        "--key",
+        dev.join("dev-issuer.key.pem").to_str().unwrap(),
+        "--kid",
+        "dev-issuer",
+        "--claims",
+        dir.path().join("claims.json").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let token = dir.path().join("token.txt");
+    std::fs::write(&token, &o.stdout).unwrap();
+    let token = token.to_str().unwrap();
+    let o = pg(&["verify", "--config", cfg, "--token", token]);
+    let dry: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (o.status.code(), dry["verdict"].as_str()),
+        (Some(0), Some("cleared"))
+    );
+    let (code, own) = declare(&["--id", "CN-LYG-2025-000125", "--license", token]);
+    assert_eq!(code, Some(0), "{own:#}");
+    assert_eq!(own["license_id"], "LIC-DEV-000002");
+    let o = pg(&["status", "--config", cfg]);
+    let status = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        status.contains("verdicts 3, licenses consumed 2"),
+        "{status}"
+    );
+    let o = pg(&["ledger", "--config", cfg, "show", "LIC-DEV-000001"]);
+    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        shown["reuse_attempts"][0]["declaration_id"],
+        "CN-LYG-2025-000124"
+    );
+    assert!(pg(&["ledger", "--config", cfg, "check"]).status.success());
 }
 
 /// A child process killed when the test ends, passed or not.
