@@ -16,7 +16,7 @@ use axum::routing::get;
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::SharedClock;
 use crate::console;
 use crate::telemetry::{ConsoleEvent, Telemetry};
 
@@ -34,6 +34,7 @@ pub struct HttpError {
 struct App {
     telemetry: Arc<Telemetry>,
     checkpoint: Arc<str>,
+    clock: SharedClock,
 }
 
 /// How often the console's status strip is refreshed.
@@ -44,6 +45,7 @@ pub async fn start(
     addr: SocketAddr,
     telemetry: Arc<Telemetry>,
     checkpoint: &str,
+    clock: SharedClock,
 ) -> Result<tokio::task::JoinHandle<()>, HttpError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -58,6 +60,7 @@ pub async fn start(
         .with_state(App {
             telemetry,
             checkpoint: checkpoint.into(),
+            clock,
         });
     // No graceful shutdown: console streams never end by themselves; the
     // task is dropped with the daemon.
@@ -72,7 +75,7 @@ async fn page(State(app): State<App>) -> Html<String> {
     Html(console::page(
         &app.telemetry,
         &app.checkpoint,
-        SystemClock.now(),
+        app.clock.now(),
     ))
 }
 
@@ -82,14 +85,14 @@ async fn metrics(State(app): State<App>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.telemetry.render_metrics(SystemClock.now()),
+        app.telemetry.render_metrics(app.clock.now()),
     )
         .into_response()
 }
 
 /// `ready` and `degraded` answer 200 (the gate decides); `failing` 503.
 async fn healthz(State(app): State<App>) -> Response {
-    let h = app.telemetry.health(SystemClock.now());
+    let h = app.telemetry.health(app.clock.now());
     let code = if h.state == crate::telemetry::HealthState::Failing {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -133,5 +136,5 @@ async fn events(State(app): State<App>) -> Sse<impl Stream<Item = Result<Event, 
 fn strip(app: &App) -> Event {
     Event::default()
         .event("strip")
-        .data(console::strip(&app.telemetry, SystemClock.now()))
+        .data(console::strip(&app.telemetry, app.clock.now()))
 }

@@ -11,7 +11,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use tokio::sync::mpsc;
 use tracing::info;
 
-use crate::clock::{Clock, SystemClock, to_rfc3339};
+use crate::clock::{SharedClock, to_rfc3339};
 use crate::telemetry::LinkName;
 use crate::telemetry::Telemetry;
 
@@ -24,14 +24,20 @@ pub(super) struct Status {
 }
 
 impl Status {
-    pub(super) fn render(&self, state: &str, c: Counts, reason: Option<&str>) -> String {
+    pub(super) fn render(
+        &self,
+        state: &str,
+        c: Counts,
+        reason: Option<&str>,
+        now: crate::clock::UnixTime,
+    ) -> String {
         let mut v = serde_json::json!({
             "state": state,
             "checkpoint": self.checkpoint,
             "version": env!("CARGO_PKG_VERSION"),
             "policy_version": c.policy_version,
             "ledger": {"verdicts": c.verdicts, "consumed": c.consumed, "outbox": c.outbox},
-            "at": to_rfc3339(SystemClock.now()),
+            "at": to_rfc3339(now),
         });
         if let Some(reason) = reason {
             v["reason"] = reason.into();
@@ -44,6 +50,8 @@ impl Status {
 pub(super) const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 pub(super) struct Connection {
+    /// Where the time is read.
+    pub(super) clock: SharedClock,
     pub(super) client: AsyncClient,
     pub(super) topics: Topics,
     pub(super) status: Status,
@@ -195,8 +203,8 @@ impl Connection {
                 ev = session.next(), if st.reads.may_poll(rush) => {
                     for action in st.on_event(ev, &self.topics.declarations, tokio::time::Instant::now()) {
                         match action {
-                            Action::LinkUp => self.telemetry.link(LinkName::Broker, true, SystemClock.now()),
-                            Action::LinkDown => self.telemetry.link(LinkName::Broker, false, SystemClock.now()),
+                            Action::LinkUp => self.telemetry.link(LinkName::Broker, true, self.clock.now()),
+                            Action::LinkDown => self.telemetry.link(LinkName::Broker, false, self.clock.now()),
                             Action::Subscribe => {
                                 let _ = self.client.try_subscribe(&self.topics.declarations, QoS::AtLeastOnce);
                             }
@@ -294,7 +302,7 @@ impl Connection {
                 &self.topics.status,
                 QoS::AtLeastOnce,
                 true,
-                self.status.render(state, counts, fault),
+                self.status.render(state, counts, fault, self.clock.now()),
             )
             .is_ok()
     }
@@ -304,7 +312,7 @@ impl Connection {
         crate::verdict::Alert {
             kind: crate::verdict::AlertKind::LedgerFault,
             checkpoint: self.status.checkpoint.clone(),
-            raised_at: to_rfc3339(SystemClock.now()),
+            raised_at: to_rfc3339(self.clock.now()),
             declaration_id: None,
             license_id: None,
             reasons: Vec::new(),
@@ -330,7 +338,8 @@ impl Connection {
                 &self.topics.status,
                 QoS::AtLeastOnce,
                 true,
-                self.status.render("offline", counts, None),
+                self.status
+                    .render("offline", counts, None, self.clock.now()),
             );
         }
         session.close_within(Duration::from_secs(3)).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::gate;
 use crate::ledger::{Identity, Ledger, LedgerError};
 use crate::telemetry::Telemetry;
@@ -16,6 +16,8 @@ use super::{messages::*, verify::*};
 
 /// What the ledger worker owns.
 pub(super) struct Worker {
+    /// Where the time is read.
+    pub(super) clock: crate::clock::SharedClock,
     pub(super) ledger: Ledger,
     pub(super) policy: crate::policy::Policy,
     pub(super) identity: Identity,
@@ -45,6 +47,7 @@ pub(super) fn ledger_stage(
         telemetry,
         batch_max,
         committed: committed_wake,
+        clock,
     } = w;
     let mut carried = None;
     while let Some(batch) = next_batch(&rx, &mut carried, batch_max) {
@@ -96,7 +99,7 @@ pub(super) fn ledger_stage(
             .then(|| {
                 commit_batch(
                     &mut ledger,
-                    (&policy, telemetry.clock.status()),
+                    (&policy, telemetry.clock.status(), &*clock),
                     &identity,
                     &prepared,
                     &delivered,
@@ -120,7 +123,7 @@ pub(super) fn ledger_stage(
             counts.consumed += added.consumed;
             telemetry.ledger_counts(counts.verdicts, counts.consumed);
             if added.outbox > 0 {
-                telemetry.consumed_at(SystemClock.now(), added.outbox);
+                telemetry.consumed_at(clock.now(), added.outbox);
                 committed_wake.notify_one();
             }
             for (r, v) in declarations.iter().zip(decided) {
@@ -189,7 +192,11 @@ pub(super) const FAULT_RETRY: (Duration, Duration) =
 /// process dies meanwhile.
 pub(super) fn commit_batch(
     ledger: &mut Ledger,
-    (policy, clock): (&crate::policy::Policy, crate::clock_trust::ClockStatus),
+    (policy, clock, time): (
+        &crate::policy::Policy,
+        crate::clock_trust::ClockStatus,
+        &dyn Clock,
+    ),
     identity: &Identity,
     prepared: &[gate::Prepared],
     delivered: &[i64],
@@ -199,7 +206,7 @@ pub(super) fn commit_batch(
     let mut wait = FAULT_RETRY.0;
     let mut faulted = false;
     loop {
-        match decide_batch(ledger, (policy, clock), identity, prepared, delivered) {
+        match decide_batch(ledger, (policy, clock, time), identity, prepared, delivered) {
             Ok(out) => {
                 if faulted {
                     info!(
@@ -235,12 +242,16 @@ pub(super) fn commit_batch(
 
 pub(super) fn decide_batch(
     ledger: &mut Ledger,
-    (policy, clock): (&crate::policy::Policy, crate::clock_trust::ClockStatus),
+    (policy, clock, time): (
+        &crate::policy::Policy,
+        crate::clock_trust::ClockStatus,
+        &dyn Clock,
+    ),
     identity: &Identity,
     prepared: &[gate::Prepared],
     delivered: &[i64],
 ) -> Result<Committed, LedgerError> {
-    let now = SystemClock.now();
+    let now = time.now();
     let mut added = Counts {
         verdicts: 0,
         consumed: 0,

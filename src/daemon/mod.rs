@@ -34,7 +34,7 @@ use rumqttc::v5::mqttbytes::v5::LastWill;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::in_force::PolicyInForce;
 use crate::keys;
@@ -109,6 +109,15 @@ pub(super) const EMBEDDED_PAYLOAD_MAX: usize = 16_000_000;
 
 /// Runs the daemon until `shutdown` completes; then drains and exits cleanly.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    run_with_clock(cfg, Arc::new(SystemClock), shutdown).await
+}
+
+/// [`run`], reading the time from `clock` everywhere (tests drive it).
+pub async fn run_with_clock(
+    cfg: Config,
+    clock: SharedClock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let (key, created) = keys::load_or_create_signing_key(&cfg.checkpoint_key)?;
     if created {
         info!(path = %cfg.checkpoint_key.display(), "created checkpoint key");
@@ -118,7 +127,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         key,
     };
     let mut ledger = Ledger::open_checking_later(&cfg.ledger, &cfg.checkpoint)?;
-    let upgraded = ledger.upgrade_log(&identity.key, SystemClock.now())?;
+    let upgraded = ledger.upgrade_log(&identity.key, clock.now())?;
     if upgraded > 0 {
         info!(
             leaves = upgraded,
@@ -152,7 +161,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         verdicts, consumed, outbox,
         "ledger open, policy loaded"
     );
-    let telemetry = Telemetry::new(&cfg.ledger, cfg.uplink.is_some(), SystemClock.now());
+    let telemetry = Telemetry::new(&cfg.ledger, cfg.uplink.is_some(), clock.now());
     telemetry.policy(policy.version, policy.issued_at, policy.max_age);
     telemetry.ledger_counts(verdicts, consumed);
     telemetry.outbox(outbox, ledger.oldest_unsynced().unwrap_or(None));
@@ -167,7 +176,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     warn!(error = %e, "cannot read recent verdicts for the console")
                 }
             }
-            Some(crate::http::start(http.listen, telemetry.clone(), &cfg.checkpoint).await?)
+            Some(
+                crate::http::start(
+                    http.listen,
+                    telemetry.clone(),
+                    &cfg.checkpoint,
+                    clock.clone(),
+                )
+                .await?,
+            )
         }
         None => None,
     };
@@ -202,7 +219,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     // broker never delivers (the Maximum Packet Size in CONNECT).
     opts.set_last_will(LastWill::new(
         &topics.status,
-        status.render("offline", counts, None),
+        status.render("offline", counts, None, clock.now()),
         QoS::AtLeastOnce,
         true,
         None,
@@ -223,6 +240,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         cfg.file.clone(),
         cfg.policy_file.clone(),
         in_force.clone(),
+        clock.clone(),
     ));
     let committed = Arc::new(tokio::sync::Notify::new());
     let sync_ledger = match &cfg.uplink {
@@ -245,6 +263,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     policy_root: cfg.policy_root,
                     in_force,
                     committed: committed.clone(),
+                    clock: clock.clone(),
                     telemetry: telemetry.clone(),
                 },
                 sync_ledger,
@@ -262,6 +281,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let verify_policy = policy.clone();
     let worker_stopping = stopping.clone();
     let worker_telemetry = telemetry.clone();
+    let worker_clock = clock.clone();
     let verifier = std::thread::Builder::new()
         .name("verify".into())
         .spawn(move || verify_stage(verify_policy, max_bytes, batch_max, work_rx, staged_tx))
@@ -271,6 +291,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         .spawn(move || {
             ledger_stage(
                 Worker {
+                    clock: worker_clock,
                     ledger,
                     policy,
                     identity,
@@ -289,6 +310,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     // READY once the ledger is open and the policy loaded (systemd Type=notify).
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let conn = Connection {
+        clock: clock.clone(),
         client: session.client.clone(),
         topics,
         status,

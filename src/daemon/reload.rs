@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::SharedClock;
 use crate::in_force::PolicyInForce;
 
 /// On SIGHUP, applies the config file's `log_level`, and reads the policy
@@ -14,6 +14,7 @@ pub(super) async fn reload_on_sighup(
     config_file: std::path::PathBuf,
     file: std::path::PathBuf,
     in_force: Arc<PolicyInForce>,
+    clock: SharedClock,
 ) {
     #[cfg(unix)]
     {
@@ -37,7 +38,7 @@ pub(super) async fn reload_on_sighup(
                 }
             }
             match crate::policy::Policy::load(&file) {
-                Ok(p) => match in_force.offer(p, SystemClock.now()) {
+                Ok(p) => match in_force.offer(p, clock.now()) {
                     Ok(p) => {
                         info!(file = %file.display(), version = p.version, "SIGHUP: policy file reloaded");
                     }
@@ -54,5 +55,5 @@ pub(super) async fn reload_on_sighup(
         }
     }
     #[cfg(not(unix))]
-    let _ = (config_file, file, in_force);
+    let _ = (config_file, file, in_force, clock);
 }

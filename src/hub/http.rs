@@ -28,7 +28,7 @@ use tokio::sync::Mutex;
 
 use super::store::Store;
 use super::store::view::FlowBy;
-use crate::clock::{Clock, SystemClock, UnixTime, parse_rfc3339};
+use crate::clock::{UnixTime, parse_rfc3339};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
@@ -180,6 +180,7 @@ impl HubTelemetry {
 struct App {
     telemetry: Arc<HubTelemetry>,
     store: Arc<Mutex<Store>>,
+    clock: crate::clock::SharedClock,
 }
 
 /// Binds `addr` now (a taken port stops start-up) and serves in the background.
@@ -187,6 +188,7 @@ pub async fn start(
     addr: SocketAddr,
     telemetry: Arc<HubTelemetry>,
     reader: Store,
+    clock: crate::clock::SharedClock,
 ) -> Result<tokio::task::JoinHandle<()>, crate::http::HttpError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -203,6 +205,7 @@ pub async fn start(
         .with_state(App {
             telemetry,
             store: Arc::new(Mutex::new(reader)),
+            clock,
         });
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -228,7 +231,7 @@ fn store_error(e: super::store::StoreError) -> Response {
 }
 
 async fn metrics(State(app): State<App>) -> Response {
-    let now = SystemClock.now();
+    let now = app.clock.now();
     let mut store = app.store.lock().await;
     if let Ok(cps) = store.checkpoints(now).await {
         for c in cps {
@@ -263,7 +266,7 @@ async fn metrics(State(app): State<App>) -> Response {
 
 /// `ready`, `degraded` (200) or `failing` (503), with reasons in words.
 async fn healthz(State(app): State<App>) -> Response {
-    let now = SystemClock.now();
+    let now = app.clock.now();
     let mut failing = Vec::new();
     if let Err(e) = app.store.lock().await.writable().await {
         failing.push(format!("store not writable: {}", e.message));
@@ -321,7 +324,7 @@ async fn license(State(app): State<App>, Path(id): Path<String>) -> Response {
 }
 
 async fn checkpoints(State(app): State<App>) -> Response {
-    match app.store.lock().await.checkpoints(SystemClock.now()).await {
+    match app.store.lock().await.checkpoints(app.clock.now()).await {
         Ok(c) => json(StatusCode::OK, serde_json::json!({"checkpoints": c})),
         Err(e) => store_error(e),
     }

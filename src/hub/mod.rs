@@ -27,7 +27,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Publish;
 use tracing::{error, info, warn};
 
-use crate::clock::{Clock, SystemClock, UnixTime};
+use crate::clock::{SystemClock, UnixTime};
 use crate::in_force::PolicyInForce;
 use crate::mqtt::{Session, SessionEvent, topic_of};
 use crate::sync::protocol::{Ack, Backfill, HubStatus, HubTime, SyncTopics};
@@ -99,11 +99,20 @@ struct Hub {
 
 /// Runs the hub until `shutdown` completes.
 pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(), HubError> {
+    run_with_clock(cfg, Arc::new(SystemClock), shutdown).await
+}
+
+/// [`run`], reading the time from `clock` everywhere (tests drive it).
+pub async fn run_with_clock(
+    cfg: HubConfig,
+    clock: crate::clock::SharedClock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), HubError> {
     let (key, created) = crate::keys::load_or_create_signing_key(&cfg.key_file)?;
     if created {
         info!(path = %cfg.key_file.display(), "created the hub's key");
     }
-    let now = SystemClock.now();
+    let now = clock.now();
     if cfg
         .policy
         .registry
@@ -151,7 +160,15 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
     );
     let telemetry = http::HubTelemetry::new();
     let http_task = match &cfg.http {
-        Some(h) => Some(http::start(h.listen, telemetry.clone(), store.reader().await?).await?),
+        Some(h) => Some(
+            http::start(
+                h.listen,
+                telemetry.clone(),
+                store.reader().await?,
+                clock.clone(),
+            )
+            .await?,
+        ),
         None => None,
     };
     let mut hub = Hub {
@@ -184,7 +201,7 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
                     hub.topics.hub_status(),
                     QoS::AtLeastOnce,
                     true,
-                    HubStatus::offline(&hub.cfg.kid, SystemClock.now()).seal(&hub.cfg.kid, &hub.key),
+                    HubStatus::offline(&hub.cfg.kid, clock.now()).seal(&hub.cfg.kid, &hub.key),
                 );
                 session.close().await;
                 if let Some(t) = http_task {
@@ -229,8 +246,7 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
                         hub.topics.hub_status(),
                         QoS::AtLeastOnce,
                         true,
-                        HubStatus::online(&hub.cfg.kid, SystemClock.now())
-                            .seal(&hub.cfg.kid, &hub.key),
+                        HubStatus::online(&hub.cfg.kid, clock.now()).seal(&hub.cfg.kid, &hub.key),
                     );
                 }
                 Some(SessionEvent::Message(p)) => pending.push_back(p),
@@ -269,7 +285,7 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
             // idempotent, so it is tried again.
             let started = Instant::now();
             let handled =
-                tokio::time::timeout(STORE_TIMEOUT, hub.handle_group(&group, SystemClock.now()))
+                tokio::time::timeout(STORE_TIMEOUT, hub.handle_group(&group, clock.now()))
                     .await
                     .unwrap_or_else(|_| {
                         Err(StoreError {
@@ -303,7 +319,7 @@ pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(
                 Err(e) => {
                     if failures == 0 {
                         error!(error = %e, waiting = pending.len(), "hub: the store fails; holding messages unacknowledged and trying again");
-                        telemetry.store_failing(Some(SystemClock.now()));
+                        telemetry.store_failing(Some(clock.now()));
                     }
                     failures = failures.saturating_add(1);
                     let wait =

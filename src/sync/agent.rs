@@ -25,7 +25,7 @@ use super::protocol::{Ack, BATCH_MAX, Backfill, Feed, HubStatus, HubTime, Record
 use super::verify::{
     check_feed, log_inconsistent_alert, proven_double_use, refused_alert, verify_hub_head,
 };
-use crate::clock::{Clock, SystemClock};
+
 use crate::clock_trust::{judge, sample_words};
 use crate::config::{MqttConfig, SyncConfig};
 use crate::in_force::PolicyInForce;
@@ -58,6 +58,8 @@ pub struct Agent {
     pub telemetry: Arc<crate::telemetry::Telemetry>,
     /// Woken by the ledger stage when it commits consumptions: they go out at once.
     pub committed: Arc<tokio::sync::Notify>,
+    /// Where the time is read.
+    pub clock: crate::clock::SharedClock,
 }
 
 /// Most record batches sent per tick, so a long backlog goes out in steps.
@@ -161,7 +163,7 @@ pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<boo
             SessionEvent::Connected => {
                 agent
                     .telemetry
-                    .link(crate::telemetry::LinkName::Uplink, true, SystemClock.now());
+                    .link(crate::telemetry::LinkName::Uplink, true, agent.clock.now());
                 st.sent_upto = 0;
                 st.last_progress = Instant::now();
                 st.resend_wait = resend_after;
@@ -191,7 +193,7 @@ pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<boo
             SessionEvent::Lost => {
                 agent
                     .telemetry
-                    .link(crate::telemetry::LinkName::Uplink, false, SystemClock.now())
+                    .link(crate::telemetry::LinkName::Uplink, false, agent.clock.now())
             }
             // Not a tracking session: never reported.
             SessionEvent::Sent(_) | SessionEvent::Acknowledged(_) => {}
@@ -308,7 +310,7 @@ impl Sync<'_> {
     }
 
     fn ask(&self, st: &mut State, after: u64) {
-        let issued_at = SystemClock.now();
+        let issued_at = self.agent.clock.now();
         let req = Backfill {
             checkpoint: self.agent.checkpoint.clone(),
             after,
@@ -334,7 +336,7 @@ impl Sync<'_> {
     /// The hub's sealed time in a backfill reply: judges this clock, if it
     /// answers the request this checkpoint made last (not a replay).
     fn judge_clock(&self, st: &mut State, sealed: &[u8], registry: &Registry) {
-        let now = SystemClock.now();
+        let now = self.agent.clock.now();
         let Ok(t) = HubTime::open(sealed, registry, now) else {
             // A hub key retired meanwhile, or a forgery: no judgement either way.
             return;
@@ -369,7 +371,7 @@ impl Sync<'_> {
 
     async fn on_ack(&self, ledger: &mut Ledger, st: &mut State, payload: &[u8]) {
         let cp = &self.agent.checkpoint;
-        let now = SystemClock.now();
+        let now = self.agent.clock.now();
         let ack = match Ack::open(payload, &self.registry(), now) {
             Ok(a) => a,
             Err(e) => {
@@ -419,7 +421,7 @@ impl Sync<'_> {
     }
 
     async fn on_feed(&self, ledger: &mut Ledger, st: &mut State, payload: &[u8], reply: bool) {
-        let now = SystemClock.now();
+        let now = self.agent.clock.now();
         let registry = self.registry();
         let feed = match Feed::decode(payload) {
             Ok(f) => f,
@@ -494,7 +496,7 @@ impl Sync<'_> {
 
     /// The hub came back: what waits goes at once, not after the back-off.
     fn on_hub_status(&self, ledger: &mut Ledger, st: &mut State, payload: &[u8]) {
-        let Ok(status) = HubStatus::open(payload, &self.registry(), SystemClock.now()) else {
+        let Ok(status) = HubStatus::open(payload, &self.registry(), self.agent.clock.now()) else {
             // Unsealed or stale: a hub status proves nothing, and costs nothing to ignore.
             self.agent.telemetry.refused("hub_status", "bad_signature");
             return;
@@ -554,7 +556,7 @@ impl Sync<'_> {
                     .await;
             }
         };
-        match blocking(|| ledger.witness_hub_head(&head, &note, SystemClock.now())) {
+        match blocking(|| ledger.witness_hub_head(&head, &note, self.agent.clock.now())) {
             Ok(conflicts) => self.conflicts(ledger, st, &conflicts, payload).await,
             Err(e) => error!(error = %e, "sync: cannot keep a witnessed hub head"),
         }
@@ -593,7 +595,7 @@ impl Sync<'_> {
                     .await
                 }
                 FeedConflict::LostOwn { .. } | FeedConflict::HubLog { .. } => {
-                    let now = SystemClock.now();
+                    let now = self.agent.clock.now();
                     let heads = match c {
                         FeedConflict::HubLog { head, earlier, .. } => {
                             let mut h = vec![head.clone()];
@@ -640,7 +642,7 @@ impl Sync<'_> {
         if alert.kind != AlertKind::DoubleUse {
             return;
         }
-        let now = SystemClock.now();
+        let now = self.agent.clock.now();
         match proven_double_use(&alert, &self.registry(), now) {
             Ok(rebuilt) => match blocking(|| ledger.queue_sync_alert(&rebuilt, now)) {
                 Ok(Some(publication)) => {
@@ -666,7 +668,7 @@ impl Sync<'_> {
         let Some(root) = &self.agent.policy_root else {
             return;
         };
-        let now = SystemClock.now();
+        let now = self.agent.clock.now();
         let p = match crate::bundle::open(bundle, root) {
             Ok(p) => p,
             Err(e) => {
@@ -713,7 +715,7 @@ impl Sync<'_> {
         payload: &[u8],
     ) {
         self.agent.telemetry.refused(message, reason);
-        let now = SystemClock.now();
+        let now = self.agent.clock.now();
         let Some(held_back) = st.throttle.admit(message, reason, now) else {
             return;
         };
