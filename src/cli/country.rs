@@ -60,6 +60,9 @@ pub enum DevAction {
     },
 }
 
+/// How long `dev declare` waits for a verdict before sending the declaration again.
+const RESEND_EVERY: Duration = Duration::from_secs(3);
+
 /// The two posts of the demonstration country.
 pub const POSTS: [&str; 2] = ["post-a", "post-b"];
 /// The kid the country's license issuer signs under.
@@ -450,8 +453,18 @@ async fn declare(cfg: &Config, payload: Vec<u8>, id: &str, wait: Duration) -> Re
     let mut verdict = None;
     // After the verdict, alerts about it (sent in the same commit) get a moment.
     let mut until = deadline;
+    // Design: a post that is starting may not have subscribed yet when the
+    // declaration arrives, and a broker drops what nobody is subscribed to.
+    // Without a verdict it is sent again; a post that has it already
+    // answers the redelivery with the stored verdict.
+    let mut again_at = tokio::time::Instant::now() + RESEND_EVERY;
     loop {
-        let (topic, payload) = match tokio::time::timeout_at(until, events.recv()).await {
+        let wake = if verdict.is_none() {
+            until.min(again_at)
+        } else {
+            until
+        };
+        let (topic, payload) = match tokio::time::timeout_at(wake, events.recv()).await {
             Ok(Some(Wire::Message(topic, payload))) => (topic, payload),
             Ok(Some(Wire::Connected)) => {
                 unreachable = None;
@@ -465,6 +478,12 @@ async fn declare(cfg: &Config, payload: Vec<u8>, id: &str, wait: Duration) -> Re
             }
             Ok(None) => bail!("the connection to {broker} ended"),
             Err(_) if verdict.is_some() => break,
+            Err(_) if tokio::time::Instant::now() < until => {
+                task.abort();
+                again_at = tokio::time::Instant::now() + RESEND_EVERY;
+                (events, task) = connect(cfg, &topics, payload.clone());
+                continue;
+            }
             Err(_) => {
                 task.abort();
                 match unreachable {

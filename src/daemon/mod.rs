@@ -140,12 +140,9 @@ pub async fn run_with_clock(
     let mut own_keys = policy.registry.all_checkpoint_keys(&cfg.checkpoint);
     own_keys.push(identity.key.verifying_key());
     if let Err(why) = ledger.check_own_head(&own_keys) {
-        return Err(LedgerError::Unusable {
-            path: cfg.ledger.clone(),
-            message: format!(
+        return Err(LedgerError::unusable(&cfg.ledger, crate::ledger::Operation::Open, format!(
                 "contradicts its own last signed head ({why}); examine it with `permitgate ledger check` and restore it from a backup"
-            ),
-        }
+            ))
         .into());
     }
     let check = integrity_check_in_background(&ledger, own_keys)?;

@@ -48,7 +48,7 @@ impl Batch<'_> {
             license_id,
             self.newest_decision_at,
         )
-        .map_err(sql(&self.path))
+        .map_err(sql(&self.path, super::Operation::Decide))
     }
 
     /// Writes a decision: audit row and its leaf, standing verdict,
@@ -79,11 +79,11 @@ impl Batch<'_> {
         if verdict.declaration_id.is_none() {
             return self
                 .record_unreadable(verdict, alert.as_ref(), now)
-                .map_err(sql(&path));
+                .map_err(sql(&path, super::Operation::Decide));
         }
         let (audit_id, verdict_json) = self
             .append_verdict(verdict, content_hash, now)
-            .map_err(sql(&path))?;
+            .map_err(sql(&path, super::Operation::Decide))?;
         if *claims_declaration_id
             && let (Some(id), Some(hash)) = (&verdict.declaration_id, content_hash)
         {
@@ -92,7 +92,7 @@ impl Batch<'_> {
                     "INSERT INTO declarations(declaration_id, content_hash, audit_id) VALUES (?1, ?2, ?3)",
                 )
                 .and_then(|mut st| st.execute(params![id, &hash[..], audit_id]))
-                .map_err(sql(&path))?;
+                .map_err(sql(&path, super::Operation::Decide))?;
         }
         let mut consumed_seq = None;
         if let (Some(c), Some(decl_id), Some(hash)) =
@@ -104,11 +104,11 @@ impl Batch<'_> {
             let n = self.append_leaf(&leaf).map_err(|e| e.into_ledger(&path))?;
             // The primary key makes a second consumption impossible even if a caller erred.
             self.tx.prepare_cached("INSERT INTO consumed(license_id, declaration_id, consumed_at, seq, audit_id, record, leaf) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)").and_then(|mut st| st.execute(params![c.license_id, decl_id, now, seq, audit_id, leaf, n as i64]))
-                .map_err(sql(&path))?;
+                .map_err(sql(&path, super::Operation::Decide))?;
             self.tx
                 .prepare_cached("INSERT INTO outbox(seq) VALUES (?1)")
                 .and_then(|mut st| st.execute([seq]))
-                .map_err(sql(&path))?;
+                .map_err(sql(&path, super::Operation::Decide))?;
             self.next_seq += 1;
             consumed_seq = Some(seq as u64);
         }
@@ -133,20 +133,20 @@ impl Batch<'_> {
         self.tx
             .prepare_cached("INSERT INTO publish_queue(kind, payload) VALUES (?1, ?2)")
             .and_then(|mut st| st.execute(params![kind.as_str(), payload]))
-            .map_err(sql(&self.path))?;
+            .map_err(sql(&self.path, super::Operation::Decide))?;
         Ok(self.tx.last_insert_rowid())
     }
 
     /// Removes publications the broker has acknowledged, as part of this batch.
     pub fn delete_publications(&mut self, ids: &[i64]) -> Result<(), LedgerError> {
-        super::delete_queued(&self.tx, ids).map_err(sql(&self.path))
+        super::delete_queued(&self.tx, ids).map_err(sql(&self.path, super::Operation::Decide))
     }
 
     /// Stores an alert.
     pub fn record_alert(&mut self, alert: &Alert, now: UnixTime) -> Result<(), LedgerError> {
         insert_alert(&self.tx, alert, now)
             .map(|_| ())
-            .map_err(sql(&self.path))
+            .map_err(sql(&self.path, super::Operation::Decide))
     }
 
     /// Appends a leaf to the checkpoint's log; returns its index.
@@ -221,9 +221,11 @@ impl Batch<'_> {
             self.tx
                 .prepare_cached("INSERT INTO log_heads(size, note) VALUES (?1, ?2)")
                 .and_then(|mut st| st.execute(params![size as i64, note]))
-                .map_err(sql(&path))?;
+                .map_err(sql(&path, super::Operation::Decide))?;
         }
-        self.tx.commit().map_err(sql(&path))
+        self.tx
+            .commit()
+            .map_err(sql(&path, super::Operation::Decide))
     }
 }
 
@@ -257,14 +259,14 @@ impl crate::merkle::MerkleError {
     /// As a ledger error naming the file.
     pub(super) fn into_ledger(self, path: &std::path::Path) -> LedgerError {
         match self {
-            crate::merkle::MerkleError::Sqlite(source) => LedgerError::Sqlite {
-                path: path.to_owned(),
-                source,
-            },
-            other => LedgerError::Unusable {
-                path: path.to_owned(),
-                message: format!("its log: {other}"),
-            },
+            crate::merkle::MerkleError::Sqlite(source) => LedgerError::new(
+                path,
+                super::Operation::Decide,
+                super::Failure::Sqlite(source),
+            ),
+            other => {
+                LedgerError::unusable(path, super::Operation::Decide, format!("its log: {other}"))
+            }
         }
     }
 }

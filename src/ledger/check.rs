@@ -73,14 +73,17 @@ impl Ledger {
         external: &[(String, String)],
     ) -> Result<Result<CheckReport, String>, LedgerError> {
         // One snapshot for every query: the daemon may be committing meanwhile.
-        let _snapshot = self.conn.unchecked_transaction().map_err(sql(&self.path))?;
+        let _snapshot = self
+            .conn
+            .unchecked_transaction()
+            .map_err(sql(&self.path, super::Operation::Log))?;
         let origin = checkpoint_origin(&self.checkpoint);
         let mut heads: Vec<(String, Head)> = Vec::new();
         let own: Vec<String> = self
             .conn
             .prepare("SELECT note FROM log_heads ORDER BY size")
             .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
-            .map_err(sql(&self.path))?;
+            .map_err(sql(&self.path, super::Operation::Log))?;
         for note in own.iter().rev().take(1) {
             match Head::open(note.as_bytes(), &origin, keys) {
                 Ok(h) => heads.push(("its own newest head".into(), h)),
@@ -104,7 +107,7 @@ impl Ledger {
                 [],
                 |r| r.get(0),
             )
-            .map_err(sql(&self.path))?;
+            .map_err(sql(&self.path, super::Operation::Log))?;
         if pending {
             return Ok(Err("verdicts written before the log have no leaves yet; start the daemon (or `decide`) once to upgrade".into()));
         }
@@ -121,19 +124,24 @@ impl Ledger {
         let mut leaves = self
             .conn
             .prepare("SELECT n, leaf FROM log_leaves ORDER BY n")
-            .map_err(sql(&self.path))?;
-        let mut rows = leaves.query([]).map_err(sql(&self.path))?;
+            .map_err(sql(&self.path, super::Operation::Log))?;
+        let mut rows = leaves
+            .query([])
+            .map_err(sql(&self.path, super::Operation::Log))?;
         let mut audit = self
             .conn
             .prepare("SELECT verdict_json, leaf FROM audit WHERE id = ?1")
-            .map_err(sql(&self.path))?;
+            .map_err(sql(&self.path, super::Operation::Log))?;
         let mut consumed = self
             .conn
             .prepare("SELECT seq, record, leaf FROM consumed WHERE license_id = ?1")
-            .map_err(sql(&self.path))?;
-        while let Some(r) = rows.next().map_err(sql(&self.path))? {
-            let n: i64 = r.get(0).map_err(sql(&self.path))?;
-            let leaf: Vec<u8> = r.get(1).map_err(sql(&self.path))?;
+            .map_err(sql(&self.path, super::Operation::Log))?;
+        while let Some(r) = rows
+            .next()
+            .map_err(sql(&self.path, super::Operation::Log))?
+        {
+            let n: i64 = r.get(0).map_err(sql(&self.path, super::Operation::Log))?;
+            let leaf: Vec<u8> = r.get(1).map_err(sql(&self.path, super::Operation::Log))?;
             if n as u64 != running.count {
                 return Ok(Err(format!(
                     "the log has no leaf {}: leaves were removed",
@@ -145,7 +153,7 @@ impl Ledger {
                 let row: Option<(String, Option<i64>)> = audit
                     .query_row([v.audit_id], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()
-                    .map_err(sql(&self.path))?;
+                    .map_err(sql(&self.path, super::Operation::Log))?;
                 match row {
                     None => {
                         return Ok(Err(format!(
@@ -167,7 +175,7 @@ impl Ledger {
                 let row: Option<(i64, Vec<u8>, Option<i64>)> = consumed
                     .query_row([&c.license_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .optional()
-                    .map_err(sql(&self.path))?;
+                    .map_err(sql(&self.path, super::Operation::Log))?;
                 match row {
                     None => {
                         return Ok(Err(format!(
@@ -209,7 +217,7 @@ impl Ledger {
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .map_err(sql(&self.path))?;
+            .map_err(sql(&self.path, super::Operation::Log))?;
         if audit_rows as u64 != verdicts {
             return Ok(Err(format!(
                 "the audit table holds {audit_rows} verdicts but the log {verdicts}: rows were added outside the log"

@@ -30,11 +30,14 @@ impl Ledger {
             .conn
             .prepare_cached("SELECT note FROM log_heads ORDER BY size DESC LIMIT 1")
             .and_then(|mut st| st.query_row([], |r| r.get(0)).optional())
-            .map_err(sql(&self.path))?;
+            .map_err(sql(&self.path, super::Operation::Log))?;
         let Some(note) = note else { return Ok(None) };
-        let head = Head::peek(note.as_bytes()).map_err(|e| LedgerError::Unusable {
-            path: self.path.clone(),
-            message: format!("its newest signed head is unreadable: {e}"),
+        let head = Head::peek(note.as_bytes()).map_err(|e| {
+            LedgerError::unusable(
+                &self.path,
+                super::Operation::Log,
+                format!("its newest signed head is unreadable: {e}"),
+            )
         })?;
         Ok(Some((head, note)))
     }
@@ -44,7 +47,7 @@ impl Ledger {
         self.conn
             .prepare_cached("SELECT note FROM log_heads WHERE size = ?1")
             .and_then(|mut st| st.query_row([size as i64], |r| r.get(0)).optional())
-            .map_err(sql(&self.path))
+            .map_err(sql(&self.path, super::Operation::Log))
     }
 
     /// Own records not yet in the hub's log with `seq > after`, up to
@@ -56,7 +59,10 @@ impl Ledger {
     ) -> Result<Option<OutboxProofs>, LedgerError> {
         let path = self.path.clone();
         // One read transaction: the head and the proofs see the same log.
-        let tx = self.conn.transaction().map_err(sql(&path))?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sql(&path, super::Operation::Log))?;
         let note: Option<String> = tx
             .query_row(
                 "SELECT note FROM log_heads ORDER BY size DESC LIMIT 1",
@@ -64,11 +70,14 @@ impl Ledger {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(sql(&path))?;
+            .map_err(sql(&path, super::Operation::Log))?;
         let Some(note) = note else { return Ok(None) };
-        let head = Head::peek(note.as_bytes()).map_err(|e| LedgerError::Unusable {
-            path: path.clone(),
-            message: format!("its newest signed head is unreadable: {e}"),
+        let head = Head::peek(note.as_bytes()).map_err(|e| {
+            LedgerError::unusable(
+                &path,
+                super::Operation::Log,
+                format!("its newest signed head is unreadable: {e}"),
+            )
         })?;
         let rows: Vec<(u64, u64, Vec<u8>)> = tx
             .prepare_cached(
@@ -81,7 +90,7 @@ impl Ledger {
                 )?
                 .collect()
             })
-            .map_err(sql(&path))?;
+            .map_err(sql(&path, super::Operation::Log))?;
         let log = SqlLog::new(&tx, LOG);
         let mut records = Vec::with_capacity(rows.len());
         for (seq, n, leaf) in rows {
@@ -121,17 +130,20 @@ impl Ledger {
                 [],
                 |r| r.get(0),
             )
-            .map_err(sql(&path))?;
+            .map_err(sql(&path, super::Operation::Log))?;
         if !pending {
             return Ok(0);
         }
         let checkpoint = self.checkpoint.clone();
-        let tx = self.conn.transaction().map_err(sql(&path))?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sql(&path, super::Operation::Log))?;
         let mut n: u64 = tx
             .query_row("SELECT COALESCE(MAX(n) + 1, 0) FROM log_leaves", [], |r| {
                 r.get::<_, i64>(0)
             })
-            .map_err(sql(&path))? as u64;
+            .map_err(sql(&path, super::Operation::Log))? as u64;
         let start = n;
         type Row = (i64, i64, Option<Vec<u8>>, String);
         let rows: Vec<Row> = tx
@@ -140,7 +152,7 @@ impl Ledger {
                 st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                     .collect()
             })
-            .map_err(sql(&path))?;
+            .map_err(sql(&path, super::Operation::Log))?;
         let log = SqlLog::new(&tx, LOG);
         let append = |leaf: &[u8], n: &mut u64| -> Result<u64, LedgerError> {
             log.append(*n, leaf_hash(leaf))
@@ -149,7 +161,7 @@ impl Ledger {
                 "INSERT INTO log_leaves(n, leaf) VALUES (?1, ?2)",
                 params![*n as i64, leaf],
             )
-            .map_err(sql(&path))?;
+            .map_err(sql(&path, super::Operation::Log))?;
             *n += 1;
             Ok(*n - 1)
         };
@@ -167,7 +179,7 @@ impl Ledger {
                 "UPDATE audit SET leaf = ?1 WHERE id = ?2",
                 params![at as i64, id],
             )
-            .map_err(sql(&path))?;
+            .map_err(sql(&path, super::Operation::Log))?;
             let consumed: Option<(String, String, i64, i64, Vec<u8>)> = tx
                 .query_row(
                     "SELECT license_id, declaration_id, consumed_at, seq, record FROM consumed WHERE audit_id = ?1",
@@ -175,7 +187,7 @@ impl Ledger {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .optional()
-                .map_err(sql(&path))?;
+                .map_err(sql(&path, super::Operation::Log))?;
             let Some((license_id, declaration_id, consumed_at, seq, old)) = consumed else {
                 continue;
             };
@@ -206,9 +218,9 @@ impl Ledger {
                 "UPDATE consumed SET leaf = ?1, record = ?2 WHERE seq = ?3",
                 params![at as i64, leaf, seq],
             )
-            .map_err(sql(&path))?;
+            .map_err(sql(&path, super::Operation::Log))?;
             tx.execute("INSERT OR IGNORE INTO outbox(seq) VALUES (?1)", [seq])
-                .map_err(sql(&path))?;
+                .map_err(sql(&path, super::Operation::Log))?;
         }
         let root = log.root(n).map_err(|e| e.into_ledger(&path))?;
         let note = Head {
@@ -222,8 +234,8 @@ impl Ledger {
             "INSERT OR REPLACE INTO log_heads(size, note) VALUES (?1, ?2)",
             params![n as i64, note],
         )
-        .map_err(sql(&path))?;
-        tx.commit().map_err(sql(&path))?;
+        .map_err(sql(&path, super::Operation::Log))?;
+        tx.commit().map_err(sql(&path, super::Operation::Log))?;
         Ok(n - start)
     }
 
@@ -256,7 +268,7 @@ impl Ledger {
                 "INSERT INTO meta(key, value) VALUES ('clock_floor', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 [(batch.next_audit_id - 1).to_string()],
             )
-            .map_err(sql(&path))?;
+            .map_err(sql(&path, super::Operation::Log))?;
         batch.commit()?;
         Ok(newest_before)
     }

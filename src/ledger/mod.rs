@@ -29,46 +29,86 @@ use crate::clock::UnixTime;
 use crate::decision::{LedgerFacts, LicenseUse, PriorDecision};
 use crate::verdict::Alert;
 
-/// A ledger operation that failed.
+/// A ledger operation that failed: the ledger's file (said once), what
+/// was being done, and what went wrong.
 #[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
+#[error("ledger {path}: {operation}: {failure}")]
+pub struct LedgerError {
+    /// The ledger file.
+    pub path: PathBuf,
+    /// What was being done.
+    pub operation: Operation,
+    /// What went wrong.
+    #[source]
+    pub failure: Failure,
+}
+
+/// The ledger operations, as errors name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Opening, creating, claiming or checking the file.
+    Open,
+    /// Deciding and committing a batch.
+    Decide,
+    /// Reading for reports, exports and status.
+    Read,
+    /// The queue of verdicts and alerts for the broker.
+    Publish,
+    /// Storing what the hub sent, and what goes to it.
+    Sync,
+    /// The signed log and its checks.
+    Log,
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Operation::Open => "opening",
+            Operation::Decide => "deciding",
+            Operation::Read => "reading",
+            Operation::Publish => "the publication queue",
+            Operation::Sync => "sync",
+            Operation::Log => "its signed log",
+        })
+    }
+}
+
+/// What went wrong in a ledger operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
     /// SQLite reported an error.
-    #[error("ledger {path}: {source}")]
-    Sqlite {
-        /// The ledger file.
-        path: PathBuf,
-        /// SQLite's error.
-        source: rusqlite::Error,
-    },
-    /// What the ledger read could not be written out (an export, a report).
-    #[error("writing what ledger {path} holds: {source}")]
-    Output {
-        /// The ledger file.
-        path: PathBuf,
-        /// Why the write failed (a closed pipe, a full disk).
-        source: std::io::Error,
-    },
-    /// The file is not a usable ledger.
-    #[error("ledger {path}: {message}")]
-    Unusable {
-        /// The ledger file.
-        path: PathBuf,
-        /// Why.
-        message: String,
-    },
+    #[error(transparent)]
+    Sqlite(rusqlite::Error),
+    /// What was read could not be written out (a closed pipe, a full disk).
+    #[error("writing what it holds: {0}")]
+    Output(#[source] std::io::Error),
+    /// The file is not a usable ledger, and why.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 impl LedgerError {
+    /// The error of `operation` on the ledger at `path`.
+    pub fn new(path: &Path, operation: Operation, failure: Failure) -> LedgerError {
+        LedgerError {
+            path: path.to_owned(),
+            operation,
+            failure,
+        }
+    }
+
+    /// The file at `path` is not a usable ledger for `operation`, because `why`.
+    pub fn unusable(path: &Path, operation: Operation, why: impl Into<String>) -> LedgerError {
+        LedgerError::new(path, operation, Failure::Unusable(why.into()))
+    }
+
     /// Whether the storage failed (disk full, read-only, I/O error, held
     /// locked) rather than the data: the same write may succeed later.
     pub fn is_storage_fault(&self) -> bool {
         use rusqlite::ErrorCode as C;
         matches!(
-            self,
-            LedgerError::Sqlite {
-                source: rusqlite::Error::SqliteFailure(e, _),
-                ..
-            } if matches!(
+            &self.failure,
+            Failure::Sqlite(rusqlite::Error::SqliteFailure(e, _)) if matches!(
                 e.code,
                 C::DiskFull
                     | C::ReadOnly
@@ -179,7 +219,7 @@ impl Ledger {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sql(&path))?;
+            .map_err(sql(&path, Operation::Decide))?;
         // Read once per batch; the batch keeps them as it appends.
         let next = (|| -> rusqlite::Result<(i64, i64, i64, Option<UnixTime>)> {
             let audit_id = tx
@@ -193,7 +233,7 @@ impl Ledger {
                 .query_row([], |r| r.get(0))?;
             Ok((audit_id, seq, leaf, newest_decision_at(&tx)?))
         })()
-        .map_err(sql(&path))?;
+        .map_err(sql(&path, Operation::Decide))?;
         Ok(Batch {
             tx,
             path,
@@ -225,7 +265,7 @@ impl Ledger {
                     newest,
                 )
             })
-            .map_err(sql(&self.path))
+            .map_err(sql(&self.path, Operation::Read))
     }
 }
 
@@ -325,11 +365,12 @@ pub(super) fn facts(
     })
 }
 
-pub(super) fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
-    move |source| LedgerError::Sqlite {
-        path: path.to_owned(),
-        source,
-    }
+/// Maps SQLite's errors in `operation` on the ledger at `path`.
+pub(super) fn sql(
+    path: &Path,
+    operation: Operation,
+) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
+    move |source| LedgerError::new(path, operation, Failure::Sqlite(source))
 }
 
 #[cfg(test)]

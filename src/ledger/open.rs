@@ -23,29 +23,34 @@ impl Ledger {
     pub fn open_checking_later(path: &Path, checkpoint: &str) -> Result<Ledger, LedgerError> {
         let marker = damage_marker(path);
         if let Ok(why) = std::fs::read_to_string(&marker) {
-            return Err(LedgerError::Unusable {
-                path: path.to_owned(),
-                message: format!(
+            return Err(LedgerError::unusable(
+                path,
+                Operation::Open,
+                format!(
                     "failed its integrity check ({}); restore it from a backup, then remove {}",
                     why.trim(),
                     marker.display()
                 ),
-            });
+            ));
         }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| LedgerError::Unusable {
-                path: path.to_owned(),
-                message: format!("cannot create its directory: {e}"),
+            std::fs::create_dir_all(dir).map_err(|e| {
+                LedgerError::unusable(
+                    path,
+                    Operation::Open,
+                    format!("cannot create its directory: {e}"),
+                )
             })?;
         }
-        let conn = Connection::open(path).map_err(sql(path))?;
+        let conn = Connection::open(path).map_err(sql(path, Operation::Open))?;
         // SQLite quietly opens a write-protected file read-only; every
         // decision would then fail. Refuse at start instead.
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
-            return Err(LedgerError::Unusable {
-                path: path.to_owned(),
-                message: "read-only (file permissions or a read-only filesystem); the daemon must be able to write it".into(),
-            });
+            return Err(LedgerError::unusable(
+                path,
+                Operation::Open,
+                "read-only (file permissions or a read-only filesystem); the daemon must be able to write it",
+            ));
         }
         let mut ledger = Ledger {
             conn,
@@ -61,7 +66,7 @@ impl Ledger {
     /// task). The file was checked and migrated when this one opened, so
     /// neither is done again: on a large ledger they cost seconds.
     pub fn second_handle(&self) -> Result<Ledger, LedgerError> {
-        let conn = Connection::open(&self.path).map_err(sql(&self.path))?;
+        let conn = Connection::open(&self.path).map_err(sql(&self.path, Operation::Open))?;
         let ledger = Ledger {
             conn,
             path: self.path.clone(),
@@ -71,7 +76,7 @@ impl Ledger {
         ledger
             .conn
             .pragma_update(None, "synchronous", "FULL")
-            .map_err(sql(&self.path))?;
+            .map_err(sql(&self.path, Operation::Open))?;
         Ok(ledger)
     }
 
@@ -81,7 +86,7 @@ impl Ledger {
             return Ok(None);
         }
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(sql(path))?;
+            .map_err(sql(path, Operation::Open))?;
         let mut ledger = Ledger {
             conn,
             path: path.to_owned(),
@@ -90,17 +95,14 @@ impl Ledger {
         ledger.setup(false)?;
         ledger.quick_check()?;
         ledger.checkpoint = stored_checkpoint(&ledger.conn)
-            .map_err(sql(path))?
+            .map_err(sql(path, Operation::Open))?
             .unwrap_or_default();
         Ok(Some(ledger))
     }
 
     fn setup(&mut self, writable: bool) -> Result<(), LedgerError> {
         let p = self.path.clone();
-        let unusable = |message: String| LedgerError::Unusable {
-            path: p.clone(),
-            message,
-        };
+        let unusable = |message: String| LedgerError::unusable(&p, Operation::Open, message);
         // A foreign or truncated file fails here, loudly; it is never recreated.
         self.conn
             .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| {
@@ -111,16 +113,16 @@ impl Ledger {
         if writable {
             self.conn
                 .pragma_update(None, "journal_mode", "WAL")
-                .map_err(sql(&self.path))?;
+                .map_err(sql(&self.path, Operation::Open))?;
             self.conn
                 .pragma_update(None, "synchronous", "FULL")
-                .map_err(sql(&self.path))?;
+                .map_err(sql(&self.path, Operation::Open))?;
             schema::migrate(&mut self.conn).map_err(unusable)?;
         } else {
             let v: i64 = self
                 .conn
                 .query_row("PRAGMA user_version", [], |r| r.get(0))
-                .map_err(sql(&self.path))?;
+                .map_err(sql(&self.path, Operation::Open))?;
             if v != schema::CURRENT {
                 return Err(unusable(format!(
                     "schema version {v}, this build reads {}",
@@ -136,7 +138,11 @@ impl Ledger {
     /// at every later start until an operator restores it.
     pub fn integrity_check(&self) -> Result<(), LedgerError> {
         let result = self.quick_check();
-        if let Err(LedgerError::Unusable { message, .. }) = &result {
+        if let Err(LedgerError {
+            failure: Failure::Unusable(message),
+            ..
+        }) = &result
+        {
             // Best effort: the error itself is reported either way.
             let _ = std::fs::write(damage_marker(&self.path), format!("{message}\n"));
         }
@@ -147,17 +153,12 @@ impl Ledger {
     /// returns the error that says so.
     pub fn mark_damaged(&self, why: &str) -> LedgerError {
         let _ = std::fs::write(damage_marker(&self.path), format!("{why}\n"));
-        LedgerError::Unusable {
-            path: self.path.clone(),
-            message: why.to_owned(),
-        }
+        LedgerError::unusable(&self.path, Operation::Open, why.to_owned())
     }
 
     fn quick_check(&self) -> Result<(), LedgerError> {
-        let unusable = |message: String| LedgerError::Unusable {
-            path: self.path.clone(),
-            message,
-        };
+        let unusable =
+            |message: String| LedgerError::unusable(&self.path, Operation::Open, message);
         let check: String = self
             .conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
@@ -168,7 +169,7 @@ impl Ledger {
                 {
                     unusable(format!("integrity check failed: {e}"))
                 }
-                e => sql(&self.path)(e),
+                e => sql(&self.path, Operation::Open)(e),
             })?;
         if check != "ok" {
             return Err(unusable(format!("integrity check failed: {check}")));
@@ -185,7 +186,7 @@ impl Ledger {
     fn configure(&self) -> Result<(), LedgerError> {
         self.conn
             .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sql(&self.path))?;
+            .map_err(sql(&self.path, Operation::Open))?;
         // The decision path alone uses more than rusqlite's default 16
         // cached statements; an evicted one is parsed again per decision.
         self.conn.set_prepared_statement_cache_capacity(64);
@@ -194,19 +195,20 @@ impl Ledger {
 
     /// Records the checkpoint id on first use; refuses a ledger of another checkpoint.
     fn claim(&mut self, checkpoint: &str) -> Result<(), LedgerError> {
-        let owner = stored_checkpoint(&self.conn).map_err(sql(&self.path))?;
+        let owner = stored_checkpoint(&self.conn).map_err(sql(&self.path, Operation::Open))?;
         match owner {
-            Some(o) if o != checkpoint => Err(LedgerError::Unusable {
-                path: self.path.clone(),
-                message: format!("belongs to checkpoint `{o}`, not `{checkpoint}`"),
-            }),
+            Some(o) if o != checkpoint => Err(LedgerError::unusable(
+                &self.path,
+                Operation::Open,
+                format!("belongs to checkpoint `{o}`, not `{checkpoint}`"),
+            )),
             Some(_) => Ok(()),
             None => self
                 .conn
                 .prepare_cached("INSERT INTO meta(key, value) VALUES ('checkpoint', ?1)")
                 .and_then(|mut st| st.execute([checkpoint]))
                 .map(|_| ())
-                .map_err(sql(&self.path)),
+                .map_err(sql(&self.path, Operation::Open)),
         }
     }
 }

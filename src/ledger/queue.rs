@@ -16,7 +16,7 @@ impl Ledger {
             .prepare_cached(
                 "SELECT id, kind, payload FROM publish_queue WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
             )
-            .map_err(sql(&self.path))?;
+            .map_err(sql(&self.path, Operation::Publish))?;
         stmt.query_map((after, upto, limit as i64), |r| {
             Ok(Publication {
                 id: r.get(0)?,
@@ -25,7 +25,7 @@ impl Ledger {
             })
         })
         .and_then(|rows| rows.collect())
-        .map_err(sql(&self.path))
+        .map_err(sql(&self.path, Operation::Publish))
     }
 
     /// The newest queued publication's id (0 when the queue is empty).
@@ -34,13 +34,16 @@ impl Ledger {
             .query_row("SELECT COALESCE(MAX(id), 0) FROM publish_queue", [], |r| {
                 r.get(0)
             })
-            .map_err(sql(&self.path))
+            .map_err(sql(&self.path, Operation::Publish))
     }
 
     /// Removes publications the broker has acknowledged.
     pub fn delete_publications(&mut self, ids: &[i64]) -> Result<(), LedgerError> {
-        let tx = self.conn.transaction().map_err(sql(&self.path))?;
-        delete_queued(&tx, ids).map_err(sql(&self.path))?;
-        tx.commit().map_err(sql(&self.path))
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sql(&self.path, Operation::Publish))?;
+        delete_queued(&tx, ids).map_err(sql(&self.path, Operation::Publish))?;
+        tx.commit().map_err(sql(&self.path, Operation::Publish))
     }
 }

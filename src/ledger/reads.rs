@@ -69,7 +69,7 @@ impl Ledger {
                 "verdicts": verdicts,
             }))
         };
-        q().map_err(sql(&self.path))
+        q().map_err(sql(&self.path, Operation::Read))
     }
 
     /// Calls `f` with each audit row in order: (id, verdict JSON).
@@ -96,13 +96,13 @@ impl Ledger {
                  AND (?3 IS NULL OR json_extract(verdict_json, '$.exporter') = ?3 \
                       OR json_extract(verdict_json, '$.end_user') = ?3) ORDER BY id",
             )
-            .map_err(sql(&self.path))?;
+            .map_err(sql(&self.path, Operation::Read))?;
         let mut rows = stmt
             .query(params![since, until, party])
-            .map_err(sql(&self.path))?;
-        while let Some(r) = rows.next().map_err(sql(&self.path))? {
-            let id: i64 = r.get(0).map_err(sql(&self.path))?;
-            let json: String = r.get(1).map_err(sql(&self.path))?;
+            .map_err(sql(&self.path, Operation::Read))?;
+        while let Some(r) = rows.next().map_err(sql(&self.path, Operation::Read))? {
+            let id: i64 = r.get(0).map_err(sql(&self.path, Operation::Read))?;
+            let json: String = r.get(1).map_err(sql(&self.path, Operation::Read))?;
             f(id, &json).map_err(|e| self.export_error(e))?;
         }
         Ok(())
@@ -119,20 +119,19 @@ impl Ledger {
             .prepare(
                 "SELECT alert_json FROM alerts WHERE raised_at >= ?1 AND raised_at < ?2 ORDER BY id",
             )
-            .map_err(sql(&self.path))?;
-        let mut rows = stmt.query(params![since, until]).map_err(sql(&self.path))?;
-        while let Some(r) = rows.next().map_err(sql(&self.path))? {
-            let json: String = r.get(0).map_err(sql(&self.path))?;
+            .map_err(sql(&self.path, Operation::Read))?;
+        let mut rows = stmt
+            .query(params![since, until])
+            .map_err(sql(&self.path, Operation::Read))?;
+        while let Some(r) = rows.next().map_err(sql(&self.path, Operation::Read))? {
+            let json: String = r.get(0).map_err(sql(&self.path, Operation::Read))?;
             f(&json).map_err(|e| self.export_error(e))?;
         }
         Ok(())
     }
 
     fn export_error(&self, e: std::io::Error) -> LedgerError {
-        LedgerError::Output {
-            path: self.path.clone(),
-            source: e,
-        }
+        LedgerError::new(&self.path, Operation::Read, Failure::Output(e))
     }
 
     /// Counts for status displays: (verdicts, consumed licenses, outbox depth).
@@ -152,7 +151,7 @@ impl Ledger {
                     })
                 },
             )
-            .map_err(sql(&self.path))
+            .map_err(sql(&self.path, Operation::Read))
     }
 
     /// Unreadable payloads received in all (kept and dropped), and how many were dropped under the cap.
@@ -163,7 +162,7 @@ impl Ledger {
                 [],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64)),
             )
-            .map_err(sql(&self.path))
+            .map_err(sql(&self.path, Operation::Read))
     }
 
     /// The newest `n` verdicts, newest first (for the gate console).
@@ -184,14 +183,17 @@ impl Ledger {
         sql_text: &str,
         n: usize,
     ) -> Result<Vec<T>, LedgerError> {
-        let mut st = self.conn.prepare(sql_text).map_err(sql(&self.path))?;
+        let mut st = self
+            .conn
+            .prepare(sql_text)
+            .map_err(sql(&self.path, Operation::Read))?;
         let rows = st
             .query_map([n as i64], |r| r.get::<_, String>(0))
-            .map_err(sql(&self.path))?;
+            .map_err(sql(&self.path, Operation::Read))?;
         let mut out = Vec::new();
         for json in rows {
             // A row this build cannot read is skipped, not fatal: the console is a view.
-            if let Ok(v) = serde_json::from_str(&json.map_err(sql(&self.path))?) {
+            if let Ok(v) = serde_json::from_str(&json.map_err(sql(&self.path, Operation::Read))?) {
                 out.push(v);
             }
         }
@@ -205,6 +207,6 @@ impl Ledger {
                 "SELECT consumed_at FROM consumed WHERE seq = (SELECT MIN(seq) FROM outbox)",
             )
             .and_then(|mut st| st.query_row([], |r| r.get(0)).optional())
-            .map_err(sql(&self.path))
+            .map_err(sql(&self.path, Operation::Read))
     }
 }

@@ -120,7 +120,7 @@ impl Ledger {
                 [seq.to_string()],
             )
             .map(|_| ())
-            .map_err(sql(&self.path))
+            .map_err(sql(&self.path, super::Operation::Sync))
     }
 
     /// The highest own record ever sent to the hub (0: none).
@@ -138,7 +138,7 @@ impl Ledger {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(sql(&self.path))
+            .map_err(sql(&self.path, super::Operation::Sync))
     }
 
     /// Keeps the head the hub's acknowledgement says it holds.
@@ -149,7 +149,7 @@ impl Ledger {
                 [note],
             )
             .map(|_| ())
-            .map_err(sql(&self.path))
+            .map_err(sql(&self.path, super::Operation::Sync))
     }
 
     fn meta_int(&self, key: &str) -> Result<i64, LedgerError> {
@@ -161,7 +161,7 @@ impl Ledger {
             )
             .optional()
             .map(|v| v.unwrap_or(0))
-            .map_err(sql(&self.path))
+            .map_err(sql(&self.path, super::Operation::Sync))
     }
 
     /// Records waiting for the hub's log.
@@ -169,12 +169,12 @@ impl Ledger {
         self.conn
             .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
-            .map_err(sql(&self.path))
+            .map_err(sql(&self.path, super::Operation::Sync))
     }
 
     /// Every feed entry up to this global number is held here.
     pub fn feed_high_water(&self) -> Result<u64, LedgerError> {
-        high_water(&self.conn).map_err(sql(&self.path))
+        high_water(&self.conn).map_err(sql(&self.path, super::Operation::Sync))
     }
 
     /// The newest hub head the replica matched, if any (signed note).
@@ -186,7 +186,7 @@ impl Ledger {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(sql(&self.path))
+            .map_err(sql(&self.path, super::Operation::Sync))
     }
 
     /// Stores verified feed entries and the verified hub head they came
@@ -210,7 +210,7 @@ impl Ledger {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sql(&path))?;
+            .map_err(sql(&path, super::Operation::Sync))?;
         let mut out = FeedOutcome::default();
         for e in entries {
             let rec = &e.record;
@@ -222,7 +222,7 @@ impl Ledger {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()
-                .map_err(sql(&path))?;
+                .map_err(sql(&path, super::Operation::Sync))?;
             if let Some((cp, seq)) = held_at_g
                 && (cp != rec.checkpoint || seq as u64 != rec.seq)
             {
@@ -247,7 +247,7 @@ impl Ledger {
                 )
             }
             .optional()
-            .map_err(sql(&path))?;
+            .map_err(sql(&path, super::Operation::Sync))?;
             if held_record.as_ref().is_some_and(|h| h != leaf) {
                 out.conflicts.push(FeedConflict::Record {
                     checkpoint: rec.checkpoint.clone(),
@@ -260,13 +260,13 @@ impl Ledger {
                     "INSERT OR IGNORE INTO hub_feed(g, checkpoint, seq, leaf) VALUES (?1, ?2, ?3, ?4)",
                     params![e.g as i64, rec.checkpoint, rec.seq as i64, leaf],
                 )
-                .map_err(sql(&path))?;
+                .map_err(sql(&path, super::Operation::Sync))?;
             out.stored += new;
             if rec.checkpoint == here && held_record.is_some() {
                 // Verified in the hub's log: it may leave the outbox.
                 out.included += tx
                     .execute("DELETE FROM outbox WHERE seq = ?1", [rec.seq as i64])
-                    .map_err(sql(&path))?;
+                    .map_err(sql(&path, super::Operation::Sync))?;
                 continue;
             }
             if rec.checkpoint == here && new > 0 {
@@ -285,7 +285,7 @@ impl Ledger {
                     "INSERT OR IGNORE INTO remote_consumptions(checkpoint, seq, license_id, declaration_id, consumed_at, record, received_at, proven) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![rec.checkpoint, rec.seq as i64, rec.license_id, rec.declaration_id, rec.consumed_at, leaf, now, proven],
                 )
-                .map_err(sql(&path))?;
+                .map_err(sql(&path, super::Operation::Sync))?;
             if inserted == 0 {
                 continue;
             }
@@ -295,18 +295,18 @@ impl Ledger {
                 out.publications.push(p);
             }
         }
-        out.high_water = advance_high_water(&tx).map_err(sql(&path))?;
+        out.high_water = advance_high_water(&tx).map_err(sql(&path, super::Operation::Sync))?;
         let replica = grow_replica(&tx, out.high_water).map_err(|e| e.into_ledger(&path))?;
         if let Some((head, note)) = hub_head {
             tx.execute(
                 "INSERT OR IGNORE INTO hub_heads(size, root, note, received_at) VALUES (?1, ?2, ?3, ?4)",
                 params![head.size as i64, &head.root.0[..], note, now],
             )
-            .map_err(sql(&path))?;
+            .map_err(sql(&path, super::Operation::Sync))?;
         }
         out.conflicts
             .extend(check_hub_heads(&tx, replica).map_err(|e| e.into_ledger(&path))?);
-        tx.commit().map_err(sql(&path))?;
+        tx.commit().map_err(sql(&path, super::Operation::Sync))?;
         Ok(out)
     }
 
@@ -332,9 +332,12 @@ impl Ledger {
         now: UnixTime,
     ) -> Result<Option<Publication>, LedgerError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(sql(&path))?;
-        let p = queue_alert(&tx, alert, now).map_err(sql(&path))?;
-        tx.commit().map_err(sql(&path))?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sql(&path, super::Operation::Sync))?;
+        let p = queue_alert(&tx, alert, now).map_err(sql(&path, super::Operation::Sync))?;
+        tx.commit().map_err(sql(&path, super::Operation::Sync))?;
         Ok(p)
     }
 
@@ -366,7 +369,7 @@ impl Ledger {
             .conn
             .prepare("SELECT proven FROM remote_consumptions WHERE license_id = ?1 AND proven IS NOT NULL ORDER BY consumed_at")
             .and_then(|mut st| st.query_map([license], |r| r.get(0))?.collect())
-            .map_err(sql(&path))?;
+            .map_err(sql(&path, super::Operation::Sync))?;
         provens.extend(remote.iter().filter_map(|j| serde_json::from_str(j).ok()));
         let hub_head: Option<(i64, String)> = self
             .conn
@@ -376,7 +379,7 @@ impl Ledger {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
-            .map_err(sql(&path))?;
+            .map_err(sql(&path, super::Operation::Sync))?;
         for p in provens {
             let mut hub = None;
             if let (Some((size, note)), Ok(rec)) =
@@ -390,7 +393,7 @@ impl Ledger {
                         |r| r.get(0),
                     )
                     .optional()
-                    .map_err(sql(&path))?;
+                    .map_err(sql(&path, super::Operation::Sync))?;
                 if let Some(g) = g.filter(|g| *g >= 1 && *g <= *size) {
                     let proof = SqlLog::new(&self.conn, HUB_LOG)
                         .prove_inclusion(g as u64 - 1, *size as u64)
@@ -566,7 +569,7 @@ impl Ledger {
                 params![version as i64, bundle, now],
             )
             .map(|_| ())
-            .map_err(sql(&self.path))
+            .map_err(sql(&self.path, super::Operation::Sync))
     }
 
     /// The newest stored policy bundle.
@@ -578,7 +581,7 @@ impl Ledger {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(sql(&self.path))
+            .map_err(sql(&self.path, super::Operation::Sync))
     }
 }
 
