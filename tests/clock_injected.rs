@@ -2,19 +2,14 @@
 //! that clock says, and moving the clock moves its decisions (a license
 //! past its `exp` is refused), with no change to the machine's clock.
 
+mod common;
+
+use common::free_port;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use permitgate::clock::{FixedClock, parse_rfc3339};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `permitgate dev declare` against the daemon; the verdict it prints.
 async fn declare(cfg: &Path, declaration: &Path, id: &str) -> serde_json::Value {

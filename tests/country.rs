@@ -2,6 +2,9 @@
 //! starts a broker, a hub and two posts; a license used at post-a is
 //! refused at post-b with the evidence of the first use; Ctrl-C stops all.
 
+mod common;
+
+use common::free_port;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,14 +15,6 @@ fn pg(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Polls `check` until it holds or `secs` pass.

@@ -99,7 +99,11 @@ pub(super) fn ledger_stage(
             .then(|| {
                 commit_batch(
                     &mut ledger,
-                    (&policy, telemetry.clock.status(), &*clock),
+                    Rules {
+                        policy: &policy,
+                        clock_status: telemetry.clock.status(),
+                        clock: &*clock,
+                    },
                     &identity,
                     &prepared,
                     &delivered,
@@ -181,6 +185,18 @@ pub(super) fn delete_delivered(ledger: &mut Ledger, delivered: &mut Vec<i64>) {
 pub(super) const FAULT_RETRY: (Duration, Duration) =
     (Duration::from_millis(250), Duration::from_secs(5));
 
+/// What a batch is decided under: the policy, what the hub's signed time
+/// says of this clock, and the clock itself.
+#[derive(Clone, Copy)]
+pub(super) struct Rules<'a> {
+    /// The policy in force.
+    pub(super) policy: &'a crate::policy::Policy,
+    /// What the hub's signed time says of this clock.
+    pub(super) clock_status: crate::clock_trust::ClockStatus,
+    /// Where the time is read.
+    pub(super) clock: &'a dyn Clock,
+}
+
 /// Decides and commits one batch. While the storage fails (disk full,
 /// read-only) it holds the batch and tries again, reporting the fault and
 /// the recovery to the connection task, until it commits or the daemon
@@ -192,11 +208,7 @@ pub(super) const FAULT_RETRY: (Duration, Duration) =
 /// process dies meanwhile.
 pub(super) fn commit_batch(
     ledger: &mut Ledger,
-    (policy, clock, time): (
-        &crate::policy::Policy,
-        crate::clock_trust::ClockStatus,
-        &dyn Clock,
-    ),
+    rules: Rules<'_>,
     identity: &Identity,
     prepared: &[gate::Prepared],
     delivered: &[i64],
@@ -206,7 +218,7 @@ pub(super) fn commit_batch(
     let mut wait = FAULT_RETRY.0;
     let mut faulted = false;
     loop {
-        match decide_batch(ledger, (policy, clock, time), identity, prepared, delivered) {
+        match decide_batch(ledger, rules, identity, prepared, delivered) {
             Ok(out) => {
                 if faulted {
                     info!(
@@ -242,16 +254,17 @@ pub(super) fn commit_batch(
 
 pub(super) fn decide_batch(
     ledger: &mut Ledger,
-    (policy, clock, time): (
-        &crate::policy::Policy,
-        crate::clock_trust::ClockStatus,
-        &dyn Clock,
-    ),
+    rules: Rules<'_>,
     identity: &Identity,
     prepared: &[gate::Prepared],
     delivered: &[i64],
 ) -> Result<Committed, LedgerError> {
-    let now = time.now();
+    let Rules {
+        policy,
+        clock_status,
+        clock,
+    } = rules;
+    let now = clock.now();
     let mut added = Counts {
         verdicts: 0,
         consumed: 0,
@@ -259,7 +272,7 @@ pub(super) fn decide_batch(
         policy_version: policy.version,
     };
     let mut batch = ledger.begin(identity)?;
-    batch.clock = clock;
+    batch.clock = clock_status;
     batch.delete_publications(delivered)?;
     let mut publications = Vec::with_capacity(prepared.len());
     let mut decided = Vec::with_capacity(prepared.len());
