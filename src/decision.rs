@@ -126,6 +126,7 @@ pub fn malformed(
             policy_version: Some(policy_version),
             exporter: None,
             end_user: None,
+            resolution: None,
         },
         consume: None,
         alert: None,
@@ -142,6 +143,36 @@ pub fn decide(
     facts: &LedgerFacts,
     ctx: &Context,
 ) -> Decision {
+    decide_inner(decl, token, policy, facts, ctx, false)
+}
+
+/// Decides a held declaration an officer has inspected and releases: every
+/// check but the holds, whose doubts the inspection settled. Goods held as
+/// unclassifiable count as controlled when a license came with them, so the
+/// license is checked and consumed. The standing hold is not a prior
+/// decision here; the caller has checked it is a hold.
+pub fn decide_release(
+    decl: &ParsedDeclaration,
+    token: Option<&Result<VerifiedToken, TokenError>>,
+    policy: &Policy,
+    facts: &LedgerFacts,
+    ctx: &Context,
+) -> Decision {
+    let facts = LedgerFacts {
+        prior: None,
+        ..facts.clone()
+    };
+    decide_inner(decl, token, policy, &facts, ctx, true)
+}
+
+fn decide_inner(
+    decl: &ParsedDeclaration,
+    token: Option<&Result<VerifiedToken, TokenError>>,
+    policy: &Policy,
+    facts: &LedgerFacts,
+    ctx: &Context,
+    inspected: bool,
+) -> Decision {
     let d = &decl.declaration;
     let verified = match token {
         Some(Ok(t)) => Some(t),
@@ -157,6 +188,7 @@ pub fn decide(
         policy_version: Some(policy.version),
         exporter: Some(crate::policy::normalize_id(&d.exporter.id)),
         end_user: Some(crate::policy::normalize_id(&d.end_user.id)),
+        resolution: None,
     };
 
     if let Some(prior) = &facts.prior {
@@ -182,9 +214,15 @@ pub fn decide(
     let controlled = classify(&d.items, policy, reasons);
     check_denied_parties(decl, policy, reasons);
     check_bans(d, policy, reasons);
+    // Design: an officer's release settles the holds' doubts, never a rejection.
+    let unclassified = reasons.iter().any(|r| r.code == ReasonCode::Unclassifiable);
+    if inspected {
+        reasons.retain(|r| !r.code.is_hold());
+    }
+    let needs_license = !controlled.is_empty() || (inspected && unclassified && token.is_some());
 
     let mut consume = None;
-    if !controlled.is_empty() {
+    if needs_license {
         match token {
             None => reasons.push(Reason::new(
                 ReasonCode::LicenseMissing,
@@ -226,7 +264,7 @@ pub fn decide(
     }
 
     let rejected = reasons.iter().any(|r| !r.code.is_hold());
-    if !rejected && !controlled.is_empty() {
+    if !rejected && !controlled.is_empty() && !inspected {
         // Holds that only matter when the agent is about to clear.
         if ctx.now > policy.issued_at.saturating_add(policy.max_age) {
             reasons.push(Reason::new(
@@ -266,7 +304,7 @@ pub fn decide(
         VerdictKind::Rejected
     } else if !verdict.reasons.is_empty() {
         VerdictKind::Hold
-    } else if controlled.is_empty() {
+    } else if !needs_license {
         VerdictKind::NotRequired
     } else {
         VerdictKind::Cleared
@@ -618,6 +656,7 @@ pub fn assess_token(
         policy_version: Some(policy.version),
         exporter: None,
         end_user: None,
+        resolution: None,
     }
 }
 

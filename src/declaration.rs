@@ -122,24 +122,46 @@ pub fn parse(payload: &[u8], max_bytes: usize) -> Result<ParsedDeclaration, Malf
         });
     }
     let license_as_carried = canonical_license(&mut declaration);
-    let content_hash = content_hash(&declaration);
-    let screen = |p: &Party| {
-        (
-            crate::policy::denied_id_form(&p.id),
-            crate::policy::normalize_name(&p.name),
-        )
-    };
-    let screening = [
-        screen(&declaration.exporter),
-        screen(&declaration.consignee),
-        screen(&declaration.end_user),
-    ];
-    Ok(ParsedDeclaration {
-        declaration,
-        content_hash,
-        license_as_carried,
-        screening,
-    })
+    Ok(ParsedDeclaration::new(declaration, license_as_carried))
+}
+
+impl ParsedDeclaration {
+    /// A declaration whose license (if any) is already its COSE bytes.
+    fn new(declaration: Declaration, license_as_carried: Option<LicenseField>) -> Self {
+        let content_hash = content_hash(&declaration);
+        let screen = |p: &Party| {
+            (
+                crate::policy::denied_id_form(&p.id),
+                crate::policy::normalize_name(&p.name),
+            )
+        };
+        let screening = [
+            screen(&declaration.exporter),
+            screen(&declaration.consignee),
+            screen(&declaration.end_user),
+        ];
+        ParsedDeclaration {
+            declaration,
+            content_hash,
+            license_as_carried,
+            screening,
+        }
+    }
+
+    /// The declaration as a held shipment keeps it: JSON without the
+    /// license, and the license's COSE bytes beside it.
+    pub fn to_stored(&self) -> (String, Option<Vec<u8>>) {
+        let mut d = self.declaration.clone();
+        let token = d.license.take().map(|l| l.0);
+        (serde_json::to_string(&d).unwrap_or_default(), token)
+    }
+
+    /// A held declaration read back from [`ParsedDeclaration::to_stored`]'s form.
+    pub fn from_stored(json: &str, token: Option<Vec<u8>>) -> Result<Self, String> {
+        let mut d: Declaration = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        d.license = token.map(LicenseField);
+        Ok(ParsedDeclaration::new(d, None))
+    }
 }
 
 // Design: one license, one identity. A scanner that re-encodes a token

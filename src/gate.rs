@@ -147,6 +147,13 @@ pub fn decide_and_record(
     };
     let (decision, hash) = decide(prepared, policy, &facts, &ctx);
     let mut recorded = batch.record(&decision, hash, identity, now)?;
+    // A hold keeps its declaration, so an officer's release can decide it again.
+    if let (Decision::New { verdict, .. }, Some(audit_id), Prepared::Declaration { parsed, .. }) =
+        (&decision, recorded.audit_id, prepared)
+        && verdict.verdict == crate::verdict::VerdictKind::Hold
+    {
+        batch.keep_hold(parsed, audit_id, now)?;
+    }
     Ok(match decision {
         Decision::Repeat(verdict) => Outcome {
             verdict,

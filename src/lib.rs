@@ -55,6 +55,7 @@ pub mod declaration;
 pub mod elements;
 pub mod evidence;
 pub mod gate;
+pub mod holds;
 pub mod http;
 pub mod hub;
 pub mod in_force;

@@ -118,6 +118,41 @@ impl ClockConfirmedLeaf {
     }
 }
 
+/// The `kind` of an officer's action on an alert.
+pub const KIND_ALERT_ACTION: &str = "alert_action";
+
+/// An officer's action on an alert (acknowledged, assigned, closed), as a
+/// leaf: the log says who worked which alert, when and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertActionLeaf {
+    /// Always [`KIND_ALERT_ACTION`].
+    pub kind: String,
+    /// The alert's number in this ledger.
+    pub alert: i64,
+    /// `acknowledge`, `assign` or `close`.
+    pub action: String,
+    /// The officer who acted.
+    pub officer: String,
+    /// Their note (for `assign`: to whom).
+    pub note: String,
+    /// When.
+    pub at: UnixTime,
+}
+
+impl AlertActionLeaf {
+    /// The leaf bytes (CBOR).
+    pub fn to_leaf(&self) -> Vec<u8> {
+        codec::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads such a leaf.
+    pub fn from_leaf(leaf: &[u8]) -> Option<AlertActionLeaf> {
+        codec::from_slice::<AlertActionLeaf>(leaf)
+            .ok()
+            .filter(|v| v.kind == KIND_ALERT_ACTION)
+    }
+}
+
 /// Why a record was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

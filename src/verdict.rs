@@ -77,6 +77,13 @@ pub enum ReasonCode {
     ClockBehindLedger,
     /// The clock disagrees with the hub's signed time beyond the allowed skew.
     ClockUntrusted,
+    /// A party's name is close to a denied party's without being the same:
+    /// an officer decides (the detail carries the score and the list entry).
+    PossibleDeniedParty,
+    /// An officer inspected a held shipment and refused it.
+    RefusedByOfficer,
+    /// An officer inspected a held shipment and seized it.
+    Seized,
 }
 
 impl ReasonCode {
@@ -103,6 +110,9 @@ impl ReasonCode {
             ReasonCode::PolicyStale => "policy_stale",
             ReasonCode::ClockBehindLedger => "clock_behind_ledger",
             ReasonCode::ClockUntrusted => "clock_untrusted",
+            ReasonCode::PossibleDeniedParty => "possible_denied_party",
+            ReasonCode::RefusedByOfficer => "refused_by_officer",
+            ReasonCode::Seized => "seized",
         }
     }
 
@@ -114,13 +124,42 @@ impl ReasonCode {
                 | ReasonCode::PolicyStale
                 | ReasonCode::ClockBehindLedger
                 | ReasonCode::ClockUntrusted
+                | ReasonCode::PossibleDeniedParty
         )
     }
 
-    /// Reasons anti-smuggling officers are alerted to: every rejection but an unreadable payload.
+    /// Reasons anti-smuggling officers are alerted to: every rejection but
+    /// an unreadable payload and an officer's refusal after inspection.
     pub fn is_suspicious(self) -> bool {
-        !self.is_hold() && self != ReasonCode::Malformed
+        !self.is_hold() && !matches!(self, ReasonCode::Malformed | ReasonCode::RefusedByOfficer)
     }
+
+    /// Every reason code, for lists of texts that must name each.
+    pub const ALL: [ReasonCode; 23] = [
+        ReasonCode::Malformed,
+        ReasonCode::DeclarationConflict,
+        ReasonCode::BadSignature,
+        ReasonCode::UnknownIssuer,
+        ReasonCode::Expired,
+        ReasonCode::NotYetValid,
+        ReasonCode::Revoked,
+        ReasonCode::LicenseAlreadyUsed,
+        ReasonCode::PartyMismatch,
+        ReasonCode::DestinationMismatch,
+        ReasonCode::ShipmentRefMismatch,
+        ReasonCode::GoodsNotCovered,
+        ReasonCode::QuantityExceedsLicense,
+        ReasonCode::DeniedParty,
+        ReasonCode::BannedDestination,
+        ReasonCode::LicenseMissing,
+        ReasonCode::Unclassifiable,
+        ReasonCode::PolicyStale,
+        ReasonCode::ClockBehindLedger,
+        ReasonCode::ClockUntrusted,
+        ReasonCode::PossibleDeniedParty,
+        ReasonCode::RefusedByOfficer,
+        ReasonCode::Seized,
+    ];
 }
 
 /// Where and when a license was used before.
@@ -187,6 +226,45 @@ pub struct Verdict {
     /// The declared end user's id, normalised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_user: Option<String>,
+    /// Set when an officer resolved a hold: this verdict replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+}
+
+/// What an officer found when inspecting a held shipment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldOutcome {
+    /// Let it pass: its license is consumed exactly as by a clearance.
+    Release,
+    /// Turned back.
+    Refuse,
+    /// Seized.
+    Seize,
+}
+
+impl HoldOutcome {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldOutcome::Release => "release",
+            HoldOutcome::Refuse => "refuse",
+            HoldOutcome::Seize => "seize",
+        }
+    }
+}
+
+/// An officer's resolution of a hold, carried by the verdict that replaces it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolution {
+    /// What the officer decided.
+    pub outcome: HoldOutcome,
+    /// The officer's id.
+    pub officer: String,
+    /// Their note.
+    pub note: String,
+    /// When the shipment was put on hold, RFC 3339 UTC.
+    pub held_at: String,
 }
 
 /// What an alert is about.

@@ -16,6 +16,7 @@ use crate::token::{self, License};
 
 mod country;
 mod ledger;
+mod officer;
 
 /// permitgate: customs-checkpoint agent for single-use export licenses.
 #[derive(Debug, Parser)]
@@ -140,6 +141,24 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: country::DevAction,
+    },
+    /// Shipments on hold: list them, record what an inspection found.
+    Hold {
+        /// Agent config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: officer::HoldCommand,
+    },
+    /// Alerts at this post: list, acknowledge, assign, close.
+    Alert {
+        /// Agent config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: officer::AlertCommand,
     },
     /// Inspect the ledger.
     Ledger {
@@ -498,6 +517,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Dev { action } => country::run(action),
+        Command::Hold { config, action } => officer::hold(config, action),
+        Command::Alert { config, action } => officer::alert(config, action),
         Command::Man { command, out_dir } => man_pages(&command, out_dir.as_deref()),
         Command::Policy {
             action:

@@ -50,7 +50,33 @@ pub(super) fn ledger_stage(
         clock,
     } = w;
     let mut carried = None;
-    while let Some(batch) = next_batch(&rx, &mut carried, batch_max) {
+    loop {
+        if carried.is_none() {
+            match rx.recv_timeout(PICK_UP_EVERY) {
+                Ok(b) => carried = Some(b),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let picked = pick_up(&mut ledger, &mut counts, &telemetry, &*clock);
+                    if picked.outbox > 0 {
+                        committed_wake.notify_one();
+                    }
+                    if !picked.publications.is_empty()
+                        && tx
+                            .blocking_send(Done {
+                                publications: picked.publications,
+                                ..Done::counts(counts)
+                            })
+                            .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        let Some(batch) = next_batch(&rx, &mut carried, batch_max) else {
+            return;
+        };
         let Verified {
             mut declarations,
             prepared,
@@ -118,6 +144,7 @@ pub(super) fn ledger_stage(
         }
         if let Some(committed) = committed {
             let Committed {
+                resolved,
                 publications,
                 added,
                 decided,
@@ -125,6 +152,13 @@ pub(super) fn ledger_stage(
             } = committed;
             counts.verdicts += added.verdicts;
             counts.consumed += added.consumed;
+            if resolved > 0 {
+                announce(&publications[..resolved], &telemetry);
+                if let Ok(c) = ledger.counts() {
+                    (counts.verdicts, counts.consumed) = (c.verdicts, c.consumed);
+                }
+                committed_wake.notify_one();
+            }
             telemetry.ledger_counts(counts.verdicts, counts.consumed);
             if added.outbox > 0 {
                 telemetry.consumed_at(clock.now(), added.outbox);
@@ -179,6 +213,75 @@ pub(super) fn delete_delivered(ledger: &mut Ledger, delivered: &mut Vec<i64>) {
         error!(error = %e, "could not clear published messages; they will be sent again");
     }
     delivered.clear();
+}
+
+/// How often an idle ledger stage looks for what officers wrote (a hold
+/// resolved from the console or the command line) to publish it.
+pub(super) const PICK_UP_EVERY: Duration = Duration::from_millis(250);
+
+/// What officers wrote outside the stage since it last looked.
+struct PickedUp {
+    publications: Vec<Publication>,
+    /// Consumption records among them (released holds), for the sync task.
+    outbox: u64,
+}
+
+/// Takes the publications written outside the stage (an officer's hold
+/// resolution), shows them on the console, and refreshes the counts.
+fn pick_up(
+    ledger: &mut Ledger,
+    counts: &mut Counts,
+    telemetry: &Telemetry,
+    clock: &dyn Clock,
+) -> PickedUp {
+    let publications = ledger.take_unannounced().unwrap_or_else(|e| {
+        error!(error = %e, "could not read officers' resolutions; they are published on the next connection");
+        Vec::new()
+    });
+    let mut outbox = 0;
+    if publications.is_empty() {
+        return PickedUp {
+            publications,
+            outbox,
+        };
+    }
+    announce(&publications, telemetry);
+    if let Ok(c) = ledger.counts() {
+        outbox = c.consumed.saturating_sub(counts.consumed);
+        (counts.verdicts, counts.consumed) = (c.verdicts, c.consumed);
+        telemetry.ledger_counts(counts.verdicts, counts.consumed);
+        if outbox > 0 {
+            telemetry.consumed_at(clock.now(), outbox);
+        }
+    }
+    PickedUp {
+        publications,
+        outbox,
+    }
+}
+
+/// Shows publications officers wrote on the console and in the metrics.
+fn announce(publications: &[Publication], telemetry: &Telemetry) {
+    for p in publications {
+        match p.kind {
+            PublicationKind::Verdict => {
+                if let Ok(v) = serde_json::from_str::<crate::verdict::Verdict>(&p.payload) {
+                    info!(
+                        declaration_id = v.declaration_id.as_deref().unwrap_or("-"),
+                        verdict = v.verdict.as_str(),
+                        officer = v.resolution.as_ref().map_or("-", |r| r.officer.as_str()),
+                        "hold resolved by an officer"
+                    );
+                    telemetry.decided(Arc::new(v), None);
+                }
+            }
+            PublicationKind::Alert => {
+                if let Ok(a) = serde_json::from_str::<crate::verdict::Alert>(&p.payload) {
+                    telemetry.alerted(Arc::new(a));
+                }
+            }
+        }
+    }
 }
 
 /// First and longest wait between attempts to commit while the ledger's storage fails.
@@ -274,7 +377,11 @@ pub(super) fn decide_batch(
     let mut batch = ledger.begin(identity)?;
     batch.clock = clock_status;
     batch.delete_publications(delivered)?;
-    let mut publications = Vec::with_capacity(prepared.len());
+    // Design: taken under the batch's write lock, so an officer's resolution
+    // is either here or committed after this batch, never missed between.
+    let mut publications = batch.take_unannounced()?;
+    let resolved = publications.len();
+    publications.reserve(prepared.len());
     let mut decided = Vec::with_capacity(prepared.len());
     let mut alerts = Vec::new();
     for prepared in prepared {
@@ -317,6 +424,7 @@ pub(super) fn decide_batch(
     }
     batch.commit()?;
     Ok(Committed {
+        resolved,
         publications,
         added,
         decided,
@@ -326,6 +434,8 @@ pub(super) fn decide_batch(
 
 /// What one committed batch produced.
 pub(super) struct Committed {
+    /// The first `resolved` publications are officers' resolutions picked up.
+    pub(super) resolved: usize,
     pub(super) publications: Vec<Publication>,
     /// What the batch added to the ledger's totals.
     pub(super) added: Counts,

@@ -51,6 +51,7 @@ mod startup;
 mod tests;
 mod verify;
 use self::{connection::*, ledger_stage::*, messages::*, reload::*, startup::*, verify::*};
+pub use startup::newest_policy;
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]

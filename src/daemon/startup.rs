@@ -14,7 +14,7 @@ use crate::ledger::{Ledger, LedgerError};
 /// Design: both were admitted when they arrived (the file by the operator,
 /// the bundle through [`crate::in_force::admissible`]), so the newer wins
 /// here without the step rule, which only guards what arrives later.
-pub(super) fn newest_policy(cfg: &Config, ledger: &Ledger) -> crate::policy::Policy {
+pub fn newest_policy(cfg: &Config, ledger: &Ledger) -> crate::policy::Policy {
     let Some(root) = &cfg.policy_root else {
         return cfg.policy.clone();
     };

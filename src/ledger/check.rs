@@ -195,9 +195,11 @@ impl Ledger {
                     }
                     Some(_) => {}
                 }
-            } else if crate::record::ClockConfirmedLeaf::from_leaf(&leaf).is_none() {
+            } else if crate::record::ClockConfirmedLeaf::from_leaf(&leaf).is_none()
+                && crate::record::AlertActionLeaf::from_leaf(&leaf).is_none()
+            {
                 return Ok(Err(format!(
-                    "leaf {n} is neither a verdict, a consumption record nor a clock confirmation"
+                    "leaf {n} is neither a verdict, a consumption record, a clock confirmation nor an officer's action on an alert"
                 )));
             }
             running.push(leaf_hash(&leaf));

@@ -4,8 +4,10 @@
 //! Design: WAL with `synchronous=FULL`, so a commit survives a power cut;
 //! speed comes from committing many decisions per transaction ([`Batch`]).
 
+mod alert_work;
 mod batch;
 mod check;
+mod holds;
 mod log;
 mod open;
 mod queue;
@@ -14,8 +16,12 @@ pub(crate) mod schema;
 mod sync;
 mod unreadable;
 
+pub use alert_work::{
+    AlertAction, AlertActionError, AlertHistoryEntry, AlertRow, AlertState, next_state,
+};
 pub use batch::Batch;
 pub use check::CheckReport;
+pub use holds::Held;
 pub use log::OutboxProofs;
 pub use open::damage_marker;
 pub use sync::{FeedConflict, FeedOutcome, VerifiedEntry};

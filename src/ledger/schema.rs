@@ -136,6 +136,38 @@ const MIGRATIONS: &[&str] = &[
     DELETE FROM hub_feed;
     DELETE FROM meta WHERE key = 'feed_high_water';
     ",
+    // 6: officers' work. A held declaration is kept (its license apart) so
+    // an officer's release can decide it again; alerts get a state; what
+    // officers did to alerts is listed (and each action is a log leaf).
+    // Publications written outside the daemon (an officer's resolution from
+    // the command line or the console) wait with `announced = 0` until the
+    // daemon picks them up.
+    "
+    CREATE TABLE holds (
+        declaration_id    TEXT PRIMARY KEY,
+        audit_id          INTEGER NOT NULL,
+        declaration       TEXT    NOT NULL,
+        token             BLOB,
+        held_at           INTEGER NOT NULL,
+        resolved_audit_id INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX holds_open ON holds(held_at) WHERE resolved_audit_id IS NULL;
+    ALTER TABLE alerts ADD COLUMN state TEXT NOT NULL DEFAULT 'open';
+    ALTER TABLE alerts ADD COLUMN assignee TEXT;
+    ALTER TABLE alerts ADD COLUMN updated_at INTEGER;
+    CREATE INDEX alerts_state ON alerts(state, id);
+    CREATE TABLE alert_actions (
+        id      INTEGER PRIMARY KEY,
+        alert   INTEGER NOT NULL,
+        action  TEXT    NOT NULL,
+        officer TEXT    NOT NULL,
+        note    TEXT    NOT NULL,
+        at      INTEGER NOT NULL
+    );
+    CREATE INDEX alert_actions_alert ON alert_actions(alert, id);
+    ALTER TABLE publish_queue ADD COLUMN announced INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX publish_unannounced ON publish_queue(id) WHERE announced = 0;
+    ",
 ];
 
 /// The schema version this build writes.
