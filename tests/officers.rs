@@ -1,0 +1,197 @@
+//! An officer's work from the command line at a running post: a hold
+//! released is published and synced as a clearance, and stands; alerts are
+//! worked and stay worked across a restart.
+
+mod common;
+
+use std::process::Command;
+
+use common::country::*;
+use common::*;
+
+/// Runs `permitgate ARGS --config <post's config> REST…`: (success, stdout, stderr).
+fn permitgate(post: &Post, what: &str, rest: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_permitgate"))
+        .args([what, "--config"])
+        .arg(post.dir.path().join("permitgate.toml"))
+        .args(rest)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A declaration whose controlled goods carry no element breakdown: held.
+fn unclassifiable(id: &str, token: &str) -> Vec<u8> {
+    let mut d: serde_json::Value = serde_json::from_slice(&declaration(id, Some(token))).unwrap();
+    d["items"][0]["elements"] = serde_json::json!([]);
+    d.to_string().into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_released_from_the_command_line_is_published_synced_and_stands() {
+    let mut c = Country::start().await;
+    let mut gate_a = Officer::connect_to(c.a.broker.port, "gate-a", "post-a").await;
+    let mut gate_b = Officer::connect_to(c.b.broker.port, "gate-b", "post-b").await;
+    let token = c.a.token_for("LIC-HELD-1");
+
+    gate_a.send(unclassifiable("H-1", &token)).await;
+    let held = gate_a.verdict_for("H-1").await;
+    assert_eq!(held["verdict"], "hold", "{held}");
+    let (ok, listed, _) = permitgate(&c.a, "hold", &["list"]);
+    assert!(ok && listed.contains("H-1"), "{listed}");
+
+    // Not on hold, or no note: refused, and nothing changes.
+    let (ok, _, why) = permitgate(
+        &c.a,
+        "hold",
+        &[
+            "resolve",
+            "NOPE",
+            "--outcome",
+            "release",
+            "--officer",
+            "o-7",
+            "--note",
+            "x",
+        ],
+    );
+    assert!(!ok && why.contains("NOPE has no verdict"), "{why}");
+
+    let (ok, out, why) = permitgate(
+        &c.a,
+        "hold",
+        &[
+            "resolve",
+            "H-1",
+            "--outcome",
+            "release",
+            "--officer",
+            "o-7",
+            "--note",
+            "opened: NdFeB magnets, Dy as licensed",
+        ],
+    );
+    assert!(ok, "{why}");
+    let printed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(printed["verdict"], "cleared");
+
+    // The running daemon publishes the new verdict for the same declaration.
+    let released = gate_a.verdict_for("H-1").await;
+    assert_eq!(released["verdict"], "cleared", "{released}");
+    assert_eq!(released["resolution"]["outcome"], "release");
+    assert_eq!(released["resolution"]["officer"], "o-7");
+    assert_eq!(released["resolution"]["held_at"], held["decided_at"]);
+
+    // Its consumption reaches the hub and the other post, which refuses a reuse.
+    assert!(
+        eventually(20, || c.hub.records() == 1
+            && c.b.remote_consumptions() == 1)
+        .await,
+        "hub {} records, post B learned {}\n{}",
+        c.hub.records(),
+        c.b.remote_consumptions(),
+        c.a.log()
+    );
+    gate_b.send(declaration("B-1", Some(&token))).await;
+    let reuse = gate_b.verdict_for("B-1").await;
+    assert_eq!(
+        reuse["reasons"][0]["code"], "license_already_used",
+        "{reuse}"
+    );
+
+    // A redelivery of the held declaration gets the release; a second resolution is refused.
+    gate_a.send(unclassifiable("H-1", &token)).await;
+    assert_eq!(gate_a.verdict_for("H-1").await, released);
+    let (ok, _, why) = permitgate(
+        &c.a,
+        "hold",
+        &[
+            "resolve",
+            "H-1",
+            "--outcome",
+            "seize",
+            "--officer",
+            "o-8",
+            "--note",
+            "second look",
+        ],
+    );
+    assert!(
+        !ok && why.contains("already resolved: release by officer o-7"),
+        "{why}"
+    );
+    c.a.assert_ledger_checks_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_worked_from_the_command_line_and_stay_worked_across_a_restart() {
+    let mut post = Post::new();
+    post.start();
+    wait_online(post.broker.port).await;
+    let mut gate = Officer::connect(post.broker.port, "gate").await;
+    gate.expect_cleared(&post, "D-1").await;
+    gate.send(declaration("D-2", Some(&post.token()))).await;
+    let reuse = gate.verdict_for("D-2").await;
+    assert_eq!(reuse["reasons"][0]["code"], "license_already_used");
+    assert!(eventually(10, || post.alerts_of("suspicious_verdict") == 1).await);
+
+    let (ok, listed, _) = permitgate(&post, "alert", &["list"]);
+    assert!(ok, "{listed}");
+    let line = listed
+        .lines()
+        .find(|l| l.contains("D-2"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    let id = line.split_whitespace().next().unwrap().to_owned();
+    assert!(line.contains(" open "), "{line}");
+
+    let (ok, _, why) = permitgate(
+        &post,
+        "alert",
+        &["close", &id, "--officer", "o-7", "--note", ""],
+    );
+    assert!(!ok && why.contains("needs a note"), "{why}");
+    let (ok, out, why) = permitgate(
+        &post,
+        "alert",
+        &["assign", &id, "--to", "inv-3", "--officer", "o-7"],
+    );
+    assert!(ok && out.contains("acknowledged"), "{out}{why}");
+    let (ok, out, why) = permitgate(
+        &post,
+        "alert",
+        &[
+            "close",
+            &id,
+            "--officer",
+            "inv-3",
+            "--note",
+            "exporter questioned; case 2026-118 opened",
+        ],
+    );
+    assert!(ok && out.contains("closed"), "{out}{why}");
+    let (ok, _, why) = permitgate(&post, "alert", &["acknowledge", &id, "--officer", "o-9"]);
+    assert!(!ok && why.contains("stays closed"), "{why}");
+
+    post.stop();
+    post.start();
+    wait_online(post.broker.port).await;
+    let (_, open, _) = permitgate(&post, "alert", &["list"]);
+    assert!(
+        !open.contains("D-2"),
+        "a closed alert is not listed as open: {open}"
+    );
+    let (_, all, _) = permitgate(&post, "alert", &["list", "--all"]);
+    assert!(
+        all.contains("D-2") && all.contains("closed") && all.contains("assigned to inv-3"),
+        "{all}"
+    );
+    // Who did what is in the signed log, and the log is intact.
+    let actions =
+        post.ledger_strings("SELECT officer || ':' || action FROM alert_actions ORDER BY id");
+    assert_eq!(actions, ["o-7:assign", "inv-3:close"]);
+    post.assert_ledger_checks_clean();
+}
