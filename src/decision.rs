@@ -383,24 +383,31 @@ fn check_denied_parties(decl: &ParsedDeclaration, policy: &Policy, reasons: &mut
         .into_iter()
         .zip(&decl.screening)
     {
-        if let Some(hit) = policy.denied_parties.iter().find(|dp| {
-            (!dp.id.is_empty() && dp.id == *id) || (!dp.name.is_empty() && dp.name == *name)
-        }) {
-            reasons.push(Reason::new(
+        let Some((closeness, hit)) = crate::screening::screen(id, name, &policy.denied_parties)
+        else {
+            continue;
+        };
+        let source = if hit.source.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", hit.source)
+        };
+        reasons.push(match closeness {
+            crate::screening::Closeness::Possible(score) => Reason::new(
+                ReasonCode::PossibleDeniedParty,
+                format!(
+                    "{role} {} ({}) resembles {} on the denied-party list{source}: score {score:.2}; an officer decides",
+                    party.name, party.id, hit.display_name
+                ),
+            ),
+            _ => Reason::new(
                 ReasonCode::DeniedParty,
                 format!(
-                    "{role} {} ({}) is on the denied-party list as {}{}",
-                    party.name,
-                    party.id,
-                    hit.display_name,
-                    if hit.source.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", hit.source)
-                    }
+                    "{role} {} ({}) is on the denied-party list as {}{source}",
+                    party.name, party.id, hit.display_name
                 ),
-            ));
-        }
+            ),
+        });
     }
 }
 

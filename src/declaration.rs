@@ -81,10 +81,10 @@ pub struct ParsedDeclaration {
     /// declaration itself holds its COSE bytes).
     pub license_as_carried: Option<LicenseField>,
     /// Exporter, consignee and end user as the denied-party list compares
-    /// them: ([`crate::policy::denied_id_form`], [`crate::policy::normalize_name`]).
+    /// them: ([`crate::screening::id_key`], [`crate::screening::name_key`]).
     /// Computed with the parse, which runs on every core, rather than in
     /// the serial decision.
-    pub screening: [(String, String); 3],
+    pub screening: [(String, Vec<crate::screening::NameKey>); 3],
 }
 
 /// Parses a JSON or CBOR declaration, refusing payloads over `max_bytes`.
@@ -131,8 +131,8 @@ impl ParsedDeclaration {
         let content_hash = content_hash(&declaration);
         let screen = |p: &Party| {
             (
-                crate::policy::denied_id_form(&p.id),
-                crate::policy::normalize_name(&p.name),
+                crate::screening::id_key(&p.id),
+                crate::screening::name_keys(&p.name),
             )
         };
         let screening = [

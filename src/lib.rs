@@ -68,6 +68,7 @@ pub mod policy;
 pub mod qr;
 pub mod record;
 pub mod registry;
+pub mod screening;
 pub mod sync;
 pub mod telemetry;
 pub mod throttle;

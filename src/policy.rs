@@ -41,12 +41,14 @@ pub struct Issuer {
 /// A party on the denied-party list.
 #[derive(Debug, Clone)]
 pub struct DeniedParty {
-    /// Identifier, in [`denied_id_form`]; empty if the list gives only a name.
+    /// Identifier, in [`crate::screening::id_key`]; empty if the list gives only a name.
     pub id: String,
-    /// Name, normalized (see [`normalize_name`]).
-    pub name: String,
+    /// Its name and aliases as the screen compares them.
+    pub names: Vec<crate::screening::NameKey>,
     /// Name as listed, for reports.
     pub display_name: String,
+    /// Other names it is listed under, as listed.
+    pub aliases: Vec<String>,
     /// Where the entry comes from (an announcement, a list name).
     pub source: String,
 }
@@ -149,6 +151,8 @@ struct RawDenied {
     #[serde(default)]
     name: String,
     #[serde(default)]
+    aliases: Vec<String>,
+    #[serde(default)]
     source: String,
 }
 
@@ -172,76 +176,6 @@ pub fn normalize_id(s: &str) -> String {
         .map(|c| c.to_ascii_uppercase())
         .collect()
 }
-
-/// Name normal form, for the denied-party list: Unicode look-alikes folded
-/// (the skeleton of Unicode TR39, so a Cyrillic `е`, a fullwidth `Ｅ` or a
-/// digit `0` for `o` all fold to one form; accents are dropped), lower case,
-/// runs of anything but letters and digits become one space.
-///
-/// Design: the form is only ever compared, never shown; it folds more than
-/// a reader would (`m` and `rn` meet), which on a denial list errs toward
-/// catching an evasion.
-pub fn normalize_name(s: &str) -> String {
-    let lower: String = s.chars().flat_map(char::to_lowercase).collect();
-    // The skeleton is decomposed: accents come out as combining marks, dropped here.
-    let folded: String = skeleton(&lower)
-        .chars()
-        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
-        .flat_map(char::to_lowercase)
-        .collect();
-    let mut out = String::with_capacity(folded.len());
-    for word in folded
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(word);
-    }
-    out
-}
-
-/// An identifier as the denied-party list compares it: [`normalize_id`],
-/// then Unicode look-alikes folded as for names, so `US-DЕ-0666` with a
-/// Cyrillic `Е` is still the listed `US-DE-0666`. (A license binds a party
-/// by its exact [`normalize_id`]: there a look-alike is another party.)
-pub fn denied_id_form(s: &str) -> String {
-    let id = normalize_id(s);
-    skeleton(&id).chars().flat_map(char::to_uppercase).collect()
-}
-
-/// The TR39 skeleton of `s` (look-alikes folded, decomposed).
-///
-/// Design: names and ids are nearly always ASCII, and the skeleton of an
-/// ASCII string whose characters' skeletons are all ASCII is those joined
-/// (NFD leaves ASCII as it is): a table lookup instead of two
-/// normalisations and a search of the confusables table per character.
-fn skeleton(s: &str) -> String {
-    let table = &*ASCII_SKELETON;
-    if s.is_ascii() && s.bytes().all(|b| table[usize::from(b)].is_some()) {
-        let mut out = String::with_capacity(s.len());
-        for b in s.bytes() {
-            out.push_str(table[usize::from(b)].as_deref().unwrap_or_default());
-        }
-        out
-    } else {
-        unicode_security::confusable_detection::skeleton(s).collect()
-    }
-}
-
-/// Each ASCII character's TR39 skeleton, where that is ASCII too.
-static ASCII_SKELETON: std::sync::LazyLock<Vec<Option<String>>> = std::sync::LazyLock::new(|| {
-    (0u8..128)
-        .map(|b| {
-            let one: String = unicode_security::confusable_detection::skeleton(
-                char::from(b).encode_utf8(&mut [0; 4]),
-            )
-            .collect();
-            one.is_ascii().then_some(one)
-        })
-        .collect()
-});
 
 /// Country normal form: two ASCII letters, upper case.
 pub fn normalize_country(s: &str) -> Option<String> {
@@ -491,9 +425,14 @@ impl Policy {
                     ));
                 }
                 Ok(DeniedParty {
-                    id: denied_id_form(&d.id),
-                    name: normalize_name(&d.name),
+                    id: crate::screening::id_key(&d.id),
+                    names: std::iter::once(&d.name)
+                        .chain(&d.aliases)
+                        .filter(|n| !n.trim().is_empty())
+                        .flat_map(|n| crate::screening::name_keys(n))
+                        .collect(),
                     display_name: d.name.clone(),
+                    aliases: d.aliases.clone(),
                     source: d.source.clone(),
                 })
             })
@@ -548,33 +487,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_ascii_skeleton_table_agrees_with_tr39() {
-        use unicode_security::confusable_detection::skeleton as tr39;
-        // Only `%` (to `°/₀`) leaves ASCII; a string with one takes the long way.
-        let outside: Vec<u8> = (0u8..128)
-            .filter(|b| ASCII_SKELETON[usize::from(*b)].is_none())
-            .collect();
-        assert_eq!(outside, b"%");
-        assert_eq!(skeleton("10%"), tr39("10%").collect::<String>());
-        // And whole strings agree, including the look-alikes TR39 folds in ASCII.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for n in 0..2000 {
-            let s: String = (0..n % 40)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    char::from((x % 128) as u8)
-                })
-                .collect();
-            assert_eq!(skeleton(&s), tr39(&s).collect::<String>(), "{s:?}");
-        }
-        for s in ["rn", "m", "0O1lI|", "ACME Rare Earth Trading Co., Ltd."] {
-            assert_eq!(skeleton(s), tr39(s).collect::<String>());
-        }
-    }
-
-    #[test]
     fn loads_the_sample_policy() {
         let dir = tempfile::tempdir().unwrap();
         let (p, key) = sample(dir.path());
@@ -624,25 +536,6 @@ pub(crate) mod tests {
     #[test]
     fn normal_forms() {
         assert_eq!(normalize_id(" de-hrb 20002 "), "DE-HRB20002");
-        // Case and punctuation go; `m` is folded to its look-alike `rn`.
-        assert_eq!(normalize_name("Example  Auto, AG."), "exarnple auto ag");
-        // Look-alikes fold: Cyrillic, fullwidth and mathematical letters, a digit for a letter.
-        let plain = normalize_name("Shadow Defense Systems LLC");
-        for disguised in [
-            "Shadow D\u{0435}fense Systems LLC",
-            "\u{FF33}hadow Defense Systems LLC",
-            "Shad0w Defense Systems LLC",
-            "\u{1D412}hadow Defense Systems LLC",
-            "Shadow Défense Systems, LLC.",
-        ] {
-            assert_eq!(normalize_name(disguised), plain, "{disguised}");
-        }
-        assert_ne!(normalize_name("Shadow Offense Systems LLC"), plain);
-        assert_eq!(
-            denied_id_form("us-d\u{0415}-0666"),
-            denied_id_form("US-DE-0666")
-        );
-        assert_ne!(denied_id_form("US-DE-0667"), denied_id_form("US-DE-0666"));
         assert_eq!(normalize_country(" de "), Some("DE".into()));
         assert_eq!(normalize_country("DEU"), None);
     }

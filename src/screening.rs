@@ -1,0 +1,514 @@
+//! Denied-party screening: names and ids as the list compares them, and
+//! how close a declared party comes to a listed one.
+//!
+//! A name goes through: look-alikes folded (Unicode TR39 skeleton, on the
+//! name as written, so capitals fold too), other scripts transliterated to
+//! Latin (`deunicode`: Cyrillic letter by letter, Chinese as pinyin),
+//! lower case, dots and apostrophes dropped inside words (`L.L.C.` is
+//! `llc`), legal forms brought to one spelling and set aside (`Limited
+//! Liability Company`, `L.L.C.`, `ООО` → `llc`; `Co., Ltd.`, `有限公司` →
+//! `ltd`), words sorted. What is left, without the words that many firms
+//! share (places, `technology`, `trading`…), is the name's distinctive part.
+//!
+//! Design: an exact hit (same id, or the same words and no other legal
+//! form) rejects; anything else is scored by the edit distance between the
+//! distinctive parts (Damerau–Levenshtein, normalised), so a letter changed
+//! or a word moved scores high while two firms that share only common
+//! words score low. The thresholds were set on `tests/data/screening.json`
+//! (see docs/operations.md for the figures).
+
+use unicode_normalization::UnicodeNormalization;
+
+/// Least score of a name that holds the shipment as `possible_denied_party`.
+pub const POSSIBLE_AT: f64 = 0.86;
+/// Shortest distinctive part (letters) scored inexactly: below it, a
+/// changed letter is another name.
+const MIN_DISTINCTIVE: usize = 5;
+
+/// A name as the screen compares it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NameKey {
+    /// Every word but the legal form, sorted.
+    pub words: Vec<String>,
+    /// The legal form, in one spelling (`llc`, `ltd`, `gmbh`…), if any.
+    pub form: Option<&'static str>,
+    /// The distinctive words, sorted and joined without spaces.
+    pub distinctive: String,
+    /// The distinctive words in the order written, joined without spaces.
+    pub written: String,
+}
+
+/// How a declared party stands against one list entry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Closeness {
+    /// The same party: rejects.
+    Exact,
+    /// Close enough for an officer to look (the score, 0–1).
+    Possible(f64),
+    /// Not this entry.
+    Apart,
+}
+
+/// Legal forms: (spelling after folding, one spelling). Longest first, as
+/// they are matched against the name's end and start word by word.
+const LEGAL_FORMS: &[(&str, &str)] = &[
+    ("gesellschaft mit beschrankter haftung", "gmbh"),
+    ("obshchestvo s ogranichennoi otvetstvennostiu", "llc"),
+    ("limited liability company", "llc"),
+    ("limited liability co", "llc"),
+    ("public limited company", "plc"),
+    ("you xian ze ren gong si", "ltd"),
+    ("gu fen you xian gong si", "ltd"),
+    ("you xian gong si", "ltd"),
+    ("company limited", "ltd"),
+    ("co limited", "ltd"),
+    ("co ltd", "ltd"),
+    ("pte ltd", "ltd"),
+    ("pty ltd", "ltd"),
+    ("sdn bhd", "ltd"),
+    ("youxian gongsi", "ltd"),
+    ("youxian zeren gongsi", "ltd"),
+    ("fz llc", "fze"),
+    ("fzco", "fze"),
+    ("fze", "fze"),
+    ("private limited", "ltd"),
+    ("gong si", "co"),
+    ("limited", "ltd"),
+    ("ltd", "ltd"),
+    ("llc", "llc"),
+    ("ooo", "llc"),
+    ("zao", "jsc"),
+    ("oao", "jsc"),
+    ("pao", "jsc"),
+    ("jsc", "jsc"),
+    ("gmbh", "gmbh"),
+    ("incorporated", "inc"),
+    ("inc", "inc"),
+    ("corporation", "corp"),
+    ("corp", "corp"),
+    ("company", "co"),
+    ("co", "co"),
+    ("plc", "plc"),
+    ("aktiengesellschaft", "ag"),
+    ("ag", "ag"),
+    ("sarl", "sarl"),
+    ("sa", "sa"),
+    ("bv", "bv"),
+    ("kk", "kk"),
+];
+
+/// Words many unrelated firms share: kept in the name, but not distinctive.
+const COMMON_WORDS: &[&str] = &[
+    "technology",
+    "technologies",
+    "tech",
+    "trading",
+    "trade",
+    "industrial",
+    "industries",
+    "industry",
+    "international",
+    "intl",
+    "group",
+    "holding",
+    "holdings",
+    "import",
+    "export",
+    "imp",
+    "exp",
+    "new",
+    "material",
+    "materials",
+    "science",
+    "sciences",
+    "electronic",
+    "electronics",
+    "development",
+    "global",
+    "logistics",
+    "supply",
+    "services",
+    "service",
+    "enterprise",
+    "enterprises",
+    "manufacturing",
+    "products",
+    "the",
+    "and",
+    "of",
+    "keji",
+    "maoyi",
+    "shiye",
+    "guoji",
+    "jituan",
+    "youxian",
+    "gongsi",
+    "ke",
+    "ji",
+    "mao",
+    "yi",
+    // Places that name many firms.
+    "china",
+    "shenzhen",
+    "shanghai",
+    "beijing",
+    "guangzhou",
+    "jiangsu",
+    "zhejiang",
+    "hongkong",
+    "baotou",
+    "ganzhou",
+    "xiamen",
+    "tianjin",
+    "ningbo",
+    "suzhou",
+    "shen",
+    "zhen",
+    "shang",
+    "hai",
+    "bei",
+    "jing",
+    "guang",
+    "zhou",
+    "jiang",
+    "su",
+    "zhe",
+    "moscow",
+    "dubai",
+    "singapore",
+    "usa",
+    "us",
+    "europe",
+    "asia",
+];
+
+/// The name's keys (see the module's description): the look-alikes' key,
+/// and for a name with letters outside ASCII its transliteration's too.
+pub fn name_keys(s: &str) -> Vec<NameKey> {
+    let mut keys = vec![key_of(&fold(s))];
+    if let Some(t) = transliterated(s).map(|t| key_of(&t))
+        && t != keys[0]
+    {
+        keys.push(t);
+    }
+    keys
+}
+
+/// The look-alikes' key of a name alone.
+pub fn name_key(s: &str) -> NameKey {
+    key_of(&fold(s))
+}
+
+fn key_of(folded: &str) -> NameKey {
+    let mut words: Vec<String> = folded.split_whitespace().map(str::to_owned).collect();
+    let form = take_legal_form(&mut words);
+    let written: String = words
+        .iter()
+        .filter(|w| !COMMON.contains(w.as_str()))
+        .map(String::as_str)
+        .collect();
+    words.sort();
+    let distinctive = words
+        .iter()
+        .filter(|w| !COMMON.contains(w.as_str()))
+        .map(String::as_str)
+        .collect();
+    NameKey {
+        words,
+        form,
+        distinctive,
+        written,
+    }
+}
+
+/// An identifier as the list compares it: look-alikes folded, upper case,
+/// letters and digits only (`US DE 0666` and `us-dЕ-0666` are `US-DE-0666`).
+/// (A license binds a party by its exact [`crate::policy::normalize_id`]:
+/// there a look-alike is another party.)
+pub fn id_key(s: &str) -> String {
+    skeleton(&s.nfkc().collect::<String>())
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
+/// How close a declared name comes to a listed one.
+pub fn closeness(declared: &NameKey, listed: &NameKey) -> Closeness {
+    if listed.words.is_empty() {
+        return Closeness::Apart;
+    }
+    let forms_agree = match (declared.form, listed.form) {
+        (Some(a), Some(b)) => a == b || (is_generic_form(a) || is_generic_form(b)),
+        _ => true,
+    };
+    if declared.words == listed.words {
+        return if forms_agree {
+            Closeness::Exact
+        } else {
+            Closeness::Possible(0.95)
+        };
+    }
+    if listed.distinctive.chars().count() < MIN_DISTINCTIVE || declared.distinctive.is_empty() {
+        return Closeness::Apart;
+    }
+    let score =
+        strsim::normalized_damerau_levenshtein(&declared.distinctive, &listed.distinctive).max(
+            strsim::normalized_damerau_levenshtein(&declared.written, &listed.written),
+        );
+    if score >= POSSIBLE_AT {
+        Closeness::Possible(score)
+    } else {
+        Closeness::Apart
+    }
+}
+
+/// The list entry a party comes closest to: an exact hit (by id or name)
+/// before the best-scored possible one.
+pub fn screen<'a>(
+    id: &str,
+    names: &[NameKey],
+    list: &'a [crate::policy::DeniedParty],
+) -> Option<(Closeness, &'a crate::policy::DeniedParty)> {
+    let mut best: Option<(f64, &crate::policy::DeniedParty)> = None;
+    for entry in list {
+        if !entry.id.is_empty() && entry.id == id {
+            return Some((Closeness::Exact, entry));
+        }
+        for (name, listed) in names
+            .iter()
+            .flat_map(|n| entry.names.iter().map(move |l| (n, l)))
+        {
+            match closeness(name, listed) {
+                Closeness::Exact => return Some((Closeness::Exact, entry)),
+                Closeness::Possible(score) if best.is_none_or(|(b, _)| score > b) => {
+                    best = Some((score, entry));
+                }
+                _ => {}
+            }
+        }
+    }
+    best.map(|(score, entry)| (Closeness::Possible(score), entry))
+}
+
+/// `co` is said of every kind of firm: it never tells two apart.
+fn is_generic_form(f: &str) -> bool {
+    f == "co"
+}
+
+/// Removes the legal form at the name's end (or start, as `ООО "…"` is
+/// written); returns its one spelling.
+fn take_legal_form(words: &mut Vec<String>) -> Option<&'static str> {
+    let mut found = None;
+    // Forms can stack (`Co., Ltd.` after `gong si` is split): take what the end holds.
+    loop {
+        let mut took = false;
+        for (spelling, one) in FORMS.iter() {
+            let n = spelling.len();
+            if words.len() > n && words[words.len() - n..] == spelling[..] {
+                words.truncate(words.len() - n);
+                found = Some(pick(found, one));
+                took = true;
+                break;
+            }
+            if words.len() > n && words[..n] == spelling[..] {
+                words.drain(..n);
+                found = Some(pick(found, one));
+                took = true;
+                break;
+            }
+        }
+        if !took {
+            return found;
+        }
+    }
+}
+
+/// Of two forms found, the specific one (`ltd` over `co`).
+fn pick(had: Option<&'static str>, new: &'static str) -> &'static str {
+    match had {
+        Some(h) if !is_generic_form(h) => h,
+        _ => new,
+    }
+}
+
+/// A name folded for comparison: look-alikes folded (lower case first, so
+/// `I` and `i` meet), what is left of other scripts transliterated, dots
+/// and apostrophes gone inside words, anything else not a letter or digit
+/// a space.
+fn fold(s: &str) -> String {
+    let lower: String = s.nfkc().flat_map(char::to_lowercase).collect();
+    // The skeleton is decomposed: accents come out as combining marks, dropped here.
+    let skel: String = skeleton(&lower)
+        .chars()
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .collect();
+    finish(&skel)
+}
+
+/// A name in another script transliterated whole, before any look-alike
+/// folding: `Ростек` is `rostek`, where the look-alikes would make it
+/// `poctek`. Only for names with letters outside ASCII.
+fn transliterated(s: &str) -> Option<String> {
+    if s.is_ascii() {
+        return None;
+    }
+    let bare: String = s
+        .nfkd()
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .collect();
+    Some(finish(&bare))
+}
+
+/// Transliterates what is not ASCII, then folds ASCII look-alikes in lower case.
+fn finish(s: &str) -> String {
+    let latin = if s.is_ascii() {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        // Design: pinyin syllables come apart (`深圳` → `Shen Zhen `); the
+        // spaces keep syllables whole for the legal-form table.
+        std::borrow::Cow::Owned(deunicode::deunicode_with_tofu(s, " "))
+    };
+    let lower = latin.to_ascii_lowercase();
+    let mut out = String::with_capacity(lower.len());
+    for c in skeleton(&lower).chars() {
+        match c {
+            '.' | '\'' => {}
+            c if c.is_ascii_alphanumeric() => out.push(c.to_ascii_lowercase()),
+            _ => out.push(' '),
+        }
+    }
+    out
+}
+
+/// The legal forms' spellings as [`fold`] leaves them, longest first.
+static FORMS: std::sync::LazyLock<Vec<(Vec<String>, &'static str)>> =
+    std::sync::LazyLock::new(|| {
+        LEGAL_FORMS
+            .iter()
+            .map(|(spelling, one)| {
+                (
+                    fold(spelling)
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect(),
+                    *one,
+                )
+            })
+            .collect()
+    });
+
+/// The common words as [`fold`] leaves them.
+static COMMON: std::sync::LazyLock<std::collections::HashSet<String>> =
+    std::sync::LazyLock::new(|| {
+        COMMON_WORDS
+            .iter()
+            .map(|w| fold(w).trim().to_owned())
+            .collect()
+    });
+
+/// The TR39 skeleton of `s` (look-alikes folded, decomposed).
+///
+/// Design: names and ids are nearly always ASCII, and the skeleton of an
+/// ASCII string whose characters' skeletons are all ASCII is those joined
+/// (NFD leaves ASCII as it is): a table lookup instead of two
+/// normalisations and a search of the confusables table per character.
+pub(crate) fn skeleton(s: &str) -> String {
+    let table = &*ASCII_SKELETON;
+    if s.is_ascii() && s.bytes().all(|b| table[usize::from(b)].is_some()) {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            out.push_str(table[usize::from(b)].as_deref().unwrap_or_default());
+        }
+        out
+    } else {
+        unicode_security::confusable_detection::skeleton(s).collect()
+    }
+}
+
+/// Each ASCII character's TR39 skeleton, where that is ASCII too.
+static ASCII_SKELETON: std::sync::LazyLock<Vec<Option<String>>> = std::sync::LazyLock::new(|| {
+    (0u8..128)
+        .map(|b| {
+            let one: String = unicode_security::confusable_detection::skeleton(
+                char::from(b).encode_utf8(&mut [0; 4]),
+            )
+            .collect();
+            one.is_ascii().then_some(one)
+        })
+        .collect()
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ascii_skeleton_table_agrees_with_tr39() {
+        use unicode_security::confusable_detection::skeleton as tr39;
+        // Only `%` (to `°/₀`) leaves ASCII; a string with one takes the long way.
+        let outside: Vec<u8> = (0u8..128)
+            .filter(|b| ASCII_SKELETON[usize::from(*b)].is_none())
+            .collect();
+        assert_eq!(outside, b"%");
+        assert_eq!(skeleton("10%"), tr39("10%").collect::<String>());
+        // And whole strings agree, including the look-alikes TR39 folds in ASCII.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for n in 0..2000 {
+            let s: String = (0..n % 40)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from((x % 128) as u8)
+                })
+                .collect();
+            assert_eq!(skeleton(&s), tr39(&s).collect::<String>(), "{s:?}");
+        }
+        for s in ["rn", "m", "0O1lI|", "ACME Rare Earth Trading Co., Ltd."] {
+            assert_eq!(skeleton(s), tr39(s).collect::<String>());
+        }
+    }
+
+    #[test]
+    fn legal_forms_punctuation_case_and_order_fold_to_one_key() {
+        let listed = name_key("Shadow Defense Systems LLC");
+        for same in [
+            "Shadow Defense Systems, L.L.C.",
+            "SHADOW DEFENSE SYSTEMS LIMITED LIABILITY COMPANY",
+            "Defense Systems Shadow LLC",
+            "Shadow Defense Systems",
+            "SHADOW DEFENSE SYS\u{0422}EMS LLC",
+        ] {
+            assert_eq!(
+                closeness(&name_key(same), &listed),
+                Closeness::Exact,
+                "{same}"
+            );
+        }
+        assert!(matches!(
+            closeness(&name_key("Shadow Defense Systems GmbH"), &listed),
+            Closeness::Possible(_)
+        ));
+        assert_eq!(name_key("深圳华为技术有限公司").form, Some("ltd"));
+        assert_eq!(id_key("US DE 0666"), id_key("US-DE-0666"));
+        assert_eq!(id_key("us-d\u{0415}-0666"), id_key("US-DE-0666"));
+        assert_ne!(id_key("US-DE-0667"), id_key("US-DE-0666"));
+    }
+
+    #[test]
+    fn common_words_alone_do_not_match() {
+        let listed = name_key("Shenzhen Hongda Technology Co., Ltd.");
+        assert_eq!(
+            closeness(&name_key("Shenzhen Huaxing Technology Co., Ltd."), &listed),
+            Closeness::Apart
+        );
+        assert!(matches!(
+            closeness(
+                &name_key("Shenzhen Hongda Technologies Company Limited"),
+                &listed
+            ),
+            Closeness::Possible(_) | Closeness::Exact
+        ));
+    }
+}
