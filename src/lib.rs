@@ -69,6 +69,7 @@ pub mod qr;
 pub mod record;
 pub mod registry;
 pub mod screening;
+pub mod screening_import;
 pub mod sync;
 pub mod telemetry;
 pub mod throttle;

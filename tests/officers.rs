@@ -195,3 +195,81 @@ async fn alerts_are_worked_from_the_command_line_and_stay_worked_across_a_restar
     assert_eq!(actions, ["o-7:assign", "inv-3:close"]);
     post.assert_ledger_checks_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_list_holds_a_near_name_for_the_officer_and_rejects_the_listed_one() {
+    let mut post = Post::new();
+    let list = post.dir.path().join("targets.simple.csv");
+    std::fs::write(
+        &list,
+        "id,schema,name,aliases,birth_date,countries,addresses,identifiers,sanctions,phones,emails,dataset,first_seen,last_seen,last_change\n\
+         NK-3,Company,Rostek Magnit Trading LLC,ООО Ростек Магнит Трейдинг,,ru,,RU-1027700132195,,,,ru_list,,,\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_permitgate"))
+        .args(["policy", "import-denied", "--format", "csv"])
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut policy = std::fs::read_to_string(post.dir.path().join("policy.toml")).unwrap();
+    policy.push('\n');
+    policy.push_str(&String::from_utf8_lossy(&out.stdout));
+    std::fs::write(post.dir.path().join("policy.toml"), policy).unwrap();
+    post.start();
+    wait_online(post.broker.port).await;
+    let mut gate = Officer::connect(post.broker.port, "gate").await;
+
+    let with_consignee = |id: &str, name: &str, token: Option<&str>| {
+        let mut d: serde_json::Value = serde_json::from_slice(&declaration(id, token)).unwrap();
+        d["consignee"]["name"] = name.into();
+        d.to_string().into_bytes()
+    };
+    gate.send(with_consignee(
+        "X-1",
+        "ООО Ростек Магнит Трейдинг",
+        Some(&post.token_for("LIC-X1")),
+    ))
+    .await;
+    let exact = gate.verdict_for("X-1").await;
+    assert_eq!(exact["reasons"][0]["code"], "denied_party", "{exact}");
+
+    let token = post.token_for("LIC-X2");
+    gate.send(with_consignee("X-2", "Rostec Magnit Trading", Some(&token)))
+        .await;
+    let near = gate.verdict_for("X-2").await;
+    assert_eq!(near["verdict"], "hold", "{near}");
+    let detail = near["reasons"][0]["detail"].as_str().unwrap();
+    assert_eq!(near["reasons"][0]["code"], "possible_denied_party");
+    assert!(
+        detail.contains("Rostek Magnit Trading LLC") && detail.contains("score 0."),
+        "{detail}"
+    );
+
+    // The officer checks the firm's papers and releases: the license is consumed.
+    let (ok, _, why) = permitgate(
+        &post,
+        "hold",
+        &[
+            "resolve",
+            "X-2",
+            "--outcome",
+            "release",
+            "--officer",
+            "o-7",
+            "--note",
+            "other firm: Rostec Magnit, Kazan, papers checked",
+        ],
+    );
+    assert!(ok, "{why}");
+    let released = gate.verdict_for("X-2").await;
+    assert_eq!(released["verdict"], "cleared", "{released}");
+    assert_eq!(
+        post.ledger_strings("SELECT license_id FROM consumed"),
+        ["LIC-X2"]
+    );
+}

@@ -237,6 +237,27 @@ pub enum PolicyAction {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Reads a denied-party list (OpenSanctions' FollowTheMoney JSON lines
+    /// or simple CSV) and prints `[[denied_parties]]` tables to append to the policy file.
+    ImportDenied {
+        /// The list file.
+        file: PathBuf,
+        /// Its format.
+        #[arg(long, value_enum)]
+        format: ListFormat,
+        /// What the entries' `source` says (default: each entity's datasets).
+        #[arg(long)]
+        source: Option<String>,
+    },
+}
+
+/// Denied-party list formats `policy import-denied` reads.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ListFormat {
+    /// FollowTheMoney entities, one JSON object per line.
+    Ftm,
+    /// OpenSanctions' simple CSV.
+    Csv,
 }
 
 /// `permitgate ledger` actions.
@@ -536,6 +557,26 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     .with_context(|| format!("cannot write {}", path.display()))?,
                 None => std::io::stdout().write_all(&bundle)?,
             }
+            Ok(Outcome::Ok)
+        }
+        Command::Policy {
+            action:
+                PolicyAction::ImportDenied {
+                    file,
+                    format,
+                    source,
+                },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let format = match format {
+                ListFormat::Ftm => crate::screening_import::Format::FtmJsonLines,
+                ListFormat::Csv => crate::screening_import::Format::SimpleCsv,
+            };
+            let entries = crate::screening_import::read(&text, format, source.as_deref())
+                .with_context(|| format!("{}", file.display()))?;
+            eprintln!("{} parties read from {}", entries.len(), file.display());
+            print!("{}", crate::screening_import::to_toml(&entries));
             Ok(Outcome::Ok)
         }
         Command::Status { config } => status(&Config::load(&config)?),
