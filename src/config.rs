@@ -43,6 +43,45 @@ struct RawConfig {
     sync: SyncConfig,
     log_level: Option<String>,
     http: Option<HttpConfig>,
+    desk: Option<DeskConfig>,
+}
+
+/// The officers' desk on the gate console (`[desk]`): who may sign in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeskConfig {
+    /// How long a sign-in lasts, minutes (default 480: one shift).
+    #[serde(default = "default_session_minutes")]
+    pub session_minutes: u64,
+    /// The officers who may sign in.
+    #[serde(default)]
+    pub officers: Vec<OfficerAccount>,
+}
+
+fn default_session_minutes() -> u64 {
+    480
+}
+
+/// One officer's account (`[[desk.officers]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfficerAccount {
+    /// The officer's id, as the signed log records it.
+    pub id: String,
+    /// What they may do.
+    pub role: Role,
+    /// Their password's argon2 hash (PHC string; `permitgate desk hash-password` makes one).
+    pub password_hash: String,
+}
+
+/// What an officer may do at the desk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Scan tokens, release or refuse holds, acknowledge alerts.
+    Officer,
+    /// All that, and seize, assign and close alerts.
+    Supervisor,
 }
 
 /// The operators' HTTP listener (`[http]`): metrics, health, gate console.
@@ -188,6 +227,8 @@ pub struct Config {
     pub log_level: String,
     /// The operators' HTTP listener, when `[http]` is set.
     pub http: Option<HttpConfig>,
+    /// The officers' desk, when `[desk]` is set.
+    pub desk: Option<DeskConfig>,
 }
 
 /// Parses TOML text read from `file`; an error names the file and line.
@@ -347,6 +388,42 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             return Err(bad(None, format!("`log_level`: `{log_level}`: {e}")));
         }
+        if let Some(desk) = &raw.desk {
+            match &raw.http {
+                None => {
+                    return Err(bad(
+                        None,
+                        "`[desk]` is served by the console: add `[http]`".into(),
+                    ));
+                }
+                // Design: passwords and session cookies cross the network in
+                // clear without HTTPS, which this version does not serve.
+                Some(h) if !h.listen.ip().is_loopback() => {
+                    return Err(bad(
+                        None,
+                        format!(
+                            "`[desk]` needs `http.listen` on loopback ({} is not): the console does not serve HTTPS yet; reach it through a TLS proxy on this machine",
+                            h.listen
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+            for (n, o) in desk.officers.iter().enumerate() {
+                if o.id.trim().is_empty() {
+                    return Err(bad(None, format!("`desk.officers[{n}].id` is empty")));
+                }
+                if let Err(e) = argon2::PasswordHash::new(&o.password_hash) {
+                    return Err(bad(
+                        None,
+                        format!(
+                            "`desk.officers[{n}].password_hash` (officer {}) is not a password hash ({e}); make one with `permitgate desk hash-password`",
+                            o.id
+                        ),
+                    ));
+                }
+            }
+        }
         let policy_file = base.join(&raw.policy);
         let policy = Policy::load(&policy_file)?;
         Ok(Config {
@@ -366,6 +443,7 @@ impl Config {
             policy_root,
             log_level,
             http: raw.http,
+            desk: raw.desk,
         })
     }
 }

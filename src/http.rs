@@ -1,6 +1,6 @@
 //! The operators' HTTP listener: `/metrics` (Prometheus), `/healthz`, and
 //! the gate console at `/` with its live feed at `/events` (server-sent
-//! events). Read-only: nothing here changes the daemon.
+//! events), and the officers' desk (`/signin`, `/desk`: see [`crate::desk`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -9,15 +9,19 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
+use axum::extract::{Form, Query};
+use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
+use axum::response::Redirect;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::clock::SharedClock;
 use crate::console;
+use crate::desk::{self, Desk, Session};
 use crate::telemetry::{ConsoleEvent, Telemetry};
 
 /// The HTTP listener could not start.
@@ -35,6 +39,8 @@ struct App {
     telemetry: Arc<Telemetry>,
     checkpoint: Arc<str>,
     clock: SharedClock,
+    /// The officers' desk; when set, the console needs a sign-in.
+    desk: Option<Arc<Desk>>,
 }
 
 /// How often the console's status strip is refreshed.
@@ -46,6 +52,7 @@ pub async fn start(
     telemetry: Arc<Telemetry>,
     checkpoint: &str,
     clock: SharedClock,
+    desk: Option<Arc<Desk>>,
 ) -> Result<tokio::task::JoinHandle<()>, HttpError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -57,10 +64,17 @@ pub async fn start(
         .route("/events", get(events))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/signin", get(sign_in_form).post(sign_in))
+        .route("/signout", post(sign_out))
+        .route("/desk", get(desk_page))
+        .route("/desk/scan", post(desk_scan))
+        .route("/desk/hold", post(desk_hold))
+        .route("/desk/alert", post(desk_alert))
         .with_state(App {
             telemetry,
             checkpoint: checkpoint.into(),
             clock,
+            desk,
         });
     // No graceful shutdown: console streams never end by themselves; the
     // task is dropped with the daemon.
@@ -71,12 +85,18 @@ pub async fn start(
     }))
 }
 
-async fn page(State(app): State<App>) -> Html<String> {
+async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Some(desk) = &app.desk
+        && desk.session(cookie(&headers)).is_none()
+    {
+        return Redirect::to("/signin").into_response();
+    }
     Html(console::page(
         &app.telemetry,
         &app.checkpoint,
         app.clock.now(),
     ))
+    .into_response()
 }
 
 async fn metrics(State(app): State<App>) -> Response {
@@ -107,7 +127,16 @@ async fn healthz(State(app): State<App>) -> Response {
         .into_response()
 }
 
-async fn events(State(app): State<App>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn events(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Some(desk) = &app.desk
+        && desk.session(cookie(&headers)).is_none()
+    {
+        return (StatusCode::UNAUTHORIZED, "sign in first").into_response();
+    }
+    live(app).into_response()
+}
+
+fn live(app: App) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = app.telemetry.subscribe();
     let tick = tokio::time::interval(STRIP_EVERY);
     let stream = futures_util::stream::unfold(
@@ -137,4 +166,198 @@ fn strip(app: &App) -> Event {
     Event::default()
         .event("strip")
         .data(console::strip(&app.telemetry, app.clock.now()))
+}
+
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::COOKIE).and_then(|v| v.to_str().ok())
+}
+
+/// The signed-in officer, or the answer that sends them to sign in.
+fn officer(app: &App, headers: &HeaderMap) -> Result<(Arc<Desk>, Session), Box<Response>> {
+    let Some(desk) = app.desk.clone() else {
+        return Err(Box::new(
+            (
+                StatusCode::NOT_FOUND,
+                "no officer accounts: add [desk] to the config",
+            )
+                .into_response(),
+        ));
+    };
+    match desk.session(cookie(headers)) {
+        Some(s) => Ok((desk, s)),
+        None => Err(Box::new(Redirect::to("/signin").into_response())),
+    }
+}
+
+async fn sign_in_form(State(app): State<App>) -> Html<String> {
+    Html(desk::sign_in_page(&app.checkpoint, false))
+}
+
+#[derive(serde::Deserialize)]
+struct SignIn {
+    officer: String,
+    password: String,
+}
+
+async fn sign_in(State(app): State<App>, Form(f): Form<SignIn>) -> Response {
+    let Some(desk) = app.desk.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let who = f.officer.clone();
+    // argon2 is slow on purpose: off the async threads.
+    let token = tokio::task::spawn_blocking(move || desk.sign_in(&f.officer, &f.password))
+        .await
+        .ok()
+        .flatten();
+    match (token, &app.desk) {
+        (Some(token), Some(desk)) => {
+            tracing::info!(officer = %who, "desk: signed in");
+            (
+                [(
+                    header::SET_COOKIE,
+                    format!(
+                        "{}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                        desk::COOKIE,
+                        desk.session_secs()
+                    ),
+                )],
+                Redirect::to("/desk"),
+            )
+                .into_response()
+        }
+        _ => {
+            tracing::warn!(officer = %who, "desk: sign-in refused");
+            (
+                StatusCode::UNAUTHORIZED,
+                Html(desk::sign_in_page(&app.checkpoint, true)),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn sign_out(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Some(desk) = &app.desk {
+        desk.sign_out(cookie(&headers));
+    }
+    (
+        [(
+            header::SET_COOKIE,
+            format!(
+                "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+                desk::COOKIE
+            ),
+        )],
+        Redirect::to("/signin"),
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Message {
+    #[serde(default)]
+    msg: String,
+}
+
+async fn desk_page(State(app): State<App>, headers: HeaderMap, q: Query<Message>) -> Response {
+    let (desk, s) = match officer(&app, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let msg = q.0.msg;
+    blocking(move || desk.page(&s, &msg, "")).await
+}
+
+#[derive(serde::Deserialize)]
+struct Scan {
+    text: String,
+}
+
+async fn desk_scan(State(app): State<App>, headers: HeaderMap, Form(f): Form<Scan>) -> Response {
+    let (desk, s) = match officer(&app, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    blocking(move || {
+        let result = desk.scan(&f.text);
+        desk.page(&s, "", &result)
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+struct HoldForm {
+    declaration_id: String,
+    outcome: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn desk_hold(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Form(f): Form<HoldForm>,
+) -> Response {
+    let (desk, s) = match officer(&app, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let message = tokio::task::spawn_blocking(move || {
+        desk.resolve(&s, &f.declaration_id, &f.outcome, &f.note)
+    })
+    .await
+    .unwrap_or_else(|_| "Not recorded: the desk failed.".into());
+    back_to_desk(&message)
+}
+
+#[derive(serde::Deserialize)]
+struct AlertForm {
+    alert_id: i64,
+    action: String,
+    #[serde(default)]
+    note: String,
+    #[serde(default)]
+    to: String,
+}
+
+async fn desk_alert(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Form(f): Form<AlertForm>,
+) -> Response {
+    let (desk, s) = match officer(&app, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let message = tokio::task::spawn_blocking(move || {
+        desk.work_alert(&s, f.alert_id, &f.action, &f.note, &f.to)
+    })
+    .await
+    .unwrap_or_else(|_| "Not recorded: the desk failed.".into());
+    back_to_desk(&message)
+}
+
+/// After an action: the desk again, saying what happened (a reload does not repeat it).
+fn back_to_desk(message: &str) -> Response {
+    let q = percent_encoded(message);
+    Redirect::to(&format!("/desk?msg={q}")).into_response()
+}
+
+fn percent_encoded(m: &str) -> String {
+    m.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Renders a page off the async threads (it reads the ledger).
+async fn blocking(f: impl FnOnce() -> String + Send + 'static) -> Response {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(page) => Html(page).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "the desk failed").into_response(),
+    }
 }

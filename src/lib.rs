@@ -52,6 +52,7 @@ pub mod console;
 pub mod daemon;
 pub mod decision;
 pub mod declaration;
+pub mod desk;
 pub mod elements;
 pub mod evidence;
 pub mod gate;

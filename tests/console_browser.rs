@@ -6,42 +6,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use fantoccini::{ClientBuilder, Locator};
-
-/// chromedriver on its own port, stopped when dropped.
-struct Driver(std::process::Child, u16);
-
-impl Driver {
-    fn start() -> Driver {
-        let port = free_port();
-        let mut child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (apt-get install chromium chromium-driver; .ci/run does it)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Driver(child, port);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("chromedriver did not start on port {port}");
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use fantoccini::Locator;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verdict_appears_live_on_the_console_in_chromium() {
@@ -51,30 +19,7 @@ async fn a_verdict_appears_live_on_the_console_in_chromium() {
     wait_online(post.broker.port).await;
     let officer = Officer::connect(post.broker.port, "browser-officer").await;
 
-    let driver = Driver::start();
-    let profile = tempfile::tempdir().unwrap();
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            // The machine has no outside network: Chromium's own background
-            // connections are switched off, and a small screen is what the
-            // officer's tablet has.
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync",
-                "--window-size=480,900",
-                format!("--user-data-dir={}", profile.path().display()),
-            ],
-        }),
-    );
-    let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.1))
-        .await
-        .expect("a Chromium session");
+    let (_driver, _profile, browser) = common::browser::chromium(480).await;
 
     browser.goto(&format!("{base}/")).await.unwrap();
     browser
@@ -134,15 +79,6 @@ async fn a_verdict_appears_live_on_the_console_in_chromium() {
         .await
         .expect("the strip shows the consumed license waiting");
 
-    let png = browser.screenshot().await.unwrap();
-    assert!(png.starts_with(b"\x89PNG"));
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("test-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("console.png");
-    std::fs::write(&file, png).unwrap();
-    eprintln!("screenshot: {}", file.display());
+    common::browser::screenshot(&browser, "console.png").await;
     browser.close().await.unwrap();
 }

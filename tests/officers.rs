@@ -33,7 +33,7 @@ fn unclassifiable(id: &str, token: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_released_from_the_command_line_is_published_synced_and_stands() {
-    let mut c = Country::start().await;
+    let c = Country::start().await;
     let mut gate_a = Officer::connect_to(c.a.broker.port, "gate-a", "post-a").await;
     let mut gate_b = Officer::connect_to(c.b.broker.port, "gate-b", "post-b").await;
     let token = c.a.token_for("LIC-HELD-1");

@@ -151,6 +151,12 @@ pub enum Command {
         #[command(subcommand)]
         action: officer::HoldCommand,
     },
+    /// The officers' desk on the console: make a password hash for `[[desk.officers]]`.
+    Desk {
+        /// What to do.
+        #[command(subcommand)]
+        action: officer::DeskCommand,
+    },
     /// Alerts at this post: list, acknowledge, assign, close.
     Alert {
         /// Agent config file.
@@ -540,6 +546,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Dev { action } => country::run(action),
         Command::Hold { config, action } => officer::hold(config, action),
         Command::Alert { config, action } => officer::alert(config, action),
+        Command::Desk { action } => officer::desk(action),
         Command::Man { command, out_dir } => man_pages(&command, out_dir.as_deref()),
         Command::Policy {
             action:

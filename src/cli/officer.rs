@@ -237,3 +237,29 @@ pub fn alert(config: PathBuf, command: AlertCommand) -> Result<Outcome> {
         }
     }
 }
+
+/// `permitgate desk` actions.
+#[derive(Debug, Subcommand)]
+pub enum DeskCommand {
+    /// Reads a password on standard input and prints its argon2 hash for `[[desk.officers]]`.
+    HashPassword,
+}
+
+/// Runs `permitgate desk`.
+pub fn desk(command: DeskCommand) -> Result<Outcome> {
+    match command {
+        DeskCommand::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.chars().count() < 12 {
+                anyhow::bail!("the password must be at least 12 characters");
+            }
+            println!(
+                "{}",
+                crate::desk::hash_password(password).map_err(anyhow::Error::msg)?
+            );
+            Ok(Outcome::Ok)
+        }
+    }
+}

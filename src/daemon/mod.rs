@@ -163,6 +163,7 @@ pub async fn run_with_clock(
     telemetry.policy(policy.version, policy.issued_at, policy.max_age);
     telemetry.ledger_counts(verdicts, consumed);
     telemetry.outbox(outbox, ledger.oldest_unsynced().unwrap_or(None));
+    let in_force = PolicyInForce::new(policy.clone());
     let http_task = match &cfg.http {
         Some(http) => {
             match (
@@ -174,12 +175,23 @@ pub async fn run_with_clock(
                     warn!(error = %e, "cannot read recent verdicts for the console")
                 }
             }
+            let desk = match &cfg.desk {
+                Some(d) => Some(Arc::new(crate::desk::Desk::new(
+                    d.clone(),
+                    ledger.second_handle()?,
+                    identity.clone(),
+                    in_force.watch(),
+                    clock.clone(),
+                ))),
+                None => None,
+            };
             Some(
                 crate::http::start(
                     http.listen,
                     telemetry.clone(),
                     &cfg.checkpoint,
                     clock.clone(),
+                    desk,
                 )
                 .await?,
             )
@@ -232,7 +244,6 @@ pub async fn run_with_clock(
     // Alerts the sync task stores go out on this connection.
     let (sync_pubs_tx, sync_pubs_rx) = mpsc::channel::<Publication>(256);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let in_force = PolicyInForce::new(policy.clone());
     let policy_rx = in_force.watch();
     let reload_task = tokio::spawn(reload_on_sighup(
         cfg.file.clone(),

@@ -2,6 +2,7 @@
 //! real binary, and an officer client; each on its own port and directory.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod country;
 pub mod forge;
 pub mod postgres;

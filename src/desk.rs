@@ -1,0 +1,353 @@
+//! The officers' desk on the gate console: sign-in (argon2 password
+//! hashes from `[desk]`), sessions that expire, and the officer's work —
+//! a token checked at the desk, holds resolved, alerts worked. Every
+//! action goes into the ledger's signed log with the officer's id.
+//!
+//! Design: sessions live in memory (a restart signs everyone out); the
+//! session cookie is `HttpOnly` and `SameSite=Strict`, so another site's
+//! page cannot make a signed-in browser act. Pages are rendered here, with
+//! everything from outside escaped, and need no script.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use html_escape::{encode_double_quoted_attribute as attr, encode_text as esc};
+
+use crate::clock::{SharedClock, UnixTime, to_rfc3339};
+use crate::config::{DeskConfig, Role};
+use crate::decision::{Context, assess_token};
+use crate::ledger::{AlertAction, AlertActionError, AlertState, Identity, Ledger};
+use crate::policy::Policy;
+use crate::verdict::HoldOutcome;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "permitgate_session";
+
+/// A signed-in officer.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Their id.
+    pub officer: String,
+    /// What they may do.
+    pub role: Role,
+    /// When the session ends.
+    pub expires: UnixTime,
+}
+
+/// What the desk needs: accounts, sessions, the ledger and the policy in force.
+pub struct Desk {
+    config: DeskConfig,
+    sessions: Mutex<HashMap<String, Session>>,
+    ledger: Mutex<Ledger>,
+    identity: Identity,
+    policy: tokio::sync::watch::Receiver<Arc<Policy>>,
+    clock: SharedClock,
+}
+
+impl Desk {
+    /// A desk over a ledger handle of its own.
+    pub fn new(
+        config: DeskConfig,
+        ledger: Ledger,
+        identity: Identity,
+        policy: tokio::sync::watch::Receiver<Arc<Policy>>,
+        clock: SharedClock,
+    ) -> Desk {
+        Desk {
+            config,
+            sessions: Mutex::new(HashMap::new()),
+            ledger: Mutex::new(ledger),
+            identity,
+            policy,
+            clock,
+        }
+    }
+
+    /// Checks an officer's password (slow on purpose: argon2); a session token when right.
+    pub fn sign_in(&self, officer: &str, password: &str) -> Option<String> {
+        use argon2::PasswordVerifier;
+        let account = self.config.officers.iter().find(|o| o.id == officer)?;
+        let hash = argon2::PasswordHash::new(&account.password_hash).ok()?;
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .ok()?;
+        let mut bytes = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+        let token = hex::encode(bytes);
+        let now = self.clock.now();
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(|_, s| s.expires > now);
+        sessions.insert(
+            token.clone(),
+            Session {
+                officer: account.id.clone(),
+                role: account.role,
+                expires: now + (self.config.session_minutes * 60) as i64,
+            },
+        );
+        Some(token)
+    }
+
+    /// The session a cookie header carries, if it has not expired.
+    pub fn session(&self, cookie_header: Option<&str>) -> Option<Session> {
+        let token = cookie_header?
+            .split(';')
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| *k == COOKIE)?
+            .1;
+        let now = self.clock.now();
+        let mut sessions = lock(&self.sessions);
+        match sessions.get(token) {
+            Some(s) if s.expires > now => Some(s.clone()),
+            Some(_) => {
+                sessions.remove(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Ends a session.
+    pub fn sign_out(&self, cookie_header: Option<&str>) {
+        if let Some(token) = cookie_header.and_then(|h| {
+            h.split(';')
+                .filter_map(|c| c.trim().split_once('='))
+                .find(|(k, _)| *k == COOKIE)
+                .map(|(_, v)| v.to_owned())
+        }) {
+            lock(&self.sessions).remove(&token);
+        }
+    }
+
+    /// How long a session lasts, seconds.
+    pub fn session_secs(&self) -> u64 {
+        self.config.session_minutes * 60
+    }
+
+    /// Checks a token typed or scanned at the desk: its terms and what the
+    /// gate would decide, in plain words, consuming nothing.
+    pub fn scan(&self, text: &str) -> String {
+        let policy = self.policy.borrow().clone();
+        let token = crate::token::open(text.trim().as_bytes(), |kid| policy.issuer_key(kid));
+        let license_id = token.as_ref().ok().map(|t| t.license.license_id.clone());
+        let facts = lock(&self.ledger)
+            .facts("", license_id.as_deref())
+            .unwrap_or_default();
+        let ctx = Context {
+            checkpoint: &self.identity.checkpoint,
+            now: self.clock.now(),
+            clock: crate::clock_trust::ClockStatus::Unknown,
+        };
+        let verdict = assess_token(&token, &policy, &facts, &ctx);
+        let mut out = String::from("<section id=\"scan-result\">");
+        if verdict.verdict.passes() {
+            out.push_str("<p class=\"ok\"><b>Valid and unused:</b> a declaration matching these terms would clear now.</p>");
+        } else {
+            out.push_str("<p class=\"bad\"><b>Would not clear:</b></p><ul>");
+            for r in &verdict.reasons {
+                out.push_str(&format!(
+                    "<li><span class=\"code\">{}</span> {}</li>",
+                    esc(r.code.as_str()),
+                    esc(&r.detail)
+                ));
+            }
+            out.push_str("</ul>");
+        }
+        if let Ok(t) = &token {
+            let l = &t.license;
+            let party = |p: &crate::token::Party| format!("{} ({}, {})", p.name, p.id, p.country);
+            out.push_str(&format!(
+                "<dl><dt>License</dt><dd class=\"lic-id\">{}</dd><dt>Issuer key</dt><dd>{}</dd><dt>Valid</dt><dd>{} to {}</dd>\
+                 <dt>Exporter</dt><dd>{}</dd><dt>Consignee</dt><dd>{}</dd><dt>End user</dt><dd>{}</dd><dt>Destination</dt><dd>{}</dd>",
+                esc(&l.license_id),
+                esc(&t.kid),
+                esc(&to_rfc3339(l.not_before.unwrap_or(l.issued_at))),
+                esc(&to_rfc3339(l.expires)),
+                esc(&party(&l.terms.exporter)),
+                esc(&party(&l.terms.consignee)),
+                esc(&party(&l.terms.end_user)),
+                esc(&l.terms.destination),
+            ));
+            for i in &l.terms.items {
+                out.push_str(&format!(
+                    "<dt>Goods</dt><dd>HS {} · {} · up to {} kg</dd>",
+                    esc(&i.hs_code),
+                    esc(&i.elements.join(", ")),
+                    i.max_net_kg
+                ));
+            }
+            out.push_str("</dl>");
+        }
+        out.push_str("</section>");
+        out
+    }
+
+    /// Resolves a hold for a signed-in officer; the message to show.
+    pub fn resolve(&self, s: &Session, declaration_id: &str, outcome: &str, note: &str) -> String {
+        let outcome = match outcome {
+            "release" => HoldOutcome::Release,
+            "refuse" => HoldOutcome::Refuse,
+            "seize" if s.role == Role::Supervisor => HoldOutcome::Seize,
+            "seize" => return "Only a supervisor may record a seizure.".into(),
+            _ => return "Choose release, refuse or seize.".into(),
+        };
+        let policy = self.policy.borrow().clone();
+        let request = crate::holds::Request {
+            declaration_id: declaration_id.to_owned(),
+            outcome,
+            officer: s.officer.clone(),
+            note: note.to_owned(),
+        };
+        let now = self.clock.now();
+        match crate::holds::apply(
+            &mut lock(&self.ledger),
+            &policy,
+            &self.identity,
+            &request,
+            now,
+        ) {
+            Ok(r) => {
+                tracing::info!(officer = %s.officer, declaration_id, outcome = outcome.as_str(), "desk: hold resolved");
+                format!(
+                    "{declaration_id}: {} — the new verdict is {}.",
+                    outcome.as_str(),
+                    r.verdict.verdict.as_str().replace('_', " ")
+                )
+            }
+            Err(e) => format!("Not recorded: {e}"),
+        }
+    }
+
+    /// Works an alert for a signed-in officer; the message to show.
+    pub fn work_alert(&self, s: &Session, id: i64, action: &str, note: &str, to: &str) -> String {
+        let action = match action {
+            "acknowledge" => AlertAction::Acknowledge,
+            "assign" | "close" if s.role != Role::Supervisor => {
+                return "Only a supervisor may assign or close an alert.".into();
+            }
+            "assign" => AlertAction::Assign(to.to_owned()),
+            "close" => AlertAction::Close,
+            _ => return "Choose acknowledge, assign or close.".into(),
+        };
+        let now = self.clock.now();
+        match lock(&self.ledger).work_alert(&self.identity, id, &action, &s.officer, note, now) {
+            Ok(row) => {
+                tracing::info!(officer = %s.officer, alert = id, action = action.as_str(), "desk: alert worked");
+                format!("Alert {id} is {}.", row.state.as_str())
+            }
+            Err(AlertActionError::Ledger(e)) => format!("Not recorded: the ledger failed ({e})."),
+            Err(e) => format!("Not recorded: {e}."),
+        }
+    }
+
+    /// The desk page: scan, holds, alerts.
+    pub fn page(&self, s: &Session, message: &str, scan: &str) -> String {
+        let ledger = lock(&self.ledger);
+        let holds = ledger.open_holds(200).unwrap_or_default();
+        let alerts = ledger.alert_rows(false, 200).unwrap_or_default();
+        drop(ledger);
+        let seize = if s.role == Role::Supervisor {
+            "<option value=\"seize\">seize</option>"
+        } else {
+            ""
+        };
+        let holds_html: String = holds
+            .iter()
+            .map(|v| {
+                let id = v.declaration_id.as_deref().unwrap_or("");
+                format!(
+                    "<li class=\"verdict hold\" data-declaration=\"{a}\"><b>{id}</b> <span class=\"lic\">{lic}</span> held {at}<div class=\"why\">{why}</div>\
+                     <form method=\"post\" action=\"/desk/hold\"><input type=\"hidden\" name=\"declaration_id\" value=\"{a}\">\
+                     <select name=\"outcome\"><option value=\"release\">release</option><option value=\"refuse\">refuse</option>{seize}</select>\
+                     <input name=\"note\" required placeholder=\"what the inspection found\"> <button>Record</button></form></li>",
+                    a = attr(id),
+                    id = esc(id),
+                    lic = esc(v.license_id.as_deref().unwrap_or("no license")),
+                    at = esc(&v.decided_at),
+                    why = esc(&v.reasons.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>().join("; ")),
+                )
+            })
+            .collect();
+        let supervisor = s.role == Role::Supervisor;
+        let alerts_html: String = alerts
+            .iter()
+            .map(|r| {
+                let a = &r.alert;
+                let what: Vec<String> = a.reasons.iter().map(|x| x.detail.clone()).chain(a.detail.clone()).collect();
+                let ack = if r.state == AlertState::Open {
+                    format!("<form method=\"post\" action=\"/desk/alert\"><input type=\"hidden\" name=\"alert_id\" value=\"{}\"><input type=\"hidden\" name=\"action\" value=\"acknowledge\"><button>Acknowledge</button></form>", r.id)
+                } else {
+                    String::new()
+                };
+                let close = if supervisor {
+                    format!("<form method=\"post\" action=\"/desk/alert\"><input type=\"hidden\" name=\"alert_id\" value=\"{}\"><input type=\"hidden\" name=\"action\" value=\"close\"><input name=\"note\" required placeholder=\"what was done\"> <button>Close</button></form>", r.id)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "<li class=\"alert {state}\" data-alert=\"{id}\"><span class=\"badge\">{kind}</span> <b>{decl}</b> {lic} <i>{state}{assignee}</i> <time>{at}</time><div class=\"what\">{what}</div>{ack}{close}</li>",
+                    id = r.id,
+                    state = r.state.as_str(),
+                    kind = esc(&a.kind.as_str().replace('_', " ")),
+                    decl = esc(a.declaration_id.as_deref().unwrap_or("")),
+                    lic = esc(a.license_id.as_deref().unwrap_or("")),
+                    assignee = r.assignee.as_deref().map(|x| format!(", assigned to {}", esc(x))).unwrap_or_default(),
+                    at = esc(&a.raised_at),
+                    what = esc(&what.join("; ")),
+                )
+            })
+            .collect();
+        DESK_PAGE
+            .replace("{checkpoint}", &esc(&self.identity.checkpoint))
+            .replace("{officer}", &esc(&s.officer))
+            .replace(
+                "{role}",
+                match s.role {
+                    Role::Officer => "officer",
+                    Role::Supervisor => "supervisor",
+                },
+            )
+            .replace(
+                "{message}",
+                &if message.is_empty() {
+                    String::new()
+                } else {
+                    format!("<p id=\"message\">{}</p>", esc(message))
+                },
+            )
+            .replace("{scan}", scan)
+            .replace("{holds}", &holds_html)
+            .replace("{alerts}", &alerts_html)
+    }
+}
+
+/// The sign-in page, with a message when the last try failed.
+pub fn sign_in_page(checkpoint: &str, failed: bool) -> String {
+    SIGN_IN_PAGE
+        .replace("{checkpoint}", &esc(checkpoint))
+        .replace(
+            "{message}",
+            if failed {
+                "<p id=\"message\">Wrong officer id or password.</p>"
+            } else {
+                ""
+            },
+        )
+}
+
+/// Makes an argon2 hash of a password for `[[desk.officers]]`.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::PasswordHasher;
+    let salt = argon2::password_hash::SaltString::generate(&mut rand_core::OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const DESK_PAGE: &str = include_str!("desk.html");
+const SIGN_IN_PAGE: &str = include_str!("signin.html");
