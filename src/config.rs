@@ -90,13 +90,38 @@ pub enum Role {
 pub struct HttpConfig {
     /// Address to listen on; loopback unless the operator opens it.
     pub listen: std::net::SocketAddr,
+    /// Certificate chain (PEM) to serve HTTPS with; with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PKCS#8 PEM, mode 0600).
+    pub tls_key: Option<PathBuf>,
+    /// The TLS configuration built from them at load.
+    #[serde(skip)]
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: ([127, 0, 0, 1], 9710).into(),
+            tls_cert: None,
+            tls_key: None,
+            tls: None,
         }
+    }
+}
+
+impl HttpConfig {
+    /// Builds the TLS configuration from `tls_cert` and `tls_key` (paths relative to `base`).
+    pub fn load_tls(&mut self, base: &Path) -> Result<(), String> {
+        self.tls = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some(std::sync::Arc::new(crate::tls::server_config(
+                &base.join(c),
+                &base.join(k),
+            )?)),
+            _ => return Err("`http.tls_cert` and `http.tls_key` go together".into()),
+        };
+        Ok(())
     }
 }
 
@@ -388,21 +413,25 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             return Err(bad(None, format!("`log_level`: `{log_level}`: {e}")));
         }
+        let mut http = raw.http;
+        if let Some(h) = &mut http {
+            h.load_tls(base).map_err(|m| bad(None, m))?;
+        }
         if let Some(desk) = &raw.desk {
-            match &raw.http {
+            match &http {
                 None => {
                     return Err(bad(
                         None,
                         "`[desk]` is served by the console: add `[http]`".into(),
                     ));
                 }
-                // Design: passwords and session cookies cross the network in
-                // clear without HTTPS, which this version does not serve.
-                Some(h) if !h.listen.ip().is_loopback() => {
+                // Design: passwords and session cookies must not cross a
+                // network in clear.
+                Some(h) if !h.listen.ip().is_loopback() && h.tls.is_none() => {
                     return Err(bad(
                         None,
                         format!(
-                            "`[desk]` needs `http.listen` on loopback ({} is not): the console does not serve HTTPS yet; reach it through a TLS proxy on this machine",
+                            "`[desk]` with `http.listen` beyond loopback ({}) needs HTTPS: set `http.tls_cert` and `http.tls_key`",
                             h.listen
                         ),
                     ));
@@ -442,7 +471,7 @@ impl Config {
             sync: raw.sync,
             policy_root,
             log_level,
-            http: raw.http,
+            http,
             desk: raw.desk,
         })
     }

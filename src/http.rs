@@ -41,6 +41,8 @@ struct App {
     clock: SharedClock,
     /// The officers' desk; when set, the console needs a sign-in.
     desk: Option<Arc<Desk>>,
+    /// Served over HTTPS: the session cookie is `Secure`.
+    secure: bool,
 }
 
 /// How often the console's status strip is refreshed.
@@ -49,6 +51,7 @@ const STRIP_EVERY: Duration = Duration::from_secs(2);
 /// Binds `addr` now (so a taken port stops start-up) and serves in the background.
 pub async fn start(
     addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
     telemetry: Arc<Telemetry>,
     checkpoint: &str,
     clock: SharedClock,
@@ -75,14 +78,11 @@ pub async fn start(
             checkpoint: checkpoint.into(),
             clock,
             desk,
+            secure: tls.is_some(),
         });
     // No graceful shutdown: console streams never end by themselves; the
     // task is dropped with the daemon.
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "http: the listener failed");
-        }
-    }))
+    Ok(crate::https::serve(listener, tls, app, "http"))
 }
 
 async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
@@ -216,9 +216,10 @@ async fn sign_in(State(app): State<App>, Form(f): Form<SignIn>) -> Response {
                 [(
                     header::SET_COOKIE,
                     format!(
-                        "{}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                        "{}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
                         desk::COOKIE,
-                        desk.session_secs()
+                        desk.session_secs(),
+                        if app.secure { "; Secure" } else { "" }
                     ),
                 )],
                 Redirect::to("/desk"),

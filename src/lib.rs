@@ -58,6 +58,7 @@ pub mod evidence;
 pub mod gate;
 pub mod holds;
 pub mod http;
+pub mod https;
 pub mod hub;
 pub mod in_force;
 pub mod keys;

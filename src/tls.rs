@@ -49,3 +49,25 @@ pub fn client_config(
         }
     }
 }
+
+/// Builds a server configuration from a certificate chain and its private key (PEM).
+pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<rustls::ServerConfig, String> {
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("`http.tls_cert` {}: {e}", cert_file.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "`http.tls_cert` {}: no certificate in it",
+            cert_file.display()
+        ));
+    }
+    crate::keys::check_private_file(key_file).map_err(|e| format!("`http.tls_key` {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| format!("`http.tls_key` {}: {e}", key_file.display()))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("`http.tls_cert`/`tls_key`: {e}"))
+}

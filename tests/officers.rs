@@ -273,3 +273,132 @@ async fn an_imported_list_holds_a_near_name_for_the_officer_and_rejects_the_list
         ["LIC-X2"]
     );
 }
+
+/// A self-signed certificate for 127.0.0.1 in `dir` (`console.pem`, `console.key`).
+fn self_signed(dir: &std::path::Path) {
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args([
+            "-keyout",
+            "console.key",
+            "-out",
+            "console.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=post-console",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .current_dir(dir)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("console.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+}
+
+/// One HTTPS request to 127.0.0.1:`port` trusting `ca`: the whole response as text.
+async fn https(port: u16, ca: &std::path::Path, request: &str) -> String {
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desk_beyond_loopback_needs_https_and_gets_it() {
+    let mut post = Post::new();
+    let port = free_port();
+    let hash = permitgate::desk::hash_password("correct horse battery").unwrap();
+    let cfg = post.dir.path().join("permitgate.toml");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let desk = format!(
+        "\n[desk]\n[[desk.officers]]\nid = \"o-7\"\nrole = \"officer\"\npassword_hash = \"{hash}\"\n"
+    );
+
+    // Beyond loopback without TLS: refused, saying what to set.
+    std::fs::write(
+        &cfg,
+        format!("{base}\n[http]\nlisten = \"0.0.0.0:{port}\"\n{desk}"),
+    )
+    .unwrap();
+    let (ok, _, why) = permitgate(&post, "status", &[]);
+    assert!(
+        !ok && why.contains("needs HTTPS: set `http.tls_cert` and `http.tls_key`"),
+        "{why}"
+    );
+
+    self_signed(post.dir.path());
+    std::fs::write(
+        &cfg,
+        format!("{base}\n[http]\nlisten = \"0.0.0.0:{port}\"\ntls_cert = \"console.pem\"\ntls_key = \"console.key\"\n{desk}"),
+    )
+    .unwrap();
+    post.start();
+    wait_online(post.broker.port).await;
+    let ca = post.dir.path().join("console.pem");
+    let page = https(
+        port,
+        &ca,
+        "GET /signin HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("Sign in"),
+        "{page}"
+    );
+    let body = "officer=o-7&password=correct+horse+battery";
+    let signed_in = https(
+        port,
+        &ca,
+        &format!("POST /signin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()),
+    )
+    .await;
+    let cookie = signed_in
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("{signed_in}"));
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("; Secure"),
+        "{cookie}"
+    );
+    // Plain HTTP on the same port gets no page.
+    let plain = ureq::get(&format!("http://127.0.0.1:{port}/signin")).call();
+    assert!(plain.is_err(), "plain HTTP was answered");
+}

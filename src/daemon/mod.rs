@@ -188,6 +188,7 @@ pub async fn run_with_clock(
             Some(
                 crate::http::start(
                     http.listen,
+                    http.tls.clone(),
                     telemetry.clone(),
                     &cfg.checkpoint,
                     clock.clone(),

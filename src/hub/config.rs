@@ -89,6 +89,10 @@ impl HubConfig {
         }
         let base = file.parent().unwrap_or(Path::new("."));
         let mqtt_tls = crate::config::tls_for(base, &raw.mqtt, "mqtt").map_err(bad)?;
+        let mut http = raw.http;
+        if let Some(h) = &mut http {
+            h.load_tls(base).map_err(bad)?;
+        }
         let policy_file = base.join(&raw.policy);
         let policy = Policy::load(&policy_file)?;
         let policy_root = match &raw.policy_root_key {
@@ -112,7 +116,7 @@ impl HubConfig {
             key_file: base.join(raw.hub_key),
             kid: raw.hub_kid,
             share_group: raw.share_group,
-            http: raw.http,
+            http,
         })
     }
 }

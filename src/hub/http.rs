@@ -186,6 +186,7 @@ struct App {
 /// Binds `addr` now (a taken port stops start-up) and serves in the background.
 pub async fn start(
     addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
     telemetry: Arc<HubTelemetry>,
     reader: Store,
     clock: crate::clock::SharedClock,
@@ -207,11 +208,7 @@ pub async fn start(
             store: Arc::new(Mutex::new(reader)),
             clock,
         });
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "hub http: the listener failed");
-        }
-    }))
+    Ok(crate::https::serve(listener, tls, app, "hub http"))
 }
 
 fn json(code: StatusCode, body: serde_json::Value) -> Response {

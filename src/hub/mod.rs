@@ -163,6 +163,7 @@ pub async fn run_with_clock(
         Some(h) => Some(
             http::start(
                 h.listen,
+                h.tls.clone(),
                 telemetry.clone(),
                 store.reader().await?,
                 clock.clone(),
