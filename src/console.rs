@@ -14,8 +14,12 @@ use crate::verdict::{Alert, Verdict};
 /// How long an alert stays at the top of the page as open.
 pub const OPEN_ALERT_SECS: i64 = 24 * 3600;
 
-/// One verdict as a list item.
+/// One verdict as a list item; `twice` when a double use of its license is known.
 pub fn verdict_row(v: &Verdict) -> String {
+    verdict_row_marked(v, false)
+}
+
+fn verdict_row_marked(v: &Verdict, twice: bool) -> String {
     let reasons: Vec<String> = v
         .reasons
         .iter()
@@ -27,13 +31,20 @@ pub fn verdict_row(v: &Verdict) -> String {
             )
         })
         .collect();
+    let resolved = v
+        .resolution
+        .as_ref()
+        .map(|r| format!(" <i class=\"resolved\">{} by officer {}</i>", esc(r.outcome.as_str()), esc(&r.officer)))
+        .unwrap_or_default();
     format!(
-        "<li class=\"verdict {kind}\" data-declaration=\"{id_attr}\"><time>{at}</time><span class=\"badge\">{kind_text}</span> \
-         <b class=\"decl\">{id}</b> <span class=\"lic\">{lic}</span> {reasons}</li>",
+        "<li class=\"verdict {kind}{twice}\" data-declaration=\"{id_attr}\" data-license=\"{lic_attr}\"><time>{at}</time><span class=\"badge\">{kind_text}</span> \
+         <b class=\"decl\">{id}</b> <span class=\"lic\">{lic}</span> {reasons}{resolved}<span class=\"twice-note\">license used twice: see the alert</span></li>",
         kind = v.verdict.as_str(),
+        twice = if twice { " twice" } else { "" },
         kind_text = esc(&v.verdict.as_str().replace('_', " ")),
         id_attr =
             html_escape::encode_double_quoted_attribute(v.declaration_id.as_deref().unwrap_or("")),
+        lic_attr = html_escape::encode_double_quoted_attribute(v.license_id.as_deref().unwrap_or("")),
         id = esc(v.declaration_id.as_deref().unwrap_or("(no id)")),
         lic = esc(v.license_id.as_deref().unwrap_or("no license")),
         reasons = reasons.join(" "),
@@ -41,15 +52,39 @@ pub fn verdict_row(v: &Verdict) -> String {
     )
 }
 
-/// One alert as a list item.
+/// One alert as a list item. A double use lists both uses (post,
+/// declaration, time) and says its evidence was verified: a post stores
+/// one only after checking every record's signature and its proof in the
+/// national log.
 pub fn alert_row(a: &Alert) -> String {
     let mut what: Vec<String> = a.reasons.iter().map(|r| r.detail.clone()).collect();
     if let Some(d) = &a.detail {
         what.push(d.clone());
     }
+    let uses = if a.kind == crate::verdict::AlertKind::DoubleUse && !a.records.is_empty() {
+        let rows: String = a
+            .records
+            .iter()
+            .map(|r| {
+                format!(
+                    "<li><b>{}</b> · declaration {} · {}</li>",
+                    esc(&r.checkpoint),
+                    esc(&r.declaration_id),
+                    esc(&r.consumed_at)
+                )
+            })
+            .collect();
+        format!(
+            "<ol class=\"uses\">{rows}</ol><span class=\"verified\">evidence verified: each use signed by its post and proven in the national log</span>"
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "<li class=\"alert\"><time>{at}</time><span class=\"badge\">{kind}</span> <b>{decl}</b> {lic} <span class=\"what\">{what}</span></li>",
+        "<li class=\"alert {kind_class}\" data-license=\"{lic_attr}\"><time>{at}</time><span class=\"badge\">{kind}</span> <b>{decl}</b> {lic} <span class=\"what\">{what}</span>{uses}</li>",
+        kind_class = a.kind.as_str(),
         kind = esc(&a.kind.as_str().replace('_', " ")),
+        lic_attr = html_escape::encode_double_quoted_attribute(a.license_id.as_deref().unwrap_or("")),
         decl = esc(a.declaration_id.as_deref().unwrap_or("")),
         lic = esc(a.license_id.as_deref().unwrap_or("")),
         what = esc(&what.join("; ")),
@@ -97,7 +132,16 @@ pub fn page(t: &Telemetry, checkpoint: &str, now: UnixTime) -> String {
         })
         .map(|a| alert_row(a))
         .collect();
-    let rows: Vec<String> = verdicts.iter().map(|v| verdict_row(v)).collect();
+    // A clearance whose license was also used elsewhere is not shown as a plain green card.
+    let twice: std::collections::HashSet<&str> = alerts
+        .iter()
+        .filter(|a| a.kind == crate::verdict::AlertKind::DoubleUse)
+        .filter_map(|a| a.license_id.as_deref())
+        .collect();
+    let rows: Vec<String> = verdicts
+        .iter()
+        .map(|v| verdict_row_marked(v, v.license_id.as_deref().is_some_and(|l| twice.contains(l))))
+        .collect();
     PAGE.replace("{checkpoint}", &esc(checkpoint))
         .replace("{strip}", &strip(t, now))
         .replace("{alerts}", &open.join("\n"))
@@ -125,6 +169,35 @@ mod tests {
             row.contains("&lt;script&gt;") && row.contains("10:11:12"),
             "{row}"
         );
+    }
+
+    #[test]
+    fn a_double_use_shows_both_uses_and_turns_the_clearance_red() {
+        let t = Telemetry::new(std::path::Path::new("/nonexistent"), false, 1_790_000_000);
+        let v: Verdict = serde_json::from_value(serde_json::json!({
+            "declaration_id": "DA-1", "verdict": "cleared", "license_id": "LIC-9",
+            "checkpoint": "post-a", "decided_at": "2026-01-01T10:11:12Z", "reasons": []
+        }))
+        .unwrap();
+        let proven = serde_json::json!({"leaf": "00", "index": 0, "head": "", "proof": []});
+        let a: Alert = serde_json::from_value(serde_json::json!({
+            "kind": "double_use", "checkpoint": "post-a", "raised_at": "2026-01-01T12:00:00Z",
+            "declaration_id": null, "license_id": "LIC-9",
+            "records": [
+                {"checkpoint": "post-a", "seq": 1, "declaration_id": "DA-1", "consumed_at": "2026-01-01T10:11:12Z", "proven": proven},
+                {"checkpoint": "post-b", "seq": 4, "declaration_id": "DB-7", "consumed_at": "2026-01-01T10:30:00Z", "proven": proven}
+            ]
+        }))
+        .unwrap();
+        t.decided(Arc::new(v), None);
+        t.alerted(Arc::new(a));
+        let page = page(&t, "post-a", 1_767_265_200);
+        let card = page.split("<li class=\"verdict").nth(1).unwrap();
+        assert!(card.starts_with(" cleared twice\""), "{card}");
+        let alert = page.split("<li class=\"alert double_use\"").nth(1).unwrap();
+        for what in ["post-a", "DA-1", "post-b", "DB-7", "2026-01-01T10:30:00Z", "evidence verified"] {
+            assert!(alert.contains(what), "{what}: {alert}");
+        }
     }
 
     #[test]
