@@ -58,6 +58,33 @@ pub struct DeskConfig {
     pub officers: Vec<OfficerAccount>,
 }
 
+/// Checks a `[desk]` (or the hub's `[national]`) table against the `[http]` that serves it.
+pub fn check_desk(table: &str, desk: &DeskConfig, http: Option<&HttpConfig>) -> Result<(), String> {
+    match http {
+        None => return Err(format!("`[{table}]` is served over HTTP: add `[http]`")),
+        // Design: passwords and session cookies must not cross a network in clear.
+        Some(h) if !h.listen.ip().is_loopback() && h.tls.is_none() => {
+            return Err(format!(
+                "`[{table}]` with `http.listen` beyond loopback ({}) needs HTTPS: set `http.tls_cert` and `http.tls_key`",
+                h.listen
+            ));
+        }
+        Some(_) => {}
+    }
+    for (n, o) in desk.officers.iter().enumerate() {
+        if o.id.trim().is_empty() {
+            return Err(format!("`{table}.officers[{n}].id` is empty"));
+        }
+        if let Err(e) = argon2::PasswordHash::new(&o.password_hash) {
+            return Err(format!(
+                "`{table}.officers[{n}].password_hash` (officer {}) is not a password hash ({e}); make one with `permitgate desk hash-password`",
+                o.id
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn default_session_minutes() -> u64 {
     480
 }
@@ -418,40 +445,7 @@ impl Config {
             h.load_tls(base).map_err(|m| bad(None, m))?;
         }
         if let Some(desk) = &raw.desk {
-            match &http {
-                None => {
-                    return Err(bad(
-                        None,
-                        "`[desk]` is served by the console: add `[http]`".into(),
-                    ));
-                }
-                // Design: passwords and session cookies must not cross a
-                // network in clear.
-                Some(h) if !h.listen.ip().is_loopback() && h.tls.is_none() => {
-                    return Err(bad(
-                        None,
-                        format!(
-                            "`[desk]` with `http.listen` beyond loopback ({}) needs HTTPS: set `http.tls_cert` and `http.tls_key`",
-                            h.listen
-                        ),
-                    ));
-                }
-                Some(_) => {}
-            }
-            for (n, o) in desk.officers.iter().enumerate() {
-                if o.id.trim().is_empty() {
-                    return Err(bad(None, format!("`desk.officers[{n}].id` is empty")));
-                }
-                if let Err(e) = argon2::PasswordHash::new(&o.password_hash) {
-                    return Err(bad(
-                        None,
-                        format!(
-                            "`desk.officers[{n}].password_hash` (officer {}) is not a password hash ({e}); make one with `permitgate desk hash-password`",
-                            o.id
-                        ),
-                    ));
-                }
-            }
+            check_desk("desk", desk, http.as_ref()).map_err(|m| bad(None, m))?;
         }
         let policy_file = base.join(&raw.policy);
         let policy = Policy::load(&policy_file)?;

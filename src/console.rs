@@ -34,7 +34,13 @@ fn verdict_row_marked(v: &Verdict, twice: bool) -> String {
     let resolved = v
         .resolution
         .as_ref()
-        .map(|r| format!(" <i class=\"resolved\">{} by officer {}</i>", esc(r.outcome.as_str()), esc(&r.officer)))
+        .map(|r| {
+            format!(
+                " <i class=\"resolved\">{} by officer {}</i>",
+                esc(r.outcome.as_str()),
+                esc(&r.officer)
+            )
+        })
         .unwrap_or_default();
     format!(
         "<li class=\"verdict {kind}{twice}\" data-declaration=\"{id_attr}\" data-license=\"{lic_attr}\"><time>{at}</time><span class=\"badge\">{kind_text}</span> \
@@ -44,7 +50,8 @@ fn verdict_row_marked(v: &Verdict, twice: bool) -> String {
         kind_text = esc(&v.verdict.as_str().replace('_', " ")),
         id_attr =
             html_escape::encode_double_quoted_attribute(v.declaration_id.as_deref().unwrap_or("")),
-        lic_attr = html_escape::encode_double_quoted_attribute(v.license_id.as_deref().unwrap_or("")),
+        lic_attr =
+            html_escape::encode_double_quoted_attribute(v.license_id.as_deref().unwrap_or("")),
         id = esc(v.declaration_id.as_deref().unwrap_or("(no id)")),
         lic = esc(v.license_id.as_deref().unwrap_or("no license")),
         reasons = reasons.join(" "),
@@ -84,7 +91,8 @@ pub fn alert_row(a: &Alert) -> String {
         "<li class=\"alert {kind_class}\" data-license=\"{lic_attr}\"><time>{at}</time><span class=\"badge\">{kind}</span> <b>{decl}</b> {lic} <span class=\"what\">{what}</span>{uses}</li>",
         kind_class = a.kind.as_str(),
         kind = esc(&a.kind.as_str().replace('_', " ")),
-        lic_attr = html_escape::encode_double_quoted_attribute(a.license_id.as_deref().unwrap_or("")),
+        lic_attr =
+            html_escape::encode_double_quoted_attribute(a.license_id.as_deref().unwrap_or("")),
         decl = esc(a.declaration_id.as_deref().unwrap_or("")),
         lic = esc(a.license_id.as_deref().unwrap_or("")),
         what = esc(&what.join("; ")),
@@ -140,7 +148,12 @@ pub fn page(t: &Telemetry, checkpoint: &str, now: UnixTime) -> String {
         .collect();
     let rows: Vec<String> = verdicts
         .iter()
-        .map(|v| verdict_row_marked(v, v.license_id.as_deref().is_some_and(|l| twice.contains(l))))
+        .map(|v| {
+            verdict_row_marked(
+                v,
+                v.license_id.as_deref().is_some_and(|l| twice.contains(l)),
+            )
+        })
         .collect();
     PAGE.replace("{checkpoint}", &esc(checkpoint))
         .replace("{strip}", &strip(t, now))
@@ -195,7 +208,14 @@ mod tests {
         let card = page.split("<li class=\"verdict").nth(1).unwrap();
         assert!(card.starts_with(" cleared twice\""), "{card}");
         let alert = page.split("<li class=\"alert double_use\"").nth(1).unwrap();
-        for what in ["post-a", "DA-1", "post-b", "DB-7", "2026-01-01T10:30:00Z", "evidence verified"] {
+        for what in [
+            "post-a",
+            "DA-1",
+            "post-b",
+            "DB-7",
+            "2026-01-01T10:30:00Z",
+            "evidence verified",
+        ] {
             assert!(alert.contains(what), "{what}: {alert}");
         }
     }

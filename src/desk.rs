@@ -1,5 +1,4 @@
-//! The officers' desk on the gate console: sign-in (argon2 password
-//! hashes from `[desk]`), sessions that expire, and the officer's work —
+//! The officers' desk on the gate console (sign-in in [`crate::signin`]): the officer's work —
 //! a token checked at the desk, holds resolved, alerts worked. Every
 //! action goes into the ledger's signed log with the officer's id.
 //!
@@ -8,36 +7,22 @@
 //! page cannot make a signed-in browser act. Pages are rendered here, with
 //! everything from outside escaped, and need no script.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use html_escape::{encode_double_quoted_attribute as attr, encode_text as esc};
 
-use crate::clock::{SharedClock, UnixTime, to_rfc3339};
+use crate::clock::{SharedClock, to_rfc3339};
 use crate::config::{DeskConfig, Role};
 use crate::decision::{Context, assess_token};
 use crate::ledger::{AlertAction, AlertActionError, AlertState, Identity, Ledger};
 use crate::policy::Policy;
+pub use crate::signin::{COOKIE, Session, SignIn, sign_in_page};
 use crate::verdict::HoldOutcome;
-
-/// The session cookie's name.
-pub const COOKIE: &str = "permitgate_session";
-
-/// A signed-in officer.
-#[derive(Debug, Clone)]
-pub struct Session {
-    /// Their id.
-    pub officer: String,
-    /// What they may do.
-    pub role: Role,
-    /// When the session ends.
-    pub expires: UnixTime,
-}
 
 /// What the desk needs: accounts, sessions, the ledger and the policy in force.
 pub struct Desk {
-    config: DeskConfig,
-    sessions: Mutex<HashMap<String, Session>>,
+    /// Who may sign in, and who has.
+    pub signin: Arc<SignIn>,
     ledger: Mutex<Ledger>,
     identity: Identity,
     policy: tokio::sync::watch::Receiver<Arc<Policy>>,
@@ -54,74 +39,12 @@ impl Desk {
         clock: SharedClock,
     ) -> Desk {
         Desk {
-            config,
-            sessions: Mutex::new(HashMap::new()),
+            signin: Arc::new(SignIn::new(config, clock.clone())),
             ledger: Mutex::new(ledger),
             identity,
             policy,
             clock,
         }
-    }
-
-    /// Checks an officer's password (slow on purpose: argon2); a session token when right.
-    pub fn sign_in(&self, officer: &str, password: &str) -> Option<String> {
-        use argon2::PasswordVerifier;
-        let account = self.config.officers.iter().find(|o| o.id == officer)?;
-        let hash = argon2::PasswordHash::new(&account.password_hash).ok()?;
-        argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .ok()?;
-        let mut bytes = [0u8; 32];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
-        let token = hex::encode(bytes);
-        let now = self.clock.now();
-        let mut sessions = lock(&self.sessions);
-        sessions.retain(|_, s| s.expires > now);
-        sessions.insert(
-            token.clone(),
-            Session {
-                officer: account.id.clone(),
-                role: account.role,
-                expires: now + (self.config.session_minutes * 60) as i64,
-            },
-        );
-        Some(token)
-    }
-
-    /// The session a cookie header carries, if it has not expired.
-    pub fn session(&self, cookie_header: Option<&str>) -> Option<Session> {
-        let token = cookie_header?
-            .split(';')
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == COOKIE)?
-            .1;
-        let now = self.clock.now();
-        let mut sessions = lock(&self.sessions);
-        match sessions.get(token) {
-            Some(s) if s.expires > now => Some(s.clone()),
-            Some(_) => {
-                sessions.remove(token);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Ends a session.
-    pub fn sign_out(&self, cookie_header: Option<&str>) {
-        if let Some(token) = cookie_header.and_then(|h| {
-            h.split(';')
-                .filter_map(|c| c.trim().split_once('='))
-                .find(|(k, _)| *k == COOKIE)
-                .map(|(_, v)| v.to_owned())
-        }) {
-            lock(&self.sessions).remove(&token);
-        }
-    }
-
-    /// How long a session lasts, seconds.
-    pub fn session_secs(&self) -> u64 {
-        self.config.session_minutes * 60
     }
 
     /// Checks a token typed or scanned at the desk: its terms and what the
@@ -321,33 +244,8 @@ impl Desk {
     }
 }
 
-/// The sign-in page, with a message when the last try failed.
-pub fn sign_in_page(checkpoint: &str, failed: bool) -> String {
-    SIGN_IN_PAGE
-        .replace("{checkpoint}", &esc(checkpoint))
-        .replace(
-            "{message}",
-            if failed {
-                "<p id=\"message\">Wrong officer id or password.</p>"
-            } else {
-                ""
-            },
-        )
-}
-
-/// Makes an argon2 hash of a password for `[[desk.officers]]`.
-pub fn hash_password(password: &str) -> Result<String, String> {
-    use argon2::PasswordHasher;
-    let salt = argon2::password_hash::SaltString::generate(&mut rand_core::OsRng);
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 const DESK_PAGE: &str = include_str!("desk.html");
-const SIGN_IN_PAGE: &str = include_str!("signin.html");

@@ -87,7 +87,7 @@ pub async fn start(
 
 async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
     if let Some(desk) = &app.desk
-        && desk.session(cookie(&headers)).is_none()
+        && desk.signin.session(cookie(&headers)).is_none()
     {
         return Redirect::to("/signin").into_response();
     }
@@ -129,7 +129,7 @@ async fn healthz(State(app): State<App>) -> Response {
 
 async fn events(State(app): State<App>, headers: HeaderMap) -> Response {
     if let Some(desk) = &app.desk
-        && desk.session(cookie(&headers)).is_none()
+        && desk.signin.session(cookie(&headers)).is_none()
     {
         return (StatusCode::UNAUTHORIZED, "sign in first").into_response();
     }
@@ -168,9 +168,7 @@ fn strip(app: &App) -> Event {
         .data(console::strip(&app.telemetry, app.clock.now()))
 }
 
-fn cookie(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::COOKIE).and_then(|v| v.to_str().ok())
-}
+use crate::signin::cookie;
 
 /// The signed-in officer, or the answer that sends them to sign in.
 fn officer(app: &App, headers: &HeaderMap) -> Result<(Arc<Desk>, Session), Box<Response>> {
@@ -183,7 +181,7 @@ fn officer(app: &App, headers: &HeaderMap) -> Result<(Arc<Desk>, Session), Box<R
                 .into_response(),
         ));
     };
-    match desk.session(cookie(headers)) {
+    match desk.signin.session(cookie(headers)) {
         Some(s) => Ok((desk, s)),
         None => Err(Box::new(Redirect::to("/signin").into_response())),
     }
@@ -203,55 +201,20 @@ async fn sign_in(State(app): State<App>, Form(f): Form<SignIn>) -> Response {
     let Some(desk) = app.desk.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let who = f.officer.clone();
-    // argon2 is slow on purpose: off the async threads.
-    let token = tokio::task::spawn_blocking(move || desk.sign_in(&f.officer, &f.password))
-        .await
-        .ok()
-        .flatten();
-    match (token, &app.desk) {
-        (Some(token), Some(desk)) => {
-            tracing::info!(officer = %who, "desk: signed in");
-            (
-                [(
-                    header::SET_COOKIE,
-                    format!(
-                        "{}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
-                        desk::COOKIE,
-                        desk.session_secs(),
-                        if app.secure { "; Secure" } else { "" }
-                    ),
-                )],
-                Redirect::to("/desk"),
-            )
-                .into_response()
-        }
-        _ => {
-            tracing::warn!(officer = %who, "desk: sign-in refused");
-            (
-                StatusCode::UNAUTHORIZED,
-                Html(desk::sign_in_page(&app.checkpoint, true)),
-            )
-                .into_response()
-        }
-    }
+    let signin = desk.signin.clone();
+    crate::signin::answer_sign_in(
+        signin,
+        f.officer,
+        f.password,
+        &app.checkpoint,
+        app.secure,
+        "/desk",
+    )
+    .await
 }
 
 async fn sign_out(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Some(desk) = &app.desk {
-        desk.sign_out(cookie(&headers));
-    }
-    (
-        [(
-            header::SET_COOKIE,
-            format!(
-                "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
-                desk::COOKIE
-            ),
-        )],
-        Redirect::to("/signin"),
-    )
-        .into_response()
+    crate::signin::answer_sign_out(app.desk.as_ref().map(|d| &*d.signin), &headers)
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -344,7 +307,8 @@ fn back_to_desk(message: &str) -> Response {
     Redirect::to(&format!("/desk?msg={q}")).into_response()
 }
 
-fn percent_encoded(m: &str) -> String {
+/// Percent-encodes a query value.
+pub(crate) fn percent_encoded(m: &str) -> String {
     m.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -72,6 +72,7 @@ pub mod record;
 pub mod registry;
 pub mod screening;
 pub mod screening_import;
+pub mod signin;
 pub mod sync;
 pub mod telemetry;
 pub mod throttle;

@@ -17,7 +17,7 @@ const PASSWORD: &str = "correct horse battery";
 fn post_with_desk() -> (Post, String) {
     let post = Post::new();
     let base = post.enable_http();
-    let hash = permitgate::desk::hash_password(PASSWORD).unwrap();
+    let hash = permitgate::signin::hash_password(PASSWORD).unwrap();
     let cfg = post.dir.path().join("permitgate.toml");
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str(&format!(

@@ -296,7 +296,12 @@ fn self_signed(dir: &std::path::Path) {
             "-subj",
             "/CN=post-console",
         ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .args([
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
         .current_dir(dir)
         .stderr(std::process::Stdio::null())
         .status()
@@ -343,7 +348,7 @@ async fn https(port: u16, ca: &std::path::Path, request: &str) -> String {
 async fn the_desk_beyond_loopback_needs_https_and_gets_it() {
     let mut post = Post::new();
     let port = free_port();
-    let hash = permitgate::desk::hash_password("correct horse battery").unwrap();
+    let hash = permitgate::signin::hash_password("correct horse battery").unwrap();
     let cfg = post.dir.path().join("permitgate.toml");
     let base = std::fs::read_to_string(&cfg).unwrap();
     let desk = format!(

@@ -257,7 +257,7 @@ pub fn desk(command: DeskCommand) -> Result<Outcome> {
             }
             println!(
                 "{}",
-                crate::desk::hash_password(password).map_err(anyhow::Error::msg)?
+                crate::signin::hash_password(password).map_err(anyhow::Error::msg)?
             );
             Ok(Outcome::Ok)
         }

@@ -36,6 +36,8 @@ pub struct HubConfig {
     pub share_group: String,
     /// The HTTP listener (`[http]`): metrics, health, the national view's API.
     pub http: Option<crate::config::HttpConfig>,
+    /// Who may sign in to the national view (`[national]`); without it the view is open on loopback.
+    pub national: Option<crate::config::DeskConfig>,
 }
 
 #[derive(Deserialize)]
@@ -53,6 +55,7 @@ struct RawHub {
     /// Where the registry was before it moved into the policy.
     checkpoints: Option<toml::Value>,
     http: Option<crate::config::HttpConfig>,
+    national: Option<crate::config::DeskConfig>,
 }
 
 fn default_group() -> String {
@@ -93,6 +96,18 @@ impl HubConfig {
         if let Some(h) = &mut http {
             h.load_tls(base).map_err(bad)?;
         }
+        match (&raw.national, &http) {
+            (Some(n), _) => crate::config::check_desk("national", n, http.as_ref()).map_err(bad)?,
+            // Design: who used which license, and where goods went, is not
+            // served to a network without a sign-in.
+            (None, Some(h)) if !h.listen.ip().is_loopback() => {
+                return Err(bad(format!(
+                    "`http.listen` {} is beyond loopback: the national view and the API need sign-in there; add `[national]` with its officers (and HTTPS)",
+                    h.listen
+                )));
+            }
+            _ => {}
+        }
         let policy_file = base.join(&raw.policy);
         let policy = Policy::load(&policy_file)?;
         let policy_root = match &raw.policy_root_key {
@@ -117,6 +132,7 @@ impl HubConfig {
             kid: raw.hub_kid,
             share_group: raw.share_group,
             http,
+            national: raw.national,
         })
     }
 }

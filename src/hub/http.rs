@@ -177,19 +177,28 @@ impl HubTelemetry {
 }
 
 #[derive(Clone)]
-struct App {
+pub(super) struct App {
     telemetry: Arc<HubTelemetry>,
-    store: Arc<Mutex<Store>>,
-    clock: crate::clock::SharedClock,
+    pub(super) store: Arc<Mutex<Store>>,
+    pub(super) clock: crate::clock::SharedClock,
+    /// Who may sign in to the national view and the API; `None`: open (on loopback).
+    pub(super) signin: Option<Arc<crate::signin::SignIn>>,
+    /// The policy in force: its registry checks the evidence shown.
+    pub(super) in_force: Arc<crate::in_force::PolicyInForce>,
+    /// Served over HTTPS: the session cookie is `Secure`.
+    pub(super) secure: bool,
 }
 
 /// Binds `addr` now (a taken port stops start-up) and serves in the background.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     telemetry: Arc<HubTelemetry>,
     reader: Store,
     clock: crate::clock::SharedClock,
+    signin: Option<Arc<crate::signin::SignIn>>,
+    in_force: Arc<crate::in_force::PolicyInForce>,
 ) -> Result<tokio::task::JoinHandle<()>, crate::http::HttpError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -203,10 +212,21 @@ pub async fn start(
         .route("/api/checkpoints", get(checkpoints))
         .route("/api/alerts", get(alerts))
         .route("/api/flows", get(flows))
+        .route("/national", get(super::national::page))
+        .route("/national/flows.csv", get(super::national::flows_csv))
+        .route("/national/cases.csv", get(super::national::cases_csv))
+        .route(
+            "/signin",
+            get(super::national::sign_in_form).post(super::national::sign_in),
+        )
+        .route("/signout", axum::routing::post(super::national::sign_out))
         .with_state(App {
             telemetry,
             store: Arc::new(Mutex::new(reader)),
             clock,
+            signin,
+            in_force,
+            secure: tls.is_some(),
         });
     Ok(crate::https::serve(listener, tls, app, "hub http"))
 }
@@ -295,7 +315,14 @@ async fn healthz(State(app): State<App>) -> Response {
     )
 }
 
-async fn license(State(app): State<App>, Path(id): Path<String>) -> Response {
+async fn license(
+    State(app): State<App>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = super::national::investigator(&app, &headers) {
+        return *r;
+    }
     let mut store = app.store.lock().await;
     let records = match store.license(&id).await {
         Ok(r) => r,
@@ -320,7 +347,10 @@ async fn license(State(app): State<App>, Path(id): Path<String>) -> Response {
     )
 }
 
-async fn checkpoints(State(app): State<App>) -> Response {
+async fn checkpoints(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(r) = super::national::investigator(&app, &headers) {
+        return *r;
+    }
     match app.store.lock().await.checkpoints(app.clock.now()).await {
         Ok(c) => json(StatusCode::OK, serde_json::json!({"checkpoints": c})),
         Err(e) => store_error(e),
@@ -337,7 +367,7 @@ struct Range {
 }
 
 /// An RFC 3339 time or a date (`2026-11-01`, its midnight UTC); the error in words.
-fn time_arg(v: &Option<String>, default: UnixTime) -> Result<UnixTime, String> {
+pub(super) fn time_arg(v: &Option<String>, default: UnixTime) -> Result<UnixTime, String> {
     match v {
         None => Ok(default),
         Some(t) if t.len() == 10 => parse_rfc3339(&format!("{t}T00:00:00Z")),
@@ -349,7 +379,14 @@ fn bad_request(why: String) -> Response {
     json(StatusCode::BAD_REQUEST, serde_json::json!({"error": why}))
 }
 
-async fn alerts(State(app): State<App>, Query(q): Query<Range>) -> Response {
+async fn alerts(
+    State(app): State<App>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<Range>,
+) -> Response {
+    if let Err(r) = super::national::investigator(&app, &headers) {
+        return *r;
+    }
     let (since, until) = match (time_arg(&q.since, 0), time_arg(&q.until, i64::MAX)) {
         (Ok(s), Ok(u)) => (s, u),
         (Err(e), _) | (_, Err(e)) => return bad_request(e),
@@ -367,7 +404,14 @@ async fn alerts(State(app): State<App>, Query(q): Query<Range>) -> Response {
     }
 }
 
-async fn flows(State(app): State<App>, Query(q): Query<Range>) -> Response {
+async fn flows(
+    State(app): State<App>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<Range>,
+) -> Response {
+    if let Err(r) = super::national::investigator(&app, &headers) {
+        return *r;
+    }
     let Some(by) = q.by.as_deref().and_then(FlowBy::parse) else {
         return json(
             StatusCode::BAD_REQUEST,

@@ -12,6 +12,7 @@
 
 mod config;
 pub mod http;
+mod national;
 mod records;
 pub mod store;
 
@@ -159,6 +160,7 @@ pub async fn run_with_clock(
         Duration::from_secs(cfg.mqtt.reconnect_max_secs),
     );
     let telemetry = http::HubTelemetry::new();
+    let in_force = PolicyInForce::new(cfg.policy.clone());
     let http_task = match &cfg.http {
         Some(h) => Some(
             http::start(
@@ -167,6 +169,10 @@ pub async fn run_with_clock(
                 telemetry.clone(),
                 store.reader().await?,
                 clock.clone(),
+                cfg.national
+                    .clone()
+                    .map(|n| Arc::new(crate::signin::SignIn::new(n, clock.clone()))),
+                in_force.clone(),
             )
             .await?,
         ),
@@ -174,7 +180,7 @@ pub async fn run_with_clock(
     };
     let mut hub = Hub {
         topics: SyncTopics::new(&cfg.mqtt.prefix),
-        in_force: PolicyInForce::new(cfg.policy.clone()),
+        in_force,
         cfg,
         store,
         key,

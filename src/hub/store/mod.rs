@@ -10,7 +10,7 @@ pub mod view;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-use view::{CheckpointView, FlowBy, FlowRow, RecordView};
+pub use view::{CheckpointView, FlowBy, FlowRow, RecordView};
 
 use std::path::PathBuf;
 
