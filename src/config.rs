@@ -121,9 +121,14 @@ pub struct HttpConfig {
     pub tls_cert: Option<PathBuf>,
     /// Its private key (PKCS#8 PEM, mode 0600).
     pub tls_key: Option<PathBuf>,
+    /// The IANA time zone the pages show times in (default: the machine's).
+    pub time_zone: Option<String>,
     /// The TLS configuration built from them at load.
     #[serde(skip)]
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The time zone, read at load.
+    #[serde(skip)]
+    pub tz: jiff::tz::TimeZone,
 }
 
 impl Default for HttpConfig {
@@ -132,14 +137,18 @@ impl Default for HttpConfig {
             listen: ([127, 0, 0, 1], 9710).into(),
             tls_cert: None,
             tls_key: None,
+            time_zone: None,
             tls: None,
+            tz: jiff::tz::TimeZone::UTC,
         }
     }
 }
 
 impl HttpConfig {
-    /// Builds the TLS configuration from `tls_cert` and `tls_key` (paths relative to `base`).
+    /// Builds the TLS configuration from `tls_cert` and `tls_key` (paths
+    /// relative to `base`) and reads the time zone.
     pub fn load_tls(&mut self, base: &Path) -> Result<(), String> {
+        self.tz = crate::ui::time_zone(self.time_zone.as_deref())?;
         self.tls = match (&self.tls_cert, &self.tls_key) {
             (None, None) => None,
             (Some(c), Some(k)) => Some(std::sync::Arc::new(crate::tls::server_config(

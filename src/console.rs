@@ -9,25 +9,28 @@ use html_escape::encode_text as esc;
 
 use crate::clock::UnixTime;
 use crate::telemetry::{Health, Telemetry, human};
+use crate::ui::Ui;
 use crate::verdict::{Alert, Verdict};
 
 /// How long an alert stays at the top of the page as open.
 pub const OPEN_ALERT_SECS: i64 = 24 * 3600;
 
-/// One verdict as a list item; `twice` when a double use of its license is known.
-pub fn verdict_row(v: &Verdict) -> String {
-    verdict_row_marked(v, false)
+/// One verdict as a list item.
+pub fn verdict_row(v: &Verdict, ui: &Ui) -> String {
+    verdict_row_marked(v, false, ui)
 }
 
-fn verdict_row_marked(v: &Verdict, twice: bool) -> String {
+/// One verdict; `twice` when a double use of its license is known.
+fn verdict_row_marked(v: &Verdict, twice: bool, ui: &Ui) -> String {
     let reasons: Vec<String> = v
         .reasons
         .iter()
         .map(|r| {
             format!(
-                "<span class=\"code\" title=\"{}\">{}</span>",
+                "<span class=\"reason\" title=\"{}\"><span class=\"code\">{}</span> {}</span>",
                 html_escape::encode_double_quoted_attribute(&r.detail),
-                esc(r.code.as_str())
+                esc(r.code.as_str()),
+                esc(&ui.reason(r.code))
             )
         })
         .collect();
@@ -35,27 +38,37 @@ fn verdict_row_marked(v: &Verdict, twice: bool) -> String {
         .resolution
         .as_ref()
         .map(|r| {
+            let outcome = ui.t(&format!("outcome.{}", r.outcome.as_str()));
             format!(
-                " <i class=\"resolved\">{} by officer {}</i>",
-                esc(r.outcome.as_str()),
-                esc(&r.officer)
+                " <i class=\"resolved\">{}</i>",
+                esc(&ui.t_with(
+                    "console.resolved",
+                    &[("outcome", &outcome), ("officer", &r.officer)]
+                ))
             )
         })
         .unwrap_or_default();
     format!(
         "<li class=\"verdict {kind}{twice}\" data-declaration=\"{id_attr}\" data-license=\"{lic_attr}\"><time>{at}</time><span class=\"badge\">{kind_text}</span> \
-         <b class=\"decl\">{id}</b> <span class=\"lic\">{lic}</span> {reasons}{resolved}<span class=\"twice-note\">license used twice: see the alert</span></li>",
+         <b class=\"decl\">{id}</b> <span class=\"lic\">{lic}</span> {reasons}{resolved}<span class=\"twice-note\">{twice_note}</span></li>",
         kind = v.verdict.as_str(),
         twice = if twice { " twice" } else { "" },
-        kind_text = esc(&v.verdict.as_str().replace('_', " ")),
+        kind_text = esc(&ui.t(&format!("verdict.{}", v.verdict.as_str()))),
+        twice_note = esc(&ui.t("console.twice")),
         id_attr =
             html_escape::encode_double_quoted_attribute(v.declaration_id.as_deref().unwrap_or("")),
         lic_attr =
             html_escape::encode_double_quoted_attribute(v.license_id.as_deref().unwrap_or("")),
-        id = esc(v.declaration_id.as_deref().unwrap_or("(no id)")),
-        lic = esc(v.license_id.as_deref().unwrap_or("no license")),
+        id = esc(&v
+            .declaration_id
+            .clone()
+            .unwrap_or_else(|| ui.t("console.no_id"))),
+        lic = esc(&v
+            .license_id
+            .clone()
+            .unwrap_or_else(|| ui.t("console.no_license"))),
         reasons = reasons.join(" "),
-        at = esc(v.decided_at.get(11..19).unwrap_or(&v.decided_at)),
+        at = esc(&ui.clock(&v.decided_at)),
     )
 }
 
@@ -63,7 +76,7 @@ fn verdict_row_marked(v: &Verdict, twice: bool) -> String {
 /// declaration, time) and says its evidence was verified: a post stores
 /// one only after checking every record's signature and its proof in the
 /// national log.
-pub fn alert_row(a: &Alert) -> String {
+pub fn alert_row(a: &Alert, ui: &Ui) -> String {
     let mut what: Vec<String> = a.reasons.iter().map(|r| r.detail.clone()).collect();
     if let Some(d) = &a.detail {
         what.push(d.clone());
@@ -74,15 +87,17 @@ pub fn alert_row(a: &Alert) -> String {
             .iter()
             .map(|r| {
                 format!(
-                    "<li><b>{}</b> · declaration {} · {}</li>",
+                    "<li><b>{}</b> · {} {} · {}</li>",
                     esc(&r.checkpoint),
+                    esc(&ui.t("console.declaration")),
                     esc(&r.declaration_id),
-                    esc(&r.consumed_at)
+                    esc(&ui.time(&r.consumed_at))
                 )
             })
             .collect();
         format!(
-            "<ol class=\"uses\">{rows}</ol><span class=\"verified\">evidence verified: each use signed by its post and proven in the national log</span>"
+            "<ol class=\"uses\">{rows}</ol><span class=\"verified\">{}</span>",
+            esc(&ui.t("console.verified"))
         )
     } else {
         String::new()
@@ -90,31 +105,30 @@ pub fn alert_row(a: &Alert) -> String {
     format!(
         "<li class=\"alert {kind_class}\" data-license=\"{lic_attr}\"><time>{at}</time><span class=\"badge\">{kind}</span> <b>{decl}</b> {lic} <span class=\"what\">{what}</span>{uses}</li>",
         kind_class = a.kind.as_str(),
-        kind = esc(&a.kind.as_str().replace('_', " ")),
+        kind = esc(&ui.t(&format!("alert.{}", a.kind.as_str()))),
         lic_attr =
             html_escape::encode_double_quoted_attribute(a.license_id.as_deref().unwrap_or("")),
         decl = esc(a.declaration_id.as_deref().unwrap_or("")),
         lic = esc(a.license_id.as_deref().unwrap_or("")),
         what = esc(&what.join("; ")),
-        at = esc(a.raised_at.get(11..19).unwrap_or(&a.raised_at)),
+        at = esc(&ui.clock(&a.raised_at)),
     )
 }
 
 /// The status strip: health, connection, sync backlog, policy age.
-pub fn strip(t: &Telemetry, now: UnixTime) -> String {
+pub fn strip(t: &Telemetry, now: UnixTime, ui: &Ui) -> String {
     let Health { state, reasons } = t.health(now);
     let (policy_age, outbox_age, waiting) = t.ages(now);
+    let n = waiting.to_string();
     let backlog = match (t.has_uplink(), outbox_age) {
-        (false, _) => format!("no uplink: {waiting} consumption records kept here"),
-        (true, Some(age)) => format!(
-            "{waiting} records waiting for the hub, oldest {}",
-            human(age)
-        ),
-        (true, None) => "all records synced".to_owned(),
+        (false, _) => ui.t_with("strip.no_uplink", &[("n", &n)]),
+        (true, Some(age)) => ui.t_with("strip.waiting", &[("n", &n), ("age", &human(age))]),
+        (true, None) => ui.t("strip.synced"),
     };
+    let v = t.policy_version().to_string();
     let policy = match policy_age {
-        Some(age) => format!("policy v{} ({} old)", t.policy_version(), human(age)),
-        None => format!("policy v{}", t.policy_version()),
+        Some(age) => ui.t_with("strip.policy_age", &[("v", &v), ("age", &human(age))]),
+        None => ui.t_with("strip.policy", &[("v", &v)]),
     };
     let why = if reasons.is_empty() {
         String::new()
@@ -122,15 +136,28 @@ pub fn strip(t: &Telemetry, now: UnixTime) -> String {
         format!(" — {}", esc(&reasons.join("; ")))
     };
     format!(
-        "<span class=\"state {state}\">{state}</span>{why} <span>{backlog}</span> <span>{policy}</span>",
+        "<span class=\"state {state}\">{state_text}</span>{why} <span>{backlog}</span> <span>{policy}</span>",
+        state_text = esc(&ui.t(&format!("state.{state}"))),
         backlog = esc(&backlog),
         policy = esc(&policy),
     )
 }
 
-/// The whole page, with the latest verdicts and the open alerts.
-pub fn page(t: &Telemetry, checkpoint: &str, now: UnixTime) -> String {
-    let (verdicts, alerts) = t.recent();
+/// The whole page, with the latest verdicts and the open alerts: those
+/// `not_closed` lists (the ledger's alerts no officer has closed), or when
+/// it could not be read, the latest kept in memory.
+pub fn page(
+    t: &Telemetry,
+    checkpoint: &str,
+    now: UnixTime,
+    ui: &Ui,
+    not_closed: Option<Vec<Alert>>,
+) -> String {
+    let (verdicts, recent) = t.recent();
+    let alerts: Vec<std::sync::Arc<Alert>> = match not_closed {
+        Some(a) => a.into_iter().map(std::sync::Arc::new).collect(),
+        None => recent,
+    };
     let open: Vec<String> = alerts
         .iter()
         .filter(|a| {
@@ -138,7 +165,7 @@ pub fn page(t: &Telemetry, checkpoint: &str, now: UnixTime) -> String {
                 .map(|at| now - at < OPEN_ALERT_SECS)
                 .unwrap_or(true)
         })
-        .map(|a| alert_row(a))
+        .map(|a| alert_row(a, ui))
         .collect();
     // A clearance whose license was also used elsewhere is not shown as a plain green card.
     let twice: std::collections::HashSet<&str> = alerts
@@ -152,11 +179,13 @@ pub fn page(t: &Telemetry, checkpoint: &str, now: UnixTime) -> String {
             verdict_row_marked(
                 v,
                 v.license_id.as_deref().is_some_and(|l| twice.contains(l)),
+                ui,
             )
         })
         .collect();
-    PAGE.replace("{checkpoint}", &esc(checkpoint))
-        .replace("{strip}", &strip(t, now))
+    ui.localize(PAGE)
+        .replace("{checkpoint}", &esc(checkpoint))
+        .replace("{strip}", &strip(t, now, ui))
         .replace("{alerts}", &open.join("\n"))
         .replace("{verdicts}", &rows.join("\n"))
 }
@@ -176,7 +205,7 @@ mod tests {
             "reasons": [{"code": "malformed", "detail": "\"><img src=x>"}]
         }))
         .unwrap();
-        let row = verdict_row(&v);
+        let row = verdict_row(&v, &Ui::english());
         assert!(!row.contains("<script>") && !row.contains("<img"), "{row}");
         assert!(
             row.contains("&lt;script&gt;") && row.contains("10:11:12"),
@@ -204,7 +233,7 @@ mod tests {
         .unwrap();
         t.decided(Arc::new(v), None);
         t.alerted(Arc::new(a));
-        let page = page(&t, "post-a", 1_767_265_200);
+        let page = page(&t, "post-a", 1_767_265_200, &Ui::english(), None);
         let card = page.split("<li class=\"verdict").nth(1).unwrap();
         assert!(card.starts_with(" cleared twice\""), "{card}");
         let alert = page.split("<li class=\"alert double_use\"").nth(1).unwrap();
@@ -213,7 +242,7 @@ mod tests {
             "DA-1",
             "post-b",
             "DB-7",
-            "2026-01-01T10:30:00Z",
+            "2026-01-01 10:30:00 UTC",
             "evidence verified",
         ] {
             assert!(alert.contains(what), "{what}: {alert}");
@@ -229,7 +258,7 @@ mod tests {
         }))
         .unwrap();
         t.decided(Arc::new(v), None);
-        let page = page(&t, "lyg-port-01", 1_790_000_000);
+        let page = page(&t, "lyg-port-01", 1_790_000_000, &Ui::english(), None);
         assert!(page.contains("lyg-port-01") && page.contains("D-7") && page.contains("failing"));
         assert!(!page.contains("{verdicts}"));
     }

@@ -17,6 +17,7 @@ use crate::decision::{Context, assess_token};
 use crate::ledger::{AlertAction, AlertActionError, AlertState, Identity, Ledger};
 use crate::policy::Policy;
 pub use crate::signin::{COOKIE, Session, SignIn, sign_in_page};
+use crate::ui::Ui;
 use crate::verdict::HoldOutcome;
 
 /// What the desk needs: accounts, sessions, the ledger and the policy in force.
@@ -49,7 +50,7 @@ impl Desk {
 
     /// Checks a token typed or scanned at the desk: its terms and what the
     /// gate would decide, in plain words, consuming nothing.
-    pub fn scan(&self, text: &str) -> String {
+    pub fn scan(&self, text: &str, ui: &Ui) -> String {
         let policy = self.policy.borrow().clone();
         let token = crate::token::open(text.trim().as_bytes(), |kid| policy.issuer_key(kid));
         let license_id = token.as_ref().ok().map(|t| t.license.license_id.clone());
@@ -64,13 +65,17 @@ impl Desk {
         let verdict = assess_token(&token, &policy, &facts, &ctx);
         let mut out = String::from("<section id=\"scan-result\">");
         if verdict.verdict.passes() {
-            out.push_str("<p class=\"ok\"><b>Valid and unused:</b> a declaration matching these terms would clear now.</p>");
+            out.push_str(&format!("<p class=\"ok\">{}</p>", esc(&ui.t("desk.valid"))));
         } else {
-            out.push_str("<p class=\"bad\"><b>Would not clear:</b></p><ul>");
+            out.push_str(&format!(
+                "<p class=\"bad\"><b>{}</b></p><ul>",
+                esc(&ui.t("desk.invalid"))
+            ));
             for r in &verdict.reasons {
                 out.push_str(&format!(
-                    "<li><span class=\"code\">{}</span> {}</li>",
+                    "<li><span class=\"code\">{}</span> {} <span class=\"detail\">{}</span></li>",
                     esc(r.code.as_str()),
+                    esc(&ui.reason(r.code)),
                     esc(&r.detail)
                 ));
             }
@@ -80,23 +85,31 @@ impl Desk {
             let l = &t.license;
             let party = |p: &crate::token::Party| format!("{} ({}, {})", p.name, p.id, p.country);
             out.push_str(&format!(
-                "<dl><dt>License</dt><dd class=\"lic-id\">{}</dd><dt>Issuer key</dt><dd>{}</dd><dt>Valid</dt><dd>{} to {}</dd>\
-                 <dt>Exporter</dt><dd>{}</dd><dt>Consignee</dt><dd>{}</dd><dt>End user</dt><dd>{}</dd><dt>Destination</dt><dd>{}</dd>",
+                "<dl><dt>{}</dt><dd class=\"lic-id\">{}</dd><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{} – {}</dd>\
+                 <dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd>",
+                esc(&ui.t("desk.license")),
                 esc(&l.license_id),
+                esc(&ui.t("desk.issuer_key")),
                 esc(&t.kid),
-                esc(&to_rfc3339(l.not_before.unwrap_or(l.issued_at))),
-                esc(&to_rfc3339(l.expires)),
+                esc(&ui.t("desk.valid_from_to")),
+                esc(&ui.time(&to_rfc3339(l.not_before.unwrap_or(l.issued_at)))),
+                esc(&ui.time(&to_rfc3339(l.expires))),
+                esc(&ui.t("desk.exporter")),
                 esc(&party(&l.terms.exporter)),
+                esc(&ui.t("desk.consignee")),
                 esc(&party(&l.terms.consignee)),
+                esc(&ui.t("desk.end_user")),
                 esc(&party(&l.terms.end_user)),
+                esc(&ui.t("desk.destination")),
                 esc(&l.terms.destination),
             ));
             for i in &l.terms.items {
                 out.push_str(&format!(
-                    "<dt>Goods</dt><dd>HS {} · {} · up to {} kg</dd>",
+                    "<dt>{}</dt><dd>HS {} · {} · {}</dd>",
+                    esc(&ui.t("desk.goods")),
                     esc(&i.hs_code),
                     esc(&i.elements.join(", ")),
-                    i.max_net_kg
+                    esc(&ui.t_with("desk.up_to", &[("kg", &i.max_net_kg.to_string())]))
                 ));
             }
             out.push_str("</dl>");
@@ -106,13 +119,20 @@ impl Desk {
     }
 
     /// Resolves a hold for a signed-in officer; the message to show.
-    pub fn resolve(&self, s: &Session, declaration_id: &str, outcome: &str, note: &str) -> String {
+    pub fn resolve(
+        &self,
+        s: &Session,
+        declaration_id: &str,
+        outcome: &str,
+        note: &str,
+        ui: &Ui,
+    ) -> String {
         let outcome = match outcome {
             "release" => HoldOutcome::Release,
             "refuse" => HoldOutcome::Refuse,
             "seize" if s.role == Role::Supervisor => HoldOutcome::Seize,
-            "seize" => return "Only a supervisor may record a seizure.".into(),
-            _ => return "Choose release, refuse or seize.".into(),
+            "seize" => return ui.t("desk.only_supervisor_seize"),
+            _ => return ui.t("desk.choose_outcome"),
         };
         let policy = self.policy.borrow().clone();
         let request = crate::holds::Request {
@@ -131,63 +151,95 @@ impl Desk {
         ) {
             Ok(r) => {
                 tracing::info!(officer = %s.officer, declaration_id, outcome = outcome.as_str(), "desk: hold resolved");
-                format!(
-                    "{declaration_id}: {} — the new verdict is {}.",
-                    outcome.as_str(),
-                    r.verdict.verdict.as_str().replace('_', " ")
+                ui.t_with(
+                    "desk.resolved",
+                    &[
+                        ("id", declaration_id),
+                        ("outcome", &ui.t(&format!("outcome.{}", outcome.as_str()))),
+                        (
+                            "verdict",
+                            &ui.t(&format!("verdict.{}", r.verdict.verdict.as_str())),
+                        ),
+                    ],
                 )
             }
-            Err(e) => format!("Not recorded: {e}"),
+            Err(e) => ui.t_with("desk.not_recorded", &[("why", &e.to_string())]),
         }
     }
 
     /// Works an alert for a signed-in officer; the message to show.
-    pub fn work_alert(&self, s: &Session, id: i64, action: &str, note: &str, to: &str) -> String {
+    pub fn work_alert(
+        &self,
+        s: &Session,
+        id: i64,
+        action: &str,
+        note: &str,
+        to: &str,
+        ui: &Ui,
+    ) -> String {
         let action = match action {
             "acknowledge" => AlertAction::Acknowledge,
             "assign" | "close" if s.role != Role::Supervisor => {
-                return "Only a supervisor may assign or close an alert.".into();
+                return ui.t("desk.only_supervisor_close");
             }
             "assign" => AlertAction::Assign(to.to_owned()),
             "close" => AlertAction::Close,
-            _ => return "Choose acknowledge, assign or close.".into(),
+            _ => return ui.t("desk.choose_action"),
         };
         let now = self.clock.now();
         match lock(&self.ledger).work_alert(&self.identity, id, &action, &s.officer, note, now) {
             Ok(row) => {
                 tracing::info!(officer = %s.officer, alert = id, action = action.as_str(), "desk: alert worked");
-                format!("Alert {id} is {}.", row.state.as_str())
+                ui.t_with(
+                    "desk.alert_now",
+                    &[
+                        ("id", &id.to_string()),
+                        (
+                            "state",
+                            &ui.t(&format!("alert_state.{}", row.state.as_str())),
+                        ),
+                    ],
+                )
             }
-            Err(AlertActionError::Ledger(e)) => format!("Not recorded: the ledger failed ({e})."),
-            Err(e) => format!("Not recorded: {e}."),
+            Err(AlertActionError::Ledger(e)) => {
+                ui.t_with("desk.not_recorded", &[("why", &e.to_string())])
+            }
+            Err(e) => ui.t_with("desk.not_recorded", &[("why", &e.to_string())]),
         }
     }
 
     /// The desk page: scan, holds, alerts.
-    pub fn page(&self, s: &Session, message: &str, scan: &str) -> String {
+    pub fn page(&self, s: &Session, message: &str, scan: &str, ui: &Ui) -> String {
         let ledger = lock(&self.ledger);
         let holds = ledger.open_holds(200).unwrap_or_default();
         let alerts = ledger.alert_rows(false, 200).unwrap_or_default();
         drop(ledger);
         let seize = if s.role == Role::Supervisor {
-            "<option value=\"seize\">seize</option>"
+            format!(
+                "<option value=\"seize\">{}</option>",
+                esc(&ui.t("outcome.seize"))
+            )
         } else {
-            ""
+            String::new()
         };
         let holds_html: String = holds
             .iter()
             .map(|v| {
                 let id = v.declaration_id.as_deref().unwrap_or("");
                 format!(
-                    "<li class=\"verdict hold\" data-declaration=\"{a}\"><b>{id}</b> <span class=\"lic\">{lic}</span> held {at}<div class=\"why\">{why}</div>\
+                    "<li class=\"verdict hold\" data-declaration=\"{a}\"><b>{id}</b> <span class=\"lic\">{lic}</span> {held}<div class=\"why\">{why}</div>\
                      <form method=\"post\" action=\"/desk/hold\"><input type=\"hidden\" name=\"declaration_id\" value=\"{a}\">\
-                     <select name=\"outcome\"><option value=\"release\">release</option><option value=\"refuse\">refuse</option>{seize}</select>\
-                     <input name=\"note\" required placeholder=\"what the inspection found\"> <button>Record</button></form></li>",
+                     <select name=\"outcome\"><option value=\"release\">{release}</option><option value=\"refuse\">{refuse}</option>{seize}</select>\
+                     <input name=\"note\" required placeholder=\"{placeholder}\"> <button>{record}</button></form></li>",
+                    release = esc(&ui.t("outcome.release")),
+                    refuse = esc(&ui.t("outcome.refuse")),
+                    placeholder = attr(&ui.t("desk.note_placeholder")),
+                    record = esc(&ui.t("desk.record")),
                     a = attr(id),
                     id = esc(id),
-                    lic = esc(v.license_id.as_deref().unwrap_or("no license")),
-                    at = esc(&v.decided_at),
-                    why = esc(&v.reasons.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>().join("; ")),
+                    lic = esc(&v.license_id.clone().unwrap_or_else(|| ui.t("console.no_license"))),
+                    held = esc(&ui.t_with("desk.held", &[("at", &ui.time(&v.decided_at))])),
+                    why = v.reasons.iter().map(|r| format!("{} <span class=\"detail\">{}</span>", esc(&ui.reason(r.code)), esc(&r.detail))).collect::<Vec<_>>().join("; "),
                 )
             })
             .collect();
@@ -198,37 +250,38 @@ impl Desk {
                 let a = &r.alert;
                 let what: Vec<String> = a.reasons.iter().map(|x| x.detail.clone()).chain(a.detail.clone()).collect();
                 let ack = if r.state == AlertState::Open {
-                    format!("<form method=\"post\" action=\"/desk/alert\"><input type=\"hidden\" name=\"alert_id\" value=\"{}\"><input type=\"hidden\" name=\"action\" value=\"acknowledge\"><button>Acknowledge</button></form>", r.id)
+                    format!("<form method=\"post\" action=\"/desk/alert\"><input type=\"hidden\" name=\"alert_id\" value=\"{}\"><input type=\"hidden\" name=\"action\" value=\"acknowledge\"><button>{}</button></form>", r.id, esc(&ui.t("desk.acknowledge")))
                 } else {
                     String::new()
                 };
                 let close = if supervisor {
-                    format!("<form method=\"post\" action=\"/desk/alert\"><input type=\"hidden\" name=\"alert_id\" value=\"{}\"><input type=\"hidden\" name=\"action\" value=\"close\"><input name=\"note\" required placeholder=\"what was done\"> <button>Close</button></form>", r.id)
+                    format!("<form method=\"post\" action=\"/desk/alert\"><input type=\"hidden\" name=\"alert_id\" value=\"{}\"><input type=\"hidden\" name=\"action\" value=\"close\"><input name=\"note\" required placeholder=\"{}\"> <button>{}</button></form>", r.id, attr(&ui.t("desk.close_placeholder")), esc(&ui.t("desk.close")))
                 } else {
                     String::new()
                 };
                 format!(
-                    "<li class=\"alert {state}\" data-alert=\"{id}\"><span class=\"badge\">{kind}</span> <b>{decl}</b> {lic} <i>{state}{assignee}</i> <time>{at}</time><div class=\"what\">{what}</div>{ack}{close}</li>",
+                    "<li class=\"alert {state}\" data-alert=\"{id}\"><span class=\"badge\">{kind}</span> <b>{decl}</b> {lic} <i>{state_text}{assignee}</i> <time>{at}</time><div class=\"what\">{what}</div>{ack}{close}</li>",
                     id = r.id,
                     state = r.state.as_str(),
-                    kind = esc(&a.kind.as_str().replace('_', " ")),
+                    state_text = esc(&ui.t(&format!("alert_state.{}", r.state.as_str()))),
+                    kind = esc(&ui.t(&format!("alert.{}", a.kind.as_str()))),
                     decl = esc(a.declaration_id.as_deref().unwrap_or("")),
                     lic = esc(a.license_id.as_deref().unwrap_or("")),
-                    assignee = r.assignee.as_deref().map(|x| format!(", assigned to {}", esc(x))).unwrap_or_default(),
-                    at = esc(&a.raised_at),
+                    assignee = r.assignee.as_deref().map(|x| format!(", {}", esc(&ui.t_with("desk.assigned_to", &[("who", x)])))).unwrap_or_default(),
+                    at = esc(&ui.time(&a.raised_at)),
                     what = esc(&what.join("; ")),
                 )
             })
             .collect();
-        DESK_PAGE
+        ui.localize(DESK_PAGE)
             .replace("{checkpoint}", &esc(&self.identity.checkpoint))
             .replace("{officer}", &esc(&s.officer))
             .replace(
                 "{role}",
-                match s.role {
-                    Role::Officer => "officer",
-                    Role::Supervisor => "supervisor",
-                },
+                &esc(&ui.t(match s.role {
+                    Role::Officer => "role.officer",
+                    Role::Supervisor => "role.supervisor",
+                })),
             )
             .replace(
                 "{message}",

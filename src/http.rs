@@ -23,6 +23,7 @@ use crate::clock::SharedClock;
 use crate::console;
 use crate::desk::{self, Desk, Session};
 use crate::telemetry::{ConsoleEvent, Telemetry};
+use crate::ui::Ui;
 
 /// The HTTP listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,20 +44,42 @@ struct App {
     desk: Option<Arc<Desk>>,
     /// Served over HTTPS: the session cookie is `Secure`.
     secure: bool,
+    /// The post's time zone, for the pages.
+    tz: jiff::tz::TimeZone,
+    /// A read handle on the ledger: which alerts are still open.
+    ledger: Option<Arc<std::sync::Mutex<crate::ledger::Ledger>>>,
 }
 
 /// How often the console's status strip is refreshed.
 const STRIP_EVERY: Duration = Duration::from_secs(2);
 
-/// Binds `addr` now (so a taken port stops start-up) and serves in the background.
+/// What the listener serves from.
+pub struct Sources {
+    /// The daemon's telemetry: metrics, health, the live feed.
+    pub telemetry: Arc<Telemetry>,
+    /// This checkpoint's id.
+    pub checkpoint: String,
+    /// Where the time is read.
+    pub clock: SharedClock,
+    /// The officers' desk, when `[desk]` is set.
+    pub desk: Option<Arc<Desk>>,
+    /// A read handle on the ledger: which alerts are still open.
+    pub ledger: Option<crate::ledger::Ledger>,
+}
+
+/// Binds the configured address now (so a taken port stops start-up) and serves in the background.
 pub async fn start(
-    addr: SocketAddr,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    telemetry: Arc<Telemetry>,
-    checkpoint: &str,
-    clock: SharedClock,
-    desk: Option<Arc<Desk>>,
+    config: &crate::config::HttpConfig,
+    from: Sources,
 ) -> Result<tokio::task::JoinHandle<()>, HttpError> {
+    let Sources {
+        telemetry,
+        checkpoint,
+        clock,
+        desk,
+        ledger,
+    } = from;
+    let (addr, tls, tz) = (config.listen, config.tls.clone(), config.tz.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| HttpError { addr, source })?;
@@ -69,6 +92,7 @@ pub async fn start(
         .route("/healthz", get(healthz))
         .route("/signin", get(sign_in_form).post(sign_in))
         .route("/signout", post(sign_out))
+        .route("/lang", get(choose_language))
         .route("/desk", get(desk_page))
         .route("/desk/scan", post(desk_scan))
         .route("/desk/hold", post(desk_hold))
@@ -79,6 +103,8 @@ pub async fn start(
             clock,
             desk,
             secure: tls.is_some(),
+            tz,
+            ledger: ledger.map(|l| Arc::new(std::sync::Mutex::new(l))),
         });
     // No graceful shutdown: console streams never end by themselves; the
     // task is dropped with the daemon.
@@ -91,12 +117,46 @@ async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
     {
         return Redirect::to("/signin").into_response();
     }
+    let not_closed = match app.ledger.clone() {
+        Some(l) => tokio::task::spawn_blocking(move || {
+            let l = l.lock().unwrap_or_else(|p| p.into_inner());
+            l.alert_rows(false, crate::telemetry::RECENT).ok()
+        })
+        .await
+        .ok()
+        .flatten()
+        .map(|rows| rows.into_iter().map(|r| r.alert).collect()),
+        None => None,
+    };
     Html(console::page(
         &app.telemetry,
         &app.checkpoint,
         app.clock.now(),
+        &ui(&app, &headers),
+        not_closed,
     ))
     .into_response()
+}
+
+/// The page's language (the officer's choice, else the browser's) and the post's time zone.
+fn ui(app: &App, headers: &HeaderMap) -> Ui {
+    Ui::for_request(
+        cookie(headers),
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+        &app.tz,
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct Choose {
+    to: String,
+}
+
+/// `/lang?to=zh-CN`: keeps the officer's choice of language, back to where they were.
+async fn choose_language(headers: HeaderMap, Query(q): Query<Choose>) -> Response {
+    crate::ui::choose(&headers, &q.to)
 }
 
 async fn metrics(State(app): State<App>) -> Response {
@@ -133,39 +193,40 @@ async fn events(State(app): State<App>, headers: HeaderMap) -> Response {
     {
         return (StatusCode::UNAUTHORIZED, "sign in first").into_response();
     }
-    live(app).into_response()
+    let ui = ui(&app, &headers);
+    live(app, ui).into_response()
 }
 
-fn live(app: App) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+fn live(app: App, ui: Ui) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = app.telemetry.subscribe();
     let tick = tokio::time::interval(STRIP_EVERY);
     let stream = futures_util::stream::unfold(
-        (rx, tick, app),
-        |(mut rx, mut tick, app)| async move {
+        (rx, tick, app, ui),
+        |(mut rx, mut tick, app, ui)| async move {
             let event = tokio::select! {
                 r = rx.recv() => match r {
                     Ok(ConsoleEvent::Verdict(v)) => {
                         // The counts on the strip have changed: show them soon.
                         tick.reset_after(Duration::from_millis(250));
-                        Event::default().event("verdict").data(console::verdict_row(&v))
+                        Event::default().event("verdict").data(console::verdict_row(&v, &ui))
                     }
-                    Ok(ConsoleEvent::Alert(a)) => Event::default().event("alert").data(console::alert_row(&a)),
+                    Ok(ConsoleEvent::Alert(a)) => Event::default().event("alert").data(console::alert_row(&a, &ui)),
                     // A slow page missed some rows; the next ones still come.
-                    Err(RecvError::Lagged(_)) => strip(&app),
+                    Err(RecvError::Lagged(_)) => strip(&app, &ui),
                     Err(RecvError::Closed) => return None,
                 },
-                _ = tick.tick() => strip(&app),
+                _ = tick.tick() => strip(&app, &ui),
             };
-            Some((Ok(event), (rx, tick, app)))
+            Some((Ok(event), (rx, tick, app, ui)))
         },
     );
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-fn strip(app: &App) -> Event {
+fn strip(app: &App, ui: &Ui) -> Event {
     Event::default()
         .event("strip")
-        .data(console::strip(&app.telemetry, app.clock.now()))
+        .data(console::strip(&app.telemetry, app.clock.now(), ui))
 }
 
 use crate::signin::cookie;
@@ -187,8 +248,12 @@ fn officer(app: &App, headers: &HeaderMap) -> Result<(Arc<Desk>, Session), Box<R
     }
 }
 
-async fn sign_in_form(State(app): State<App>) -> Html<String> {
-    Html(desk::sign_in_page(&app.checkpoint, false))
+async fn sign_in_form(State(app): State<App>, headers: HeaderMap) -> Html<String> {
+    Html(desk::sign_in_page(
+        &app.checkpoint,
+        false,
+        &ui(&app, &headers),
+    ))
 }
 
 #[derive(serde::Deserialize)]
@@ -197,16 +262,16 @@ struct SignIn {
     password: String,
 }
 
-async fn sign_in(State(app): State<App>, Form(f): Form<SignIn>) -> Response {
+async fn sign_in(State(app): State<App>, headers: HeaderMap, Form(f): Form<SignIn>) -> Response {
     let Some(desk) = app.desk.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let signin = desk.signin.clone();
     crate::signin::answer_sign_in(
         signin,
-        f.officer,
-        f.password,
+        (f.officer, f.password),
         &app.checkpoint,
+        &ui(&app, &headers),
         app.secure,
         "/desk",
     )
@@ -229,7 +294,8 @@ async fn desk_page(State(app): State<App>, headers: HeaderMap, q: Query<Message>
         Err(r) => return *r,
     };
     let msg = q.0.msg;
-    blocking(move || desk.page(&s, &msg, "")).await
+    let ui = ui(&app, &headers);
+    blocking(move || desk.page(&s, &msg, "", &ui)).await
 }
 
 #[derive(serde::Deserialize)]
@@ -242,9 +308,10 @@ async fn desk_scan(State(app): State<App>, headers: HeaderMap, Form(f): Form<Sca
         Ok(x) => x,
         Err(r) => return *r,
     };
+    let ui = ui(&app, &headers);
     blocking(move || {
-        let result = desk.scan(&f.text);
-        desk.page(&s, "", &result)
+        let result = desk.scan(&f.text, &ui);
+        desk.page(&s, "", &result, &ui)
     })
     .await
 }
@@ -266,8 +333,9 @@ async fn desk_hold(
         Ok(x) => x,
         Err(r) => return *r,
     };
+    let ui = ui(&app, &headers);
     let message = tokio::task::spawn_blocking(move || {
-        desk.resolve(&s, &f.declaration_id, &f.outcome, &f.note)
+        desk.resolve(&s, &f.declaration_id, &f.outcome, &f.note, &ui)
     })
     .await
     .unwrap_or_else(|_| "Not recorded: the desk failed.".into());
@@ -293,8 +361,9 @@ async fn desk_alert(
         Ok(x) => x,
         Err(r) => return *r,
     };
+    let ui = ui(&app, &headers);
     let message = tokio::task::spawn_blocking(move || {
-        desk.work_alert(&s, f.alert_id, &f.action, &f.note, &f.to)
+        desk.work_alert(&s, f.alert_id, &f.action, &f.note, &f.to, &ui)
     })
     .await
     .unwrap_or_else(|_| "Not recorded: the desk failed.".into());

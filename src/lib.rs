@@ -39,6 +39,9 @@
 //! - [`http`]: the operators' HTTP listener: `/metrics`, `/healthz`, the console.
 #![forbid(unsafe_code)]
 
+// The officers' pages' texts, one file per language (see `ui`).
+rust_i18n::i18n!("locales", fallback = "en");
+
 pub mod bench;
 pub mod bench_hub;
 pub mod broker;
@@ -78,4 +81,5 @@ pub mod telemetry;
 pub mod throttle;
 pub mod tls;
 pub mod token;
+pub mod ui;
 pub mod verdict;

@@ -105,16 +105,16 @@ fn token_of(cookie_header: Option<&str>) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// The sign-in page, with a message when the last try failed.
-pub fn sign_in_page(checkpoint: &str, failed: bool) -> String {
-    SIGN_IN_PAGE
-        .replace("{checkpoint}", &esc(checkpoint))
+/// The sign-in page of `place`, with a message when the last try failed.
+pub fn sign_in_page(place: &str, failed: bool, ui: &crate::ui::Ui) -> String {
+    ui.localize(SIGN_IN_PAGE)
+        .replace("{checkpoint}", &esc(place))
         .replace(
             "{message}",
-            if failed {
-                "<p id=\"message\">Wrong officer id or password.</p>"
+            &if failed {
+                format!("<p id=\"message\">{}</p>", esc(&ui.t("signin.wrong")))
             } else {
-                ""
+                String::new()
             },
         )
 }
@@ -146,9 +146,9 @@ pub fn cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
 /// `then`, or the form again saying it failed. Runs argon2 off the async threads.
 pub async fn answer_sign_in(
     signin: std::sync::Arc<SignIn>,
-    officer: String,
-    password: String,
+    (officer, password): (String, String),
     place: &str,
+    ui: &crate::ui::Ui,
     secure: bool,
     then: &str,
 ) -> axum::response::Response {
@@ -179,7 +179,7 @@ pub async fn answer_sign_in(
             tracing::warn!(officer = %who, "sign-in refused");
             (
                 axum::http::StatusCode::UNAUTHORIZED,
-                axum::response::Html(sign_in_page(place, true)),
+                axum::response::Html(sign_in_page(place, true, ui)),
             )
                 .into_response()
         }

@@ -21,7 +21,7 @@ fn post_with_desk() -> (Post, String) {
     let cfg = post.dir.path().join("permitgate.toml");
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str(&format!(
-        "\n[desk]\nsession_minutes = 60\n\n[[desk.officers]]\nid = \"o-7\"\nrole = \"officer\"\npassword_hash = \"{hash}\"\n\n\
+        "time_zone = \"Asia/Shanghai\"\n\n[desk]\nsession_minutes = 60\n\n[[desk.officers]]\nid = \"o-7\"\nrole = \"officer\"\npassword_hash = \"{hash}\"\n\n\
          [[desk.officers]]\nid = \"sup-1\"\nrole = \"supervisor\"\npassword_hash = \"{hash}\"\n"
     ));
     std::fs::write(cfg, text).unwrap();
@@ -255,6 +255,47 @@ async fn an_officer_signs_in_scans_releases_a_hold_and_a_supervisor_closes_an_al
     let actions =
         post.ledger_strings("SELECT officer || ':' || action FROM alert_actions ORDER BY id");
     assert_eq!(actions, ["o-7:acknowledge", "sup-1:close"]);
+
+    // In Chinese, chosen by the officer; times in the post's zone with UTC beside.
+    wide.find(Locator::XPath("//span[@id='languages']/a[@lang='zh-CN']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&wide, "//h2[text()='扣留待查']", "the desk in Chinese").await;
+    wait_for(
+        &wide,
+        "//header//button[text()='退出']",
+        "sign out in Chinese",
+    )
+    .await;
+    wide.goto(&format!("{base}/")).await.unwrap();
+    let reuse = wait_for(
+        &wide,
+        "//ul[@id='verdicts']/li[@data-declaration='C-2']",
+        "the console in Chinese",
+    )
+    .await;
+    let text = reuse.text().await.unwrap();
+    assert!(
+        text.contains("拒绝") && text.contains("许可证已用于另一批货物"),
+        "{text}"
+    );
+    assert!(text.contains("CST (") && text.contains(" UTC)"), "{text}");
+    wait_for(
+        &wide,
+        "//h2[text()='最新裁决']",
+        "the console's headings in Chinese",
+    )
+    .await;
+    // The closed alert has left the gate console's wall too.
+    assert!(
+        wide.find(Locator::XPath("//ul[@id='alerts']/li[contains(., 'C-2')]"))
+            .await
+            .is_err()
+    );
+    common::browser::screenshot(&wide, "console-zh-1280.png").await;
     wide.close().await.unwrap();
     post.assert_ledger_checks_clean();
 }

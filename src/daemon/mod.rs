@@ -187,12 +187,14 @@ pub async fn run_with_clock(
             };
             Some(
                 crate::http::start(
-                    http.listen,
-                    http.tls.clone(),
-                    telemetry.clone(),
-                    &cfg.checkpoint,
-                    clock.clone(),
-                    desk,
+                    http,
+                    crate::http::Sources {
+                        telemetry: telemetry.clone(),
+                        checkpoint: cfg.checkpoint.clone(),
+                        clock: clock.clone(),
+                        desk,
+                        ledger: ledger.second_handle().ok(),
+                    },
                 )
                 .await?,
             )

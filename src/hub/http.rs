@@ -8,7 +8,6 @@
 //! with. It has no sign-in yet: keep it on loopback or behind a proxy that
 //! authenticates.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
@@ -187,19 +186,37 @@ pub(super) struct App {
     pub(super) in_force: Arc<crate::in_force::PolicyInForce>,
     /// Served over HTTPS: the session cookie is `Secure`.
     pub(super) secure: bool,
+    /// The time zone the pages show times in.
+    pub(super) tz: jiff::tz::TimeZone,
 }
 
-/// Binds `addr` now (a taken port stops start-up) and serves in the background.
-#[allow(clippy::too_many_arguments)]
+/// What the hub's listener serves from.
+pub struct Sources {
+    /// The hub's telemetry.
+    pub telemetry: Arc<HubTelemetry>,
+    /// A store handle of its own, for reading.
+    pub reader: Store,
+    /// Where the time is read.
+    pub clock: crate::clock::SharedClock,
+    /// Who may sign in (`[national]`).
+    pub signin: Option<Arc<crate::signin::SignIn>>,
+    /// The policy in force.
+    pub in_force: Arc<crate::in_force::PolicyInForce>,
+}
+
+/// Binds the configured address now (a taken port stops start-up) and serves in the background.
 pub async fn start(
-    addr: SocketAddr,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    telemetry: Arc<HubTelemetry>,
-    reader: Store,
-    clock: crate::clock::SharedClock,
-    signin: Option<Arc<crate::signin::SignIn>>,
-    in_force: Arc<crate::in_force::PolicyInForce>,
+    config: &crate::config::HttpConfig,
+    from: Sources,
 ) -> Result<tokio::task::JoinHandle<()>, crate::http::HttpError> {
+    let Sources {
+        telemetry,
+        reader,
+        clock,
+        signin,
+        in_force,
+    } = from;
+    let (addr, tls, tz) = (config.listen, config.tls.clone(), config.tz.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| crate::http::HttpError { addr, source })?;
@@ -220,6 +237,7 @@ pub async fn start(
             get(super::national::sign_in_form).post(super::national::sign_in),
         )
         .route("/signout", axum::routing::post(super::national::sign_out))
+        .route("/lang", get(super::national::choose_language))
         .with_state(App {
             telemetry,
             store: Arc::new(Mutex::new(reader)),
@@ -227,6 +245,7 @@ pub async fn start(
             signin,
             in_force,
             secure: tls.is_some(),
+            tz,
         });
     Ok(crate::https::serve(listener, tls, app, "hub http"))
 }

@@ -164,15 +164,17 @@ pub async fn run_with_clock(
     let http_task = match &cfg.http {
         Some(h) => Some(
             http::start(
-                h.listen,
-                h.tls.clone(),
-                telemetry.clone(),
-                store.reader().await?,
-                clock.clone(),
-                cfg.national
-                    .clone()
-                    .map(|n| Arc::new(crate::signin::SignIn::new(n, clock.clone()))),
-                in_force.clone(),
+                h,
+                http::Sources {
+                    telemetry: telemetry.clone(),
+                    reader: store.reader().await?,
+                    clock: clock.clone(),
+                    signin: cfg
+                        .national
+                        .clone()
+                        .map(|n| Arc::new(crate::signin::SignIn::new(n, clock.clone()))),
+                    in_force: in_force.clone(),
+                },
             )
             .await?,
         ),

@@ -78,6 +78,7 @@ pub(super) async fn page(
     };
     let (by, by_name) = q.by();
     let now = app.clock.now();
+    let ui = ui(&app, &headers);
     let mut store = app.store.lock().await;
     let cases = store
         .alerts(Some("double_use"), 0, i64::MAX, PAGE_ROWS)
@@ -102,8 +103,14 @@ pub(super) async fn page(
     let mut cases_html = String::new();
     for a in &cases {
         let verdict = match checked(&app, a) {
-            Ok(()) => "<span class=\"ok\">evidence verified: every use signed by its post and proven in its post's log, against the policy's keys</span>".to_owned(),
-            Err(why) => format!("<span class=\"bad\">evidence does not verify: {}</span>", esc(&why)),
+            Ok(()) => format!(
+                "<span class=\"ok\">{}</span>",
+                esc(&ui.t("national.verified"))
+            ),
+            Err(why) => format!(
+                "<span class=\"bad\">{}</span>",
+                esc(&ui.t_with("national.unverified", &[("why", &why)]))
+            ),
         };
         let uses: String = a
             .records
@@ -135,14 +142,24 @@ pub(super) async fn page(
         let lic = a.license_id.as_deref().unwrap_or("");
         let _ = write!(
             cases_html,
-            "<li class=\"case\" data-license=\"{la}\"><b><a href=\"/national?license={lu}\">{l}</a></b> used {n} times · raised {at}\
-             <table><tr><th>post</th><th>declaration</th><th>consumed</th><th>record</th></tr>{uses}</table>{verdict}\
-             <details><summary>the evidence (records, inclusion proofs, signed heads)</summary>{proofs}</details></li>",
+            "<li class=\"case\" data-license=\"{la}\"><b><a href=\"/national?license={lu}\">{l}</a></b> {used}\
+             <table><tr><th>{post}</th><th>{declaration}</th><th>{consumed}</th><th>{record}</th></tr>{uses}</table>{verdict}\
+             <details><summary>{evidence}</summary>{proofs}</details></li>",
+            used = esc(&ui.t_with(
+                "national.used_times",
+                &[
+                    ("n", &a.records.len().to_string()),
+                    ("at", &ui.time(&a.raised_at))
+                ]
+            )),
+            post = esc(&ui.t("national.post")),
+            declaration = esc(&ui.t("national.declaration")),
+            consumed = esc(&ui.t("national.consumed")),
+            record = esc(&ui.t("national.record")),
+            evidence = esc(&ui.t("national.evidence")),
             la = attr(lic),
             lu = attr(&crate::http::percent_encoded(lic)),
             l = esc(lic),
-            n = a.records.len(),
-            at = esc(&a.raised_at),
         );
     }
     let cps: String = checkpoints
@@ -151,7 +168,11 @@ pub(super) async fn page(
             format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&c.checkpoint),
-                esc(c.last_seen.as_deref().unwrap_or("never")),
+                esc(&c
+                    .last_seen
+                    .as_deref()
+                    .map(|t| ui.time(t))
+                    .unwrap_or_else(|| ui.t("national.never"))),
                 c.silent_secs
                     .map(crate::telemetry::human)
                     .unwrap_or_default(),
@@ -176,13 +197,16 @@ pub(super) async fn page(
     let story_html = match story {
         None => String::new(),
         Some((l, Err(e))) => format!(
-            "<section id=\"story\"><h2>License {}</h2><p class=\"bad\">the store fails: {}</p></section>",
+            "<section id=\"story\"><h2>{} {}</h2><p class=\"bad\">{}</p></section>",
+            esc(&ui.t("desk.license")),
             esc(&l),
             esc(&e.to_string())
         ),
         Some((l, Ok(uses))) if uses.is_empty() => format!(
-            "<section id=\"story\"><h2>License {}</h2><p>No post has consumed it.</p></section>",
-            esc(&l)
+            "<section id=\"story\"><h2>{} {}</h2><p>{}</p></section>",
+            esc(&ui.t("desk.license")),
+            esc(&l),
+            esc(&ui.t("national.not_consumed"))
         ),
         Some((l, Ok(uses))) => {
             let rows: String = uses
@@ -190,7 +214,7 @@ pub(super) async fn page(
                 .map(|u| {
                     format!(
                         "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                        esc(&u.consumed_at),
+                        esc(&ui.time(&u.consumed_at)),
                         esc(&u.checkpoint),
                         esc(&u.declaration_id),
                         esc(&u.exporter),
@@ -201,13 +225,26 @@ pub(super) async fn page(
                 })
                 .collect();
             format!(
-                "<section id=\"story\"><h2>License {}{}</h2><table><tr><th>consumed</th><th>post</th><th>declaration</th><th>exporter</th><th>end user</th><th>destination</th><th>national #</th></tr>{rows}</table></section>",
+                "<section id=\"story\"><h2>{} {}{}</h2><table><tr>{}</tr>{rows}</table></section>",
+                esc(&ui.t("desk.license")),
                 esc(&l),
                 if uses.len() > 1 {
-                    " — used more than once"
+                    esc(&ui.t("national.more_than_once")).into_owned()
                 } else {
-                    ""
-                }
+                    String::new()
+                },
+                [
+                    "national.consumed",
+                    "national.post",
+                    "national.declaration",
+                    "national.exporter",
+                    "national.end_user",
+                    "national.destination",
+                    "national.national_no"
+                ]
+                .iter()
+                .map(|k| format!("<th>{}</th>", esc(&ui.t(k))))
+                .collect::<String>()
             )
         }
     };
@@ -218,19 +255,21 @@ pub(super) async fn page(
         crate::http::percent_encoded(q.until.as_deref().unwrap_or(""))
     );
     let options: String = [
-        ("end_user", "end user"),
-        ("destination", "destination"),
-        ("hs", "HS heading"),
+        ("end_user", "national.by_end_user"),
+        ("destination", "national.by_destination"),
+        ("hs", "national.by_hs"),
     ]
     .iter()
     .map(|(v, label)| {
         format!(
-            "<option value=\"{v}\"{}>{label}</option>",
-            if *v == by_name { " selected" } else { "" }
+            "<option value=\"{v}\"{}>{}</option>",
+            if *v == by_name { " selected" } else { "" },
+            esc(&ui.t(label))
         )
     })
     .collect();
-    let body = PAGE
+    let body = ui
+        .localize(PAGE)
         .replace(
             "{who}",
             &esc(if who.is_empty() {
@@ -247,7 +286,10 @@ pub(super) async fn page(
         .replace("{until}", &attr(q.until.as_deref().unwrap_or("")))
         .replace("{flows}", &flow_rows)
         .replace("{flows_csv}", &attr(&format!("/national/flows.csv?{qs}")))
-        .replace("{now}", &esc(&to_rfc3339(now)));
+        .replace(
+            "{as_of}",
+            &esc(&ui.t_with("national.as_of", &[("now", &ui.time(&to_rfc3339(now)))])),
+        );
     Html(body).into_response()
 }
 
@@ -362,8 +404,34 @@ fn csv_response(
 }
 
 /// The sign-in form.
-pub(super) async fn sign_in_form() -> Html<String> {
-    Html(crate::signin::sign_in_page("national view", false))
+pub(super) async fn sign_in_form(State(app): State<App>, headers: HeaderMap) -> Html<String> {
+    let ui = ui(&app, &headers);
+    Html(crate::signin::sign_in_page(
+        &ui.t("national.title"),
+        false,
+        &ui,
+    ))
+}
+
+/// The page's language (the investigator's choice, else the browser's) in the hub's time zone.
+fn ui(app: &App, headers: &HeaderMap) -> crate::ui::Ui {
+    crate::ui::Ui::for_request(
+        cookie(headers),
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+        &app.tz,
+    )
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct Choose {
+    to: String,
+}
+
+/// `/lang?to=zh-CN`: keeps the investigator's choice of language.
+pub(super) async fn choose_language(headers: HeaderMap, Query(q): Query<Choose>) -> Response {
+    crate::ui::choose(&headers, &q.to)
 }
 
 #[derive(serde::Deserialize)]
@@ -375,15 +443,17 @@ pub(super) struct SignInForm {
 /// Signs an investigator in.
 pub(super) async fn sign_in(
     State(app): State<App>,
+    headers: HeaderMap,
     axum::extract::Form(f): axum::extract::Form<SignInForm>,
 ) -> Response {
     match &app.signin {
         Some(s) => {
+            let ui = ui(&app, &headers);
             crate::signin::answer_sign_in(
                 Arc::clone(s),
-                f.officer,
-                f.password,
-                "national view",
+                (f.officer, f.password),
+                &ui.t("national.title"),
+                &ui,
                 app.secure,
                 "/national",
             )
