@@ -36,7 +36,14 @@
 //! - [`telemetry`]: metrics, health and the console's live feed, shared by the daemon's tasks.
 //! - [`throttle`]: bounded alerting for refused messages, and bounded error details.
 //! - [`console`]: the officer's gate console page, rendered on the server.
-//! - [`http`]: the operators' HTTP listener: `/metrics`, `/healthz`, the console.
+//! - [`http`]: the operators' HTTP listener: `/metrics`, `/healthz`, the console, the desk.
+//! - [`https`]: serving the consoles over TLS.
+//! - [`holds`]: an officer's resolution of a held shipment (release, refuse, seize).
+//! - [`desk`]: the officers' desk: a license checked, holds resolved, alerts worked.
+//! - [`signin`]: officers' accounts (argon2) and sessions, for the desk and the national view.
+//! - [`ui`]: the pages' texts in each language, and times in the post's zone.
+//! - [`screening`]: denied-party screening: names and ids compared, close names scored.
+//! - [`screening_import`]: denied-party lists from OpenSanctions' formats.
 #![forbid(unsafe_code)]
 
 // The officers' pages' texts, one file per language (see `ui`).
