@@ -140,13 +140,7 @@ async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
 
 /// The page's language (the officer's choice, else the browser's) and the post's time zone.
 fn ui(app: &App, headers: &HeaderMap) -> Ui {
-    Ui::for_request(
-        cookie(headers),
-        headers
-            .get(header::ACCEPT_LANGUAGE)
-            .and_then(|v| v.to_str().ok()),
-        &app.tz,
-    )
+    Ui::for_headers(headers, &app.tz)
 }
 
 #[derive(serde::Deserialize)]
@@ -329,16 +323,28 @@ async fn desk_hold(
     headers: HeaderMap,
     Form(f): Form<HoldForm>,
 ) -> Response {
-    let (desk, s) = match officer(&app, &headers) {
+    act(&app, &headers, move |desk, s, ui| {
+        desk.resolve(s, &f.declaration_id, &f.outcome, &f.note, ui)
+    })
+    .await
+}
+
+/// Runs an officer's action off the async threads (it writes the ledger),
+/// then back to the desk saying what happened.
+async fn act(
+    app: &App,
+    headers: &HeaderMap,
+    action: impl FnOnce(&Desk, &Session, &Ui) -> String + Send + 'static,
+) -> Response {
+    let (desk, s) = match officer(app, headers) {
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let ui = ui(&app, &headers);
-    let message = tokio::task::spawn_blocking(move || {
-        desk.resolve(&s, &f.declaration_id, &f.outcome, &f.note, &ui)
-    })
-    .await
-    .unwrap_or_else(|_| "Not recorded: the desk failed.".into());
+    let ui = ui(app, headers);
+    let failed = ui.t_with("desk.not_recorded", &[("why", "the desk failed")]);
+    let message = tokio::task::spawn_blocking(move || action(&desk, &s, &ui))
+        .await
+        .unwrap_or(failed);
     back_to_desk(&message)
 }
 
@@ -357,17 +363,10 @@ async fn desk_alert(
     headers: HeaderMap,
     Form(f): Form<AlertForm>,
 ) -> Response {
-    let (desk, s) = match officer(&app, &headers) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    let ui = ui(&app, &headers);
-    let message = tokio::task::spawn_blocking(move || {
-        desk.work_alert(&s, f.alert_id, &f.action, &f.note, &f.to, &ui)
+    act(&app, &headers, move |desk, s, ui| {
+        desk.work_alert(s, f.alert_id, &f.action, &f.note, &f.to, ui)
     })
     .await
-    .unwrap_or_else(|_| "Not recorded: the desk failed.".into());
-    back_to_desk(&message)
 }
 
 /// After an action: the desk again, saying what happened (a reload does not repeat it).

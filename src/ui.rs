@@ -76,6 +76,20 @@ impl Ui {
         }
     }
 
+    /// The language of a request with these headers, in `tz`.
+    pub fn for_headers(headers: &axum::http::HeaderMap, tz: &TimeZone) -> Ui {
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+        };
+        Ui::for_request(
+            text(axum::http::header::COOKIE),
+            text(axum::http::header::ACCEPT_LANGUAGE),
+            tz,
+        )
+    }
+
     /// The language's tag (`en`, `zh-CN`).
     pub fn lang(&self) -> &'static str {
         self.lang

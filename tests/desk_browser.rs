@@ -28,31 +28,6 @@ fn post_with_desk() -> (Post, String) {
     (post, base)
 }
 
-async fn sign_in(browser: &Client, base: &str, officer: &str, password: &str) {
-    browser.goto(&format!("{base}/signin")).await.unwrap();
-    browser
-        .find(Locator::Id("officer"))
-        .await
-        .unwrap()
-        .send_keys(officer)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(password)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-}
-
 async fn wait_for(browser: &Client, xpath: &str, what: &str) -> fantoccini::elements::Element {
     browser
         .wait()
@@ -85,7 +60,7 @@ async fn an_officer_signs_in_scans_releases_a_hold_and_a_supervisor_closes_an_al
     assert!(plain.get_url().ends_with("/signin"), "{}", plain.get_url());
 
     let (_driver, _profile, browser) = common::browser::chromium(480).await;
-    sign_in(&browser, &base, "o-7", "not the password").await;
+    common::browser::sign_in(&browser, &base, "o-7", "not the password").await;
     wait_for(
         &browser,
         "//p[@id='message'][contains(., 'Wrong officer id or password')]",
@@ -93,7 +68,7 @@ async fn an_officer_signs_in_scans_releases_a_hold_and_a_supervisor_closes_an_al
     )
     .await;
 
-    sign_in(&browser, &base, "o-7", PASSWORD).await;
+    common::browser::sign_in(&browser, &base, "o-7", PASSWORD).await;
     wait_for(
         &browser,
         "//span[@id='who'][contains(., 'o-7')]",
@@ -195,7 +170,7 @@ async fn an_officer_signs_in_scans_releases_a_hold_and_a_supervisor_closes_an_al
     browser.close().await.unwrap();
 
     let (_driver, _profile, wide) = common::browser::chromium(1280).await;
-    sign_in(&wide, &base, "sup-1", PASSWORD).await;
+    common::browser::sign_in(&wide, &base, "sup-1", PASSWORD).await;
     wait_for(
         &wide,
         "//span[@id='who'][contains(., 'supervisor')]",

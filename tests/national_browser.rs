@@ -54,28 +54,7 @@ async fn an_investigator_opens_a_national_double_use_case_with_its_evidence() {
     }
 
     let (_driver, _profile, browser) = common::browser::chromium(1280).await;
-    browser.goto(&format!("{base}/signin")).await.unwrap();
-    browser
-        .find(Locator::Id("officer"))
-        .await
-        .unwrap()
-        .send_keys("inv-3")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    common::browser::sign_in(&browser, &base, "inv-3", PASSWORD).await;
     let case = browser
         .wait()
         .at_most(Duration::from_secs(20))

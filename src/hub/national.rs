@@ -415,13 +415,7 @@ pub(super) async fn sign_in_form(State(app): State<App>, headers: HeaderMap) -> 
 
 /// The page's language (the investigator's choice, else the browser's) in the hub's time zone.
 fn ui(app: &App, headers: &HeaderMap) -> crate::ui::Ui {
-    crate::ui::Ui::for_request(
-        cookie(headers),
-        headers
-            .get(header::ACCEPT_LANGUAGE)
-            .and_then(|v| v.to_str().ok()),
-        &app.tz,
-    )
+    crate::ui::Ui::for_headers(headers, &app.tz)
 }
 
 #[derive(serde::Deserialize)]

@@ -79,3 +79,30 @@ pub async fn screenshot(browser: &Client, name: &str) {
     std::fs::write(&file, png).unwrap();
     eprintln!("screenshot: {}", file.display());
 }
+
+/// Signs in at `base`/signin with the form, as an officer types it.
+pub async fn sign_in(browser: &Client, base: &str, officer: &str, password: &str) {
+    use fantoccini::Locator;
+    browser.goto(&format!("{base}/signin")).await.unwrap();
+    browser
+        .find(Locator::Id("officer"))
+        .await
+        .unwrap()
+        .send_keys(officer)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
