@@ -45,6 +45,48 @@ fn setup() -> Setup {
     }
 }
 
+/// The setup's policy with `n` invented denied parties (names of two to
+/// four invented words and a legal form; ids like a registry's).
+fn with_denied_list(s: &Setup, n: usize) -> Policy {
+    const SYLLABLES: &[&str] = &[
+        "kor", "van", "del", "mar", "tek", "sun", "lin", "dra", "vel", "ost", "hua", "xin", "ron",
+        "bel", "tar", "min", "gro", "sel", "par", "dun", "zhi", "qia", "wen", "yao", "fu", "gau",
+        "pet", "rov", "ski", "enko", "bak", "hol", "ams", "ter", "dam", "ber", "lux", "omi", "ya",
+        "ka", "wa", "shi", "mot", "ors", "ind", "ust", "rie", "gen", "ama", "zon", "tri", "plex",
+        "nova", "tec", "sys", "vik", "ing", "oz", "uh", "ej",
+    ];
+    const FORMS: &[&str] = &["LLC", "Co., Ltd.", "GmbH", "Inc.", "Limited", "JSC", "FZE"];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |m: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % m as u64) as usize
+    };
+    let mut text = include_str!("../tests/data/policy.toml").to_owned();
+    for i in 0..n {
+        let words: Vec<String> = (0..2 + next(3))
+            .map(|_| {
+                let w: String = (0..2 + next(2))
+                    .map(|_| SYLLABLES[next(SYLLABLES.len())])
+                    .collect();
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        text.push_str(&format!(
+            "\n[[denied_parties]]\nid = \"XX-{i:07}\"\nname = \"{} {}\"\n",
+            words.join(" "),
+            FORMS[next(FORMS.len())]
+        ));
+    }
+    let path = s._dir.path().join("listed.toml");
+    std::fs::write(&path, text).unwrap();
+    Policy::load(&path).unwrap()
+}
+
 /// Counts heap allocations, so "no allocation storm per declaration" is a
 /// figure, not a hope.
 struct Counting;
@@ -123,6 +165,11 @@ fn hot(c: &mut Criterion) {
     };
     c.bench_function("decision (pure)", |b| {
         b.iter(|| gate::decide(black_box(&prepared), &s.policy, &facts, &ctx))
+    });
+    // The same against a denied-party list of 10,000 entries (every party screened).
+    let listed = with_denied_list(&s, 10_000);
+    c.bench_function("decision (pure), 10,000 denied parties", |b| {
+        b.iter(|| gate::decide(black_box(&prepared), &listed, &facts, &ctx))
     });
 
     // One transaction of 100 decisions, one fsync, as the daemon commits them.

@@ -383,7 +383,7 @@ fn check_denied_parties(decl: &ParsedDeclaration, policy: &Policy, reasons: &mut
         .into_iter()
         .zip(&decl.screening)
     {
-        let Some((closeness, hit)) = crate::screening::screen(id, name, &policy.denied_parties)
+        let Some((closeness, hit)) = policy.screen_index.screen(id, name, &policy.denied_parties)
         else {
             continue;
         };

@@ -44,6 +44,7 @@
 //! - [`ui`]: the pages' texts in each language, and times in the post's zone.
 //! - [`screening`]: denied-party screening: names and ids compared, close names scored.
 //! - [`screening_import`]: denied-party lists from OpenSanctions' formats.
+//! - [`screening_index`]: the denied-party list indexed for screening.
 #![forbid(unsafe_code)]
 
 // The officers' pages' texts, one file per language (see `ui`).
@@ -82,6 +83,7 @@ pub mod record;
 pub mod registry;
 pub mod screening;
 pub mod screening_import;
+pub mod screening_index;
 pub mod signin;
 pub mod sync;
 pub mod telemetry;

@@ -88,6 +88,8 @@ pub struct Policy {
     kid_index: HashMap<Vec<u8>, usize>,
     /// Denied parties.
     pub denied_parties: Vec<DeniedParty>,
+    /// The denied-party list indexed for screening.
+    pub screen_index: crate::screening_index::ScreenIndex,
     /// Outright bans.
     pub bans: Vec<Ban>,
     /// Checkpoint and hub keys: whose sync messages are accepted.
@@ -449,6 +451,7 @@ impl Policy {
             revoked: raw.revoked_licenses.into_iter().collect(),
             issuers,
             kid_index,
+            screen_index: crate::screening_index::ScreenIndex::new(&denied_parties),
             denied_parties,
             bans,
             registry: Registry::new(checkpoint_keys, hub_keys, clock_skew),

@@ -263,34 +263,6 @@ pub fn closeness(declared: &NameKey, listed: &NameKey) -> Closeness {
     }
 }
 
-/// The list entry a party comes closest to: an exact hit (by id or name)
-/// before the best-scored possible one.
-pub fn screen<'a>(
-    id: &str,
-    names: &[NameKey],
-    list: &'a [crate::policy::DeniedParty],
-) -> Option<(Closeness, &'a crate::policy::DeniedParty)> {
-    let mut best: Option<(f64, &crate::policy::DeniedParty)> = None;
-    for entry in list {
-        if !entry.id.is_empty() && entry.id == id {
-            return Some((Closeness::Exact, entry));
-        }
-        for (name, listed) in names
-            .iter()
-            .flat_map(|n| entry.names.iter().map(move |l| (n, l)))
-        {
-            match closeness(name, listed) {
-                Closeness::Exact => return Some((Closeness::Exact, entry)),
-                Closeness::Possible(score) if best.is_none_or(|(b, _)| score > b) => {
-                    best = Some((score, entry));
-                }
-                _ => {}
-            }
-        }
-    }
-    best.map(|(score, entry)| (Closeness::Possible(score), entry))
-}
-
 /// `co` is said of every kind of firm: it never tells two apart.
 fn is_generic_form(f: &str) -> bool {
     f == "co"
