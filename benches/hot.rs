@@ -251,6 +251,15 @@ fn hot(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // A quiet gate commits each declaration alone: the fixed cost of a
+    // transaction, a signed head and an fsync, for one decision.
+    c.bench_function("ledger: decide and commit one alone", |b| {
+        b.iter_batched(
+            || unlicensed(1),
+            |batch| commit(&batch),
+            BatchSize::SmallInput,
+        )
+    });
 }
 
 /// What an exact batch check would cost: `verify_batch` of 64 (per call),

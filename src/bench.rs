@@ -83,6 +83,10 @@ pub struct BenchReport {
     pub verify_strict_per_sec: f64,
     /// `sustained_per_sec` / `verify_strict_per_sec`.
     pub ratio_to_one_core_verify: f64,
+    /// The daemon's own CPU per declaration (its verify and ledger stages,
+    /// connection task and other threads) over one `verify_strict`, same
+    /// run; `null` where /proc has no schedstat.
+    pub daemon_cpu_to_verify_strict: Option<f64>,
     /// Consumed licenses in the ledger before the run.
     pub prefilled: u64,
     /// From starting the daemon to its online status, milliseconds.
@@ -198,6 +202,8 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
         },
         1000,
     );
+    // Without TCP_NODELAY each small publication may wait for the last one's ACK.
+    el.set_network_options(crate::mqtt::network_options());
     tokio::spawn(async move { while el.poll().await.is_ok() {} });
     let topic = format!("permitgate/{CHECKPOINT}/declarations");
     let first_sent = start.elapsed();
@@ -287,6 +293,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
         disk_fsync_ms_p50: fsync_p50,
         disk_fsync_ms_p99: fsync_p99,
         cpu_steal_percent: steal,
+        daemon_cpu_to_verify_strict: daemon_cpu_ratio(&per_declaration, verify_rate),
         cpu_us_per_declaration: per_declaration,
     };
     print_report(&report);
@@ -347,6 +354,13 @@ fn print_report(r: &BenchReport) {
         let total: f64 = cpu.values().sum();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         println!("CPU per declaration, µs {}", parts.join(", "));
+        if let Some(ratio) = r.daemon_cpu_to_verify_strict {
+            println!(
+                "  daemon {:.0} µs: {ratio:.2}× one verify_strict ({:.0} µs)",
+                ratio * 1e6 / r.verify_strict_per_sec.max(1e-9),
+                1e6 / r.verify_strict_per_sec.max(1e-9)
+            );
+        }
         if r.rate_asked > 0 {
             // At a fixed rate the cost includes waking up for each one: a load, not a ceiling.
             println!(
@@ -366,6 +380,15 @@ fn print_report(r: &BenchReport) {
             "note: the host took more than {STEAL_NOTABLE} % of the CPU; the latency tail measures the host, run again"
         );
     }
+}
+
+/// The daemon's CPU per declaration over one `verify_strict` (µs each).
+fn daemon_cpu_ratio(cpu: &BTreeMap<String, f64>, verify_per_sec: f64) -> Option<f64> {
+    let daemon: f64 = ["verify", "ledger", "connection", "daemon_other"]
+        .iter()
+        .filter_map(|k| cpu.get(*k))
+        .sum();
+    (daemon > 0.0 && verify_per_sec > 0.0).then(|| daemon * verify_per_sec / 1e6)
 }
 
 /// Steal share (percent) above which a run's latency tail says more about
@@ -578,6 +601,7 @@ async fn listen(
     o.set_keep_alive(Duration::from_secs(30))
         .set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut el) = AsyncClient::new(o, 100);
+    el.set_network_options(crate::mqtt::network_options());
     client
         .subscribe(
             format!("permitgate/{CHECKPOINT}/verdicts"),
