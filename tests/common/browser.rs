@@ -53,6 +53,8 @@ pub async fn chromium(width: u32) -> (Driver, tempfile::TempDir, Client) {
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync",
+                // The pages follow the browser's language: the tests read English first.
+                "--lang=en-US",
                 format!("--window-size={width},900"),
                 format!("--user-data-dir={}", profile.path().display()),
             ],
