@@ -70,6 +70,25 @@ pub struct ConsumptionRecord {
     pub goods: Vec<Goods>,
 }
 
+/// `to_leaf` and `from_leaf` for a leaf type whose `kind` field names it.
+macro_rules! leaf_codec {
+    ($leaf:ident, $kind:ident) => {
+        impl $leaf {
+            /// The leaf bytes (CBOR).
+            pub fn to_leaf(&self) -> Vec<u8> {
+                codec::to_vec(self).unwrap_or_default()
+            }
+
+            /// Reads such a leaf (`None` for another kind or unreadable bytes).
+            pub fn from_leaf(leaf: &[u8]) -> Option<$leaf> {
+                codec::from_slice::<$leaf>(leaf)
+                    .ok()
+                    .filter(|v| v.kind == $kind)
+            }
+        }
+    };
+}
+
 /// A verdict as a leaf of the checkpoint's log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerdictLeaf {
@@ -104,19 +123,7 @@ pub struct ClockConfirmedLeaf {
     pub newest_before: Option<UnixTime>,
 }
 
-impl ClockConfirmedLeaf {
-    /// The leaf bytes (CBOR).
-    pub fn to_leaf(&self) -> Vec<u8> {
-        codec::to_vec(self).unwrap_or_default()
-    }
-
-    /// Reads such a leaf.
-    pub fn from_leaf(leaf: &[u8]) -> Option<ClockConfirmedLeaf> {
-        codec::from_slice::<ClockConfirmedLeaf>(leaf)
-            .ok()
-            .filter(|v| v.kind == KIND_CLOCK_CONFIRMED)
-    }
-}
+leaf_codec!(ClockConfirmedLeaf, KIND_CLOCK_CONFIRMED);
 
 /// The `kind` of an officer's action on an alert.
 pub const KIND_ALERT_ACTION: &str = "alert_action";
@@ -139,19 +146,7 @@ pub struct AlertActionLeaf {
     pub at: UnixTime,
 }
 
-impl AlertActionLeaf {
-    /// The leaf bytes (CBOR).
-    pub fn to_leaf(&self) -> Vec<u8> {
-        codec::to_vec(self).unwrap_or_default()
-    }
-
-    /// Reads such a leaf.
-    pub fn from_leaf(leaf: &[u8]) -> Option<AlertActionLeaf> {
-        codec::from_slice::<AlertActionLeaf>(leaf)
-            .ok()
-            .filter(|v| v.kind == KIND_ALERT_ACTION)
-    }
-}
+leaf_codec!(AlertActionLeaf, KIND_ALERT_ACTION);
 
 /// Why a record was refused.
 #[derive(Debug, thiserror::Error)]
@@ -214,19 +209,7 @@ impl ConsumptionRecord {
     }
 }
 
-impl VerdictLeaf {
-    /// The leaf bytes (CBOR).
-    pub fn to_leaf(&self) -> Vec<u8> {
-        codec::to_vec(self).unwrap_or_default()
-    }
-
-    /// Reads a verdict leaf.
-    pub fn from_leaf(leaf: &[u8]) -> Option<VerdictLeaf> {
-        codec::from_slice::<VerdictLeaf>(leaf)
-            .ok()
-            .filter(|v| v.kind == KIND_VERDICT)
-    }
-}
+leaf_codec!(VerdictLeaf, KIND_VERDICT);
 
 /// A consumption record with what proves where it comes from: its leaf,
 /// its index in the checkpoint's log, an inclusion proof, and a signed

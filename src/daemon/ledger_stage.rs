@@ -152,11 +152,7 @@ pub(super) fn ledger_stage(
             } = committed;
             counts.verdicts += added.verdicts;
             counts.consumed += added.consumed;
-            if resolved > 0 {
-                announce(&publications[..resolved], &telemetry);
-                if let Ok(c) = ledger.counts() {
-                    (counts.verdicts, counts.consumed) = (c.verdicts, c.consumed);
-                }
+            if announce(&publications[..resolved], &mut counts, &telemetry, &*clock) > 0 {
                 committed_wake.notify_one();
             }
             telemetry.ledger_counts(counts.verdicts, counts.consumed);
@@ -226,8 +222,7 @@ struct PickedUp {
     outbox: u64,
 }
 
-/// Takes the publications written outside the stage (an officer's hold
-/// resolution), shows them on the console, and refreshes the counts.
+/// Takes the publications written outside the stage (an officer's hold resolution) and announces them.
 fn pick_up(
     ledger: &mut Ledger,
     counts: &mut Counts,
@@ -238,30 +233,23 @@ fn pick_up(
         error!(error = %e, "could not read officers' resolutions; they are published on the next connection");
         Vec::new()
     });
-    let mut outbox = 0;
-    if publications.is_empty() {
-        return PickedUp {
-            publications,
-            outbox,
-        };
-    }
-    announce(&publications, telemetry);
-    if let Ok(c) = ledger.counts() {
-        outbox = c.consumed.saturating_sub(counts.consumed);
-        (counts.verdicts, counts.consumed) = (c.verdicts, c.consumed);
-        telemetry.ledger_counts(counts.verdicts, counts.consumed);
-        if outbox > 0 {
-            telemetry.consumed_at(clock.now(), outbox);
-        }
-    }
+    let outbox = announce(&publications, counts, telemetry, clock);
     PickedUp {
         publications,
         outbox,
     }
 }
 
-/// Shows publications officers wrote on the console and in the metrics.
-fn announce(publications: &[Publication], telemetry: &Telemetry) {
+/// Takes in publications officers wrote (each verdict a new audit row, a
+/// release with a license a consumption): shows them on the console,
+/// counts them, and returns the consumptions added.
+fn announce(
+    publications: &[Publication],
+    counts: &mut Counts,
+    telemetry: &Telemetry,
+    clock: &dyn Clock,
+) -> u64 {
+    let mut consumed = 0;
     for p in publications {
         match p.kind {
             PublicationKind::Verdict => {
@@ -272,6 +260,10 @@ fn announce(publications: &[Publication], telemetry: &Telemetry) {
                         officer = v.resolution.as_ref().map_or("-", |r| r.officer.as_str()),
                         "hold resolved by an officer"
                     );
+                    counts.verdicts += 1;
+                    if v.verdict == crate::verdict::VerdictKind::Cleared && v.license_id.is_some() {
+                        consumed += 1;
+                    }
                     telemetry.decided(Arc::new(v), None);
                 }
             }
@@ -282,6 +274,14 @@ fn announce(publications: &[Publication], telemetry: &Telemetry) {
             }
         }
     }
+    if !publications.is_empty() {
+        counts.consumed += consumed;
+        telemetry.ledger_counts(counts.verdicts, counts.consumed);
+        if consumed > 0 {
+            telemetry.consumed_at(clock.now(), consumed);
+        }
+    }
+    consumed
 }
 
 /// First and longest wait between attempts to commit while the ledger's storage fails.

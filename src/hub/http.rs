@@ -222,9 +222,18 @@ pub async fn start(
         .map_err(|source| crate::http::HttpError { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
     tracing::info!(listen = %local, "hub http: /metrics, /healthz, /api/…");
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
+    let state = App {
+        telemetry,
+        store: Arc::new(Mutex::new(reader)),
+        clock,
+        signin,
+        in_force,
+        secure: tls.is_some(),
+        tz,
+    };
+    // Design: one sign-in check in front of everything that shows records,
+    // rather than one in each handler.
+    let signed_in = Router::new()
         .route("/api/licenses/{id}", get(license))
         .route("/api/checkpoints", get(checkpoints))
         .route("/api/alerts", get(alerts))
@@ -232,21 +241,21 @@ pub async fn start(
         .route("/national", get(super::national::page))
         .route("/national/flows.csv", get(super::national::flows_csv))
         .route("/national/cases.csv", get(super::national::cases_csv))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::national::require_sign_in,
+        ));
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
         .route(
             "/signin",
             get(super::national::sign_in_form).post(super::national::sign_in),
         )
         .route("/signout", axum::routing::post(super::national::sign_out))
         .route("/lang", get(super::national::choose_language))
-        .with_state(App {
-            telemetry,
-            store: Arc::new(Mutex::new(reader)),
-            clock,
-            signin,
-            in_force,
-            secure: tls.is_some(),
-            tz,
-        });
+        .merge(signed_in)
+        .with_state(state);
     Ok(crate::https::serve(listener, tls, app, "hub http"))
 }
 
@@ -334,14 +343,7 @@ async fn healthz(State(app): State<App>) -> Response {
     )
 }
 
-async fn license(
-    State(app): State<App>,
-    headers: axum::http::HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = super::national::investigator(&app, &headers) {
-        return *r;
-    }
+async fn license(State(app): State<App>, Path(id): Path<String>) -> Response {
     let mut store = app.store.lock().await;
     let records = match store.license(&id).await {
         Ok(r) => r,
@@ -366,10 +368,7 @@ async fn license(
     )
 }
 
-async fn checkpoints(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
-    if let Err(r) = super::national::investigator(&app, &headers) {
-        return *r;
-    }
+async fn checkpoints(State(app): State<App>) -> Response {
     match app.store.lock().await.checkpoints(app.clock.now()).await {
         Ok(c) => json(StatusCode::OK, serde_json::json!({"checkpoints": c})),
         Err(e) => store_error(e),
@@ -398,14 +397,7 @@ fn bad_request(why: String) -> Response {
     json(StatusCode::BAD_REQUEST, serde_json::json!({"error": why}))
 }
 
-async fn alerts(
-    State(app): State<App>,
-    headers: axum::http::HeaderMap,
-    Query(q): Query<Range>,
-) -> Response {
-    if let Err(r) = super::national::investigator(&app, &headers) {
-        return *r;
-    }
+async fn alerts(State(app): State<App>, Query(q): Query<Range>) -> Response {
     let (since, until) = match (time_arg(&q.since, 0), time_arg(&q.until, i64::MAX)) {
         (Ok(s), Ok(u)) => (s, u),
         (Err(e), _) | (_, Err(e)) => return bad_request(e),
@@ -423,14 +415,7 @@ async fn alerts(
     }
 }
 
-async fn flows(
-    State(app): State<App>,
-    headers: axum::http::HeaderMap,
-    Query(q): Query<Range>,
-) -> Response {
-    if let Err(r) = super::national::investigator(&app, &headers) {
-        return *r;
-    }
+async fn flows(State(app): State<App>, Query(q): Query<Range>) -> Response {
     let Some(by) = q.by.as_deref().and_then(FlowBy::parse) else {
         return json(
             StatusCode::BAD_REQUEST,

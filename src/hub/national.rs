@@ -22,15 +22,26 @@ use crate::verdict::Alert;
 /// Most double uses and flow rows a page shows (CSV has them all up to the store's limit).
 const PAGE_ROWS: u32 = 200;
 
-/// The signed-in investigator's id, or the answer that sends them to sign in.
-pub(super) fn investigator(app: &App, headers: &HeaderMap) -> Result<String, Box<Response>> {
-    match &app.signin {
-        None => Ok(String::new()),
-        Some(s) => s
-            .session(cookie(headers))
-            .map(|s| s.officer)
-            .ok_or_else(|| Box::new(Redirect::to("/signin").into_response())),
-    }
+/// Who is signed in, as the sign-in layer found them (empty when the view is open).
+#[derive(Clone)]
+pub(super) struct Investigator(pub(super) String);
+
+/// The layer in front of the view and the API: the request goes on with
+/// the signed-in investigator, or the browser goes to sign in.
+pub(super) async fn require_sign_in(
+    State(app): State<App>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let who = match &app.signin {
+        None => String::new(),
+        Some(s) => match s.session(cookie(request.headers())) {
+            Some(session) => session.officer,
+            None => return Redirect::to("/signin").into_response(),
+        },
+    };
+    request.extensions_mut().insert(Investigator(who));
+    next.run(request).await
 }
 
 /// The view's query: a flow dimension and a time range, a license.
@@ -65,13 +76,10 @@ fn checked(app: &App, a: &Alert) -> Result<(), String> {
 /// `/national`: the double uses, the checkpoints, the flows, a license's story.
 pub(super) async fn page(
     State(app): State<App>,
+    axum::Extension(Investigator(who)): axum::Extension<Investigator>,
     headers: HeaderMap,
     Query(q): Query<ViewQuery>,
 ) -> Response {
-    let who = match investigator(&app, &headers) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
     let (since, until) = match q.range() {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
@@ -294,14 +302,7 @@ pub(super) async fn page(
 }
 
 /// `/national/flows.csv`: the flows of the page's query.
-pub(super) async fn flows_csv(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Query(q): Query<ViewQuery>,
-) -> Response {
-    if let Err(r) = investigator(&app, &headers) {
-        return *r;
-    }
+pub(super) async fn flows_csv(State(app): State<App>, Query(q): Query<ViewQuery>) -> Response {
     let (since, until) = match q.range() {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
@@ -329,10 +330,7 @@ pub(super) async fn flows_csv(
 }
 
 /// `/national/cases.csv`: one row per use in each double use, with whether its evidence verified.
-pub(super) async fn cases_csv(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Err(r) = investigator(&app, &headers) {
-        return *r;
-    }
+pub(super) async fn cases_csv(State(app): State<App>) -> Response {
     let cases = match app
         .store
         .lock()

@@ -241,8 +241,7 @@ impl Ledger {
             at: now,
         }
         .to_leaf();
-        batch.append_leaf(&leaf).map_err(|e| e.into_ledger(&path))?;
-        batch.last_now = Some(now);
+        batch.append_officer_leaf(&leaf, now)?;
         batch
             .tx
             .execute(

@@ -149,6 +149,20 @@ impl Batch<'_> {
             .map_err(sql(&self.path, super::Operation::Decide))
     }
 
+    /// Appends an officer's leaf (a clock confirmation, an action on an
+    /// alert) dated `now`, the time the batch's head then carries.
+    pub(super) fn append_officer_leaf(
+        &mut self,
+        leaf: &[u8],
+        now: UnixTime,
+    ) -> Result<u64, LedgerError> {
+        let n = self
+            .append_leaf(leaf)
+            .map_err(|e| e.into_ledger(&self.path))?;
+        self.last_now = Some(now);
+        Ok(n)
+    }
+
     /// Appends a leaf to the checkpoint's log; returns its index.
     pub(super) fn append_leaf(&mut self, leaf: &[u8]) -> Result<u64, crate::merkle::MerkleError> {
         let n = self.next_leaf;

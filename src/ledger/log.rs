@@ -260,8 +260,7 @@ impl Ledger {
             newest_before,
         }
         .to_leaf();
-        batch.append_leaf(&leaf).map_err(|e| e.into_ledger(&path))?;
-        batch.last_now = Some(now);
+        batch.append_officer_leaf(&leaf, now)?;
         batch
             .tx
             .execute(
