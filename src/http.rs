@@ -377,14 +377,7 @@ fn back_to_desk(message: &str) -> Response {
 
 /// Percent-encodes a query value.
 pub(crate) fn percent_encoded(m: &str) -> String {
-    m.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(m.as_bytes()).collect()
 }
 
 /// Renders a page off the async threads (it reads the ledger).

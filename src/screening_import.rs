@@ -95,17 +95,7 @@ fn read_ftm(text: &str, source: Option<&str>) -> Result<Vec<Entry>, ImportError>
             continue;
         }
         let props = &v["properties"];
-        let values = |key: &str| -> Vec<String> {
-            props[key]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let values = |key: &str| strings(&props[key]);
         let mut names = values("name");
         if names.is_empty()
             && let Some(c) = v["caption"].as_str()
@@ -123,18 +113,22 @@ fn read_ftm(text: &str, source: Option<&str>) -> Result<Vec<Entry>, ImportError>
             .iter()
             .find_map(|k| values(k).into_iter().next())
             .unwrap_or_default();
-        let datasets: Vec<String> = v["datasets"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let datasets = strings(&v["datasets"]);
         out.push(entry(id, name, aliases, source, &datasets.join(", ")));
     }
     Ok(out)
+}
+
+/// The strings of a JSON array (FollowTheMoney's values are all arrays of strings).
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn read_csv(text: &str, source: Option<&str>) -> Result<Vec<Entry>, ImportError> {

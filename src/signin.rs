@@ -98,11 +98,16 @@ impl SignIn {
 }
 
 fn token_of(cookie_header: Option<&str>) -> Option<String> {
-    cookie_header?
+    cookie_value(cookie_header?, COOKIE).map(str::to_owned)
+}
+
+/// The value of the cookie `name` in a `Cookie` header.
+pub fn cookie_value<'h>(header: &'h str, name: &str) -> Option<&'h str> {
+    header
         .split(';')
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned())
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 /// The sign-in page of `place`, with a message when the last try failed.

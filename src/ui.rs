@@ -61,12 +61,9 @@ impl Ui {
         accept_language: Option<&str>,
         tz: &TimeZone,
     ) -> Ui {
-        let chosen = cookie_header.and_then(|h| {
-            h.split(';')
-                .filter_map(|c| c.trim().split_once('='))
-                .find(|(k, _)| *k == LANG_COOKIE)
-                .and_then(|(_, v)| matching(v))
-        });
+        let chosen = cookie_header
+            .and_then(|h| crate::signin::cookie_value(h, LANG_COOKIE))
+            .and_then(matching);
         let lang = chosen
             .or_else(|| accept_language.and_then(preferred))
             .unwrap_or("en");
