@@ -209,3 +209,40 @@ pub fn answer_sign_out(
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::config::OfficerAccount;
+
+    #[test]
+    fn a_session_ends_when_its_minutes_are_up_or_at_sign_out() {
+        let clock = std::sync::Arc::new(FixedClock::at(1_790_000_000));
+        let signin = SignIn::new(
+            DeskConfig {
+                session_minutes: 30,
+                officers: vec![OfficerAccount {
+                    id: "o-7".into(),
+                    role: Role::Officer,
+                    password_hash: hash_password("correct horse battery").unwrap(),
+                }],
+            },
+            clock.clone(),
+        );
+        assert_eq!(signin.sign_in("o-7", "wrong"), None);
+        assert_eq!(signin.sign_in("o-8", "correct horse battery"), None);
+        let token = signin.sign_in("o-7", "correct horse battery").unwrap();
+        let header = format!("lang=en; {COOKIE}={token}");
+        assert_eq!(signin.session(Some(&header)).unwrap().officer, "o-7");
+        clock.set(1_790_000_000 + 30 * 60 - 1);
+        assert!(signin.session(Some(&header)).is_some());
+        clock.set(1_790_000_000 + 30 * 60);
+        assert!(signin.session(Some(&header)).is_none(), "expired");
+
+        let token = signin.sign_in("o-7", "correct horse battery").unwrap();
+        let header = format!("{COOKIE}={token}");
+        signin.sign_out(Some(&header));
+        assert!(signin.session(Some(&header)).is_none(), "signed out");
+    }
+}
