@@ -11,6 +11,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::codec::{self, Value};
 use crate::policy::{Policy, PolicyError};
+use crate::strict_key::StrictKey;
 use crate::token::cose;
 
 /// Why a bundle could not be made or applied.
@@ -70,7 +71,7 @@ pub fn sign(path: &Path, key: &SigningKey, kid: &str) -> Result<Vec<u8>, BundleE
 /// Verifies a bundle with the root key and returns its policy.
 pub fn open(bytes: &[u8], root: &VerifyingKey) -> Result<Policy, BundleError> {
     let msg = cose::parse(bytes)?;
-    msg.verify(root)?;
+    msg.verify(&StrictKey::from(*root))?;
     let entries =
         match codec::decode_value(&msg.payload).map_err(|e| BundleError::Payload(e.to_string()))? {
             Value::Map(m) => m,

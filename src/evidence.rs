@@ -15,6 +15,7 @@ use crate::clock::{UnixTime, to_rfc3339};
 use crate::codec::{self, Value};
 use crate::merkle::{self, Hash};
 use crate::record::{ConsumptionRecord, ProvenRecord};
+use crate::strict_key::StrictKey;
 use crate::sync::verify::verify_hub_head;
 use crate::token::cose;
 
@@ -253,7 +254,10 @@ pub fn verify(bytes: &[u8], root: &VerifyingKey) -> Result<Proven, EvidenceError
     let keys = registry
         .checkpoint_keys_at(&bundle.exported_by, bundle.exported_at)
         .map_err(|e| EvidenceError::Signature(format!("{} ({e})", bundle.exported_by)))?;
-    if cose::kid_text(&msg.kid) != bundle.exported_by || !keys.iter().any(|k| msg.verify(k).is_ok())
+    if cose::kid_text(&msg.kid) != bundle.exported_by
+        || !keys
+            .iter()
+            .any(|k| msg.verify(&StrictKey::from(*k)).is_ok())
     {
         return Err(EvidenceError::Signature(bundle.exported_by.clone()));
     }

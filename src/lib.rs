@@ -85,6 +85,7 @@ pub mod screening;
 pub mod screening_import;
 pub mod screening_index;
 pub mod signin;
+pub mod strict_key;
 pub mod sync;
 pub mod telemetry;
 pub mod throttle;

@@ -12,6 +12,7 @@ use crate::clock::{UnixTime, parse_duration, parse_rfc3339};
 use crate::elements::{canonical_symbol, hs_digits};
 use crate::keys;
 use crate::registry::{KeyEntry, Registry};
+use crate::strict_key::StrictKey;
 
 /// A policy file that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +31,8 @@ pub struct PolicyError {
 pub struct Issuer {
     /// Key identifier as it appears in tokens.
     pub kid: String,
-    /// The parsed public key (parsed once: parsing costs more than a hash lookup).
-    pub key: VerifyingKey,
+    /// The parsed public key, prepared once for the exact check (parsing costs more than a hash lookup).
+    pub key: StrictKey,
     /// Tokens issued before this are not trusted.
     pub valid_from: Option<UnixTime>,
     /// Tokens issued after this are not trusted.
@@ -368,7 +369,7 @@ impl Policy {
             }
             issuers.push(Issuer {
                 kid,
-                key,
+                key: key.into(),
                 valid_from,
                 valid_until,
             });
@@ -464,7 +465,7 @@ impl Policy {
     }
 
     /// The issuer key for a kid, for [`crate::token::open`].
-    pub fn issuer_key(&self, kid: &[u8]) -> Option<VerifyingKey> {
+    pub fn issuer_key(&self, kid: &[u8]) -> Option<StrictKey> {
         self.issuer(kid).map(|i| i.key)
     }
 }
@@ -496,7 +497,10 @@ pub(crate) mod tests {
         let pol = Policy::load(&p).unwrap();
         assert_eq!(pol.controlled_elements.len(), 7);
         assert!(pol.controlled_hs.contains(&"850511".to_string()));
-        assert_eq!(pol.issuer_key(b"mofcom-2025-1"), Some(key.verifying_key()));
+        assert_eq!(
+            pol.issuer_key(b"mofcom-2025-1"),
+            Some(key.verifying_key().into())
+        );
         assert!(pol.bans[0].destinations.contains("US"));
         assert_eq!(pol.clock_skew, 300);
     }

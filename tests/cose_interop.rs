@@ -71,7 +71,7 @@ fn a_token_issued_with_coset_is_accepted() {
 
     let vk = key.verifying_key();
     let opened = token::open(token::text::encode(&msg).as_bytes(), |kid| {
-        (kid == b"coset-kid").then_some(vk)
+        (kid == b"coset-kid").then_some(vk.into())
     })
     .unwrap();
     let lic = opened.license;

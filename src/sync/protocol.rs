@@ -15,6 +15,7 @@ use crate::clock::UnixTime;
 use crate::codec::{self, Value};
 use crate::merkle::{self, Hash};
 use crate::registry::{Registry, SignerError};
+use crate::strict_key::StrictKey;
 use crate::token::cose::{self, CoseError};
 
 /// A sync message that could not be read.
@@ -70,7 +71,10 @@ fn open(
     let msg = cose::parse(bytes)?;
     let kid = cose::kid_text(&msg.kid);
     let keys = keys_for(&kid)?;
-    if keys.iter().any(|k| msg.verify(k).is_ok()) {
+    if keys
+        .iter()
+        .any(|k| msg.verify(&StrictKey::from(*k)).is_ok())
+    {
         Ok((kid, msg.payload))
     } else {
         Err(OpenError::Cose(CoseError::BadSignature))

@@ -7,7 +7,9 @@ pub mod cose;
 pub mod license;
 pub mod text;
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::SigningKey;
+
+use crate::strict_key::StrictKey;
 use sha2::{Digest, Sha256};
 
 pub use license::{License, LicensedItem, Party, Terms};
@@ -40,7 +42,7 @@ pub struct VerifiedToken {
 /// Reads a token (`PG1:` text or COSE bytes) and verifies it with the key `trusted` returns for its kid.
 pub fn open(
     input: &[u8],
-    trusted: impl Fn(&[u8]) -> Option<VerifyingKey>,
+    trusted: impl Fn(&[u8]) -> Option<StrictKey>,
 ) -> Result<VerifiedToken, TokenError> {
     let bytes = text::to_cose_bytes(input).map_err(TokenError::Malformed)?;
     let msg = cose::parse(&bytes).map_err(|e| match e {
@@ -81,7 +83,7 @@ pub(crate) mod tests {
         let lic = sample_license();
         let cose = issue(&lic, "mofcom-2025-1", &key);
         let t = open(text::encode(&cose).as_bytes(), |k| {
-            (k == b"mofcom-2025-1").then_some(vk)
+            (k == b"mofcom-2025-1").then_some(vk.into())
         })
         .unwrap();
         assert_eq!(t.license, lic);
@@ -98,7 +100,7 @@ pub(crate) mod tests {
         );
         let other = crate::keys::generate().verifying_key();
         assert!(matches!(
-            open(&cose, |_| Some(other)).unwrap_err(),
+            open(&cose, |_| Some(other.into())).unwrap_err(),
             TokenError::BadSignature(_)
         ));
     }
@@ -109,7 +111,7 @@ pub(crate) mod tests {
         let vk = key.verifying_key();
         let cose = cose::sign(b"k", b"\xa1\x01\x02garbage".to_vec(), &key);
         assert!(matches!(
-            open(&cose, |_| Some(vk)).unwrap_err(),
+            open(&cose, |_| Some(vk.into())).unwrap_err(),
             TokenError::Malformed(_)
         ));
     }
