@@ -159,49 +159,191 @@ impl License {
     }
 
     /// Decodes a token payload. Call only after its signature has verified.
+    ///
+    /// Design: read straight into the claims (serde through `codec`), with
+    /// no CBOR value tree in between: it is on every declaration's path.
     pub fn from_payload(payload: &[u8]) -> Result<License, String> {
-        let v = codec::decode_value(payload).map_err(|e| format!("payload: {e}"))?;
-        if !matches!(v, Value::Map(_)) {
-            return Err("payload is not a CWT claims map".into());
-        }
-        let license_id = match v.map_get_int(CLAIM_CTI) {
-            Some(Value::Bytes(b)) => String::from_utf8(b.clone())
-                .map_err(|_| "claim cti (7) is not UTF-8 text".to_string())?,
-            Some(Value::Text(t)) => t.clone(),
-            _ => return Err("claim cti (7, the license id) is missing".into()),
-        };
+        let c: Claims = codec::from_slice(payload).map_err(|e| format!("payload: {e}"))?;
+        let license_id = c
+            .license_id
+            .ok_or("claim cti (7, the license id) is missing")?;
         if license_id.is_empty() || license_id.len() > 256 {
             return Err("claim cti (7) must be 1 to 256 bytes".into());
         }
-        let issuer = match v.map_get_int(CLAIM_ISS) {
-            Some(Value::Text(t)) => Some(t.clone()),
-            None => None,
-            Some(_) => return Err("claim iss (1) is not text".into()),
-        };
-        let time = |key: i128, name: &str| -> Result<Option<UnixTime>, String> {
-            match v.map_get_int(key) {
-                None => Ok(None),
-                Some(Value::Integer(i)) => i64::try_from(*i)
-                    .map(Some)
-                    .map_err(|_| format!("claim {name} ({key}) is out of range")),
-                Some(Value::Float(f)) if f.is_finite() && f.abs() < 1e15 => Ok(Some(*f as i64)),
-                Some(_) => Err(format!("claim {name} ({key}) is not a NumericDate")),
-            }
-        };
-        let expires = time(CLAIM_EXP, "exp")?.ok_or("claim exp (4) is missing")?;
-        let issued_at = time(CLAIM_IAT, "iat")?.ok_or("claim iat (6) is missing")?;
-        let not_before = time(CLAIM_NBF, "nbf")?;
-        let terms = v
-            .map_get_int(CLAIM_TERMS)
+        let terms = c
+            .terms
             .ok_or_else(|| format!("claim {CLAIM_TERMS} (license terms) is missing"))?;
+        if let Some(n) = terms
+            .items
+            .iter()
+            .position(|i| !i.max_net_kg.is_finite() || i.max_net_kg <= 0.0)
+        {
+            return Err(format!(
+                "terms: `items[{n}].max_net_kg` is not a positive number"
+            ));
+        }
         Ok(License {
-            issuer,
+            issuer: c.issuer,
             license_id,
-            issued_at,
-            not_before,
-            expires,
-            terms: terms_from_value(terms)?,
+            issued_at: c.issued_at.ok_or("claim iat (6) is missing")?,
+            not_before: c.not_before,
+            expires: c.expires.ok_or("claim exp (4) is missing")?,
+            terms,
         })
+    }
+}
+
+/// The CWT claims map as read from the payload, before the checks.
+#[derive(Default)]
+struct Claims {
+    issuer: Option<String>,
+    license_id: Option<String>,
+    expires: Option<UnixTime>,
+    not_before: Option<UnixTime>,
+    issued_at: Option<UnixTime>,
+    terms: Option<Terms>,
+}
+
+/// A claims map key: an integer, or anything else (ignored).
+enum ClaimKey {
+    Int(i128),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for ClaimKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ClaimKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a claim key")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<ClaimKey, E> {
+                Ok(ClaimKey::Int(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<ClaimKey, E> {
+                Ok(ClaimKey::Int(v.into()))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ClaimKey, E> {
+                Ok(ClaimKey::Other)
+            }
+            fn visit_bytes<E>(self, _: &[u8]) -> Result<ClaimKey, E> {
+                Ok(ClaimKey::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `cti`: bytes (RFC 8392) or text, UTF-8 either way.
+struct LicenseId(String);
+
+impl<'de> serde::Deserialize<'de> for LicenseId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LicenseId;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("claim cti (7) as bytes or text")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<LicenseId, E> {
+                Ok(LicenseId(v.to_owned()))
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<LicenseId, E> {
+                String::from_utf8(v.to_vec())
+                    .map(LicenseId)
+                    .map_err(|_| E::custom("claim cti (7) is not UTF-8 text"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A NumericDate: an integer, or a float (RFC 8392 allows one).
+struct NumericDate(UnixTime);
+
+impl<'de> serde::Deserialize<'de> for NumericDate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = NumericDate;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a NumericDate")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<NumericDate, E> {
+                Ok(NumericDate(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<NumericDate, E> {
+                i64::try_from(v)
+                    .map(NumericDate)
+                    .map_err(|_| E::custom("out of range"))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<NumericDate, E> {
+                if v.is_finite() && v.abs() < 1e15 {
+                    Ok(NumericDate(v as i64))
+                } else {
+                    Err(E::custom("out of range"))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Claims {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Claims;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a CWT claims map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Claims, A::Error> {
+                use serde::de::Error;
+                let mut c = Claims::default();
+                let date = |r: Result<NumericDate, A::Error>, name: &str, key: i128| {
+                    r.map(|d| Some(d.0)).map_err(|e| {
+                        A::Error::custom(format!("claim {name} ({key}) is not a NumericDate: {e}"))
+                    })
+                };
+                while let Some(key) = map.next_key::<ClaimKey>()? {
+                    match key {
+                        ClaimKey::Int(CLAIM_ISS) => {
+                            c.issuer = Some(
+                                map.next_value::<String>()
+                                    .map_err(|_| A::Error::custom("claim iss (1) is not text"))?,
+                            )
+                        }
+                        ClaimKey::Int(CLAIM_EXP) => {
+                            c.expires = date(map.next_value(), "exp", CLAIM_EXP)?
+                        }
+                        ClaimKey::Int(CLAIM_NBF) => {
+                            c.not_before = date(map.next_value(), "nbf", CLAIM_NBF)?
+                        }
+                        ClaimKey::Int(CLAIM_IAT) => {
+                            c.issued_at = date(map.next_value(), "iat", CLAIM_IAT)?
+                        }
+                        ClaimKey::Int(CLAIM_CTI) => {
+                            c.license_id = Some(map.next_value::<LicenseId>()?.0)
+                        }
+                        ClaimKey::Int(CLAIM_TERMS) => {
+                            c.terms = Some(
+                                map.next_value::<Terms>()
+                                    .map_err(|e| A::Error::custom(format!("terms: {e}")))?,
+                            )
+                        }
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(c)
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
@@ -245,81 +387,85 @@ fn terms_to_value(t: &Terms) -> Value {
     Value::Map(m)
 }
 
-fn field<'a>(v: &'a Value, key: &str, path: &str) -> Result<&'a Value, String> {
-    match v {
-        Value::Map(entries) => entries
-            .iter()
-            .find(|(k, _)| matches!(k, Value::Text(t) if t == key))
-            .map(|(_, v)| v)
-            .ok_or_else(|| format!("terms: `{path}{key}` is missing")),
-        _ => Err(format!("terms: `{path}` is not a map")),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> License {
+        crate::token::tests::sample_license()
     }
-}
 
-fn text_field(v: &Value, key: &str, path: &str) -> Result<String, String> {
-    match field(v, key, path)? {
-        Value::Text(t) => Ok(t.clone()),
-        _ => Err(format!("terms: `{path}{key}` is not text")),
+    /// The sample's claims with `f` applied to the map's entries.
+    fn claims_with(f: impl FnOnce(&mut Vec<(Value, Value)>)) -> Vec<u8> {
+        let Value::Map(mut m) = codec::decode_value(&sample().to_payload()).unwrap() else {
+            panic!("claims are a map")
+        };
+        f(&mut m);
+        codec::encode_value(&Value::Map(m))
     }
-}
 
-fn party_from_value(v: &Value, name: &str) -> Result<Party, String> {
-    let p = field(v, name, "")?;
-    let path = format!("{name}.");
-    Ok(Party {
-        id: text_field(p, "id", &path)?,
-        name: text_field(p, "name", &path)?,
-        country: text_field(p, "country", &path)?,
-    })
-}
+    fn set(m: &mut [(Value, Value)], key: i128, v: Value) {
+        let e = m.iter_mut().find(|(k, _)| *k == Value::Integer(key)).unwrap();
+        e.1 = v;
+    }
 
-fn terms_from_value(v: &Value) -> Result<Terms, String> {
-    let Value::Array(items) = field(v, "items", "")? else {
-        return Err("terms: `items` is not an array".into());
-    };
-    let items = items
-        .iter()
-        .enumerate()
-        .map(|(n, item)| {
-            let path = format!("items[{n}].");
-            let Value::Array(els) = field(item, "elements", &path)? else {
-                return Err(format!("terms: `{path}elements` is not an array"));
-            };
-            let elements = els
-                .iter()
-                .map(|e| match e {
-                    Value::Text(t) => Ok(t.clone()),
-                    _ => Err(format!("terms: `{path}elements` holds a non-text entry")),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let max_net_kg = match field(item, "max_net_kg", &path)? {
-                Value::Float(f) => *f,
-                Value::Integer(i) => *i as f64,
-                _ => return Err(format!("terms: `{path}max_net_kg` is not a number")),
-            };
-            if !max_net_kg.is_finite() || max_net_kg <= 0.0 {
-                return Err(format!(
-                    "terms: `{path}max_net_kg` is not a positive number"
-                ));
-            }
-            Ok(LicensedItem {
-                hs_code: text_field(item, "hs_code", &path)?,
-                elements,
-                max_net_kg,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let shipment_ref = match field(v, "shipment_ref", "") {
-        Ok(Value::Text(t)) => Some(t.clone()),
-        Ok(Value::Null) | Err(_) => None,
-        Ok(_) => return Err("terms: `shipment_ref` is not text".into()),
-    };
-    Ok(Terms {
-        exporter: party_from_value(v, "exporter")?,
-        consignee: party_from_value(v, "consignee")?,
-        end_user: party_from_value(v, "end_user")?,
-        destination: text_field(v, "destination", "")?,
-        items,
-        shipment_ref,
-    })
+    #[test]
+    fn round_trip_and_the_forms_rfc_8392_allows() {
+        assert_eq!(License::from_payload(&sample().to_payload()), Ok(sample()));
+        // cti as text, times as floats, an unknown claim and an integer mass.
+        let p = claims_with(|m| {
+            set(m, CLAIM_CTI, Value::Text(sample().license_id));
+            set(m, CLAIM_EXP, Value::Float(sample().expires as f64));
+            m.push((Value::Text("note".into()), Value::Array(vec![Value::Null])));
+            m.push((Value::Integer(-70000), Value::Bytes(vec![1, 2])));
+        });
+        let l = License::from_payload(&p).unwrap();
+        assert_eq!(l.license_id, sample().license_id);
+        assert_eq!(l.expires, sample().expires);
+    }
+
+    #[test]
+    fn refusals_say_which_claim() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (codec::encode_value(&Value::Array(vec![])), "CWT claims map"),
+            (
+                claims_with(|m| m.retain(|(k, _)| *k != Value::Integer(CLAIM_CTI))),
+                "claim cti (7, the license id) is missing",
+            ),
+            (
+                claims_with(|m| set(m, CLAIM_CTI, Value::Bytes(vec![0xff, 0xfe]))),
+                "claim cti (7) is not UTF-8 text",
+            ),
+            (
+                claims_with(|m| set(m, CLAIM_CTI, Value::Text(String::new()))),
+                "claim cti (7) must be 1 to 256 bytes",
+            ),
+            (
+                claims_with(|m| set(m, CLAIM_EXP, Value::Text("tomorrow".into()))),
+                "claim exp (4) is not a NumericDate",
+            ),
+            (
+                claims_with(|m| m.retain(|(k, _)| *k != Value::Integer(CLAIM_IAT))),
+                "claim iat (6) is missing",
+            ),
+            (
+                claims_with(|m| m.retain(|(k, _)| *k != Value::Integer(CLAIM_TERMS))),
+                "(license terms) is missing",
+            ),
+            (
+                claims_with(|m| set(m, CLAIM_TERMS, Value::Map(vec![]))),
+                "terms: missing field",
+            ),
+        ];
+        for (payload, words) in cases {
+            let e = License::from_payload(&payload).unwrap_err();
+            assert!(e.contains(words), "`{e}` should say `{words}`");
+        }
+        let mut bad = sample();
+        bad.terms.items[0].max_net_kg = -1.0;
+        assert_eq!(
+            License::from_payload(&bad.to_payload()).unwrap_err(),
+            "terms: `items[0].max_net_kg` is not a positive number"
+        );
+    }
 }
