@@ -81,6 +81,9 @@ pub struct BenchReport {
     pub daemon_peak_rss_mib: f64,
     /// Single-core `verify_strict` rate on this machine, same run.
     pub verify_strict_per_sec: f64,
+    /// The gate's own exact check (`StrictKey::verify`) over `verify_strict`,
+    /// timed in alternating blocks on one core in the same run.
+    pub exact_check_to_verify_strict: f64,
     /// `sustained_per_sec` / `verify_strict_per_sec`.
     pub ratio_to_one_core_verify: f64,
     /// The daemon's own CPU per declaration (its verify and ledger stages,
@@ -132,6 +135,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
 
     eprintln!("measuring verify_strict on one core…");
     let verify_rate = verify_strict_rate(&issuer);
+    let exact_ratio = exact_check_ratio(&issuer);
     eprintln!("generating {} declarations…", opts.declarations);
     let (payloads, kinds) = generate(&opts, &issuer);
     eprintln!("measuring this disk's fsync…");
@@ -287,6 +291,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
         latency_ms_max: pct(1.0),
         daemon_peak_rss_mib: peak_rss,
         verify_strict_per_sec: verify_rate,
+        exact_check_to_verify_strict: exact_ratio,
         ratio_to_one_core_verify: sustained / verify_rate,
         prefilled: opts.prefill,
         startup_to_ready_ms: startup.as_secs_f64() * 1e3,
@@ -331,6 +336,10 @@ fn print_report(r: &BenchReport) {
     );
     println!("daemon peak RSS         {:.1} MiB", r.daemon_peak_rss_mib);
     println!("verify_strict, 1 core   {:.0}/s", r.verify_strict_per_sec);
+    println!(
+        "the gate's exact check  {:.2}× verify_strict's time (alternating, same core)",
+        r.exact_check_to_verify_strict
+    );
     println!(
         "ratio                   {:.2}× one core's verify_strict",
         r.ratio_to_one_core_verify
@@ -490,6 +499,34 @@ fn per_declaration_us(
         *out.entry(key.0.clone()).or_default() += used as f64 / 1e3 / declarations.max(1) as f64;
     }
     out
+}
+
+/// The time of the gate's exact check (what the verify stage runs) over
+/// `verify_strict`'s on the same token, in alternating blocks for a second,
+/// so a change in the machine's speed touches both alike.
+fn exact_check_ratio(issuer: &ed25519_dalek::SigningKey) -> f64 {
+    let lic = bench_license("LIC-VERIFY", 0);
+    let bytes = token::issue(&lic, KID, issuer);
+    let Ok(msg) = token::cose::parse(&bytes) else {
+        return f64::NAN;
+    };
+    let key = issuer.verifying_key();
+    let exact = crate::strict_key::StrictKey::from(key);
+    let (mut strict_time, mut exact_time) = (Duration::ZERO, Duration::ZERO);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(1) {
+        let s = Instant::now();
+        for _ in 0..50 {
+            let _ = std::hint::black_box(msg.verify_strict(&key));
+        }
+        strict_time += s.elapsed();
+        let s = Instant::now();
+        for _ in 0..50 {
+            let _ = std::hint::black_box(msg.verify(&exact));
+        }
+        exact_time += s.elapsed();
+    }
+    exact_time.as_secs_f64() / strict_time.as_secs_f64().max(1e-12)
 }
 
 /// How many `verify_strict` calls one core does per second, on a real token.

@@ -405,7 +405,10 @@ mod tests {
     }
 
     fn set(m: &mut [(Value, Value)], key: i128, v: Value) {
-        let e = m.iter_mut().find(|(k, _)| *k == Value::Integer(key)).unwrap();
+        let e = m
+            .iter_mut()
+            .find(|(k, _)| *k == Value::Integer(key))
+            .unwrap();
         e.1 = v;
     }
 
