@@ -159,6 +159,29 @@ fn hot(c: &mut Criterion) {
     c.bench_function("prepare: declaration parse + token open", |b| {
         b.iter(|| gate::prepare(black_box(&s.payload), &s.policy, 1 << 20))
     });
+    let parties: Vec<String> = ["exporter", "consignee", "end_user"]
+        .iter()
+        .map(|p| {
+            let d: serde_json::Value = serde_json::from_slice(&s.payload).unwrap();
+            d[p]["name"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    c.bench_function("screening keys of a declaration's three parties", |b| {
+        b.iter(|| {
+            parties
+                .iter()
+                .map(|n| permitgate::screening::name_keys(black_box(n)))
+                .collect::<Vec<_>>()
+        })
+    });
+    c.bench_function("the same through the cache (names seen before)", |b| {
+        b.iter(|| {
+            parties
+                .iter()
+                .map(|n| permitgate::screening::name_keys_cached(black_box(n)))
+                .collect::<Vec<_>>()
+        })
+    });
     let prepared = gate::prepare(&s.payload, &s.policy, 1 << 20);
     let facts = LedgerFacts::default();
     let ctx = Context {

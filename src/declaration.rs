@@ -84,7 +84,7 @@ pub struct ParsedDeclaration {
     /// them: ([`crate::screening::id_key`], [`crate::screening::name_key`]).
     /// Computed with the parse, which runs on every core, rather than in
     /// the serial decision.
-    pub screening: [(String, Vec<crate::screening::NameKey>); 3],
+    pub screening: [(String, std::sync::Arc<[crate::screening::NameKey]>); 3],
 }
 
 /// Parses a JSON or CBOR declaration, refusing payloads over `max_bytes`.
@@ -132,7 +132,7 @@ impl ParsedDeclaration {
         let screen = |p: &Party| {
             (
                 crate::screening::id_key(&p.id),
-                crate::screening::name_keys(&p.name),
+                crate::screening::name_keys_cached(&p.name),
             )
         };
         let screening = [

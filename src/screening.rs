@@ -194,6 +194,38 @@ pub fn name_keys(s: &str) -> Vec<NameKey> {
     keys
 }
 
+/// How many declared names [`name_keys_cached`] keeps.
+const CACHED_NAMES: usize = 4096;
+
+type NameCache = std::sync::Mutex<std::collections::HashMap<Box<str>, std::sync::Arc<[NameKey]>>>;
+
+static NAME_CACHE: std::sync::LazyLock<NameCache> =
+    std::sync::LazyLock::new(|| std::sync::Mutex::new(Default::default()));
+
+/// [`name_keys`] through a bounded cache shared by the verify stage's
+/// threads: the same exporters, consignees and end users come back all
+/// day, and their keys cost about a third of a declaration's parse.
+///
+/// Design: bounded; when full it is emptied and fills again, so a flood
+/// of invented names costs memory no more than `CACHED_NAMES` entries.
+pub fn name_keys_cached(s: &str) -> std::sync::Arc<[NameKey]> {
+    use std::sync::Arc;
+    let cache = &*NAME_CACHE;
+    if let Ok(c) = cache.lock()
+        && let Some(k) = c.get(s)
+    {
+        return k.clone();
+    }
+    let keys: Arc<[NameKey]> = name_keys(s).into();
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= CACHED_NAMES {
+            c.clear();
+        }
+        c.insert(s.into(), keys.clone());
+    }
+    keys
+}
+
 /// The look-alikes' key of a name alone.
 pub fn name_key(s: &str) -> NameKey {
     key_of(&fold(s))
@@ -414,6 +446,29 @@ static ASCII_SKELETON: std::sync::LazyLock<Vec<Option<String>>> = std::sync::Laz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_keys_are_the_keys_and_the_cache_stays_bounded() {
+        for name in [
+            "Shadow Defense Systems, L.L.C.",
+            "Шадоу Дефенс Системс ООО",
+            "深圳影子防务有限公司",
+            "SHАDOW DЕFENSE SYSTEMS LLC",
+        ] {
+            assert_eq!(&*name_keys_cached(name), name_keys(name).as_slice());
+            // The second answer comes from the cache and is the same.
+            assert_eq!(&*name_keys_cached(name), name_keys(name).as_slice());
+        }
+        for n in 0..CACHED_NAMES + 100 {
+            name_keys_cached(&format!("Invented Trading {n} GmbH"));
+        }
+        let held = NAME_CACHE.lock().map(|c| c.len()).unwrap_or(usize::MAX);
+        assert!(held <= CACHED_NAMES, "{held} names held");
+        assert_eq!(
+            &*name_keys_cached("Invented Trading 7 GmbH"),
+            name_keys("Invented Trading 7 GmbH").as_slice()
+        );
+    }
 
     #[test]
     fn the_ascii_skeleton_table_agrees_with_tr39() {
