@@ -650,6 +650,7 @@ fn the_benchmark_runs_end_to_end_and_checks_every_verdict() {
         "latency_ms_p99",
         "daemon_peak_rss_mib",
         "verify_strict_per_sec",
+        "exact_check_to_verify_strict",
         "disk_fsync_ms_p50",
         "disk_fsync_ms_p99",
     ] {
@@ -683,6 +684,7 @@ fn the_benchmark_runs_end_to_end_and_checks_every_verdict() {
     assert!(
         out.contains("declarations/s")
             && out.contains("one core's verify_strict")
+            && out.contains("the gate's exact check")
             && out.contains("write+fdatasync")
             && out.contains("stolen by the host")
             && out.contains("CPU per declaration, µs verify"),
