@@ -249,7 +249,7 @@ impl Connection {
         while let Some(r) = out.acks.front() {
             // A packet id from an earlier connection may name another message
             // now; the broker redelivers that declaration instead.
-            if r.connection == connection && self.client.try_ack(&r.publish).is_err() {
+            if r.connection == connection && self.client.try_ack(&r.as_publish()).is_err() {
                 return;
             }
             out.acks.pop_front();

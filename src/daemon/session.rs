@@ -128,7 +128,7 @@ pub(super) const PAUSED_POLL_EVERY: Duration = Duration::from_millis(200);
 #[derive(Default)]
 pub(super) struct Outbound {
     /// PUBACKs for committed declarations, in arrival order.
-    pub(super) acks: VecDeque<Received>,
+    pub(super) acks: VecDeque<OwedAck>,
     /// Verdicts and alerts to publish: (queue id, kind, payload).
     pub(super) publications: VecDeque<Publication>,
     /// Alerts about the daemon itself, not queued in the ledger (it may be
@@ -206,7 +206,7 @@ impl Outbound {
         resent: bool,
     ) {
         self.more_after = more_after.or(self.more_after);
-        self.acks.extend(acks);
+        self.acks.extend(acks.iter().map(OwedAck::of));
         let newest = publications.last().map(|p| p.id);
         let hold = if resent {
             self.catching_up = more_after.is_some();

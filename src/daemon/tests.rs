@@ -305,7 +305,9 @@ fn a_lost_connection_forgets_declarations_but_not_acknowledgements() {
     st.on_event(SessionEvent::Acknowledged(1), DECLARATIONS, now);
     st.on_event(message(DECLARATIONS, "d1"), DECLARATIONS, now);
     st.on_event(message(DECLARATIONS, "d2"), DECLARATIONS, now);
-    st.out.acks.push_back(received(b"d0".to_vec()));
+    st.out
+        .acks
+        .push_back(OwedAck::of(&received(b"d0".to_vec())));
     assert_eq!(
         st.on_event(SessionEvent::Lost, DECLARATIONS, now),
         [Action::LinkDown]
@@ -334,4 +336,16 @@ fn a_stopping_daemon_takes_nothing_new() {
     st.on_event(message(DECLARATIONS, "d1"), DECLARATIONS, now);
     assert!(st.backlog.is_empty(), "{:?}", kinds(&st));
     assert!(!st.out.catching_up, "no re-send is started while stopping");
+}
+
+#[test]
+fn an_owed_puback_keeps_what_the_client_acknowledges_and_little_else() {
+    let mut r = received(vec![b'x'; 4096]);
+    r.publish.pkid = 4242;
+    let owed = OwedAck::of(&r);
+    let p = owed.as_publish();
+    assert_eq!((p.pkid, p.qos), (4242, QoS::AtLeastOnce));
+    assert_eq!(owed.connection, r.connection);
+    // A flood holds many: each is a few bytes, not the message.
+    assert!(std::mem::size_of::<OwedAck>() <= 16);
 }
