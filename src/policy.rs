@@ -343,12 +343,21 @@ impl Policy {
                     format!("`{key_name}.kid` is empty"),
                 ));
             }
-            let key = public_key(
+            let key = StrictKey::from(public_key(
                 ri.public_key_file.as_ref(),
                 ri.public_key.as_ref(),
                 &ri.kid,
                 &key_name,
-            )?;
+            )?);
+            // Checked once here rather than found at the first token.
+            if key.is_small_order() {
+                return Err(err(
+                    Some(ri.kid.span()),
+                    format!(
+                        "`{key_name}`: the key is a point of small order, under which no signature verifies; it is not a genuine issuer key"
+                    ),
+                ));
+            }
             let valid_from = ri
                 .valid_from
                 .as_ref()
@@ -369,7 +378,7 @@ impl Policy {
             }
             issuers.push(Issuer {
                 kid,
-                key: key.into(),
+                key,
                 valid_from,
                 valid_until,
             });
@@ -538,6 +547,26 @@ pub(crate) mod tests {
         );
         let e = Policy::from_toml(&dup, &p).unwrap_err().to_string();
         assert!(e.contains("listed twice"), "{e}");
+    }
+
+    #[test]
+    fn a_small_order_issuer_key_is_refused_at_load() {
+        use ed25519_dalek::pkcs8::EncodePublicKey;
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = sample(dir.path());
+        let text = std::fs::read_to_string(&p).unwrap();
+        // The identity point: a valid encoding, and every "signature" with
+        // R = identity and S = 0 would satisfy the unchecked equation.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let pem = VerifyingKey::from_bytes(&identity)
+            .unwrap()
+            .to_public_key_pem(Default::default())
+            .unwrap();
+        let weak =
+            format!("{text}\n[[issuers]]\nkid = \"weak\"\npublic_key = \"\"\"\n{pem}\"\"\"\n");
+        let e = Policy::from_toml(&weak, &p).unwrap_err().to_string();
+        assert!(e.contains("issuers[1]") && e.contains("small order"), "{e}");
     }
 
     #[test]

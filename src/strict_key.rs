@@ -76,6 +76,11 @@ impl StrictKey {
         &self.key
     }
 
+    /// Whether the key is of small order, so that nothing verifies under it.
+    pub fn is_small_order(&self) -> bool {
+        self.small_order
+    }
+
     /// Accepts `signature` over `message` exactly when `verify_strict` would.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), StrictError> {
         if self.small_order {
