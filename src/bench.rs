@@ -501,13 +501,17 @@ fn per_declaration_us(
     out
 }
 
+/// A real token's COSE message, as both signature measurements check it.
+fn signed_token(issuer: &ed25519_dalek::SigningKey) -> Option<token::cose::Sign1> {
+    let bytes = token::issue(&bench_license("LIC-VERIFY", 0), KID, issuer);
+    token::cose::parse(&bytes).ok()
+}
+
 /// The time of the gate's exact check (what the verify stage runs) over
 /// `verify_strict`'s on the same token, in alternating blocks for a second,
 /// so a change in the machine's speed touches both alike.
 fn exact_check_ratio(issuer: &ed25519_dalek::SigningKey) -> f64 {
-    let lic = bench_license("LIC-VERIFY", 0);
-    let bytes = token::issue(&lic, KID, issuer);
-    let Ok(msg) = token::cose::parse(&bytes) else {
+    let Some(msg) = signed_token(issuer) else {
         return f64::NAN;
     };
     let key = issuer.verifying_key();
@@ -531,9 +535,7 @@ fn exact_check_ratio(issuer: &ed25519_dalek::SigningKey) -> f64 {
 
 /// How many `verify_strict` calls one core does per second, on a real token.
 pub(crate) fn verify_strict_rate(issuer: &ed25519_dalek::SigningKey) -> f64 {
-    let lic = bench_license("LIC-VERIFY", 0);
-    let bytes = token::issue(&lic, KID, issuer);
-    let Ok(msg) = token::cose::parse(&bytes) else {
+    let Some(msg) = signed_token(issuer) else {
         return f64::NAN;
     };
     let key = issuer.verifying_key();

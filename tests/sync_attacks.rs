@@ -21,6 +21,29 @@ fn topics() -> SyncTopics {
 /// Feed messages carrying `records` as entries 1..=n: one whose national
 /// log a stranger signed, and one whose hub head is genuine-looking but
 /// whose records come from logs a stranger signed.
+/// Publishes each of `messages` on each of `on`, round after round, until
+/// post B has refused a record (at most `rounds`): B's uplink may still be
+/// subscribing when the country is up, and these topics are not retained.
+async fn send_until_b_refuses(
+    c: &Country,
+    bridge: &rumqttc::AsyncClient,
+    on: &[&str],
+    messages: &[Vec<u8>],
+    rounds: usize,
+) -> bool {
+    for _ in 0..rounds {
+        for msg in messages {
+            for topic in on {
+                publish(bridge, topic, false, msg.clone()).await;
+            }
+        }
+        if eventually(1, || c.b.alerts_of("refused_record") >= 1).await {
+            return true;
+        }
+    }
+    false
+}
+
 fn forged_feeds(hub_key: &SigningKey, records: &[ConsumptionRecord]) -> Vec<Vec<u8>> {
     let stranger = permitgate::keys::generate();
     vec![
@@ -51,23 +74,9 @@ async fn a_made_up_feed_entry_does_not_consume_a_license() {
     ));
     // Sent again until B has refused it: the feed is not retained, and B's
     // uplink may still be subscribing when the country is up.
-    let mut refused = false;
-    for _ in 0..30 {
-        for msg in &feeds {
-            publish(&bridge, &topics().feed(), false, msg.clone()).await;
-            publish(
-                &bridge,
-                &topics().backfill_reply("post-b"),
-                false,
-                msg.clone(),
-            )
-            .await;
-        }
-        if eventually(1, || c.b.alerts_of("refused_record") >= 1).await {
-            refused = true;
-            break;
-        }
-    }
+    let feed = topics().feed();
+    let reply = topics().backfill_reply("post-b");
+    let refused = send_until_b_refuses(&c, &bridge, &[&feed, &reply], &feeds, 30).await;
     assert!(
         refused,
         "B refuses the forged feed and says so\n{}",
@@ -94,17 +103,7 @@ async fn forged_entries_cannot_take_a_real_checkpoints_numbers() {
     // Sent again until B has refused them: B's uplink may still be
     // subscribing when the country is up, and the feed is not retained.
     let feeds = forged_feeds(&c.hub.key, &records);
-    let mut refused = false;
-    for _ in 0..15 {
-        for msg in &feeds {
-            publish(&bridge, &topics().feed(), false, msg.clone()).await;
-        }
-        if eventually(1, || c.b.alerts_of("refused_record") >= 1).await {
-            refused = true;
-            break;
-        }
-    }
-    assert!(refused);
+    assert!(send_until_b_refuses(&c, &bridge, &[&topics().feed()], &feeds, 15).await);
 
     let mut officer_a = Officer::connect_to(c.a.broker.port, "officer-a", "post-a").await;
     let token = c.a.token_for("LIC-ONCE");
@@ -136,17 +135,7 @@ async fn forged_global_numbers_cannot_hide_an_entry_from_backfill() {
     // Sent again until B has refused them: B's uplink may still be
     // subscribing when the country is up, and the feed is not retained.
     let feeds = forged_feeds(&c.hub.key, &records);
-    let mut refused = false;
-    for _ in 0..15 {
-        for msg in &feeds {
-            publish(&bridge, &topics().feed(), false, msg.clone()).await;
-        }
-        if eventually(1, || c.b.alerts_of("refused_record") >= 1).await {
-            refused = true;
-            break;
-        }
-    }
-    assert!(refused);
+    assert!(send_until_b_refuses(&c, &bridge, &[&topics().feed()], &feeds, 15).await);
     // A head far ahead of the hub's starts no exchange that does not end:
     // over three seconds the posts ask about as often as their timers say
     // (every 3 s each here), not thousands of times.
@@ -223,17 +212,11 @@ async fn a_forged_double_use_alert_is_neither_stored_nor_republished() {
             evidence("post-b", 1)
         ])),
     ];
-    let mut refused = false;
-    for _ in 0..15 {
-        for alert in &alerts {
-            publish(&bridge, &topics().alerts(), false, alert.clone()).await;
-        }
-        if eventually(1, || c.b.alerts_of("refused_record") >= 1).await {
-            refused = true;
-            break;
-        }
-    }
-    assert!(refused, "{}", c.b.log());
+    assert!(
+        send_until_b_refuses(&c, &bridge, &[&topics().alerts()], &alerts, 15).await,
+        "{}",
+        c.b.log()
+    );
     assert_eq!(c.b.alerts_of("double_use"), 0);
     assert_eq!(c.a.alerts_of("double_use"), 0);
     // What the officer sees: the refusal, never a double use.
