@@ -11,10 +11,12 @@
 //! at most `d`. `screen_all` (every entry scored) is kept for the test that
 //! proves the two agree.
 
-use std::collections::HashMap;
-
 use crate::policy::DeniedParty;
 use crate::screening::{Closeness, NameKey, POSSIBLE_AT, closeness};
+
+/// Design: keys are the policy's own and lookups only read, so a fast
+/// keyed hash serves; SipHash was a quarter of a party's screening.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The list's index; built with the policy.
 #[derive(Debug, Clone, Default)]
