@@ -155,7 +155,11 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
             "writing {} consumed licenses into the ledger…",
             opts.prefill
         );
-        prefill(&dir.path().join("state/ledger.db"), opts.prefill)?;
+        prefill(
+            &dir.path().join("state/ledger.db"),
+            &dir.path().join("state/checkpoint.key.pem"),
+            opts.prefill,
+        )?;
     }
 
     let received = Arc::new(AtomicU64::new(0));
@@ -693,24 +697,71 @@ async fn listen(
 }
 
 /// Writes `n` consumed licenses straight into a fresh ledger, as a long-serving post would hold.
-fn prefill(path: &Path, n: u64) -> Result<()> {
+/// Writes `n` consumed licenses into a new ledger as the daemon would have:
+/// each with its consumption record as a leaf of the checkpoint's log, and
+/// one head over them signed with the checkpoint key at `key_path`.
+///
+/// Design: rows written outside the log would be found by the daemon's
+/// background check, which stops a daemon whose tables contradict its log.
+fn prefill(path: &Path, key_path: &Path, n: u64) -> Result<()> {
+    use crate::merkle::{SqlLog, head::Head, leaf_hash};
+    use crate::record::{ConsumptionRecord, KIND_CONSUMPTION};
+    use rusqlite::params;
+    const AT: i64 = 1_700_000_000;
     drop(crate::ledger::Ledger::open(path, CHECKPOINT)?);
+    let (key, _) = crate::keys::load_or_create_signing_key(key_path)?;
     let mut db = rusqlite::Connection::open(path)?;
     db.pragma_update(None, "synchronous", "OFF")?;
     let tx = db.transaction()?;
     {
-        let mut st = tx.prepare(
-            "INSERT INTO consumed(license_id, declaration_id, consumed_at, seq, audit_id, record) VALUES (?1, ?2, 1700000000, ?3, 0, x'00')",
+        let log = SqlLog::new(&tx, "log_hashes");
+        let mut leaves = tx.prepare("INSERT INTO log_leaves(n, leaf) VALUES (?1, ?2)")?;
+        let mut consumed = tx.prepare(
+            "INSERT INTO consumed(license_id, declaration_id, consumed_at, seq, audit_id, record, leaf) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
         )?;
-        for i in 1..=n {
-            st.execute(rusqlite::params![
-                format!("LIC-OLD-{i:010}"),
-                format!("D-OLD-{i:010}"),
-                i as i64
+        for seq in 1..=n {
+            let record = ConsumptionRecord {
+                kind: KIND_CONSUMPTION.to_owned(),
+                checkpoint: CHECKPOINT.to_owned(),
+                seq,
+                license_id: format!("LIC-OLD-{seq:010}"),
+                declaration_id: format!("D-OLD-{seq:010}"),
+                consumed_at: AT,
+                token_sha256: [0; 32],
+                declaration_sha256: [0; 32],
+                exporter: "EXP-OLD".into(),
+                consignee: "CON-OLD".into(),
+                end_user: "END-OLD".into(),
+                destination: "DE".into(),
+                goods: Vec::new(),
+            };
+            let leaf = record.to_leaf();
+            let index = seq - 1;
+            log.append(index, leaf_hash(&leaf))?;
+            leaves.execute(params![index as i64, leaf])?;
+            consumed.execute(params![
+                record.license_id,
+                record.declaration_id,
+                AT,
+                seq as i64,
+                leaf,
+                index as i64
             ])?;
-            if i % 1_000_000 == 0 {
-                eprintln!("  {i}");
+            if seq % 1_000_000 == 0 {
+                eprintln!("  {seq}");
             }
+        }
+        if n > 0 {
+            let head = Head {
+                origin: crate::merkle::head::checkpoint_origin(CHECKPOINT),
+                size: n,
+                root: log.root(n)?,
+                time: AT,
+            };
+            tx.execute(
+                "INSERT INTO log_heads(size, note) VALUES (?1, ?2)",
+                params![n as i64, head.sign(&key)],
+            )?;
         }
     }
     tx.commit()?;
@@ -777,5 +828,25 @@ impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A prefilled ledger is one the daemon's own check accepts: every
+    /// consumed row has its leaf, and a signed head covers them all.
+    #[test]
+    fn a_prefilled_ledger_passes_the_log_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, key) = (dir.path().join("ledger.db"), dir.path().join("key.pem"));
+        super::prefill(&db, &key, 300).unwrap();
+        let (key, _) = crate::keys::load_or_create_signing_key(&key).unwrap();
+        let ledger = crate::ledger::Ledger::open(&db, super::CHECKPOINT).unwrap();
+        let report = ledger
+            .check_log(&[key.verifying_key()], &[])
+            .unwrap()
+            .unwrap();
+        assert_eq!((report.leaves, report.consumed), (300, 300));
+        assert_eq!(ledger.counts().unwrap().consumed, 300);
     }
 }
