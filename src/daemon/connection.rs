@@ -69,7 +69,7 @@ impl Connection {
         &self,
         session: &mut crate::mqtt::Session,
         mut counts: Counts,
-        work_tx: mpsc::Sender<Work>,
+        work_tx: super::stages::Stages,
         mut done_rx: mpsc::Receiver<Done>,
         (mut sync_pubs, mut policies): (
             mpsc::Receiver<Publication>,
@@ -138,21 +138,21 @@ impl Connection {
                     st.backlog.clear();
                     // Best effort: one not deleted is only published again after the restart.
                     if let Some(tx) = &work_tx && let Some(w) = st.delivered.work() {
-                        let _ = tx.try_send(w);
+                        let _ = tx.try_send(w, false);
                     }
                     // Dropping the sender lets the worker finish its queue and stop.
                     work_tx = None;
                     st.accepting = false;
                     self.stopping.store(true, Ordering::Relaxed);
                 }
-                Ok(permit) = async move {
+                Some((stages, permit)) = async move {
                     match feed {
-                        Some(tx) => tx.reserve_owned().await,
+                        Some(stages) => stages.reserve().await,
                         None => std::future::pending().await,
                     }
                 } => {
                     if let Some(w) = st.backlog.pop() {
-                        permit.send(w);
+                        stages.send_reserved(permit, w);
                     }
                 }
                 Some(p) = sync_pubs.recv(), if st.out.publications.len() < RESEND_MAX => {

@@ -29,6 +29,8 @@ pub(super) struct Worker {
     pub(super) batch_max: usize,
     /// Wakes the sync task when consumptions are committed.
     pub(super) committed: Arc<tokio::sync::Notify>,
+    /// Largest declaration read, for those this stage checks itself.
+    pub(super) max_bytes: usize,
 }
 
 /// The ledger stage: decides each verified batch in one transaction,
@@ -48,6 +50,7 @@ pub(super) fn ledger_stage(
         batch_max,
         committed: committed_wake,
         clock,
+        max_bytes,
     } = w;
     let mut carried = None;
     loop {
@@ -74,9 +77,10 @@ pub(super) fn ledger_stage(
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
-        let Some(batch) = next_batch(&rx, &mut carried, batch_max) else {
+        let Some(mut batch) = next_batch(&rx, &mut carried, batch_max) else {
             return;
         };
+        super::stages::complete(&mut batch, &policy, max_bytes);
         let Verified {
             mut declarations,
             prepared,

@@ -143,8 +143,19 @@ pub(super) struct Verified {
 impl Verified {
     /// Whether `next` may join this batch's transaction: only while no
     /// re-send or policy change has to happen between the two.
+    /// Both must be checked already: one the ledger stage checks itself is
+    /// checked under the policy in force when it is decided, alone.
     pub(super) fn can_take(&self, next: &Verified) -> bool {
-        self.resend.is_none() && self.new_policy.is_none() && next.resend.is_none()
+        self.resend.is_none()
+            && self.new_policy.is_none()
+            && next.resend.is_none()
+            && self.is_checked()
+            && next.is_checked()
+    }
+
+    /// Whether every declaration has its check (see [`super::stages::Stages`]).
+    pub(super) fn is_checked(&self) -> bool {
+        self.prepared.len() == self.declarations.len()
     }
 
     /// Appends `next` (checked with [`Verified::can_take`]); its policy

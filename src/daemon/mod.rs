@@ -46,6 +46,7 @@ mod ledger_stage;
 mod messages;
 mod reload;
 mod session;
+mod stages;
 mod startup;
 #[cfg(test)]
 mod tests;
@@ -289,6 +290,8 @@ pub async fn run_with_clock(
     let batch_max = cfg.batch_max;
     let stopping = Arc::new(AtomicBool::new(false));
     let (staged_tx, staged_rx) = std::sync::mpsc::sync_channel::<Verified>(STAGED_BATCHES);
+    let in_verify = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stages = stages::Stages::new(work_tx, staged_tx.clone(), in_verify.clone());
     let cannot_start = |what| move |source| DaemonError::Thread { what, source };
     let verify_policy = policy.clone();
     let worker_stopping = stopping.clone();
@@ -296,7 +299,16 @@ pub async fn run_with_clock(
     let worker_clock = clock.clone();
     let verifier = std::thread::Builder::new()
         .name("verify".into())
-        .spawn(move || verify_stage(verify_policy, max_bytes, batch_max, work_rx, staged_tx))
+        .spawn(move || {
+            verify_stage(
+                verify_policy,
+                max_bytes,
+                batch_max,
+                work_rx,
+                staged_tx,
+                in_verify,
+            )
+        })
         .map_err(cannot_start("verify"))?;
     let worker = std::thread::Builder::new()
         .name("ledger".into())
@@ -312,6 +324,7 @@ pub async fn run_with_clock(
                     telemetry: worker_telemetry,
                     batch_max,
                     committed,
+                    max_bytes,
                 },
                 staged_rx,
                 done_tx,
@@ -334,7 +347,7 @@ pub async fn run_with_clock(
         .drive(
             &mut session,
             counts,
-            work_tx,
+            stages,
             done_rx,
             (sync_pubs_rx, policy_rx),
             stop_if_damaged(check, shutdown),

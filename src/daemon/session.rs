@@ -7,8 +7,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use super::messages::*;
 use crate::mqtt::SessionEvent;
 
@@ -332,13 +330,10 @@ impl Backlog {
         self.items.len() <= BACKLOG_MAX / 2 && self.bytes <= BACKLOG_BYTES / 2
     }
 
-    /// Moves what fits into the worker's queue, keeping the order.
-    pub(super) fn feed(&mut self, tx: &mpsc::Sender<Work>) {
+    /// Moves what fits into the stages' queues, keeping the order.
+    pub(super) fn feed(&mut self, stages: &super::stages::Stages) {
         while let Some(w) = self.pop() {
-            if let Err(e) = tx.try_send(w) {
-                let w = match e {
-                    mpsc::error::TrySendError::Full(w) | mpsc::error::TrySendError::Closed(w) => w,
-                };
+            if let Err(w) = stages.try_send(w, self.items.is_empty()) {
                 self.bytes += work_bytes(&w);
                 self.items.push_front(w);
                 return;

@@ -349,3 +349,104 @@ fn an_owed_puback_keeps_what_the_client_acknowledges_and_little_else() {
     // A flood holds many: each is a few bytes, not the message.
     assert!(std::mem::size_of::<OwedAck>() <= 16);
 }
+
+/// The stages' senders with queues of `verify` and `ledger` places.
+fn two_stages(
+    verify: usize,
+    ledger: usize,
+) -> (
+    super::stages::Stages,
+    tokio::sync::mpsc::Receiver<Work>,
+    std::sync::mpsc::Receiver<Verified>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let (vtx, vrx) = tokio::sync::mpsc::channel(verify);
+    let (ltx, lrx) = sync_channel(ledger);
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s = super::stages::Stages::new(vtx, ltx, count.clone());
+    (s, vrx, lrx, count)
+}
+
+fn declaration_work(id: &str) -> Work {
+    Work::Declaration(received(id.as_bytes().to_vec()), Vec::new())
+}
+
+fn work_ids(rx: &mut tokio::sync::mpsc::Receiver<Work>) -> Vec<String> {
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|w| match w {
+            Work::Declaration(r, _) => String::from_utf8_lossy(&r.publish.payload).into_owned(),
+            _ => "other".into(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_declaration_alone_skips_the_verify_stage_only_while_that_stage_holds_nothing() {
+    let (stages, mut verify, ledger, in_verify) = two_stages(8, 8);
+    let mut backlog = Backlog::default();
+    // Alone, and the verify stage idle: straight to the ledger stage, unchecked.
+    backlog.push(declaration_work("d1"));
+    backlog.feed(&stages);
+    let v = ledger.try_recv().expect("at the ledger stage");
+    assert_eq!((ids(&v), v.is_checked()), (vec!["d1".to_string()], false));
+    // Two together go to the verify stage; the second, though last, follows the first.
+    backlog.push(declaration_work("d2"));
+    backlog.push(declaration_work("d3"));
+    backlog.feed(&stages);
+    assert_eq!(work_ids(&mut verify), ["d2", "d3"]);
+    assert!(ledger.try_recv().is_err());
+    assert_eq!(in_verify.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Alone, but the verify stage has not passed those on: it waits behind them.
+    backlog.push(declaration_work("d4"));
+    backlog.feed(&stages);
+    assert_eq!(work_ids(&mut verify), ["d4"]);
+    assert!(ledger.try_recv().is_err());
+    // Once it has, the next one alone takes the shortcut again.
+    in_verify.fetch_sub(3, std::sync::atomic::Ordering::SeqCst);
+    backlog.push(declaration_work("d5"));
+    backlog.feed(&stages);
+    assert_eq!(ids(&ledger.try_recv().expect("shortcut")), ["d5"]);
+    assert!(backlog.is_empty());
+}
+
+#[test]
+fn a_declaration_alone_waits_for_the_verify_stage_when_the_ledger_stage_is_full() {
+    let (stages, mut verify, ledger, _) = two_stages(8, 1);
+    let mut backlog = Backlog::default();
+    backlog.push(declaration_work("d1"));
+    backlog.feed(&stages);
+    backlog.push(declaration_work("d2"));
+    backlog.feed(&stages);
+    assert_eq!(work_ids(&mut verify), ["d2"]);
+    assert_eq!(ids(&ledger.try_recv().unwrap()), ["d1"]);
+    // Neither with room: it stays in the backlog, nothing counted.
+    let (stages, _verify, _ledger, in_verify) = two_stages(1, 1);
+    for id in ["a", "b", "c"] {
+        backlog.push(declaration_work(id));
+    }
+    backlog.feed(&stages);
+    assert!(!backlog.is_empty());
+    assert_eq!(in_verify.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_unchecked_declaration_is_decided_alone_and_checked_as_the_verify_stage_would() {
+    let (tx, rx) = sync_channel(8);
+    tx.send(batch(&["a"], &[])).unwrap();
+    let mut unchecked = batch(&["b"], &[4]);
+    unchecked.prepared.clear();
+    tx.send(unchecked).unwrap();
+    tx.send(batch(&["c"], &[])).unwrap();
+    let mut carried = None;
+    assert_eq!(ids(&next(&rx, &mut carried, 100)), ["a"]);
+    let mut b = next(&rx, &mut carried, 100);
+    assert_eq!((ids(&b), b.is_checked()), (vec!["b".to_string()], false));
+    super::stages::complete(&mut b, &POLICY, 1 << 20);
+    assert!(b.is_checked());
+    // What the verify stage would have found: "b" is no declaration.
+    assert_eq!(
+        format!("{:?}", b.prepared[0]),
+        format!("{:?}", gate::prepare(b"b", &POLICY, 1 << 20))
+    );
+    assert_eq!(ids(&next(&rx, &mut carried, 100)), ["c"]);
+}

@@ -43,15 +43,19 @@ pub(super) fn verify_stage(
     batch_max: usize,
     mut rx: mpsc::Receiver<Work>,
     tx: std::sync::mpsc::SyncSender<Verified>,
+    in_verify: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     use rayon::prelude::*;
     while let Some(first) = rx.blocking_recv() {
+        // Pieces of work taken, given back to the count once passed on.
+        let mut taken = 0;
         let mut declarations = Vec::new();
         let mut delivered = Vec::new();
         let mut resend = None;
         let mut new_policy = None;
         let mut next = Some(first);
         while let Some(w) = next {
+            taken += 1;
             match w {
                 Work::Declaration(r, ids) => {
                     declarations.push(r);
@@ -89,5 +93,8 @@ pub(super) fn verify_stage(
         if tx.send(batch).is_err() {
             return;
         }
+        // Design: after the send, so the connection task sees the stage idle
+        // only once all it was given is in the ledger stage's queue.
+        in_verify.fetch_sub(taken, std::sync::atomic::Ordering::AcqRel);
     }
 }
