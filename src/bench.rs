@@ -705,7 +705,6 @@ async fn listen(
 /// background check, which stops a daemon whose tables contradict its log.
 fn prefill(path: &Path, key_path: &Path, n: u64) -> Result<()> {
     use crate::merkle::{SqlLog, head::Head, leaf_hash};
-    use crate::record::{ConsumptionRecord, KIND_CONSUMPTION};
     use rusqlite::params;
     const AT: i64 = 1_700_000_000;
     drop(crate::ledger::Ledger::open(path, CHECKPOINT)?);
@@ -720,23 +719,9 @@ fn prefill(path: &Path, key_path: &Path, n: u64) -> Result<()> {
             "INSERT INTO consumed(license_id, declaration_id, consumed_at, seq, audit_id, record, leaf) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
         )?;
         for seq in 1..=n {
-            let record = ConsumptionRecord {
-                kind: KIND_CONSUMPTION.to_owned(),
-                checkpoint: CHECKPOINT.to_owned(),
-                seq,
-                license_id: format!("LIC-OLD-{seq:010}"),
-                declaration_id: format!("D-OLD-{seq:010}"),
-                consumed_at: AT,
-                token_sha256: [0; 32],
-                declaration_sha256: [0; 32],
-                exporter: "EXP-OLD".into(),
-                consignee: "CON-OLD".into(),
-                end_user: "END-OLD".into(),
-                destination: "DE".into(),
-                goods: Vec::new(),
-            };
-            let leaf = record.to_leaf();
             let index = seq - 1;
+            let record = crate::bench_hub::record(CHECKPOINT, index, AT);
+            let leaf = record.to_leaf();
             log.append(index, leaf_hash(&leaf))?;
             leaves.execute(params![index as i64, leaf])?;
             consumed.execute(params![

@@ -100,6 +100,12 @@ struct PostLoad {
 
 /// Record `i` of `checkpoint`, as its leaf.
 fn leaf(checkpoint: &str, i: u64, consumed_at: i64) -> Vec<u8> {
+    record(checkpoint, i, consumed_at).to_leaf()
+}
+
+/// Record `i` (sequence number `i + 1`) of `checkpoint`: a plausible
+/// clearance, for the benchmarks' logs and ledgers.
+pub(crate) fn record(checkpoint: &str, i: u64, consumed_at: i64) -> ConsumptionRecord {
     ConsumptionRecord {
         kind: KIND_CONSUMPTION.into(),
         checkpoint: checkpoint.into(),
@@ -119,7 +125,6 @@ fn leaf(checkpoint: &str, i: u64, consumed_at: i64) -> Vec<u8> {
             net_kg: 480.0,
         }],
     }
-    .to_leaf()
 }
 
 fn build_post(n: usize, checkpoint: &str, now: i64) -> Result<PostLoad> {

@@ -14,8 +14,8 @@
 use crate::policy::DeniedParty;
 use crate::screening::{Closeness, NameKey, POSSIBLE_AT, closeness};
 
-/// Design: keys are the policy's own and lookups only read, so a fast
-/// keyed hash serves; SipHash was a quarter of a party's screening.
+// Design: keys are the policy's own and lookups only read, so a fast
+// keyed hash serves; SipHash was half of screening a party.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The list's index; built with the policy.
