@@ -104,7 +104,8 @@ pub struct BenchReport {
     pub cpu_steal_percent: Option<f64>,
     /// CPU time per declaration while they were sent and decided, µs, by
     /// where it was spent: the daemon's `verify` stage (with its worker
-    /// pool), `ledger` stage, `connection` task and `daemon_other` threads,
+    /// pool), `ledger` stage, `async` runtime's threads (the MQTT connection
+    /// and session, the console, sync) and `daemon_other` threads,
     /// `mosquitto`, and this `generator`. Empty where /proc has no schedstat.
     pub cpu_us_per_declaration: BTreeMap<String, f64>,
 }
@@ -397,7 +398,7 @@ fn print_report(r: &BenchReport) {
 
 /// The daemon's CPU per declaration over one `verify_strict` (µs each).
 fn daemon_cpu_ratio(cpu: &BTreeMap<String, f64>, verify_per_sec: f64) -> Option<f64> {
-    let daemon: f64 = ["verify", "ledger", "connection", "daemon_other"]
+    let daemon: f64 = ["verify", "ledger", "async", "daemon_other"]
         .iter()
         .filter_map(|k| cpu.get(*k))
         .sum();
@@ -450,7 +451,7 @@ fn cpu_times() -> Option<(u64, u64)> {
 const PLACES: [&str; 6] = [
     "verify",
     "ledger",
-    "connection",
+    "async",
     "daemon_other",
     "mosquitto",
     "generator",
@@ -479,8 +480,7 @@ fn thread_cpu_ns(pids: &[(&str, u32)]) -> BTreeMap<(String, u32), u64> {
             let place = match (process, comm.trim()) {
                 ("daemon", "verify") => "verify",
                 ("daemon", "ledger") => "ledger",
-                // The main thread runs the MQTT connection task.
-                ("daemon", _) if tid == pid => "connection",
+                ("daemon", crate::daemon::RUNTIME_THREAD) => "async",
                 ("daemon", _) => "daemon_other",
                 (other, _) => other,
             };

@@ -510,8 +510,21 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Run { config, log_format } => {
             let cfg = Config::load(&config)?;
             crate::logging::init(log_format, &cfg.log_level);
-            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            rt.block_on(async { crate::daemon::run(cfg, shutdown_signal()).await })?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name(crate::daemon::RUNTIME_THREAD)
+                .build()
+                .context("starting the async runtime")?;
+            // Design: spawned, not run on this thread: the connection task
+            // then shares a worker with the MQTT session it trades every
+            // message with, instead of waking this thread and being woken
+            // by a worker for each declaration (fewer thread switches).
+            rt.block_on(async {
+                tokio::spawn(crate::daemon::run(cfg, shutdown_signal()))
+                    .await
+                    .context("the daemon's task ended abnormally")?
+                    .map_err(anyhow::Error::from)
+            })?;
             Ok(Outcome::Ok)
         }
         Command::Hub { config, log_format } => {

@@ -54,6 +54,10 @@ mod verify;
 use self::{connection::*, ledger_stage::*, messages::*, reload::*, startup::*, verify::*};
 pub use startup::newest_policy;
 
+/// The name of the async runtime's threads `permitgate run` starts (the
+/// connection task, the MQTT session, the console, sync).
+pub const RUNTIME_THREAD: &str = "async";
+
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
