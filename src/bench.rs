@@ -79,15 +79,19 @@ pub struct BenchReport {
     pub latency_ms_max: f64,
     /// The daemon's peak resident memory (VmHWM), MiB.
     pub daemon_peak_rss_mib: f64,
-    /// Single-core `verify_strict` rate on this machine, same run.
+    /// Single-core `verify_strict` rate on this machine, same run: the mean
+    /// of one measurement before the declarations and one after.
     pub verify_strict_per_sec: f64,
+    /// How much that rate moved from before to after, percent: the host's
+    /// own change of speed, by which every ratio here is uncertain.
+    pub verify_strict_change_percent: f64,
     /// The gate's own exact check (`StrictKey::verify`) over `verify_strict`,
     /// timed in alternating blocks on one core in the same run.
     pub exact_check_to_verify_strict: f64,
     /// `sustained_per_sec` / `verify_strict_per_sec`.
     pub ratio_to_one_core_verify: f64,
     /// The daemon's own CPU per declaration (its verify and ledger stages,
-    /// connection task and other threads) over one `verify_strict`, same
+    /// async runtime and other threads) over one `verify_strict`, same
     /// run; `null` where /proc has no schedstat.
     pub daemon_cpu_to_verify_strict: Option<f64>,
     /// Consumed licenses in the ledger before the run.
@@ -135,7 +139,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
     std::fs::write(dir.path().join("policy.toml"), policy)?;
 
     eprintln!("measuring verify_strict on one core…");
-    let verify_rate = verify_strict_rate(&issuer);
+    let verify_before = verify_strict_rate(&issuer);
     let exact_ratio = exact_check_ratio(&issuer);
     eprintln!("generating {} declarations…", opts.declarations);
     let (payloads, kinds) = generate(&opts, &issuer);
@@ -251,6 +255,12 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
         .status();
     let _ = daemon.0.wait();
     let _ = broker.0.kill();
+    // Design: measured again once the daemon and broker are gone, so a host
+    // whose speed moved during the run shows it (ratios use the mean).
+    eprintln!("measuring verify_strict on one core again…");
+    let verify_after = verify_strict_rate(&issuer);
+    let verify_rate = (verify_before + verify_after) / 2.0;
+    let verify_change = 100.0 * (verify_after - verify_before) / verify_before.max(1e-9);
     if let Some(keep) = &opts.daemon_log {
         std::fs::copy(dir.path().join("daemon.log"), keep)
             .with_context(|| format!("cannot write {}", keep.display()))?;
@@ -296,6 +306,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport> {
         latency_ms_max: pct(1.0),
         daemon_peak_rss_mib: peak_rss,
         verify_strict_per_sec: verify_rate,
+        verify_strict_change_percent: verify_change,
         exact_check_to_verify_strict: exact_ratio,
         ratio_to_one_core_verify: sustained / verify_rate,
         prefilled: opts.prefill,
@@ -340,7 +351,12 @@ fn print_report(r: &BenchReport) {
         r.latency_ms_p50, r.latency_ms_p99, r.latency_ms_max
     );
     println!("daemon peak RSS         {:.1} MiB", r.daemon_peak_rss_mib);
-    println!("verify_strict, 1 core   {:.0}/s", r.verify_strict_per_sec);
+    println!(
+        "verify_strict, 1 core   {:.0}/s (after the run {:+.0} % from before)",
+        r.verify_strict_per_sec,
+        // + 0.0: a change that rounds to nothing prints as +0, not -0.
+        r.verify_strict_change_percent.round() + 0.0
+    );
     println!(
         "the gate's exact check  {:.2}× verify_strict's time (alternating, same core)",
         r.exact_check_to_verify_strict
@@ -389,6 +405,11 @@ fn print_report(r: &BenchReport) {
             );
         }
     }
+    if r.verify_strict_change_percent.abs() > SPEED_CHANGE_NOTABLE {
+        println!(
+            "note: one core's verify_strict rate moved by more than {SPEED_CHANGE_NOTABLE} % during the run; the host's speed changed, so the ratios are uncertain by as much: run again"
+        );
+    }
     if r.cpu_steal_percent.is_some_and(|st| st > STEAL_NOTABLE) {
         println!(
             "note: the host took more than {STEAL_NOTABLE} % of the CPU; the latency tail measures the host, run again"
@@ -409,6 +430,11 @@ fn daemon_cpu_ratio(cpu: &BTreeMap<String, f64>, verify_per_sec: f64) -> Option<
 /// the host than about the daemon (measured: p99 at 1,000/s goes from 3 ms
 /// below 1 % to 8–26 ms at 3–15 %).
 const STEAL_NOTABLE: f64 = 2.0;
+
+/// A change of one core's `verify_strict` rate between before and after a
+/// run above this (percent) gets a note: the ratios the bench prints are
+/// read to about this precision in docs/performance.md.
+const SPEED_CHANGE_NOTABLE: f64 = 10.0;
 
 /// Latency of what every commit waits for: 16 KiB written, then
 /// `fdatasync`, 200 times in `dir`; (p50, p99) in milliseconds.

@@ -666,6 +666,13 @@ fn the_benchmark_runs_end_to_end_and_checks_every_verdict() {
             "{key}: {report}"
         );
     }
+    // The host's speed from before to after the run: a rate both times.
+    assert!(
+        report["verify_strict_change_percent"]
+            .as_f64()
+            .is_some_and(|v| v.is_finite() && v > -100.0),
+        "{report}"
+    );
     // What the latency figures stand on: a share of the machine's CPU.
     assert!(
         report["cpu_steal_percent"]
