@@ -566,14 +566,15 @@ fn shipped_profiles_and_policies_load() {
     std::fs::write(dir.path().join("t.txt"), &o.stdout).unwrap();
     // The dev profile as shipped, but with its state in a fresh directory: a
     // developer's own dev-state/ (perhaps of an older schema) is not read.
-    let profile = std::fs::read_to_string(root.join("dev.toml"))
-        .unwrap()
-        .replace(
-            "policy = \"dev/policy.toml\"",
-            &format!("policy = {:?}", root.join("dev/policy.toml")),
-        );
-    assert!(profile.contains(&format!("{:?}", root.join("dev/policy.toml"))));
-    std::fs::write(dir.path().join("dev.toml"), profile).unwrap();
+    let mut profile: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root.join("dev.toml")).unwrap()).unwrap();
+    let policy = root.join(profile["policy"].as_str().unwrap());
+    profile.insert("policy".into(), policy.to_str().unwrap().into());
+    std::fs::write(
+        dir.path().join("dev.toml"),
+        toml::to_string(&profile).unwrap(),
+    )
+    .unwrap();
     let o = run(&[
         "verify",
         "--config",
