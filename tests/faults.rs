@@ -61,6 +61,14 @@ async fn reported_full(port: u16, alert: &serde_json::Value) {
     );
 }
 
+/// How many `decision` events the daemon logged for declaration `id`.
+fn decision_events(log: &str, id: &str) -> usize {
+    let id = format!("declaration_id=\"{id}\"");
+    log.lines()
+        .filter(|l| l.contains(": decision ") && l.contains(&id))
+        .count()
+}
+
 /// Writes a file until the filesystem is full; returns its path.
 fn fill(dir: &Path) -> PathBuf {
     let path = dir.join("filler");
@@ -121,18 +129,134 @@ async fn a_full_disk_holds_declarations_alerts_and_resumes_when_space_returns() 
             .is_some(),
         "the status is back to online"
     );
-    assert!(post.log().contains("ledger: committing again"));
+    let log = post.log();
+    assert!(log.contains("ledger: committing again"));
     assert_eq!(
         post.ledger_count(),
         ids.len() + 1,
         "each decided exactly once"
     );
+    // The batch held was tried several times; its declarations are logged
+    // once each, when they commit.
+    for id in &ids {
+        assert_eq!(decision_events(&log, id), 1, "{id}:\n{log}");
+    }
     assert_eq!(
         post.ledger_strings("SELECT license_id FROM consumed").len(),
         ids.len() + 1
     );
     assert!(post.stop().success(), "{}", post.log());
     post.assert_ledger_checks_clean();
+}
+
+/// `/healthz`, polled until its answer satisfies `want` or `secs` pass; the last answer.
+async fn health_until(
+    base: &str,
+    secs: u64,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let url = format!("{base}/healthz");
+        let h = tokio::task::spawn_blocking(move || {
+            let body = match ureq::get(&url).timeout(Duration::from_secs(2)).call() {
+                Ok(r) => r.into_string().unwrap_or_default(),
+                // 503 is an answer here: failing.
+                Err(ureq::Error::Status(_, r)) => r.into_string().unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            serde_json::from_str(&body).unwrap_or_default()
+        })
+        .await
+        .unwrap();
+        if want(&h) || std::time::Instant::now() >= deadline {
+            return h;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A clean stop publishes an `offline` status of its own moment (the last
+/// will carries the connection's start). After a restart the disk fills:
+/// the status says `degraded` as soon as `/healthz` says `failing`, and
+/// `online` again as soon as it says `ready`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_the_status_follows_health_through_a_full_disk_at_once() {
+    let mut post = Post::new();
+    let base = post.enable_http();
+    let state = post.dir.path().join("state");
+    let _disk = Tmpfs::mount(&state, "3m");
+    post.start();
+    let port = post.broker.port;
+    let online = status_where(port, 15, |v| v["state"] == "online")
+        .await
+        .expect("the daemon comes online");
+    let mut officer = Officer::connect(port, "faults-restart").await;
+    officer.expect_cleared(&post, "DR-before").await;
+    // A second later, so the stop's time differs from the connection's.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(post.stop().success(), "{}", post.log());
+    let offline = status_where(port, 5, |v| v["state"] == "offline")
+        .await
+        .expect("the retained status says offline after a clean stop");
+    // The last will would say 0: it was rendered before the first decision.
+    assert_eq!(offline["ledger"]["verdicts"], 1, "{offline}");
+    assert_eq!(offline["ledger"]["consumed"], 1, "{offline}");
+    assert!(
+        offline["at"].as_str() > online["at"].as_str(),
+        "offline {offline} is not later than online {online}"
+    );
+
+    // Soon after the restart, with a verdict just counted: the status's
+    // periodic refresh has just gone out, and the next is 5 s away.
+    post.start();
+    wait_online(port).await;
+    officer
+        .send(declaration(
+            "DR-after",
+            Some(&post.token_for("LIC-DR-after")),
+        ))
+        .await;
+    assert_eq!(officer.verdict_for("DR-after").await["verdict"], "cleared");
+    let filler = fill(&state);
+    // Enough declarations that the WAL must grow past what it has.
+    let ids: Vec<String> = (0..60).map(|i| format!("DR-{i}")).collect();
+    for id in &ids {
+        officer
+            .send(declaration(id, Some(&post.token_for(&format!("LIC-{id}")))))
+            .await;
+    }
+    let health = health_until(&base, 30, |h| {
+        h["reasons"].to_string().contains("ledger cannot commit")
+    })
+    .await;
+    assert_eq!(health["state"], "failing", "{health}\n{}", post.log());
+    let status = status_where(port, 1, |v| v["state"] != "online")
+        .await
+        .expect("the status still says online a second after /healthz said failing");
+    assert_eq!(status["state"], "degraded", "{status}");
+    assert!(
+        status["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("full"),
+        "{status}"
+    );
+
+    // Space returns: both say so.
+    std::fs::remove_file(filler).unwrap();
+    let health = health_until(&base, 15, |h| h["state"] == "ready").await;
+    assert_eq!(health["state"], "ready", "{health}");
+    assert!(
+        status_where(port, 1, |v| v["state"] == "online")
+            .await
+            .is_some(),
+        "the status is not back to online a second after /healthz said ready"
+    );
+    for id in &ids {
+        assert_eq!(officer.verdict_for(id).await["verdict"], "cleared");
+    }
+    assert!(post.stop().success(), "{}", post.log());
 }
 
 /// The disk fills while a flood has reads paused (the backlog is full):

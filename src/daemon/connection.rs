@@ -172,7 +172,9 @@ impl Connection {
                 // the worker's progress is what lets the backlog drain.
                 done = done_rx.recv(), if !worker_done => match done {
                     Some(done) => {
-                        counts = done.counts;
+                        // The outbox is the telemetry's (sync lowers it), as at the loop's top.
+                        counts = Counts { outbox: self.telemetry.outbox_depth(), ..done.counts };
+                        let health_changed = done.health.is_some();
                         match done.health {
                             Some(LedgerHealth::Fault(why)) => {
                                 let alert = self.ledger_fault_alert(&why);
@@ -180,15 +182,23 @@ impl Connection {
                                 self.telemetry.alerted(Arc::new(alert));
                                 self.telemetry.ledger_fault(Some(why.clone()));
                                 fault = Some(why);
-                                // The next tick announces the degraded state.
-                                announced = None;
                             }
                             Some(LedgerHealth::Recovered) => {
                                 self.telemetry.ledger_fault(None);
                                 fault = None;
-                                announced = None;
                             }
                             None => {}
+                        }
+                        // Design: the retained status changes with `/healthz`,
+                        // not at the next refresh (up to STATUS_EVERY later).
+                        // While offline, the announcement on reconnecting
+                        // carries it.
+                        if health_changed {
+                            announced = None;
+                            if st.connected && self.announce(counts, fault.as_deref()) {
+                                st.out.handed_own();
+                                announced = Some(counts);
+                            }
                         }
                         st.out.take(done.acks, done.publications, done.more_after, done.resent);
                     }

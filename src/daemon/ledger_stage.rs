@@ -388,6 +388,9 @@ pub(super) fn decide_batch(
     publications.reserve(prepared.len());
     let mut decided = Vec::with_capacity(prepared.len());
     let mut alerts = Vec::new();
+    // Design: logged only once committed. A batch held by a storage fault
+    // is decided again on every attempt; its declarations are logged once.
+    let mut logged = Vec::with_capacity(prepared.len());
     for prepared in prepared {
         let mut out = gate::decide_and_record(&mut batch, prepared, policy, identity, now)?;
         added.verdicts += u64::from(out.recorded.audit_id.is_some());
@@ -395,14 +398,6 @@ pub(super) fn decide_batch(
         added.consumed += consumed;
         added.outbox += consumed;
         let v = &out.verdict;
-        info!(
-            declaration_id = v.declaration_id.as_deref().unwrap_or("-"),
-            license_id = v.license_id.as_deref().unwrap_or("-"),
-            verdict = v.verdict.as_str(),
-            reasons = %v.reasons.iter().map(|r| r.code.as_str()).collect::<Vec<_>>().join(","),
-            repeated = out.repeated,
-            "decision"
-        );
         let json = out
             .recorded
             .verdict_json
@@ -413,20 +408,39 @@ pub(super) fn decide_batch(
             kind: PublicationKind::Verdict,
             payload: json,
         });
-        if let Some(alert) = out.alert {
-            warn!(declaration_id = v.declaration_id.as_deref().unwrap_or("-"), kind = ?alert.kind, "alert");
-            let json = serde_json::to_string(&alert).unwrap_or_default();
-            publications.push(Publication {
-                id: batch.enqueue_publication(PublicationKind::Alert, &json)?,
-                kind: PublicationKind::Alert,
-                payload: json,
-            });
-            alerts.push(Arc::new(alert));
-        }
+        let alert = match out.alert {
+            Some(alert) => {
+                let json = serde_json::to_string(&alert).unwrap_or_default();
+                publications.push(Publication {
+                    id: batch.enqueue_publication(PublicationKind::Alert, &json)?,
+                    kind: PublicationKind::Alert,
+                    payload: json,
+                });
+                let alert = Arc::new(alert);
+                alerts.push(alert.clone());
+                Some(alert)
+            }
+            None => None,
+        };
+        let verdict = Arc::new(out.verdict);
         // A redelivery's stored verdict is an answer, not a new decision.
-        decided.push((!out.repeated).then(|| Arc::new(out.verdict)));
+        decided.push((!out.repeated).then(|| verdict.clone()));
+        logged.push((verdict, out.repeated, alert));
     }
     batch.commit()?;
+    for &(ref v, repeated, ref alert) in &logged {
+        info!(
+            declaration_id = v.declaration_id.as_deref().unwrap_or("-"),
+            license_id = v.license_id.as_deref().unwrap_or("-"),
+            verdict = v.verdict.as_str(),
+            reasons = %v.reasons.iter().map(|r| r.code.as_str()).collect::<Vec<_>>().join(","),
+            repeated,
+            "decision"
+        );
+        if let Some(alert) = alert {
+            warn!(declaration_id = v.declaration_id.as_deref().unwrap_or("-"), kind = ?alert.kind, "alert");
+        }
+    }
     Ok(Committed {
         resolved,
         publications,
