@@ -25,6 +25,19 @@ impl Clock for SystemClock {
     }
 }
 
+/// Milliseconds on a monotonic clock (a driver's, or the simulation's): timers only.
+pub type Millis = u64;
+
+/// The time an input to a state machine happens at: monotonic for its
+/// timers, the wall clock for what it signs and checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic milliseconds.
+    pub mono: Millis,
+    /// Unix seconds.
+    pub unix: UnixTime,
+}
+
 /// The clock a process's tasks share: the system's, or a test's.
 pub type SharedClock = std::sync::Arc<dyn Clock>;
 

@@ -40,6 +40,7 @@
 //! - [`https`]: serving the consoles over TLS.
 //! - [`holds`]: an officer's resolution of a held shipment (release, refuse, seize).
 //! - [`desk`]: the officers' desk: a license checked, holds resolved, alerts worked.
+//! - [`sim`]: a deterministic simulation of a country: posts, hubs, a faulty broker, insiders.
 //! - [`signin`]: officers' accounts (argon2) and sessions, for the desk and the national view.
 //! - [`ui`]: the pages' texts in each language, and times in the post's zone.
 //! - [`screening`]: denied-party screening: names and ids compared, close names scored.
@@ -85,6 +86,7 @@ pub mod screening;
 pub mod screening_import;
 pub mod screening_index;
 pub mod signin;
+pub mod sim;
 pub mod strict_key;
 pub mod sync;
 pub mod telemetry;

@@ -58,6 +58,10 @@ pub enum DevAction {
         #[arg(long, default_value_t = 30)]
         wait_secs: u64,
     },
+    /// Run the deterministic simulation of a country (posts, hubs, a faulty
+    /// broker, crashes, a stolen key, replays) over many seeds, or replay
+    /// one seed step by step (exit 1: an invariant broke).
+    Simulate(super::simulate::SimulateArgs),
 }
 
 /// How long `dev declare` waits for a verdict before sending the declaration again.
@@ -72,8 +76,14 @@ const HUB_KID: &str = "hub-1";
 
 /// Runs a `permitgate dev` action.
 pub fn run(action: DevAction) -> Result<Outcome> {
+    // The simulation runs on threads of its own, with no runtime.
+    let action = match action {
+        DevAction::Simulate(args) => return super::simulate::run(args),
+        other => other,
+    };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match action {
+        DevAction::Simulate(args) => super::simulate::run(args),
         DevAction::Country {
             dir,
             port,

@@ -17,6 +17,7 @@ use crate::token::{self, License};
 mod country;
 mod ledger;
 mod officer;
+mod simulate;
 
 /// permitgate: customs-checkpoint agent for single-use export licenses.
 #[derive(Debug, Parser)]

@@ -9,7 +9,7 @@
 //! authenticates.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -59,6 +59,8 @@ pub struct HubTelemetry {
     broker_up: AtomicBool,
     /// Unix seconds since the store has failed (0: it works).
     store_failing_since: AtomicI64,
+    /// Refusals of every reason, summed.
+    refused_total: AtomicU64,
 }
 
 impl HubTelemetry {
@@ -130,6 +132,7 @@ impl HubTelemetry {
             log_size,
             broker_up: AtomicBool::new(false),
             store_failing_since: AtomicI64::new(0),
+            refused_total: AtomicU64::new(0),
         })
     }
 
@@ -145,6 +148,12 @@ impl HubTelemetry {
                 reason: reason.to_owned(),
             })
             .inc();
+        self.refused_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records and requests refused so far, whatever the reason.
+    pub fn refused_total(&self) -> u64 {
+        self.refused_total.load(Ordering::Relaxed)
     }
 
     /// An alert raised.

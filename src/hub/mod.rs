@@ -12,27 +12,27 @@
 
 mod config;
 pub mod http;
+pub mod intake;
 mod national;
 mod records;
 pub mod store;
 
 pub use config::HubConfig;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Publish;
 use tracing::{error, info, warn};
 
-use crate::clock::{SystemClock, UnixTime};
+use crate::clock::{Now, SystemClock};
 use crate::in_force::PolicyInForce;
 use crate::mqtt::{Session, SessionEvent, topic_of};
-use crate::sync::protocol::{Ack, Backfill, HubStatus, HubTime, SyncTopics};
-use crate::throttle::{AlertThrottle, bounded_detail};
+use crate::sync::protocol::{HubStatus, SyncTopics};
+use intake::{Incoming, Intake, IntakeConfig};
 use store::{Store, StoreError};
 
 /// Why the hub could not run.
@@ -61,13 +61,6 @@ pub enum HubError {
     },
 }
 
-/// A message the hub sends after a commit.
-struct Out {
-    topic: String,
-    payload: Vec<u8>,
-    retain: bool,
-}
-
 /// Longest a message's handling may wait on the store before it is tried again.
 const STORE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -76,27 +69,6 @@ const GROUP_MAX: usize = 20;
 
 /// Bytes of records messages stored in one transaction at most.
 const GROUP_BYTES: usize = 8 << 20;
-
-/// The same backfill request answered again within this is ignored (a replay).
-const BACKFILL_REPEAT: Duration = Duration::from_secs(1);
-
-/// What the hub's message handling owns.
-struct Hub {
-    cfg: HubConfig,
-    topics: SyncTopics,
-    store: Store,
-    key: SigningKey,
-    in_force: Arc<PolicyInForce>,
-    throttle: AlertThrottle,
-    /// Per checkpoint: the last backfill answered, and when.
-    answered: HashMap<String, (u64, Instant)>,
-    /// Metrics and health.
-    telemetry: Arc<http::HubTelemetry>,
-    /// Checkpoint head notes already verified: (checkpoint, head).
-    heads: HashMap<String, (String, crate::merkle::head::Head)>,
-    /// Heads verified in the group being handled, not yet stored.
-    group_heads: Vec<store::PostHead>,
-}
 
 /// Runs the hub until `shutdown` completes.
 pub async fn run(cfg: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(), HubError> {
@@ -180,17 +152,19 @@ pub async fn run_with_clock(
         ),
         None => None,
     };
-    let mut hub = Hub {
-        topics: SyncTopics::new(&cfg.mqtt.prefix),
-        in_force,
-        cfg,
-        store,
+    let mut intake = Intake::new(IntakeConfig {
+        kid: cfg.kid.clone(),
         key,
-        throttle: AlertThrottle::default(),
-        answered: HashMap::new(),
+        prefix: cfg.mqtt.prefix.clone(),
+        share_group: cfg.share_group.clone(),
+        policy_root: cfg.policy_root,
+        in_force,
         telemetry: telemetry.clone(),
-        heads: HashMap::new(),
-        group_heads: Vec::new(),
+    });
+    let started = Instant::now();
+    let now = || Now {
+        mono: started.elapsed().as_millis() as u64,
+        unix: clock.now(),
     };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tokio::pin!(shutdown);
@@ -206,12 +180,8 @@ pub async fn run_with_clock(
         let ev = tokio::select! {
             _ = &mut shutdown => {
                 info!("hub shutting down");
-                let _ = session.client.try_publish(
-                    hub.topics.hub_status(),
-                    QoS::AtLeastOnce,
-                    true,
-                    HubStatus::offline(&hub.cfg.kid, clock.now()).seal(&hub.cfg.kid, &hub.key),
-                );
+                let o = intake.status(false, clock.now());
+                let _ = session.client.try_publish(o.topic, QoS::AtLeastOnce, o.retain, o.payload);
                 session.close().await;
                 if let Some(t) = http_task {
                     t.abort();
@@ -231,32 +201,15 @@ pub async fn run_with_clock(
             match ev {
                 Some(SessionEvent::Connected) => {
                     telemetry.broker(true);
-                    // Design: one share name per filter. MQTT keeps a group per
-                    // (name, filter) anyway; rumqttd (the embedded broker of
-                    // `permitgate dev country`) keys groups by name alone, and
-                    // two filters under one name starve one of them.
-                    let group = &hub.cfg.share_group;
-                    for (t, name) in [
-                        (hub.topics.records_filter(), group.clone()),
-                        (hub.topics.backfill(), format!("{group}.backfill")),
-                    ] {
-                        let _ = session
-                            .client
-                            .try_subscribe(format!("$share/{name}/{t}"), QoS::AtLeastOnce);
-                    }
-                    // Every hub process follows the policy, so not shared.
-                    if hub.cfg.policy_root.is_some() {
-                        let _ = session
-                            .client
-                            .try_subscribe(hub.topics.policy(), QoS::AtLeastOnce);
+                    for t in intake.subscriptions() {
+                        let _ = session.client.try_subscribe(t, QoS::AtLeastOnce);
                     }
                     // Checkpoints that see the hub back send what waits at once.
-                    let _ = session.client.try_publish(
-                        hub.topics.hub_status(),
-                        QoS::AtLeastOnce,
-                        true,
-                        HubStatus::online(&hub.cfg.kid, clock.now()).seal(&hub.cfg.kid, &hub.key),
-                    );
+                    let o = intake.status(true, clock.now());
+                    let _ =
+                        session
+                            .client
+                            .try_publish(o.topic, QoS::AtLeastOnce, o.retain, o.payload);
                 }
                 Some(SessionEvent::Message(p)) => pending.push_back(p),
                 // Unacknowledged messages come again on the next connection.
@@ -283,7 +236,7 @@ pub async fn run_with_clock(
                 .iter()
                 .take_while(|p| {
                     records += p.payload.len();
-                    hub.is_records(p) && records <= GROUP_BYTES
+                    intake.is_records(topic_of(p)) && records <= GROUP_BYTES
                 })
                 .take(GROUP_MAX)
                 .count()
@@ -293,15 +246,24 @@ pub async fn run_with_clock(
             // mid-failover) must not hold the hub for ever; the operation is
             // idempotent, so it is tried again.
             let started = Instant::now();
-            let handled =
-                tokio::time::timeout(STORE_TIMEOUT, hub.handle_group(&group, clock.now()))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(StoreError {
-                            path: std::path::PathBuf::from(store::redacted(&hub.cfg.store)),
-                            message: format!("no answer within {STORE_TIMEOUT:?}"),
-                        })
-                    });
+            let incoming: Vec<Incoming> = group
+                .iter()
+                .map(|p| Incoming {
+                    topic: topic_of(p),
+                    payload: &p.payload,
+                })
+                .collect();
+            let handled = tokio::time::timeout(
+                STORE_TIMEOUT,
+                intake.handle_group(&mut store, &incoming, now()),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError {
+                    path: std::path::PathBuf::from(store::redacted(&cfg.store)),
+                    message: format!("no answer within {STORE_TIMEOUT:?}"),
+                })
+            });
             match handled {
                 Ok(outs) => {
                     if failures > 0 {
@@ -337,204 +299,5 @@ pub async fn run_with_clock(
                 }
             }
         }
-    }
-}
-
-impl Hub {
-    /// Whether `p` carries records (and may be stored in a group with others).
-    fn is_records(&self, p: &Publish) -> bool {
-        self.topics.checkpoint_of_records(topic_of(p)).is_some()
-    }
-
-    /// Handles a group of messages: consecutive records messages are
-    /// checked one by one and stored in one transaction; anything else
-    /// comes alone.
-    async fn handle_group(
-        &mut self,
-        group: &[Publish],
-        now: UnixTime,
-    ) -> Result<Vec<Out>, StoreError> {
-        let started = Instant::now();
-        self.group_heads.clear();
-        let mut outs = Vec::new();
-        let mut checked = Vec::new();
-        for p in group {
-            let Some(sender) = self.topics.checkpoint_of_records(topic_of(p)) else {
-                outs.extend(self.handle(p, now).await?);
-                continue;
-            };
-            let sender = sender.to_owned();
-            if let Some(c) = self
-                .check_records(&sender, &p.payload, now, &mut outs)
-                .await?
-            {
-                checked.push(c);
-            }
-        }
-        let checked_at = Instant::now();
-        let records: usize = checked.iter().map(|c| c.placed_len()).sum();
-        self.store_checked(checked, now, &mut outs).await?;
-        tracing::debug!(
-            messages = group.len(),
-            records,
-            check_ms = (checked_at - started).as_millis() as u64,
-            store_ms = checked_at.elapsed().as_millis() as u64,
-            "hub: group handled"
-        );
-        Ok(outs)
-    }
-
-    async fn handle(&mut self, p: &Publish, now: UnixTime) -> Result<Vec<Out>, StoreError> {
-        let topic = topic_of(p);
-        if topic == self.topics.backfill() {
-            return self.on_backfill(&p.payload, now).await;
-        }
-        if topic == self.topics.policy() {
-            return self.on_policy(&p.payload, now);
-        }
-        Ok(Vec::new())
-    }
-
-    /// The sealed acknowledgement for `checkpoint`: what the hub holds of it.
-    async fn ack(
-        &mut self,
-        checkpoint: &str,
-        post_head: Option<String>,
-        resend: bool,
-        now: UnixTime,
-    ) -> Result<Out, StoreError> {
-        let contiguous = self.store.contiguous(checkpoint).await?;
-        let post_head = match post_head {
-            Some(h) => Some(h),
-            None => self.store.post_head(checkpoint).await?.map(|h| h.2),
-        };
-        Ok(self.ack_at(checkpoint, contiguous, post_head, resend, now))
-    }
-
-    /// The sealed acknowledgement of `contiguous` records of `checkpoint`.
-    fn ack_at(
-        &self,
-        checkpoint: &str,
-        contiguous: u64,
-        post_head: Option<String>,
-        resend: bool,
-        now: UnixTime,
-    ) -> Out {
-        Out {
-            topic: self.topics.ack(checkpoint),
-            payload: Ack {
-                checkpoint: checkpoint.to_owned(),
-                contiguous,
-                post_head,
-                resend,
-                issued_at: now,
-            }
-            .seal(&self.cfg.kid, &self.key),
-            retain: true,
-        }
-    }
-
-    /// Answers a sealed backfill request with at most one feed message.
-    ///
-    /// Design: the request is sealed by its checkpoint, and the same one
-    /// again within [`BACKFILL_REPEAT`] is not answered, so neither a
-    /// forgery nor a replayed request can make the hub talk on its own.
-    async fn on_backfill(&mut self, payload: &[u8], now: UnixTime) -> Result<Vec<Out>, StoreError> {
-        let registry = self.in_force.current().registry.clone();
-        let req = match Backfill::open(payload, &registry, now) {
-            Ok(r) => r,
-            Err(e) => {
-                let mut outs = Vec::new();
-                self.refuse(
-                    &mut outs,
-                    "backfill",
-                    e.code(),
-                    &e.to_string(),
-                    payload,
-                    now,
-                )
-                .await?;
-                return Ok(outs);
-            }
-        };
-        if let Some((after, at)) = self.answered.get(&req.checkpoint)
-            && *after == req.after
-            && at.elapsed() < BACKFILL_REPEAT
-        {
-            return Ok(Vec::new());
-        }
-        self.answered
-            .insert(req.checkpoint.clone(), (req.after, Instant::now()));
-        let Some(mut feed) = self.store.feed_after(req.after, req.limit as usize).await? else {
-            return Ok(Vec::new());
-        };
-        // The hub's time, for the checkpoint to check its clock against.
-        feed.time = Some(
-            HubTime {
-                checkpoint: req.checkpoint.clone(),
-                asked_at: req.issued_at,
-                hub_time: now,
-            }
-            .seal(&self.cfg.kid, &self.key),
-        );
-        Ok(vec![Out {
-            topic: self.topics.backfill_reply(&req.checkpoint),
-            payload: feed.encode(),
-            retain: false,
-        }])
-    }
-
-    /// Follows the authority's signed policy bundles: a new checkpoint's key, a retired one.
-    fn on_policy(&mut self, bundle: &[u8], now: UnixTime) -> Result<Vec<Out>, StoreError> {
-        let Some(root) = &self.cfg.policy_root else {
-            return Ok(Vec::new());
-        };
-        match crate::bundle::open(bundle, root) {
-            Ok(p) => {
-                let version = p.version;
-                match self.in_force.offer(p, now) {
-                    Ok(_) => {
-                        // Keys may have been retired: verify heads again.
-                        self.heads.clear();
-                        info!(version, "hub: signed policy bundle accepted");
-                    }
-                    Err(crate::in_force::Refusal::NotNewer { offered, in_force })
-                        if offered == in_force => {}
-                    Err(e) => warn!(error = %e, "hub: policy bundle refused"),
-                }
-            }
-            Err(e) => warn!(error = %e, "hub: policy bundle refused"),
-        }
-        Ok(Vec::new())
-    }
-
-    /// A refused record or request: logged and alerted (`refused_record`)
-    /// at most once a minute per sender and reason.
-    async fn refuse(
-        &mut self,
-        outs: &mut Vec<Out>,
-        sender: &str,
-        reason: &'static str,
-        detail: &str,
-        payload: &[u8],
-        now: UnixTime,
-    ) -> Result<(), StoreError> {
-        self.telemetry.refused(reason);
-        let Some(held_back) = self.throttle.admit(sender, reason, now) else {
-            return Ok(());
-        };
-        let detail = bounded_detail(detail);
-        warn!(sender = %crate::throttle::truncate(sender, 80), reason, %detail, held_back, "hub: refused");
-        let alert = crate::sync::verify::refused_alert(
-            "hub", "record", reason, &detail, held_back, payload, now,
-        );
-        if self.store.record_alert(&alert, now).await? {
-            outs.push(Out {
-                topic: self.topics.alerts(),
-                payload: serde_json::to_vec(&alert).unwrap_or_default(),
-                retain: false,
-            });
-        }
-        Ok(())
     }
 }

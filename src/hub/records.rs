@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 use tracing::{error, info, warn};
 
-use super::store::{Placed, PostHead, StoreError};
-use super::{Hub, Out};
+use super::intake::{Intake, Out};
+use super::store::{Placed, PostHead, Store, StoreError};
 use crate::clock::UnixTime;
 use crate::merkle::head::Head;
 use crate::record::{ConsumptionRecord, RecordError};
@@ -37,13 +37,13 @@ impl Checked {
     }
 }
 
-impl Hub {
+impl Intake {
     /// A checkpoint's head note, verified once against the registry in force.
     fn verified_head(&mut self, note: &str) -> Result<(String, Head), RecordError> {
         if let Some(h) = self.heads.get(note) {
             return Ok(h.clone());
         }
-        let registry = self.in_force.current().registry.clone();
+        let registry = self.cfg.in_force.current().registry.clone();
         let verified = verify_post_head(note, &registry)?;
         if self.heads.len() >= HEADS_KEPT {
             self.heads.clear();
@@ -63,6 +63,7 @@ impl Hub {
     /// Checks one records message; refusals and requests to resend go to `outs`.
     pub(super) async fn check_records(
         &mut self,
+        store: &mut Store,
         sender: &str,
         payload: &[u8],
         now: UnixTime,
@@ -71,27 +72,38 @@ impl Hub {
         let batch = match Records::decode(payload) {
             Ok(b) => b,
             Err(e) => {
-                self.refuse(outs, sender, "unreadable", &e.to_string(), payload, now)
-                    .await?;
+                self.refuse(
+                    store,
+                    outs,
+                    sender,
+                    "unreadable",
+                    &e.to_string(),
+                    payload,
+                    now,
+                )
+                .await?;
                 return Ok(None);
             }
         };
         let head = match self.verified_head(&batch.head) {
             Ok((cp, _)) if cp != sender => {
                 let why = format!("a head of `{cp}` sent on the topic of `{sender}`");
-                self.refuse(outs, sender, "wrong_topic", &why, payload, now)
+                self.refuse(store, outs, sender, "wrong_topic", &why, payload, now)
                     .await?;
                 return Ok(None);
             }
             Ok((_, head)) => head,
             Err(e) => {
                 let why = format!("sent on the topic of `{sender}`: {e}");
-                self.refuse(outs, sender, e.code(), &why, payload, now)
+                self.refuse(store, outs, sender, e.code(), &why, payload, now)
                     .await?;
                 return Ok(None);
             }
         };
-        if !self.head_extends(sender, &head, &batch, now, outs).await? {
+        if !self
+            .head_extends(store, sender, &head, &batch, now, outs)
+            .await?
+        {
             return Ok(None);
         }
         // Kept with the group's records; later messages of the group see it.
@@ -101,7 +113,7 @@ impl Hub {
             note: batch.head.clone(),
         };
         self.group_heads.push(post_head.clone());
-        let skew = self.in_force.current().registry.skew();
+        let skew = self.cfg.in_force.current().registry.skew();
         let mut readable = Vec::with_capacity(batch.records.len());
         for (index, leaf, proof) in batch.records {
             match ConsumptionRecord::from_leaf(&leaf) {
@@ -111,17 +123,17 @@ impl Hub {
                         "record of `{}` sent on the topic of `{sender}`",
                         r.checkpoint
                     );
-                    self.refuse(outs, sender, "wrong_topic", &why, &leaf, now)
+                    self.refuse(store, outs, sender, "wrong_topic", &why, &leaf, now)
                         .await?;
                 }
                 Err(e) => {
-                    self.refuse(outs, sender, e.code(), &e.to_string(), &leaf, now)
+                    self.refuse(store, outs, sender, e.code(), &e.to_string(), &leaf, now)
                         .await?;
                 }
             }
         }
         let seqs: Vec<u64> = readable.iter().map(|r| r.0.seq).collect();
-        let held = self.store.held_many(sender, &seqs).await?;
+        let held = store.held_many(sender, &seqs).await?;
         // The proofs, across the cores (a blocking section: no await inside).
         let checks: Vec<Result<(), (&'static str, String)>> = tokio::task::block_in_place(|| {
             readable
@@ -162,7 +174,8 @@ impl Hub {
                     post_proof,
                 }),
                 Err((reason, why)) => {
-                    self.refuse(outs, sender, reason, &why, &leaf, now).await?;
+                    self.refuse(store, outs, sender, reason, &why, &leaf, now)
+                        .await?;
                 }
             }
         }
@@ -181,6 +194,7 @@ impl Hub {
     /// that shrinks it or contradicts it is `log_inconsistent`.
     async fn head_extends(
         &mut self,
+        store: &mut Store,
         sender: &str,
         head: &Head,
         batch: &Records,
@@ -189,7 +203,7 @@ impl Hub {
     ) -> Result<bool, StoreError> {
         let held = match self.group_head(sender, None) {
             Some(h) => Some((h.head.size, h.head.root, h.note.clone())),
-            None => self.store.post_head(sender).await?,
+            None => store.post_head(sender).await?,
         };
         let Some((size, root, note)) = held else {
             return Ok(true);
@@ -203,14 +217,14 @@ impl Hub {
             // the hub holds, if any; otherwise it is sent again, current.
             (std::cmp::Ordering::Less, _) => match match self.group_head(sender, Some(head.size)) {
                 Some(h) => Some(h.head.root),
-                None => self.store.post_head_at(sender, head.size).await?,
+                None => store.post_head_at(sender, head.size).await?,
             } {
                 Some(held_root) if held_root != head.root => {
                     Err("two heads of the same size with different roots: the log was rewritten")
                 }
                 Some(_) => Ok(()),
                 None => {
-                    outs.push(self.ack(sender, Some(note), true, now).await?);
+                    outs.push(self.ack(store, sender, Some(note), true, now).await?);
                     return Ok(false);
                 }
             },
@@ -222,7 +236,7 @@ impl Hub {
             }
             (std::cmp::Ordering::Greater, _) => {
                 // No proof from the head the hub holds: ask for it.
-                outs.push(self.ack(sender, Some(note), true, now).await?);
+                outs.push(self.ack(store, sender, Some(note), true, now).await?);
                 return Ok(false);
             }
         };
@@ -239,8 +253,8 @@ impl Hub {
             checkpoint = sender,
             why, "hub: a checkpoint's log is inconsistent"
         );
-        if self.store.record_alert(&alert, now).await? {
-            self.telemetry.alerted(alert.kind.as_str());
+        if store.record_alert(&alert, now).await? {
+            self.cfg.telemetry.alerted(alert.kind.as_str());
             outs.push(Out {
                 topic: self.topics.alerts(),
                 payload: serde_json::to_vec(&alert).unwrap_or_default(),
@@ -254,6 +268,7 @@ impl Hub {
     /// transaction; acknowledgements, feed messages and alerts go to `outs`.
     pub(super) async fn store_checked(
         &mut self,
+        store: &mut Store,
         checked: Vec<Checked>,
         now: UnixTime,
         outs: &mut Vec<Out>,
@@ -269,12 +284,12 @@ impl Hub {
             placed.extend(c.placed);
             heads.push(c.head);
         }
-        let stored = self.store.store(&placed, &heads, &self.key, now).await?;
+        let stored = store.store(&placed, &heads, &self.cfg.key, now).await?;
         for (cp, contiguous) in &stored.contiguous {
             outs.push(self.ack_at(cp, *contiguous, notes.get(cp).cloned(), false, now));
         }
         if let Some(feed) = stored.feed {
-            self.telemetry.stored(feed.entries.len() as u64);
+            self.cfg.telemetry.stored(feed.entries.len() as u64);
             info!(
                 stored = feed.entries.len(),
                 head = feed.entries.last().map(|e| e.g).unwrap_or(0),
@@ -289,7 +304,7 @@ impl Hub {
             }
         }
         for a in stored.alerts {
-            self.telemetry.alerted(a.kind.as_str());
+            self.cfg.telemetry.alerted(a.kind.as_str());
             warn!(license_id = a.license_id.as_deref().unwrap_or("-"), kind = ?a.kind, "hub: alert");
             outs.push(Out {
                 topic: self.topics.alerts(),

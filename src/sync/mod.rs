@@ -3,5 +3,6 @@
 
 pub mod agent;
 pub mod ask;
+pub mod post;
 pub mod protocol;
 pub mod verify;

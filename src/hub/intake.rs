@@ -1,0 +1,333 @@
+//! The hub's intake as a state machine: messages in (records, backfill
+//! requests, policy bundles), messages out (acknowledgements, the feed,
+//! backfill replies, alerts), the time passed in. Its durable memory is
+//! the [`Store`], passed in with each group of messages; what it keeps
+//! besides (verified heads, the alert throttle, requests answered) is lost
+//! with the process. [`super::run`] drives it over MQTT; the country
+//! simulation ([`crate::sim`]) over a simulated broker.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use tracing::{info, warn};
+
+use super::http::HubTelemetry;
+use super::store::{self, Store, StoreError};
+use crate::clock::{Millis, Now, UnixTime};
+use crate::in_force::PolicyInForce;
+use crate::sync::protocol::{Ack, Backfill, HubStatus, HubTime, SyncTopics};
+use crate::throttle::{AlertThrottle, bounded_detail};
+
+/// A message the hub received.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// Its topic.
+    pub topic: &'a str,
+    /// Its payload.
+    pub payload: &'a [u8],
+}
+
+/// A message the hub sends (QoS 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Out {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Retained.
+    pub retain: bool,
+}
+
+/// The intake's settings.
+pub struct IntakeConfig {
+    /// The kid the policy lists this hub's key under.
+    pub kid: String,
+    /// The hub's signing key.
+    pub key: SigningKey,
+    /// The national broker's topic prefix.
+    pub prefix: String,
+    /// Shared-subscription group hub processes share the load in.
+    pub share_group: String,
+    /// The authority's root key: signed policy bundles are applied when set.
+    pub policy_root: Option<ed25519_dalek::VerifyingKey>,
+    /// The policy in force: its registry says whose records count.
+    pub in_force: Arc<PolicyInForce>,
+    /// Metrics and health.
+    pub telemetry: Arc<HubTelemetry>,
+}
+
+/// The same backfill request answered again within this is ignored (a replay), ms.
+const BACKFILL_REPEAT: Millis = 1_000;
+
+/// The hub's intake, between groups of messages.
+pub struct Intake {
+    pub(super) cfg: IntakeConfig,
+    pub(super) topics: SyncTopics,
+    pub(super) throttle: AlertThrottle,
+    /// Per checkpoint: the last backfill answered, and when.
+    answered: HashMap<String, (u64, Millis)>,
+    /// Checkpoint head notes already verified: (checkpoint, head).
+    pub(super) heads: HashMap<String, (String, crate::merkle::head::Head)>,
+    /// Heads verified in the group being handled, not yet stored.
+    pub(super) group_heads: Vec<store::PostHead>,
+}
+
+impl Intake {
+    /// An intake with nothing in memory.
+    pub fn new(cfg: IntakeConfig) -> Intake {
+        Intake {
+            topics: SyncTopics::new(&cfg.prefix),
+            cfg,
+            throttle: AlertThrottle::default(),
+            answered: HashMap::new(),
+            heads: HashMap::new(),
+            group_heads: Vec::new(),
+        }
+    }
+
+    /// What to subscribe to on (re)connecting.
+    pub fn subscriptions(&self) -> Vec<String> {
+        // Design: one share name per filter. MQTT keeps a group per
+        // (name, filter) anyway; rumqttd (the embedded broker of
+        // `permitgate dev country`) keys groups by name alone, and two
+        // filters under one name starve one of them.
+        let group = &self.cfg.share_group;
+        let mut s = vec![
+            format!("$share/{group}/{}", self.topics.records_filter()),
+            format!("$share/{group}.backfill/{}", self.topics.backfill()),
+        ];
+        // Every hub process follows the policy, so not shared.
+        if self.cfg.policy_root.is_some() {
+            s.push(self.topics.policy());
+        }
+        s
+    }
+
+    /// The hub's sealed status (`online` on connecting, `offline` on
+    /// leaving and as its last will), retained on the status topic.
+    pub fn status(&self, online: bool, now: UnixTime) -> Out {
+        let status = if online {
+            HubStatus::online(&self.cfg.kid, now)
+        } else {
+            HubStatus::offline(&self.cfg.kid, now)
+        };
+        Out {
+            topic: self.topics.hub_status(),
+            payload: status.seal(&self.cfg.kid, &self.cfg.key),
+            retain: true,
+        }
+    }
+
+    /// Whether a message on `topic` carries records (and may be stored in a group with others).
+    pub fn is_records(&self, topic: &str) -> bool {
+        self.topics.checkpoint_of_records(topic).is_some()
+    }
+
+    /// Handles a group of messages: consecutive records messages are
+    /// checked one by one and stored in one transaction; anything else
+    /// comes alone. What to publish once the group is acknowledged comes back.
+    pub async fn handle_group(
+        &mut self,
+        store: &mut Store,
+        group: &[Incoming<'_>],
+        now: Now,
+    ) -> Result<Vec<Out>, StoreError> {
+        let started = std::time::Instant::now();
+        self.group_heads.clear();
+        let mut outs = Vec::new();
+        let mut checked = Vec::new();
+        for m in group {
+            let Some(sender) = self.topics.checkpoint_of_records(m.topic) else {
+                outs.extend(self.handle(store, m, now).await?);
+                continue;
+            };
+            let sender = sender.to_owned();
+            if let Some(c) = self
+                .check_records(store, &sender, m.payload, now.unix, &mut outs)
+                .await?
+            {
+                checked.push(c);
+            }
+        }
+        let checked_at = std::time::Instant::now();
+        let records: usize = checked.iter().map(|c| c.placed_len()).sum();
+        self.store_checked(store, checked, now.unix, &mut outs)
+            .await?;
+        tracing::debug!(
+            messages = group.len(),
+            records,
+            check_ms = (checked_at - started).as_millis() as u64,
+            store_ms = checked_at.elapsed().as_millis() as u64,
+            "hub: group handled"
+        );
+        Ok(outs)
+    }
+
+    async fn handle(
+        &mut self,
+        store: &mut Store,
+        m: &Incoming<'_>,
+        now: Now,
+    ) -> Result<Vec<Out>, StoreError> {
+        if m.topic == self.topics.backfill() {
+            return self.on_backfill(store, m.payload, now).await;
+        }
+        if m.topic == self.topics.policy() {
+            self.on_policy(m.payload, now.unix);
+        }
+        Ok(Vec::new())
+    }
+
+    /// The sealed acknowledgement for `checkpoint`: what the hub holds of it.
+    pub(super) async fn ack(
+        &mut self,
+        store: &mut Store,
+        checkpoint: &str,
+        post_head: Option<String>,
+        resend: bool,
+        now: UnixTime,
+    ) -> Result<Out, StoreError> {
+        let contiguous = store.contiguous(checkpoint).await?;
+        let post_head = match post_head {
+            Some(h) => Some(h),
+            None => store.post_head(checkpoint).await?.map(|h| h.2),
+        };
+        Ok(self.ack_at(checkpoint, contiguous, post_head, resend, now))
+    }
+
+    /// The sealed acknowledgement of `contiguous` records of `checkpoint`.
+    pub(super) fn ack_at(
+        &self,
+        checkpoint: &str,
+        contiguous: u64,
+        post_head: Option<String>,
+        resend: bool,
+        now: UnixTime,
+    ) -> Out {
+        Out {
+            topic: self.topics.ack(checkpoint),
+            payload: Ack {
+                checkpoint: checkpoint.to_owned(),
+                contiguous,
+                post_head,
+                resend,
+                issued_at: now,
+            }
+            .seal(&self.cfg.kid, &self.cfg.key),
+            retain: true,
+        }
+    }
+
+    /// Answers a sealed backfill request with at most one feed message.
+    ///
+    /// Design: the request is sealed by its checkpoint, and the same one
+    /// again within [`BACKFILL_REPEAT`] is not answered, so neither a
+    /// forgery nor a replayed request can make the hub talk on its own.
+    async fn on_backfill(
+        &mut self,
+        store: &mut Store,
+        payload: &[u8],
+        now: Now,
+    ) -> Result<Vec<Out>, StoreError> {
+        let registry = self.cfg.in_force.current().registry.clone();
+        let req = match Backfill::open(payload, &registry, now.unix) {
+            Ok(r) => r,
+            Err(e) => {
+                let mut outs = Vec::new();
+                let why = e.to_string();
+                self.refuse(
+                    store,
+                    &mut outs,
+                    "backfill",
+                    e.code(),
+                    &why,
+                    payload,
+                    now.unix,
+                )
+                .await?;
+                return Ok(outs);
+            }
+        };
+        if let Some((after, at)) = self.answered.get(&req.checkpoint)
+            && *after == req.after
+            && now.mono.saturating_sub(*at) < BACKFILL_REPEAT
+        {
+            return Ok(Vec::new());
+        }
+        self.answered
+            .insert(req.checkpoint.clone(), (req.after, now.mono));
+        let Some(mut feed) = store.feed_after(req.after, req.limit as usize).await? else {
+            return Ok(Vec::new());
+        };
+        // The hub's time, for the checkpoint to check its clock against.
+        feed.time = Some(
+            HubTime {
+                checkpoint: req.checkpoint.clone(),
+                asked_at: req.issued_at,
+                hub_time: now.unix,
+            }
+            .seal(&self.cfg.kid, &self.cfg.key),
+        );
+        Ok(vec![Out {
+            topic: self.topics.backfill_reply(&req.checkpoint),
+            payload: feed.encode(),
+            retain: false,
+        }])
+    }
+
+    /// Follows the authority's signed policy bundles: a new checkpoint's key, a retired one.
+    fn on_policy(&mut self, bundle: &[u8], now: UnixTime) {
+        let Some(root) = &self.cfg.policy_root else {
+            return;
+        };
+        match crate::bundle::open(bundle, root) {
+            Ok(p) => {
+                let version = p.version;
+                match self.cfg.in_force.offer(p, now) {
+                    Ok(_) => {
+                        // Keys may have been retired: verify heads again.
+                        self.heads.clear();
+                        info!(version, "hub: signed policy bundle accepted");
+                    }
+                    Err(crate::in_force::Refusal::NotNewer { offered, in_force })
+                        if offered == in_force => {}
+                    Err(e) => warn!(error = %e, "hub: policy bundle refused"),
+                }
+            }
+            Err(e) => warn!(error = %e, "hub: policy bundle refused"),
+        }
+    }
+
+    /// A refused record or request: logged and alerted (`refused_record`)
+    /// at most once a minute per sender and reason.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn refuse(
+        &mut self,
+        store: &mut Store,
+        outs: &mut Vec<Out>,
+        sender: &str,
+        reason: &'static str,
+        detail: &str,
+        payload: &[u8],
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.cfg.telemetry.refused(reason);
+        let Some(held_back) = self.throttle.admit(sender, reason, now) else {
+            return Ok(());
+        };
+        let detail = bounded_detail(detail);
+        warn!(sender = %crate::throttle::truncate(sender, 80), reason, %detail, held_back, "hub: refused");
+        let alert = crate::sync::verify::refused_alert(
+            "hub", "record", reason, &detail, held_back, payload, now,
+        );
+        if store.record_alert(&alert, now).await? {
+            outs.push(Out {
+                topic: self.topics.alerts(),
+                payload: serde_json::to_vec(&alert).unwrap_or_default(),
+                retain: false,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! The country simulation ([`permitgate::sim`]): a fixed set of seeds,
+//! each a whole scenario of posts, hubs, a faulty broker, crashes and
+//! insiders, must hold every invariant; a seed replays exactly.
+//!
+//! `PERMITGATE_SIM_SEEDS=N` runs N seeds instead of the fixed set;
+//! `permitgate dev simulate` runs more, and replays one with its trace.
+
+use permitgate::sim::{self, Options};
+
+/// Seeds `cargo test` runs.
+const SEEDS: u64 = 10_000;
+
+fn seeds() -> u64 {
+    std::env::var("PERMITGATE_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SEEDS)
+}
+
+#[test]
+fn every_seed_holds_every_invariant() {
+    let opts = Options::default();
+    let n = seeds();
+    let summary = sim::run_many(0, n, 2, &opts, true);
+    println!(
+        "{} seeds, {} steps in {:.1} s ({:.0} seeds/s)",
+        summary.seeds,
+        summary.steps,
+        summary.seconds,
+        summary.seeds as f64 / summary.seconds
+    );
+    if let Some((seed, v)) = summary.failures.first() {
+        let replay = sim::run(
+            *seed,
+            &Options {
+                trace: true,
+                ..opts.clone()
+            },
+        );
+        for line in &replay.trace {
+            println!("{line}");
+        }
+        panic!(
+            "seed {seed} ({}): {v}\nreplay: permitgate dev simulate --seed {seed} --trace",
+            replay.summary
+        );
+    }
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let opts = Options::default();
+    for seed in [3, 17, 4242] {
+        let a = sim::run(seed, &opts);
+        let b = sim::run(seed, &opts);
+        assert_eq!(a.fingerprint, b.fingerprint, "seed {seed}");
+        assert_eq!(a.steps, b.steps);
+        assert!(a.steps > 100, "seed {seed} took {} steps", a.steps);
+    }
+}
