@@ -192,7 +192,11 @@ impl PostLoad {
             time: now,
         }
         .sign(&self.key);
-        let consistency = Some((i, log.prove_consistency(i, size)?));
+        let consistency = Some(crate::sync::protocol::Consistency {
+            from: i,
+            root: Some(log.root(i)?),
+            proof: log.prove_consistency(i, size)?,
+        });
         let proof = log.prove_inclusion(i, size)?;
         self.size = size;
         Ok(Records {
@@ -408,6 +412,7 @@ pub async fn run(opts: HubBenchOptions) -> Result<HubBenchReport> {
             after,
             limit: BATCH_MAX as u32,
             issued_at: SystemClock.now(),
+            nonce: after,
         };
         back.publish(
             topics.backfill(),

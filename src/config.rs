@@ -7,6 +7,8 @@ use serde::Deserialize;
 
 use crate::policy::{Policy, PolicyError};
 
+/// Longest checkpoint id, characters (it is part of MQTT topics and of records).
+pub const CHECKPOINT_ID_MAX: usize = 64;
 /// A configuration that cannot be used, naming the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -375,7 +377,7 @@ impl Config {
             std::fs::read_to_string(file).map_err(|e| bad(None, format!("cannot read: {e}")))?;
         let raw: RawConfig = parse_toml(file, &text)?;
         let id_ok = !raw.checkpoint.is_empty()
-            && raw.checkpoint.len() <= 64
+            && raw.checkpoint.len() <= CHECKPOINT_ID_MAX
             && raw
                 .checkpoint
                 .bytes()
@@ -384,7 +386,7 @@ impl Config {
             return Err(bad(
                 None,
                 format!(
-                    "`checkpoint`: `{}` must be 1 to 64 of A-Z a-z 0-9 - _ (it is part of MQTT topics)",
+                    "`checkpoint`: `{}` must be 1 to {CHECKPOINT_ID_MAX} of A-Z a-z 0-9 - _ (it is part of MQTT topics)",
                     raw.checkpoint
                 ),
             ));

@@ -309,6 +309,22 @@ fn decide_inner(
     } else {
         VerdictKind::Cleared
     };
+    if let Some(c) = &consume
+        && let Some(bytes) = record_too_large(c, &d.declaration_id)
+    {
+        // Design: bounds are enforced where data is admitted. A record the
+        // hub would refuse as too large must never be made: the license
+        // would be consumed here and unknown everywhere else.
+        verdict.reasons.push(Reason::new(
+            ReasonCode::Malformed,
+            format!(
+                "{} item lines make a consumption record of {bytes} bytes, more than the {} one record may hold; declare fewer lines per shipment",
+                d.items.len(),
+                crate::sync::protocol::LEAF_MAX
+            ),
+        ));
+        verdict.verdict = VerdictKind::Rejected;
+    }
     if verdict.verdict != VerdictKind::Cleared {
         consume = None;
     }
@@ -317,6 +333,44 @@ fn decide_inner(
         verdict.license_id = None;
     }
     finish(verdict, consume, true)
+}
+
+/// The size of the consumption record `c` would make (with the largest
+/// checkpoint id, number and time), if it is over the bound any part accepts.
+pub fn record_too_large(c: &Consumption, declaration_id: &str) -> Option<usize> {
+    let max = crate::sync::protocol::LEAF_MAX;
+    // A cheap bound first: every real declaration is far under it.
+    let rough: usize = 512
+        + declaration_id.len()
+        + c.license_id.len()
+        + c.exporter.len()
+        + c.consignee.len()
+        + c.end_user.len()
+        + c.destination.len()
+        + c.goods
+            .iter()
+            .map(|g| 48 + g.hs_code.len() + g.elements.iter().map(|e| e.len() + 2).sum::<usize>())
+            .sum::<usize>();
+    if rough <= max {
+        return None;
+    }
+    let leaf = crate::record::ConsumptionRecord {
+        kind: crate::record::KIND_CONSUMPTION.to_owned(),
+        checkpoint: "x".repeat(crate::config::CHECKPOINT_ID_MAX),
+        seq: u64::MAX,
+        license_id: c.license_id.clone(),
+        declaration_id: declaration_id.to_owned(),
+        consumed_at: i64::MAX,
+        token_sha256: c.token_sha256,
+        declaration_sha256: [0; 32],
+        exporter: c.exporter.clone(),
+        consignee: c.consignee.clone(),
+        end_user: c.end_user.clone(),
+        destination: c.destination.clone(),
+        goods: c.goods.clone(),
+    }
+    .to_leaf();
+    (leaf.len() > max).then_some(leaf.len())
 }
 
 fn finish(verdict: Verdict, consume: Option<Consumption>, claims: bool) -> Decision {

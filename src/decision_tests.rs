@@ -601,3 +601,29 @@ fn fixture_cached() -> &'static Fixture {
     static F: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
     F.get_or_init(fixture)
 }
+
+#[test]
+fn a_shipment_whose_record_no_hub_would_take_is_refused_and_consumes_nothing() {
+    let f = fixture();
+    let lines = |n: usize| {
+        let mut d = f.with_license(&license());
+        let mut item = d["items"][0].clone();
+        item["net_kg"] = 0.1.into();
+        d["items"] = serde_json::Value::Array(vec![item; n]);
+        d
+    };
+    let d = f.run(&lines(100));
+    assert_eq!(kind(&d), VerdictKind::Cleared, "{:?}", d.verdict().reasons);
+    let d = f.run(&lines(3_000));
+    assert_eq!(kind(&d), VerdictKind::Rejected);
+    assert_eq!(codes(&d), vec![R::Malformed]);
+    let detail = &d.verdict().reasons[0].detail;
+    assert!(
+        detail.contains("3000 item lines") && detail.contains("65536"),
+        "{detail}"
+    );
+    let Decision::New { consume, .. } = &d else {
+        panic!("a new decision")
+    };
+    assert!(consume.is_none(), "nothing is consumed");
+}

@@ -99,6 +99,8 @@ pub fn decide(
                     payload_sha256: Some(hex::encode(payload_sha256)),
                     alert_id: None,
                     records: Vec::new(),
+                    signer: None,
+                    fork: None,
                     heads: Vec::new(),
                     detail: None,
                 });

@@ -175,6 +175,10 @@ pub enum SessionEvent {
     /// The broker acknowledged our publication with this packet id
     /// (only from a session that tracks publications).
     Acknowledged(u16),
+    /// The broker refused one of our publications (its PUBACK reason, such
+    /// as `PacketTooLarge` or `NotAuthorized`); logged already, and the
+    /// connection goes on (only from a session that does not track).
+    Refused(String),
 }
 
 /// Events a [`Session`] holds for its loop before it stops reading the
@@ -330,8 +334,26 @@ async fn drive(
             Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) if track => {
                 SessionEvent::Sent(pkid)
             }
-            Ok(Event::Incoming(Packet::PubAck(ack))) if track => {
-                SessionEvent::Acknowledged(ack.pkid)
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                use rumqttc::v5::mqttbytes::v5::PubAckReason;
+                let refused = !matches!(
+                    ack.reason,
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                );
+                // Design: a publication the broker refuses is said with its
+                // real reason, once, and never ends the connection.
+                if refused {
+                    tracing::warn!(
+                        packet = ack.pkid,
+                        reason = ?ack.reason,
+                        "{what}: the broker refused a publication"
+                    );
+                }
+                match (track, refused) {
+                    (true, _) => SessionEvent::Acknowledged(ack.pkid),
+                    (false, true) => SessionEvent::Refused(format!("{:?}", ack.reason)),
+                    (false, false) => continue,
+                }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => continue,

@@ -233,8 +233,19 @@ impl ProvenRecord {
     /// the checkpoint the record names, signed by a key of it valid at the
     /// head's time, and the leaf is in that log at `index`.
     pub fn verify(&self, registry: &Registry) -> Result<(ConsumptionRecord, Head), RecordError> {
+        self.verify_with(registry, &mut crate::sync::verify::Verified::default(), 0)
+    }
+
+    /// [`ProvenRecord::verify`], with heads verified before (under the
+    /// policy of version `policy`) taken as such.
+    pub fn verify_with(
+        &self,
+        registry: &Registry,
+        verified: &mut crate::sync::verify::Verified,
+        policy: u64,
+    ) -> Result<(ConsumptionRecord, Head), RecordError> {
         let rec = ConsumptionRecord::from_leaf(&self.leaf)?;
-        let (checkpoint, head) = crate::sync::verify::verify_post_head(&self.head, registry)?;
+        let (checkpoint, head) = verified.post_head(&self.head, registry, policy)?;
         if checkpoint != rec.checkpoint {
             return Err(HeadError::WrongLog {
                 expected: checkpoint_origin(&rec.checkpoint),
@@ -307,6 +318,8 @@ pub fn double_use_alert(
                 proven: p.clone(),
             })
             .collect(),
+        signer: None,
+        fork: None,
         heads: Vec::new(),
         detail: None,
     }

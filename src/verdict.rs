@@ -285,6 +285,10 @@ pub enum AlertKind {
     /// A log's signed heads contradict each other: a checkpoint that lost or
     /// rewrote its history, or a hub that forked its log.
     LogInconsistent,
+    /// One checkpoint's key signed two histories (two heads that cannot
+    /// both hold, or two records under one number): its key is used
+    /// elsewhere, or its ledger was rolled back. Both are kept and count.
+    LogEquivocation,
 }
 
 impl AlertKind {
@@ -297,6 +301,7 @@ impl AlertKind {
             AlertKind::RefusedRecord => "refused_record",
             AlertKind::LedgerFault => "ledger_fault",
             AlertKind::LogInconsistent => "log_inconsistent",
+            AlertKind::LogEquivocation => "log_equivocation",
         }
     }
 }
@@ -333,6 +338,13 @@ pub struct Alert {
     /// What was wrong, for `refused_record`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// For `log_equivocation`: the checkpoint whose key signed both histories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// For `log_equivocation` between a head and a later one: the later
+    /// log's root at the earlier head's size, and the consistency proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<crate::sync::equivocation::Fork>,
 }
 
 impl Alert {
@@ -354,6 +366,8 @@ impl Alert {
             payload_sha256: None,
             alert_id: None,
             records: Vec::new(),
+            signer: None,
+            fork: None,
             heads: Vec::new(),
             detail: None,
         })

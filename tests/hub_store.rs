@@ -53,6 +53,7 @@ impl PostLog {
                 leaf: leaves[i].clone(),
                 post_index: i as u64,
                 post_size: head.size,
+                post_root: head.root,
                 post_proof: proofs[i].clone(),
             })
             .collect();

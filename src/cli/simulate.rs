@@ -26,7 +26,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "all")]
     moves: String,
     /// Simulated milliseconds of faults and attacks before the network heals.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = 20_000)]
     chaos_ms: u64,
     /// Threads to run seeds on (0: one per core).
     #[arg(long, default_value_t = 0)]

@@ -329,6 +329,8 @@ impl Connection {
             payload_sha256: None,
             alert_id: None,
             records: Vec::new(),
+            signer: None,
+            fork: None,
             heads: Vec::new(),
             detail: Some(format!(
                 "{why}; declarations are held unacknowledged until the ledger commits again"

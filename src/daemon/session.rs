@@ -114,6 +114,8 @@ impl SessionState {
                 self.backlog.forget_declarations();
                 vec![Action::LinkDown]
             }
+            // A tracking session reports refusals as acknowledgements (logged there).
+            SessionEvent::Refused(_) => Vec::new(),
         }
     }
 }

@@ -61,6 +61,9 @@ pub struct HubTelemetry {
     store_failing_since: AtomicI64,
     /// Refusals of every reason, summed.
     refused_total: AtomicU64,
+    equivocations: Family<Checkpoint, Counter>,
+    backfill_ignored: Family<Reason, Counter>,
+    publish_refused: Family<Reason, Counter>,
 }
 
 impl HubTelemetry {
@@ -81,6 +84,24 @@ impl HubTelemetry {
         );
         let alerts = Family::<Kind, Counter>::default();
         registry.register("alerts", "Alerts raised, by kind", alerts.clone());
+        let equivocations = Family::<Checkpoint, Counter>::default();
+        registry.register(
+            "equivocations",
+            "Proofs that a checkpoint's key signed two histories (log_equivocation alerts), by checkpoint",
+            equivocations.clone(),
+        );
+        let backfill_ignored = Family::<Reason, Counter>::default();
+        registry.register(
+            "backfill_ignored",
+            "Backfill requests not answered: repeated (a replay or a duplicate) or over the rate per checkpoint key",
+            backfill_ignored.clone(),
+        );
+        let publish_refused = Family::<Reason, Counter>::default();
+        registry.register(
+            "publish_refused",
+            "Publications the broker refused (its PUBACK reason)",
+            publish_refused.clone(),
+        );
         let store_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
             "store_seconds",
@@ -133,6 +154,9 @@ impl HubTelemetry {
             broker_up: AtomicBool::new(false),
             store_failing_since: AtomicI64::new(0),
             refused_total: AtomicU64::new(0),
+            equivocations,
+            backfill_ignored,
+            publish_refused,
         })
     }
 
@@ -154,6 +178,33 @@ impl HubTelemetry {
     /// Records and requests refused so far, whatever the reason.
     pub fn refused_total(&self) -> u64 {
         self.refused_total.load(Ordering::Relaxed)
+    }
+
+    /// A proof that `checkpoint`'s key signed two histories.
+    pub fn equivocation(&self, checkpoint: &str) {
+        self.equivocations
+            .get_or_create(&Checkpoint {
+                checkpoint: checkpoint.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A backfill request not answered, and why (`repeated`, `rate`).
+    pub fn backfill_ignored(&self, reason: &str) {
+        self.backfill_ignored
+            .get_or_create(&Reason {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A publication the broker refused, with its reason.
+    pub fn publish_refused(&self, reason: &str) {
+        self.publish_refused
+            .get_or_create(&Reason {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// An alert raised.

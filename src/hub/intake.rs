@@ -6,7 +6,7 @@
 //! with the process. [`super::run`] drives it over MQTT; the country
 //! simulation ([`crate::sim`]) over a simulated broker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
@@ -16,7 +16,11 @@ use super::http::HubTelemetry;
 use super::store::{self, Store, StoreError};
 use crate::clock::{Millis, Now, UnixTime};
 use crate::in_force::PolicyInForce;
-use crate::sync::protocol::{Ack, Backfill, HubStatus, HubTime, SyncTopics};
+use sha2::{Digest, Sha256};
+
+use crate::sync::protocol::{
+    Ack, BATCH_MAX, Backfill, HubStatus, HubTime, MESSAGE_MAX, REQUEST_MAX, SyncTopics,
+};
 use crate::throttle::{AlertThrottle, bounded_detail};
 
 /// A message the hub received.
@@ -57,16 +61,31 @@ pub struct IntakeConfig {
     pub telemetry: Arc<HubTelemetry>,
 }
 
-/// The same backfill request answered again within this is ignored (a replay), ms.
-const BACKFILL_REPEAT: Millis = 1_000;
+/// Backfill requests of one checkpoint key answered in any second, at most.
+pub const BACKFILL_RATE: usize = 50;
+
+/// Backfill requests of one checkpoint key remembered, so that the same
+/// request again (a replay, a duplicate) is not answered twice.
+pub const BACKFILL_REMEMBERED: usize = 256;
+
+/// What the hub remembers of one checkpoint key's backfill requests.
+#[derive(Debug, Default)]
+struct Asker {
+    /// SHA-256 of the requests answered lately, oldest first.
+    answered: VecDeque<[u8; 32]>,
+    /// When replies went out in the last second.
+    replies: VecDeque<Millis>,
+}
 
 /// The hub's intake, between groups of messages.
 pub struct Intake {
     pub(super) cfg: IntakeConfig,
     pub(super) topics: SyncTopics,
     pub(super) throttle: AlertThrottle,
-    /// Per checkpoint: the last backfill answered, and when.
-    answered: HashMap<String, (u64, Millis)>,
+    /// Per checkpoint key: the backfill requests answered lately.
+    askers: HashMap<String, Asker>,
+    /// Every request remembered as answered, whoever asked.
+    answered: std::collections::HashSet<[u8; 32]>,
     /// Checkpoint head notes already verified: (checkpoint, head).
     pub(super) heads: HashMap<String, (String, crate::merkle::head::Head)>,
     /// Heads verified in the group being handled, not yet stored.
@@ -80,7 +99,8 @@ impl Intake {
             topics: SyncTopics::new(&cfg.prefix),
             cfg,
             throttle: AlertThrottle::default(),
-            answered: HashMap::new(),
+            askers: HashMap::new(),
+            answered: Default::default(),
             heads: HashMap::new(),
             group_heads: Vec::new(),
         }
@@ -179,30 +199,13 @@ impl Intake {
         Ok(Vec::new())
     }
 
-    /// The sealed acknowledgement for `checkpoint`: what the hub holds of it.
-    pub(super) async fn ack(
-        &mut self,
-        store: &mut Store,
-        checkpoint: &str,
-        post_head: Option<String>,
-        resend: bool,
-        now: UnixTime,
-    ) -> Result<Out, StoreError> {
-        let contiguous = store.contiguous(checkpoint).await?;
-        let post_head = match post_head {
-            Some(h) => Some(h),
-            None => store.post_head(checkpoint).await?.map(|h| h.2),
-        };
-        Ok(self.ack_at(checkpoint, contiguous, post_head, resend, now))
-    }
-
-    /// The sealed acknowledgement of `contiguous` records of `checkpoint`.
+    /// The sealed acknowledgement of `contiguous` records of `checkpoint`,
+    /// naming the head of its that the message acknowledged carried.
     pub(super) fn ack_at(
         &self,
         checkpoint: &str,
         contiguous: u64,
         post_head: Option<String>,
-        resend: bool,
         now: UnixTime,
     ) -> Out {
         Out {
@@ -211,7 +214,7 @@ impl Intake {
                 checkpoint: checkpoint.to_owned(),
                 contiguous,
                 post_head,
-                resend,
+                resend: false,
                 issued_at: now,
             }
             .seal(&self.cfg.kid, &self.cfg.key),
@@ -221,20 +224,46 @@ impl Intake {
 
     /// Answers a sealed backfill request with at most one feed message.
     ///
-    /// Design: the request is sealed by its checkpoint, and the same one
-    /// again within [`BACKFILL_REPEAT`] is not answered, so neither a
-    /// forgery nor a replayed request can make the hub talk on its own.
+    /// Design: the request is sealed by its checkpoint; the same request
+    /// again is not answered while it is remembered (the last
+    /// [`BACKFILL_REMEMBERED`] of each checkpoint key), and no key gets more
+    /// than [`BACKFILL_RATE`] replies in any second, so neither a forgery
+    /// nor replays nor a key-holder's flood can make the hub talk more.
     async fn on_backfill(
         &mut self,
         store: &mut Store,
         payload: &[u8],
         now: Now,
     ) -> Result<Vec<Out>, StoreError> {
+        let mut outs = Vec::new();
+        if payload.len() > REQUEST_MAX {
+            let why = format!(
+                "a backfill request of {} bytes, more than {REQUEST_MAX}",
+                payload.len()
+            );
+            self.refuse(
+                store,
+                &mut outs,
+                "backfill",
+                "too_large",
+                &why,
+                &payload[..64],
+                now.unix,
+            )
+            .await?;
+            return Ok(outs);
+        }
+        // Design: a request answered before was verified before: its bytes
+        // again are a replay or a duplicate, ignored without a signature check.
+        let digest: [u8; 32] = Sha256::digest(payload).into();
+        if self.answered.contains(&digest) {
+            self.cfg.telemetry.backfill_ignored("repeated");
+            return Ok(outs);
+        }
         let registry = self.cfg.in_force.current().registry.clone();
         let req = match Backfill::open(payload, &registry, now.unix) {
             Ok(r) => r,
             Err(e) => {
-                let mut outs = Vec::new();
                 let why = e.to_string();
                 self.refuse(
                     store,
@@ -249,16 +278,28 @@ impl Intake {
                 return Ok(outs);
             }
         };
-        if let Some((after, at)) = self.answered.get(&req.checkpoint)
-            && *after == req.after
-            && now.mono.saturating_sub(*at) < BACKFILL_REPEAT
+        let asker = self.askers.entry(req.checkpoint.clone()).or_default();
+        while asker
+            .replies
+            .front()
+            .is_some_and(|t| now.mono.saturating_sub(*t) >= 1_000)
         {
-            return Ok(Vec::new());
+            asker.replies.pop_front();
         }
-        self.answered
-            .insert(req.checkpoint.clone(), (req.after, now.mono));
+        if asker.replies.len() >= BACKFILL_RATE {
+            self.cfg.telemetry.backfill_ignored("rate");
+            return Ok(outs);
+        }
+        asker.replies.push_back(now.mono);
+        if asker.answered.len() >= BACKFILL_REMEMBERED
+            && let Some(old) = asker.answered.pop_front()
+        {
+            self.answered.remove(&old);
+        }
+        asker.answered.push_back(digest);
+        self.answered.insert(digest);
         let Some(mut feed) = store.feed_after(req.after, req.limit as usize).await? else {
-            return Ok(Vec::new());
+            return Ok(outs);
         };
         // The hub's time, for the checkpoint to check its clock against.
         feed.time = Some(
@@ -269,11 +310,18 @@ impl Intake {
             }
             .seal(&self.cfg.kid, &self.cfg.key),
         );
-        Ok(vec![Out {
-            topic: self.topics.backfill_reply(&req.checkpoint),
-            payload: feed.encode(),
-            retain: false,
-        }])
+        // As many entries as fit one message; the post asks for the rest.
+        if let Some(reply) = super::records::split_feed(feed, BATCH_MAX, MESSAGE_MAX)
+            .into_iter()
+            .next()
+        {
+            outs.push(Out {
+                topic: self.topics.backfill_reply(&req.checkpoint),
+                payload: reply.encode(),
+                retain: false,
+            });
+        }
+        Ok(outs)
     }
 
     /// Follows the authority's signed policy bundles: a new checkpoint's key, a retired one.
@@ -324,7 +372,7 @@ impl Intake {
         if store.record_alert(&alert, now).await? {
             outs.push(Out {
                 topic: self.topics.alerts(),
-                payload: serde_json::to_vec(&alert).unwrap_or_default(),
+                payload: crate::sync::verify::alert_json_within(&alert, MESSAGE_MAX),
                 retain: false,
             });
         }

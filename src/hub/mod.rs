@@ -218,6 +218,7 @@ pub async fn run_with_clock(
                     pending.clear();
                 }
                 // Not a tracking session: never reported.
+                Some(SessionEvent::Refused(reason)) => telemetry.publish_refused(&reason),
                 Some(SessionEvent::Sent(_) | SessionEvent::Acknowledged(_)) | None => {}
             }
             if pending.len() >= GROUP_MAX {

@@ -73,6 +73,52 @@ fn checked(app: &App, a: &Alert) -> Result<(), String> {
     crate::sync::verify::proven_double_use(a, &registry, app.clock.now()).map(|_| ())
 }
 
+/// The keys that signed two histories, each with its evidence checked.
+fn equivocations_html(app: &App, ui: &crate::ui::Ui, alerts: &[Alert]) -> String {
+    let registry = app.in_force.current().registry.clone();
+    let mut html = String::new();
+    for a in alerts {
+        let verdict = match crate::sync::equivocation::verify(a, &registry, "hub", app.clock.now())
+        {
+            Ok(_) => format!(
+                "<span class=\"ok\">{}</span>",
+                esc(&ui.t("national.equivocation_verified"))
+            ),
+            Err(why) => format!(
+                "<span class=\"bad\">{}</span>",
+                esc(&ui.t_with("national.unverified", &[("why", &why)]))
+            ),
+        };
+        let signer = a.signer.as_deref().unwrap_or("");
+        let evidence: String = a
+            .heads
+            .iter()
+            .map(|h| format!("<pre>{}</pre>", esc(h)))
+            .chain(a.records.iter().map(|r| {
+                format!(
+                    "<p><b>{}</b> #{} {}</p><pre>{}</pre>",
+                    esc(&r.checkpoint),
+                    r.seq,
+                    esc(&r.declaration_id),
+                    esc(&r.proven.head)
+                )
+            }))
+            .collect();
+        let _ = write!(
+            html,
+            "<li class=\"case\" data-signer=\"{sa}\">{what}<br>{detail}<br>{verdict}<details><summary>{ev}</summary>{evidence}</details></li>",
+            sa = attr(signer),
+            what = esc(&ui.t_with(
+                "national.equivocation_of",
+                &[("post", signer), ("at", &ui.time(&a.raised_at))]
+            )),
+            detail = esc(a.detail.as_deref().unwrap_or("")),
+            ev = esc(&ui.t("national.evidence")),
+        );
+    }
+    html
+}
+
 /// `/national`: the double uses, the checkpoints, the flows, a license's story.
 pub(super) async fn page(
     State(app): State<App>,
@@ -91,6 +137,10 @@ pub(super) async fn page(
     let cases = store
         .alerts(Some("double_use"), 0, i64::MAX, PAGE_ROWS)
         .await;
+    let equivocations = store
+        .alerts(Some("log_equivocation"), 0, i64::MAX, PAGE_ROWS)
+        .await
+        .unwrap_or_default();
     let checkpoints = store.checkpoints(now).await;
     let flows = store.flows(by, since, until).await;
     let story = match q.license.as_deref().filter(|l| !l.trim().is_empty()) {
@@ -297,6 +347,11 @@ pub(super) async fn page(
         .replace(
             "{as_of}",
             &esc(&ui.t_with("national.as_of", &[("now", &ui.time(&to_rfc3339(now)))])),
+        )
+        // Last: what it holds came from outside and is never read for placeholders.
+        .replace(
+            "{equivocations}",
+            &equivocations_html(&app, &ui, &equivocations),
         );
     Html(body).into_response()
 }

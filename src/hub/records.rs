@@ -1,30 +1,37 @@
-//! Records messages: each checked on its own (its checkpoint's signed head,
-//! that head against the one the hub holds, each record's inclusion), then
-//! a group of them stored in one transaction and acknowledged together.
+//! Records messages: each checked on its own (its checkpoint's signed
+//! head, each record's inclusion in it, their sizes), then a group of them
+//! stored in one transaction and acknowledged together.
 //!
 //! Design: a record already held byte for byte was checked when it was
 //! stored, and a head note already verified is not verified again, so a
 //! resent record costs a lookup, never a signature or a proof.
-
-use std::collections::HashMap;
+//!
+//! Design: equivocation is evidence, never a veto. Every record in a head
+//! the checkpoint's key signed is stored, whatever other heads of that key
+//! the hub holds: a stolen key can make licenses count as used (and is
+//! alerted), but can never keep the genuine post's records out.
 
 use rayon::prelude::*;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::intake::{Intake, Out};
 use super::store::{Placed, PostHead, Store, StoreError};
 use crate::clock::UnixTime;
-use crate::merkle::head::Head;
+use crate::merkle::head::{HEAD_MAX, Head};
 use crate::record::{ConsumptionRecord, RecordError};
-use crate::sync::protocol::{BATCH_MAX, Feed, Records};
-use crate::sync::verify::{log_inconsistent_alert, verify_post_head};
+use crate::sync::equivocation::{self, Evidenced, Fork};
+use crate::sync::protocol::{BATCH_MAX, Feed, LEAF_MAX, MESSAGE_MAX, Records};
+use crate::sync::verify::verify_post_head;
 
 /// Verified head notes kept at most (then forgotten, and verified again).
 pub(super) const HEADS_KEPT: usize = 4096;
 
+/// Records checked one by one below this; above it, across the cores.
+const PARALLEL_FROM: usize = 16;
+
 /// A records message checked: its records ready to store.
 pub(super) struct Checked {
-    /// Its signed head, verified, extending the last the hub held.
+    /// Its signed head, verified.
     head: PostHead,
     /// Its records that passed, in order.
     placed: Vec<Placed>,
@@ -52,15 +59,26 @@ impl Intake {
         Ok(verified)
     }
 
-    /// The newest head of `sender` this group verified (of `size`, if given).
-    fn group_head(&self, sender: &str, size: Option<u64>) -> Option<&PostHead> {
-        self.group_heads
-            .iter()
-            .filter(|h| h.checkpoint == sender && size.is_none_or(|s| h.head.size == s))
-            .max_by_key(|h| h.head.size)
+    /// `sender`'s heads of `size` the hub holds or this group verified: (root, note).
+    async fn heads_at(
+        &self,
+        store: &mut Store,
+        sender: &str,
+        size: u64,
+    ) -> Result<Vec<(crate::merkle::Hash, String)>, StoreError> {
+        let mut held = store.post_heads_at(sender, size).await?;
+        for h in &self.group_heads {
+            if h.checkpoint == sender
+                && h.head.size == size
+                && !held.iter().any(|(r, _)| *r == h.head.root)
+            {
+                held.push((h.head.root, h.note.clone()));
+            }
+        }
+        Ok(held)
     }
 
-    /// Checks one records message; refusals and requests to resend go to `outs`.
+    /// Checks one records message; refusals go to `outs`.
     pub(super) async fn check_records(
         &mut self,
         store: &mut Store,
@@ -69,6 +87,25 @@ impl Intake {
         now: UnixTime,
         outs: &mut Vec<Out>,
     ) -> Result<Option<Checked>, StoreError> {
+        // Design: bounds are enforced here, where data is admitted: what
+        // the hub stores it must be able to send on to every post.
+        if payload.len() > MESSAGE_MAX {
+            let why = format!(
+                "a records message of {} bytes, more than the {MESSAGE_MAX} any sync message may have",
+                payload.len()
+            );
+            self.refuse(
+                store,
+                outs,
+                sender,
+                "too_large",
+                &why,
+                &payload[..64.min(payload.len())],
+                now,
+            )
+            .await?;
+            return Ok(None);
+        }
         let batch = match Records::decode(payload) {
             Ok(b) => b,
             Err(e) => {
@@ -85,6 +122,15 @@ impl Intake {
                 return Ok(None);
             }
         };
+        if batch.head.len() > HEAD_MAX {
+            let why = format!(
+                "a signed head of {} bytes, more than {HEAD_MAX}",
+                batch.head.len()
+            );
+            self.refuse(store, outs, sender, "too_large", &why, payload, now)
+                .await?;
+            return Ok(None);
+        }
         let head = match self.verified_head(&batch.head) {
             Ok((cp, _)) if cp != sender => {
                 let why = format!("a head of `{cp}` sent on the topic of `{sender}`");
@@ -100,12 +146,8 @@ impl Intake {
                 return Ok(None);
             }
         };
-        if !self
-            .head_extends(store, sender, &head, &batch, now, outs)
-            .await?
-        {
-            return Ok(None);
-        }
+        self.check_head(store, sender, &head, &batch, now, outs)
+            .await?;
         // Kept with the group's records; later messages of the group see it.
         let post_head = PostHead {
             checkpoint: sender.to_owned(),
@@ -116,6 +158,23 @@ impl Intake {
         let skew = self.cfg.in_force.current().registry.skew();
         let mut readable = Vec::with_capacity(batch.records.len());
         for (index, leaf, proof) in batch.records {
+            if leaf.len() > LEAF_MAX {
+                let why = format!(
+                    "a record of {} bytes from `{sender}`, more than the {LEAF_MAX} a record may have",
+                    leaf.len()
+                );
+                self.refuse(
+                    store,
+                    outs,
+                    sender,
+                    "too_large",
+                    &why,
+                    &leaf[..64.min(leaf.len())],
+                    now,
+                )
+                .await?;
+                continue;
+            }
             match ConsumptionRecord::from_leaf(&leaf) {
                 Ok(r) if r.checkpoint == sender => readable.push((r, index, leaf, proof)),
                 Ok(r) => {
@@ -134,35 +193,42 @@ impl Intake {
         }
         let seqs: Vec<u64> = readable.iter().map(|r| r.0.seq).collect();
         let held = store.held_many(sender, &seqs).await?;
-        // The proofs, across the cores (a blocking section: no await inside).
-        let checks: Vec<Result<(), (&'static str, String)>> = tokio::task::block_in_place(|| {
-            readable
-                .par_iter()
-                .map(|(rec, index, leaf, proof)| {
-                    if held.get(&rec.seq) == Some(leaf) {
-                        return Ok(());
-                    }
-                    if let Err(e) =
-                        crate::merkle::verify_inclusion(proof, head.size, &head.root, *index, leaf)
-                    {
-                        return Err((
-                            "not_included",
-                            format!(
-                                "record {} of `{sender}` is not in its signed log: {e}",
-                                rec.seq
-                            ),
-                        ));
-                    }
-                    if rec.consumed_at > head.time.saturating_add(skew) {
-                        return Err((
-                            "after_head",
-                            format!("record {} of `{sender}` is dated after its head", rec.seq),
-                        ));
-                    }
-                    Ok(())
-                })
-                .collect()
-        });
+        let check = |(rec, index, leaf, proof): &(
+            ConsumptionRecord,
+            u64,
+            Vec<u8>,
+            Vec<crate::merkle::Hash>,
+        )|
+         -> Result<(), (&'static str, String)> {
+            if held.get(&rec.seq).is_some_and(|h| h.contains(leaf)) {
+                return Ok(());
+            }
+            if let Err(e) =
+                crate::merkle::verify_inclusion(proof, head.size, &head.root, *index, leaf)
+            {
+                return Err((
+                    "not_included",
+                    format!(
+                        "record {} of `{sender}` is not in its signed log: {e}",
+                        rec.seq
+                    ),
+                ));
+            }
+            if rec.consumed_at > head.time.saturating_add(skew) {
+                return Err((
+                    "after_head",
+                    format!("record {} of `{sender}` is dated after its head", rec.seq),
+                ));
+            }
+            Ok(())
+        };
+        // The proofs, across the cores for a large message (a blocking
+        // section: no await inside).
+        let checks: Vec<Result<(), (&'static str, String)>> = if readable.len() < PARALLEL_FROM {
+            readable.iter().map(check).collect()
+        } else {
+            tokio::task::block_in_place(|| readable.par_iter().map(check).collect())
+        };
         let mut placed = Vec::with_capacity(readable.len());
         for ((record, post_index, leaf, post_proof), check) in readable.into_iter().zip(checks) {
             match check {
@@ -171,6 +237,7 @@ impl Intake {
                     leaf,
                     post_index,
                     post_size: head.size,
+                    post_root: head.root,
                     post_proof,
                 }),
                 Err((reason, why)) => {
@@ -185,14 +252,12 @@ impl Intake {
         }))
     }
 
-    /// Whether `head` may be kept: it extends the newest head of `sender`
-    /// the hub holds (or agrees with an older one). If not, a request to
-    /// resend or a `log_inconsistent` alert goes to `outs`.
-    ///
-    /// Design: a checkpoint's log only ever grows. Each new head must
-    /// extend the newest one held, by a consistency proof from it; a head
-    /// that shrinks it or contradicts it is `log_inconsistent`.
-    async fn head_extends(
+    /// Checks `head` against `sender`'s heads the hub holds, raising
+    /// `log_equivocation` when the evidence proves two histories: another
+    /// head of its size with another root, or (with the root its log had
+    /// at an earlier size and the proof from it) an earlier head it does
+    /// not extend. Never refuses: the records are stored either way.
+    async fn check_head(
         &mut self,
         store: &mut Store,
         sender: &str,
@@ -200,68 +265,76 @@ impl Intake {
         batch: &Records,
         now: UnixTime,
         outs: &mut Vec<Out>,
-    ) -> Result<bool, StoreError> {
-        let held = match self.group_head(sender, None) {
-            Some(h) => Some((h.head.size, h.head.root, h.note.clone())),
-            None => store.post_head(sender).await?,
-        };
-        let Some((size, root, note)) = held else {
-            return Ok(true);
-        };
-        let verdict = match (head.size.cmp(&size), &batch.consistency) {
-            (std::cmp::Ordering::Equal, _) => (head.root == root)
-                .then_some(())
-                .ok_or("two heads of the same size with different roots: the log was rewritten"),
-            // An older head: a message delayed, redelivered, or taken by
-            // another hub first. It must agree with the head of its size
-            // the hub holds, if any; otherwise it is sent again, current.
-            (std::cmp::Ordering::Less, _) => match match self.group_head(sender, Some(head.size)) {
-                Some(h) => Some(h.head.root),
-                None => store.post_head_at(sender, head.size).await?,
-            } {
-                Some(held_root) if held_root != head.root => {
-                    Err("two heads of the same size with different roots: the log was rewritten")
-                }
-                Some(_) => Ok(()),
-                None => {
-                    outs.push(self.ack(store, sender, Some(note), true, now).await?);
-                    return Ok(false);
-                }
-            },
-            (std::cmp::Ordering::Greater, Some((from, proof))) if *from == size => {
-                crate::merkle::verify_consistency(proof, size, &root, head.size, &head.root)
-                    .map_err(|_| {
-                        "its new head does not extend the one the hub holds: the log was rewritten"
-                    })
-            }
-            (std::cmp::Ordering::Greater, _) => {
-                // No proof from the head the hub holds: ask for it.
-                outs.push(self.ack(store, sender, Some(note), true, now).await?);
-                return Ok(false);
-            }
-        };
-        let Err(why) = verdict else {
-            return Ok(true);
-        };
-        let alert = log_inconsistent_alert(
-            "hub",
-            &format!("checkpoint `{sender}`: {why}"),
-            vec![note, batch.head.clone()],
-            now,
-        );
-        error!(
-            checkpoint = sender,
-            why, "hub: a checkpoint's log is inconsistent"
-        );
-        if store.record_alert(&alert, now).await? {
-            self.cfg.telemetry.alerted(alert.kind.as_str());
-            outs.push(Out {
-                topic: self.topics.alerts(),
-                payload: serde_json::to_vec(&alert).unwrap_or_default(),
-                retain: false,
-            });
+    ) -> Result<(), StoreError> {
+        let same = self.heads_at(store, sender, head.size).await?;
+        if let Some((_, other)) = same.iter().find(|(root, _)| *root != head.root) {
+            let ev = Evidenced::Heads(other.clone(), batch.head.clone());
+            return self.equivocation(store, sender, &ev, now, outs).await;
         }
-        Ok(false)
+        let Some(c) = &batch.consistency else {
+            return Ok(());
+        };
+        let Some(root) = c.root.filter(|_| c.from < head.size) else {
+            return Ok(());
+        };
+        // Design: a proof that does not verify shows nothing (anyone can
+        // attach one to a genuine head); one that does pins the log's root
+        // at `from`, so a held head of that size with another root is a fork.
+        if crate::merkle::verify_consistency(&c.proof, c.from, &root, head.size, &head.root)
+            .is_err()
+        {
+            return Ok(());
+        }
+        let earlier = self.heads_at(store, sender, c.from).await?;
+        if let Some((_, note)) = earlier.iter().find(|(r, _)| *r != root) {
+            let ev = Evidenced::Fork {
+                earlier: note.clone(),
+                later: batch.head.clone(),
+                fork: Fork {
+                    root: root.0,
+                    proof: c.proof.clone(),
+                },
+            };
+            return self.equivocation(store, sender, &ev, now, outs).await;
+        }
+        Ok(())
+    }
+
+    /// Raises (once: by its evidence) that `sender`'s key signed two histories.
+    async fn equivocation(
+        &mut self,
+        store: &mut Store,
+        sender: &str,
+        evidence: &Evidenced,
+        now: UnixTime,
+        outs: &mut Vec<Out>,
+    ) -> Result<(), StoreError> {
+        let alert = equivocation::alert(sender, evidence, "hub", now);
+        if store.record_alert(&alert, now).await? {
+            self.alerted(&alert, outs);
+        }
+        Ok(())
+    }
+
+    /// An alert the hub stored now: counted, logged, and published (its
+    /// evidence cut to fit a message).
+    pub(super) fn alerted(&self, alert: &crate::verdict::Alert, outs: &mut Vec<Out>) {
+        self.cfg.telemetry.alerted(alert.kind.as_str());
+        if let Some(signer) = &alert.signer {
+            self.cfg.telemetry.equivocation(signer);
+            warn!(checkpoint = %signer, detail = alert.detail.as_deref().unwrap_or(""), "hub: alert: a checkpoint's key signed two histories; both are kept and count");
+        } else {
+            warn!(
+                license_id = alert.license_id.as_deref().unwrap_or("-"),
+                kind = alert.kind.as_str(),
+                "hub: alert"
+            );
+        }
+        outs.push(Out {
+            topic: self.topics.alerts(),
+            payload: crate::sync::verify::alert_json_within(alert, MESSAGE_MAX),
+            retain: false,
+        });
     }
 
     /// Stores the records of a group of checked messages in one
@@ -276,17 +349,26 @@ impl Intake {
         if checked.is_empty() {
             return Ok(());
         }
-        let mut notes: HashMap<String, String> = HashMap::new();
         let mut placed = Vec::new();
         let mut heads = Vec::with_capacity(checked.len());
         for c in checked {
-            notes.insert(c.head.checkpoint.clone(), c.head.note.clone());
             placed.extend(c.placed);
             heads.push(c.head);
         }
         let stored = store.store(&placed, &heads, &self.cfg.key, now).await?;
-        for (cp, contiguous) in &stored.contiguous {
-            outs.push(self.ack_at(cp, *contiguous, notes.get(cp).cloned(), false, now));
+        // Design: each acknowledgement names the head its message carried:
+        // what that post signed, never another branch's head.
+        for h in &heads {
+            let contiguous = stored
+                .contiguous
+                .iter()
+                .find(|(cp, _)| *cp == h.checkpoint)
+                .map(|(_, n)| *n);
+            let contiguous = match contiguous {
+                Some(n) => n,
+                None => store.contiguous(&h.checkpoint).await?,
+            };
+            outs.push(self.ack_at(&h.checkpoint, contiguous, Some(h.note.clone()), now));
         }
         if let Some(feed) = stored.feed {
             self.cfg.telemetry.stored(feed.entries.len() as u64);
@@ -295,7 +377,7 @@ impl Intake {
                 head = feed.entries.last().map(|e| e.g).unwrap_or(0),
                 "hub: records stored"
             );
-            for part in split_feed(feed, BATCH_MAX) {
+            for part in split_feed(feed, BATCH_MAX, MESSAGE_MAX) {
                 outs.push(Out {
                     topic: self.topics.feed(),
                     payload: part.encode(),
@@ -304,47 +386,62 @@ impl Intake {
             }
         }
         for a in stored.alerts {
-            self.cfg.telemetry.alerted(a.kind.as_str());
-            warn!(license_id = a.license_id.as_deref().unwrap_or("-"), kind = ?a.kind, "hub: alert");
-            outs.push(Out {
-                topic: self.topics.alerts(),
-                payload: serde_json::to_vec(&a).unwrap_or_default(),
-                retain: false,
-            });
+            self.alerted(&a, outs);
         }
         Ok(())
     }
 }
 
-/// A feed cut into messages of at most `max` entries, each proven against
-/// the same hub head and carrying only the checkpoint heads it refers to.
-pub(super) fn split_feed(feed: Feed, max: usize) -> Vec<Feed> {
-    if feed.entries.len() <= max {
+/// What an entry adds to an encoded feed message, at most, bytes (its
+/// checkpoint's head not counted).
+fn entry_bytes(e: &crate::sync::protocol::FeedEntry) -> usize {
+    e.leaf.len() + 34 * (e.post_proof.len() + e.hub_proof.len()) + 48
+}
+
+/// A feed cut into messages of at most `max` entries and `bytes` bytes
+/// encoded, each proven against the same hub head and carrying only the
+/// checkpoint heads it refers to. An entry too large for `bytes` alone
+/// goes alone (records are bounded where the hub admits them, so none is).
+pub(super) fn split_feed(feed: Feed, max: usize, bytes: usize) -> Vec<Feed> {
+    let fixed = feed.hub_head.len() + feed.time.as_ref().map_or(0, |t| t.len()) + 64;
+    let whole = fixed
+        + feed.post_heads.iter().map(|h| h.len() + 4).sum::<usize>()
+        + feed.entries.iter().map(entry_bytes).sum::<usize>();
+    if feed.entries.len() <= max && whole <= bytes {
         return vec![feed];
     }
     let mut parts = Vec::new();
     let mut entries = feed.entries.into_iter().peekable();
     while entries.peek().is_some() {
         let mut post_heads: Vec<String> = Vec::new();
-        let mut taken = Vec::with_capacity(max);
-        for mut e in entries.by_ref().take(max) {
+        let mut taken = Vec::with_capacity(max.min(64));
+        let mut size = fixed;
+        while let Some(e) = entries.peek() {
             let Some(note) = feed.post_heads.get(e.post_head) else {
+                entries.next();
                 continue;
             };
-            e.post_head = match post_heads.iter().position(|n| n == note) {
+            let known = post_heads.iter().position(|n| n == note);
+            let cost = entry_bytes(e) + known.map_or(note.len() + 4, |_| 0);
+            if !taken.is_empty() && (taken.len() >= max || size + cost > bytes) {
+                break;
+            }
+            let Some(mut e) = entries.next() else { break };
+            e.post_head = match known {
                 Some(i) => i,
                 None => {
                     post_heads.push(note.clone());
                     post_heads.len() - 1
                 }
             };
+            size += cost;
             taken.push(e);
         }
         parts.push(Feed {
             hub_head: feed.hub_head.clone(),
             post_heads,
             entries: taken,
-            time: None,
+            time: feed.time.clone(),
         });
     }
     parts
@@ -384,7 +481,7 @@ mod tests {
                 .collect(),
             time: None,
         };
-        let parts = split_feed(feed.clone(), 2);
+        let parts = split_feed(feed.clone(), 2, MESSAGE_MAX);
         assert_eq!(parts.len(), 3);
         let mut seen = Vec::new();
         for part in &parts {
@@ -403,6 +500,6 @@ mod tests {
         }
         assert_eq!(seen, vec![1, 2, 3, 4, 5]);
         // A feed within the limit comes back whole.
-        assert_eq!(split_feed(feed.clone(), 5), vec![feed]);
+        assert_eq!(split_feed(feed.clone(), 5, MESSAGE_MAX), vec![feed]);
     }
 }

@@ -11,6 +11,20 @@ use crate::merkle::head::{Head, checkpoint_origin};
 use crate::merkle::{Hash, SqlLog, leaf_hash};
 use crate::record::{ConsumptionRecord, KIND_CONSUMPTION, KIND_VERDICT, VerdictLeaf};
 
+/// Whether `head` is a head of the checkpoint's own log in `conn`.
+pub(super) fn holds(
+    conn: &rusqlite::Connection,
+    head: &Head,
+) -> Result<bool, crate::merkle::MerkleError> {
+    let size: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(n) + 1, 0) FROM log_leaves")?
+        .query_row([], |r| r.get(0))?;
+    if head.size > size as u64 {
+        return Ok(false);
+    }
+    Ok(SqlLog::new(conn, LOG).root(head.size)? == head.root)
+}
+
 /// Records ready to go to the hub: the head they are proven against, and
 /// per record (seq, leaf index, leaf, inclusion proof).
 #[derive(Debug, Clone)]
@@ -104,6 +118,19 @@ impl Ledger {
             size: head.size,
             records,
         }))
+    }
+
+    /// Whether `head` is a head of this log: it has that many leaves and
+    /// that root then (a head this ledger signed, or could have).
+    pub fn holds_head(&self, head: &Head) -> Result<bool, LedgerError> {
+        holds(&self.conn, head).map_err(|e| e.into_ledger(&self.path))
+    }
+
+    /// This log's root at `size` leaves (no more than it has).
+    pub fn log_root(&self, size: u64) -> Result<Hash, LedgerError> {
+        SqlLog::new(&self.conn, LOG)
+            .root(size)
+            .map_err(|e| e.into_ledger(&self.path))
     }
 
     /// The proof that this log at `old` leaves is a prefix of it at `new`.

@@ -168,6 +168,28 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE publish_queue ADD COLUMN announced INTEGER NOT NULL DEFAULT 1;
     CREATE INDEX publish_unannounced ON publish_queue(id) WHERE announced = 0;
     ",
+    // 7: equivocation is kept. A checkpoint key that signed two histories
+    // puts two records under one (checkpoint, seq): both count as uses of
+    // their licenses, so both are kept, told apart by their bytes.
+    "
+    CREATE TABLE remote_consumptions_v7 (
+        checkpoint     TEXT    NOT NULL,
+        seq            INTEGER NOT NULL,
+        license_id     TEXT    NOT NULL,
+        declaration_id TEXT    NOT NULL,
+        consumed_at    INTEGER NOT NULL,
+        record         BLOB    NOT NULL,
+        received_at    INTEGER NOT NULL,
+        proven         TEXT,
+        PRIMARY KEY (checkpoint, seq, record)
+    ) WITHOUT ROWID;
+    INSERT INTO remote_consumptions_v7
+        SELECT checkpoint, seq, license_id, declaration_id, consumed_at, record, received_at, proven
+        FROM remote_consumptions;
+    DROP TABLE remote_consumptions;
+    ALTER TABLE remote_consumptions_v7 RENAME TO remote_consumptions;
+    CREATE INDEX remote_license ON remote_consumptions(license_id);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -5,7 +5,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::batch::LOG;
-use super::{Ledger, LedgerError, Publication, insert_alert, sql};
+use super::{Cached, Ledger, LedgerError, Publication, insert_alert, sql};
 use crate::clock::UnixTime;
 use crate::merkle::head::Head;
 use crate::merkle::{Hash, SqlLog, leaf_hash};
@@ -41,7 +41,8 @@ pub struct FeedOutcome {
     pub conflicts: Vec<FeedConflict>,
 }
 
-/// A feed entry, or a hub head, that contradicts what the ledger already holds.
+/// A feed entry, or a hub head, that contradicts what the ledger already
+/// holds, or shows that a checkpoint's key signed two histories.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FeedConflict {
     /// The hub gave this global number to another record before.
@@ -53,15 +54,32 @@ pub enum FeedConflict {
         /// The record now offered, as (checkpoint, seq).
         offered: (String, u64),
     },
-    /// The checkpoint signed two different records with one number.
-    Record {
+    /// The checkpoint's key signed two different records under one number.
+    /// Both are kept and count; `own` if the checkpoint is this one.
+    Equivocation {
         /// The checkpoint.
         checkpoint: String,
         /// The number.
         seq: u64,
+        /// The record held before, and the one now learned, each proven.
+        pair: Box<(ProvenRecord, ProvenRecord)>,
+        /// The checkpoint is this one.
+        own: bool,
     },
-    /// The national log holds a record of this checkpoint, proven by its own
-    /// signed log, that its ledger no longer holds: it lost committed decisions.
+    /// A record under this checkpoint's key, proven by a head of a log this
+    /// ledger does not hold: signed elsewhere with its key (or this ledger
+    /// was restored from an older copy). Kept: the license counts as used.
+    ForeignOwn {
+        /// The record's number.
+        seq: u64,
+        /// Its license.
+        license_id: String,
+        /// The head that proves it (signed note).
+        head: String,
+    },
+    /// The national log holds a record of this checkpoint, proven by a head
+    /// of this very log, that its ledger no longer holds: the ledger's tables
+    /// lost committed decisions their log still has.
     LostOwn {
         /// The record's number.
         seq: u64,
@@ -90,9 +108,24 @@ impl std::fmt::Display for FeedConflict {
                 "the hub numbered {}#{} as entry {g}, which it gave to {}#{} before",
                 offered.0, offered.1, held.0, held.1
             ),
-            FeedConflict::Record { checkpoint, seq } => write!(
+            FeedConflict::Equivocation {
+                checkpoint,
+                seq,
+                own: false,
+                ..
+            } => write!(
                 f,
-                "two different records signed by {checkpoint} under number {seq}"
+                "the key of checkpoint {checkpoint} signed two different records under number {seq}; both count as uses of their licenses"
+            ),
+            FeedConflict::Equivocation { seq, .. } => write!(
+                f,
+                "this checkpoint's key signed a record under number {seq} that is not the one this ledger holds: the key is being used elsewhere (or this ledger was restored from an older copy); both records count as uses of their licenses"
+            ),
+            FeedConflict::ForeignOwn {
+                seq, license_id, ..
+            } => write!(
+                f,
+                "a record under this checkpoint's key (number {seq}, license {license_id}) that this checkpoint never signed: the key is being used elsewhere (or this ledger was restored from an older copy); the license counts as used"
             ),
             FeedConflict::LostOwn {
                 seq, license_id, ..
@@ -115,7 +148,7 @@ impl Ledger {
     /// Remembers that own records up to `seq` went to the hub at least once.
     pub fn note_sent(&mut self, seq: u64) -> Result<(), LedgerError> {
         self.conn
-            .execute(
+            .exec_cached(
                 "INSERT INTO meta(key, value) VALUES ('sent_high', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
                 [seq.to_string()],
             )
@@ -132,7 +165,7 @@ impl Ledger {
     /// acknowledgement said (kept so consistency proofs start from it).
     pub fn hub_holds_head(&self) -> Result<Option<String>, LedgerError> {
         self.conn
-            .query_row(
+            .row_cached(
                 "SELECT value FROM meta WHERE key = 'hub_holds_head'",
                 [],
                 |r| r.get(0),
@@ -144,7 +177,7 @@ impl Ledger {
     /// Keeps the head the hub's acknowledgement says it holds.
     pub fn set_hub_holds_head(&mut self, note: &str) -> Result<(), LedgerError> {
         self.conn
-            .execute(
+            .exec_cached(
                 "INSERT INTO meta(key, value) VALUES ('hub_holds_head', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 [note],
             )
@@ -154,7 +187,7 @@ impl Ledger {
 
     fn meta_int(&self, key: &str) -> Result<i64, LedgerError> {
         self.conn
-            .query_row(
+            .row_cached(
                 "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1",
                 [key],
                 |r| r.get::<_, i64>(0),
@@ -167,7 +200,7 @@ impl Ledger {
     /// Records waiting for the hub's log.
     pub fn outbox_depth(&self) -> Result<u64, LedgerError> {
         self.conn
-            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))
+            .row_cached("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(sql(&self.path, super::Operation::Sync))
     }
@@ -180,7 +213,7 @@ impl Ledger {
     /// The newest hub head the replica matched, if any (signed note).
     pub fn newest_hub_head(&self) -> Result<Option<String>, LedgerError> {
         self.conn
-            .query_row(
+            .row_cached(
                 "SELECT note FROM hub_heads WHERE checked = 1 ORDER BY size DESC LIMIT 1",
                 [],
                 |r| r.get(0),
@@ -215,16 +248,18 @@ impl Ledger {
         for e in entries {
             let rec = &e.record;
             let leaf = &e.proven.leaf;
-            let held_at_g: Option<(String, i64)> = tx
-                .query_row(
-                    "SELECT checkpoint, seq FROM hub_feed WHERE g = ?1",
+            let held_at_g: Option<(String, i64, Option<Vec<u8>>)> = tx
+                .row_cached(
+                    "SELECT checkpoint, seq, leaf FROM hub_feed WHERE g = ?1",
                     [e.g as i64],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()
                 .map_err(sql(&path, super::Operation::Sync))?;
-            if let Some((cp, seq)) = held_at_g
-                && (cp != rec.checkpoint || seq as u64 != rec.seq)
+            if let Some((cp, seq, held_leaf)) = held_at_g
+                && (cp != rec.checkpoint
+                    || seq as u64 != rec.seq
+                    || held_leaf.is_some_and(|l| l != *leaf))
             {
                 out.conflicts.push(FeedConflict::GlobalNumber {
                     g: e.g,
@@ -233,61 +268,123 @@ impl Ledger {
                 });
                 continue;
             }
-            let held_record: Option<Vec<u8>> = if rec.checkpoint == here {
-                tx.query_row(
-                    "SELECT record FROM consumed WHERE seq = ?1",
-                    [rec.seq as i64],
-                    |r| r.get(0),
-                )
-            } else {
-                tx.query_row(
-                    "SELECT record FROM remote_consumptions WHERE checkpoint = ?1 AND seq = ?2",
-                    params![rec.checkpoint, rec.seq as i64],
-                    |r| r.get(0),
-                )
-            }
-            .optional()
-            .map_err(sql(&path, super::Operation::Sync))?;
-            if held_record.as_ref().is_some_and(|h| h != leaf) {
-                out.conflicts.push(FeedConflict::Record {
-                    checkpoint: rec.checkpoint.clone(),
-                    seq: rec.seq,
-                });
-                continue;
-            }
             let new = tx
-                .execute(
+                .exec_cached(
                     "INSERT OR IGNORE INTO hub_feed(g, checkpoint, seq, leaf) VALUES (?1, ?2, ?3, ?4)",
                     params![e.g as i64, rec.checkpoint, rec.seq as i64, leaf],
                 )
                 .map_err(sql(&path, super::Operation::Sync))?;
             out.stored += new;
-            if rec.checkpoint == here && held_record.is_some() {
-                // Verified in the hub's log: it may leave the outbox.
-                out.included += tx
-                    .execute("DELETE FROM outbox WHERE seq = ?1", [rec.seq as i64])
+            if rec.checkpoint == here {
+                let held: Option<Vec<u8>> = tx
+                    .row_cached(
+                        "SELECT record FROM consumed WHERE seq = ?1",
+                        [rec.seq as i64],
+                        |r| r.get(0),
+                    )
+                    .optional()
                     .map_err(sql(&path, super::Operation::Sync))?;
+                match held {
+                    Some(h) if h == *leaf => {
+                        // Verified in the hub's log: it may leave the outbox.
+                        out.included += tx
+                            .exec_cached("DELETE FROM outbox WHERE seq = ?1", [rec.seq as i64])
+                            .map_err(sql(&path, super::Operation::Sync))?;
+                        // A record under this number signed elsewhere, learned
+                        // before this one: now both are in the national log.
+                        let foreign = other_at_number(&tx, &here, rec.seq, leaf)
+                            .map_err(sql(&path, super::Operation::Sync))?;
+                        if new > 0
+                            && let Some(other) = foreign
+                        {
+                            out.conflicts.push(FeedConflict::Equivocation {
+                                checkpoint: here.clone(),
+                                seq: rec.seq,
+                                pair: Box::new((other, e.proven.clone())),
+                                own: true,
+                            });
+                        }
+                        continue;
+                    }
+                    Some(_) => {
+                        let kept =
+                            keep_remote(&tx, e, now).map_err(sql(&path, super::Operation::Sync))?;
+                        if kept
+                            && let Some(p) = double_use_here(&tx, &here, &rec.license_id, now)
+                                .map_err(|e| e.into_ledger(&path))?
+                        {
+                            out.publications.push(p);
+                        }
+                        let own = own_proven_by(&tx, OwnKey::Seq(rec.seq))
+                            .map_err(|e| e.into_ledger(&path))?;
+                        if kept && let Some((_, own)) = own {
+                            out.conflicts.push(FeedConflict::Equivocation {
+                                checkpoint: here.clone(),
+                                seq: rec.seq,
+                                pair: Box::new((own, e.proven.clone())),
+                                own: true,
+                            });
+                        }
+                    }
+                    None => {
+                        let other = other_at_number(&tx, &here, rec.seq, leaf)
+                            .map_err(sql(&path, super::Operation::Sync))?;
+                        if keep_remote(&tx, e, now).map_err(sql(&path, super::Operation::Sync))? {
+                            if let Some(p) = double_use_here(&tx, &here, &rec.license_id, now)
+                                .map_err(|e| e.into_ledger(&path))?
+                            {
+                                out.publications.push(p);
+                            }
+                            if let Some(other) = other {
+                                out.conflicts.push(FeedConflict::Equivocation {
+                                    checkpoint: here.clone(),
+                                    seq: rec.seq,
+                                    pair: Box::new((other, e.proven.clone())),
+                                    own: true,
+                                });
+                            }
+                            // Design: a head of this very log proves it (the
+                            // tables lost what the log kept), or a head of
+                            // another log under this key: signed elsewhere.
+                            let ours = match Head::peek(e.proven.head.as_bytes()) {
+                                Ok(h) => {
+                                    super::log::holds(&tx, &h).map_err(|e| e.into_ledger(&path))?
+                                }
+                                Err(_) => false,
+                            };
+                            let c = if ours {
+                                FeedConflict::LostOwn {
+                                    seq: rec.seq,
+                                    license_id: rec.license_id.clone(),
+                                    head: e.proven.head.clone(),
+                                }
+                            } else {
+                                FeedConflict::ForeignOwn {
+                                    seq: rec.seq,
+                                    license_id: rec.license_id.clone(),
+                                    head: e.proven.head.clone(),
+                                }
+                            };
+                            out.conflicts.push(c);
+                        }
+                    }
+                }
                 continue;
             }
-            if rec.checkpoint == here && new > 0 {
-                // Our own record, proven by our own signed log, that this
-                // ledger no longer holds: committed decisions were lost. Kept
-                // with the others' records, so the license stays consumed.
-                out.conflicts.push(FeedConflict::LostOwn {
-                    seq: rec.seq,
-                    license_id: rec.license_id.clone(),
-                    head: e.proven.head.clone(),
-                });
-            }
-            let proven = serde_json::to_string(&e.proven).unwrap_or_default();
-            let inserted = tx
-                .execute(
-                    "INSERT OR IGNORE INTO remote_consumptions(checkpoint, seq, license_id, declaration_id, consumed_at, record, received_at, proven) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![rec.checkpoint, rec.seq as i64, rec.license_id, rec.declaration_id, rec.consumed_at, leaf, now, proven],
-                )
+            // Another checkpoint's record: a different one held under its
+            // number is equivocation; both are kept and count.
+            let other = other_at_number(&tx, &rec.checkpoint, rec.seq, leaf)
                 .map_err(sql(&path, super::Operation::Sync))?;
-            if inserted == 0 {
+            if !keep_remote(&tx, e, now).map_err(sql(&path, super::Operation::Sync))? {
                 continue;
+            }
+            if let Some(held) = other {
+                out.conflicts.push(FeedConflict::Equivocation {
+                    checkpoint: rec.checkpoint.clone(),
+                    seq: rec.seq,
+                    pair: Box::new((held, e.proven.clone())),
+                    own: false,
+                });
             }
             if let Some(p) = double_use_here(&tx, &here, &rec.license_id, now)
                 .map_err(|e| e.into_ledger(&path))?
@@ -298,7 +395,7 @@ impl Ledger {
         out.high_water = advance_high_water(&tx).map_err(sql(&path, super::Operation::Sync))?;
         let replica = grow_replica(&tx, out.high_water).map_err(|e| e.into_ledger(&path))?;
         if let Some((head, note)) = hub_head {
-            tx.execute(
+            tx.exec_cached(
                 "INSERT OR IGNORE INTO hub_heads(size, root, note, received_at) VALUES (?1, ?2, ?3, ?4)",
                 params![head.size as i64, &head.root.0[..], note, now],
             )
@@ -373,7 +470,7 @@ impl Ledger {
         provens.extend(remote.iter().filter_map(|j| serde_json::from_str(j).ok()));
         let hub_head: Option<(i64, String)> = self
             .conn
-            .query_row(
+            .row_cached(
                 "SELECT size, note FROM hub_heads WHERE checked = 1 ORDER BY size DESC LIMIT 1",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -387,7 +484,7 @@ impl Ledger {
             {
                 let g: Option<i64> = self
                     .conn
-                    .query_row(
+                    .row_cached(
                         "SELECT g FROM hub_feed WHERE checkpoint = ?1 AND seq = ?2",
                         params![rec.checkpoint, rec.seq as i64],
                         |r| r.get(0),
@@ -436,8 +533,26 @@ fn double_use_here(
             evidence.push((r, p));
         }
     }
+    // Design: two records under one number are equivocation, not two uses.
+    let mut uses: Vec<(&str, u64)> = evidence
+        .iter()
+        .map(|(r, _)| (r.checkpoint.as_str(), r.seq))
+        .collect();
+    uses.sort_unstable();
+    uses.dedup();
+    if uses.len() < 2 {
+        return Ok(None);
+    }
     let alert = double_use_alert(&evidence, here, now);
     Ok(queue_alert(conn, &alert, now)?)
+}
+
+/// Which own record.
+enum OwnKey<'a> {
+    /// By its license.
+    License(&'a str),
+    /// By its number.
+    Seq(u64),
 }
 
 /// A record consumed here with its proof against the newest own head.
@@ -445,18 +560,36 @@ fn own_proven(
     conn: &rusqlite::Connection,
     license: &str,
 ) -> Result<Option<(ConsumptionRecord, ProvenRecord)>, crate::merkle::MerkleError> {
-    let own: Option<(Vec<u8>, Option<i64>)> = conn
-        .query_row(
-            "SELECT record, leaf FROM consumed WHERE license_id = ?1",
-            [license],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    own_proven_by(conn, OwnKey::License(license))
+}
+
+/// A record consumed here (by license or number) with its proof against the newest own head.
+fn own_proven_by(
+    conn: &rusqlite::Connection,
+    key: OwnKey<'_>,
+) -> Result<Option<(ConsumptionRecord, ProvenRecord)>, crate::merkle::MerkleError> {
+    let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
+    let own: Option<(Vec<u8>, Option<i64>)> = match key {
+        OwnKey::License(l) => conn
+            .row_cached(
+                "SELECT record, leaf FROM consumed WHERE license_id = ?1",
+                [l],
+                row,
+            )
+            .optional()?,
+        OwnKey::Seq(n) => conn
+            .row_cached(
+                "SELECT record, leaf FROM consumed WHERE seq = ?1",
+                [n as i64],
+                row,
+            )
+            .optional()?,
+    };
     let Some((leaf, Some(n))) = own else {
         return Ok(None);
     };
     let head: Option<String> = conn
-        .query_row(
+        .row_cached(
             "SELECT note FROM log_heads ORDER BY size DESC LIMIT 1",
             [],
             |r| r.get(0),
@@ -482,6 +615,39 @@ fn own_proven(
             proof,
         },
     )))
+}
+
+/// Another record held under `checkpoint`'s number `seq` than `leaf`, with its proof.
+fn other_at_number(
+    conn: &rusqlite::Connection,
+    checkpoint: &str,
+    seq: u64,
+    leaf: &[u8],
+) -> rusqlite::Result<Option<ProvenRecord>> {
+    let proven: Option<String> = conn
+        .row_cached(
+            "SELECT proven FROM remote_consumptions WHERE checkpoint = ?1 AND seq = ?2 AND record != ?3 AND proven IS NOT NULL",
+            params![checkpoint, seq as i64, leaf],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(proven.and_then(|j| serde_json::from_str(&j).ok()))
+}
+
+/// Keeps a verified record of another log (or of this checkpoint's key,
+/// signed elsewhere) as a remote consumption; false if it was held.
+fn keep_remote(
+    conn: &rusqlite::Connection,
+    e: &VerifiedEntry,
+    now: UnixTime,
+) -> rusqlite::Result<bool> {
+    let rec = &e.record;
+    let proven = serde_json::to_string(&e.proven).unwrap_or_default();
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO remote_consumptions(checkpoint, seq, license_id, declaration_id, consumed_at, record, received_at, proven) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![rec.checkpoint, rec.seq as i64, rec.license_id, rec.declaration_id, rec.consumed_at, e.proven.leaf, now, proven])
+    .map(|n| n > 0)
 }
 
 /// Appends the hub log's entries from the replica's size up to `high_water`; returns its size.
@@ -528,20 +694,20 @@ fn check_hub_heads(
     for (size, root, note) in pending {
         let ours = log.root(size as u64)?;
         if root.as_slice() == ours.0.as_slice() {
-            conn.execute(
+            conn.exec_cached(
                 "UPDATE hub_heads SET checked = 1 WHERE size = ?1 AND root = ?2",
                 params![size, root],
             )?;
         } else {
             let earlier: Option<String> = conn
-                .query_row(
+                .row_cached(
                     "SELECT note FROM hub_heads WHERE checked = 1 ORDER BY size DESC LIMIT 1",
                     [],
                     |r| r.get(0),
                 )
                 .optional()?;
             // Kept unchecked, marked so it is raised once.
-            conn.execute(
+            conn.exec_cached(
                 "UPDATE hub_heads SET checked = 2 WHERE size = ?1 AND root = ?2",
                 params![size, root],
             )?;
@@ -564,7 +730,7 @@ impl Ledger {
         now: UnixTime,
     ) -> Result<(), LedgerError> {
         self.conn
-            .execute(
+            .exec_cached(
                 "INSERT OR IGNORE INTO policy_bundles(version, bundle, received_at) VALUES (?1, ?2, ?3)",
                 params![version as i64, bundle, now],
             )
@@ -575,7 +741,7 @@ impl Ledger {
     /// The newest stored policy bundle.
     pub fn newest_policy_bundle(&self) -> Result<Option<Vec<u8>>, LedgerError> {
         self.conn
-            .query_row(
+            .row_cached(
                 "SELECT bundle FROM policy_bundles ORDER BY version DESC LIMIT 1",
                 [],
                 |r| r.get(0),
@@ -595,7 +761,7 @@ fn queue_alert(
         return Ok(None);
     }
     let json = serde_json::to_string(alert).unwrap_or_default();
-    conn.execute(
+    conn.exec_cached(
         "INSERT INTO publish_queue(kind, payload) VALUES ('alert', ?1)",
         [&json],
     )?;
@@ -607,7 +773,7 @@ fn queue_alert(
 }
 
 fn high_water(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
-    conn.query_row(
+    conn.row_cached(
         "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'feed_high_water'",
         [],
         |r| r.get::<_, i64>(0),
@@ -622,7 +788,7 @@ fn advance_high_water(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
     while next.exists([(hw + 1) as i64])? {
         hw += 1;
     }
-    conn.execute(
+    conn.exec_cached(
         "INSERT INTO meta(key, value) VALUES ('feed_high_water', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         [hw.to_string()],
     )?;

@@ -403,7 +403,9 @@ fn a_ledger_written_before_the_log_is_upgraded_in_place() {
 }
 
 /// A ledger restored from before a clearance learns the record back from
-/// the national log: the license stays consumed, and the loss is raised.
+/// the national log: the license stays consumed, and it is raised as a
+/// record under this checkpoint's key that its ledger did not sign (its key
+/// used elsewhere, or the ledger restored from an older copy).
 #[test]
 fn an_own_record_the_ledger_lost_comes_back_from_the_national_log() {
     let (dir, policy, tok, identity) = setup();
@@ -420,7 +422,10 @@ fn an_own_record_the_ledger_lost_comes_back_from_the_national_log() {
     }];
     let out = restored.store_feed(&entry, None, now()).unwrap();
     assert!(
-        matches!(&out.conflicts[..], [FeedConflict::LostOwn { seq: 1, .. }]),
+        matches!(
+            &out.conflicts[..],
+            [FeedConflict::ForeignOwn { seq: 1, .. }]
+        ),
         "{:?}",
         out.conflicts
     );
@@ -428,5 +433,126 @@ fn an_own_record_the_ledger_lost_comes_back_from_the_national_log() {
     assert_eq!(facts.uses.len(), 1, "the license stays consumed");
     assert_eq!(facts.uses[0].checkpoint, "p1");
     let again = restored.store_feed(&entry, None, now()).unwrap();
+    assert!(again.conflicts.is_empty(), "raised once");
+}
+
+/// A record this ledger's own log holds but its tables lost: the loss is said as such.
+#[test]
+fn a_record_the_tables_lost_but_the_log_holds_is_a_loss() {
+    let (dir, policy, tok, identity) = setup();
+    let mut ledger = Ledger::open(&dir.path().join("l.db"), "p1").unwrap();
+    decide(&mut ledger, &policy, &identity, &tok, &["A"]);
+    let (record, proven) = ledger.own_proven("LIC-2025-000123").unwrap().unwrap();
+    ledger.conn.execute("DELETE FROM consumed", []).unwrap();
+    let entry = [VerifiedEntry {
+        g: 1,
+        record,
+        proven,
+    }];
+    let out = ledger.store_feed(&entry, None, now()).unwrap();
+    assert!(
+        matches!(&out.conflicts[..], [FeedConflict::LostOwn { seq: 1, .. }]),
+        "{:?}",
+        out.conflicts
+    );
+}
+
+/// This checkpoint's key, in someone else's hands, signs another record
+/// under a number this ledger used: both count, and it is raised once,
+/// with both records as evidence, as the key being used elsewhere.
+#[test]
+fn a_record_signed_elsewhere_under_this_key_counts_and_is_raised() {
+    let (dir, policy, tok, identity) = setup();
+    let mut here = Ledger::open(&dir.path().join("here.db"), "p1").unwrap();
+    decide(&mut here, &policy, &identity, &tok, &["A"]);
+    // The thief's copy of the key, its own ledger: number 1 again.
+    let mut elsewhere = Ledger::open(&dir.path().join("elsewhere.db"), "p1").unwrap();
+    decide(&mut elsewhere, &policy, &identity, &tok, &["Z"]);
+    let (record, proven) = elsewhere.own_proven("LIC-2025-000123").unwrap().unwrap();
+    let (own_record, own_proven) = here.own_proven("LIC-2025-000123").unwrap().unwrap();
+    assert_ne!(proven.leaf, own_proven.leaf);
+    let foreign = [VerifiedEntry {
+        g: 1,
+        record,
+        proven: proven.clone(),
+    }];
+    let out = here.store_feed(&foreign, None, now()).unwrap();
+    match &out.conflicts[..] {
+        [
+            FeedConflict::Equivocation {
+                checkpoint,
+                seq: 1,
+                pair,
+                own: true,
+            },
+        ] => {
+            assert_eq!(checkpoint, "p1");
+            assert_eq!(pair.1, proven);
+            // The evidence holds for anyone with the registry.
+            let alert = crate::sync::equivocation::alert(
+                "p1",
+                &crate::sync::equivocation::Evidenced::Records(pair.clone()),
+                "p1",
+                now(),
+            );
+            crate::sync::equivocation::verify(&alert, &registry_of(&[&identity]), "p2", now())
+                .unwrap();
+        }
+        other => panic!("{other:?}"),
+    }
+    let facts = here.facts("B", Some("LIC-2025-000123")).unwrap();
+    assert_eq!(facts.uses.len(), 2, "both claims count: {:?}", facts.uses);
+    // Its own record then comes through the national log as well.
+    let own = [VerifiedEntry {
+        g: 2,
+        record: own_record,
+        proven: own_proven,
+    }];
+    let out = here.store_feed(&own, None, now()).unwrap();
+    assert_eq!(out.included, 1, "its own record leaves the outbox");
+    assert_eq!(here.outbox_depth().unwrap(), 0);
+}
+
+/// Another checkpoint's key signs two records under one number: both are
+/// kept (each license counts as used) and the equivocation raised once.
+#[test]
+fn two_records_of_another_checkpoint_under_one_number_are_both_kept() {
+    let (dir, policy, tok, _) = setup();
+    let p2 = identity("p2");
+    let mut one = Ledger::open(&dir.path().join("one.db"), "p2").unwrap();
+    decide(&mut one, &policy, &p2, &tok, &["A"]);
+    let mut two = Ledger::open(&dir.path().join("two.db"), "p2").unwrap();
+    decide(&mut two, &policy, &p2, &tok, &["B"]);
+    let entries: Vec<VerifiedEntry> = [&one, &two]
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let (record, proven) = l.own_proven("LIC-2025-000123").unwrap().unwrap();
+            VerifiedEntry {
+                g: i as u64 + 1,
+                record,
+                proven,
+            }
+        })
+        .collect();
+    let mut here = Ledger::open(&dir.path().join("here.db"), "p1").unwrap();
+    let out = here.store_feed(&entries, None, now()).unwrap();
+    assert_eq!(out.stored, 2);
+    assert_eq!(out.high_water, 2, "no entry is held back");
+    assert!(
+        matches!(
+            &out.conflicts[..],
+            [FeedConflict::Equivocation {
+                seq: 1,
+                own: false,
+                ..
+            }]
+        ),
+        "{:?}",
+        out.conflicts
+    );
+    let facts = here.facts("C", Some("LIC-2025-000123")).unwrap();
+    assert_eq!(facts.uses.len(), 2);
+    let again = here.store_feed(&entries, None, now()).unwrap();
     assert!(again.conflicts.is_empty(), "raised once");
 }

@@ -87,7 +87,12 @@ const KEPT: usize = 8;
 
 impl Adversary {
     /// The adversaries of a country of `posts` posts, as `moves` allow.
-    pub fn new(broker: &mut Broker, rng: &mut ChaCha8Rng, moves: &Moves, posts: usize) -> Adversary {
+    pub fn new(
+        broker: &mut Broker,
+        rng: &mut ChaCha8Rng,
+        moves: &Moves,
+        posts: usize,
+    ) -> Adversary {
         let key_moves = moves.forged_log || moves.huge_record || moves.request_spam;
         let stolen = (key_moves && rng.gen_bool(0.7)).then(|| rng.gen_range(0..posts));
         let forger = stolen.map(|i| broker.client(Login::Post(fixtures::post_id(i))));
@@ -160,7 +165,7 @@ impl Adversary {
         if m.replay_acks && rng.gen_bool(0.5) {
             self.planned.push("replay_acks");
             for _ in 0..rng.gen_range(1..=2) {
-                acts.push(burst(rng, Pick::Ack, (20, 60), (2_000, 8_000)));
+                acts.push(burst(rng, Pick::Ack, (20, 120), (1_000, 5_000)));
             }
         }
         if m.replay_requests && rng.gen_bool(0.4) {
@@ -195,7 +200,11 @@ fn forged(rng: &mut ChaCha8Rng, seqs: Seqs) -> Act {
         leaves: rng.gen_range(1..=3),
         seqs,
         made_up: rng.gen_bool(0.3),
-        filler: if rng.gen_bool(0.5) { rng.gen_range(1..=3) } else { 0 },
+        filler: if rng.gen_bool(0.5) {
+            rng.gen_range(1..=3)
+        } else {
+            0
+        },
     }
 }
 
@@ -213,9 +222,14 @@ pub(super) fn perform(w: &mut World, act: Act) {
                 return;
             };
             let cp = fixtures::post_id(i);
-            let leaf = huge_leaf(&cp);
-            w.note(|| format!("the key-holder signs a record of {} bytes as {cp}", leaf.len()));
-            let payload = signed_log(&cp, &fixtures::key(&cp), &[leaf], &[0], w.now().unix);
+            // A head dated at the start: anyone holding the key may backdate.
+            let payload = huge_message(&cp);
+            w.note(|| {
+                format!(
+                    "the key-holder signs a record of {} bytes as {cp}",
+                    payload.len()
+                )
+            });
             w.publish(c, &format!("{PREFIX}/hub/records/{cp}"), payload, false);
         }
         Act::RequestSpam { left } => {
@@ -227,7 +241,8 @@ pub(super) fn perform(w: &mut World, act: Act) {
                 checkpoint: cp.clone(),
                 after: w.rng.gen_range(0..50),
                 limit: 500,
-                issued_at: w.now().unix + left as i64,
+                issued_at: w.now().unix,
+                nonce: left as u64,
             };
             w.publish(
                 c,
@@ -237,7 +252,10 @@ pub(super) fn perform(w: &mut World, act: Act) {
             );
             if left > 1 {
                 let t = w.now + 10;
-                w.at(t, super::world::Ev::Adversary(Act::RequestSpam { left: left - 1 }));
+                w.at(
+                    t,
+                    super::world::Ev::Adversary(Act::RequestSpam { left: left - 1 }),
+                );
             }
         }
         Act::Replay {
@@ -330,7 +348,9 @@ fn forge_log(w: &mut World, leaves: usize, seqs: Seqs, made_up: bool, filler: us
         Seqs::Next => {
             let held: i64 = w.posts[i]
                 .db
-                .query_row("SELECT COALESCE(MAX(seq), 0) FROM consumed", [], |r| r.get(0))
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM consumed", [], |r| {
+                    r.get(0)
+                })
                 .unwrap_or(0);
             held as u64 + 1
         }
@@ -382,10 +402,10 @@ fn record(cp: &str, seq: u64, license: &str, at: i64, goods: Vec<Goods>) -> Cons
     }
 }
 
-/// One valid consumption record of `cp` so large that the one-leaf
-/// records message carrying it is a few bytes under the simulated
-/// broker's limit (made once per post id).
-fn huge_leaf(cp: &str) -> Vec<u8> {
+/// A records message of one valid consumption record of `cp`, signed
+/// with its key, a few bytes under the simulated broker's limit (made once
+/// per post id).
+fn huge_message(cp: &str) -> Vec<u8> {
     static MADE: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
     let made = MADE.get_or_init(Default::default);
     if let Some(l) = made.lock().ok().and_then(|m| m.get(cp).cloned()) {
@@ -403,19 +423,18 @@ fn huge_leaf(cp: &str) -> Vec<u8> {
         r.declaration_id.push_str(&"x".repeat(pad));
         r.to_leaf()
     };
-    let probe = made_of(1_000, 0);
-    let per_item = probe.len() / 1_000;
-    let mut items = (SIZE_LIMIT - 4_096) / per_item.max(1);
-    while message(&made_of(items, 0)) + per_item < SIZE_LIMIT - 64 {
-        items += 1;
-    }
+    // Each item adds the same bytes: two sizes give the rest.
+    let (one, two) = (made_of(1_000, 0).len(), made_of(2_000, 0).len());
+    let per_item = (two - one) / 1_000;
+    let overhead = message(&made_of(1_000, 0)) - 1_000 * per_item;
+    let items = (SIZE_LIMIT - 64 - overhead) / per_item.max(1);
     // The last bytes by the declaration id's length: 16 bytes under the limit.
-    let short = SIZE_LIMIT - 16 - message(&made_of(items, 0));
-    let leaf = made_of(items, short);
+    let short = (SIZE_LIMIT - 16).saturating_sub(message(&made_of(items, 0)));
+    let message = signed_log(cp, &key, &[made_of(items, short)], &[0], EPOCH);
     if let Ok(mut m) = made.lock() {
-        m.insert(cp.to_owned(), leaf.clone());
+        m.insert(cp.to_owned(), message.clone());
     }
-    leaf
+    message
 }
 
 /// A records message of a log of `leaves` signed as `cp` with `key`,

@@ -177,7 +177,10 @@ impl Broker {
                     && let Some((group, filter)) = rest.split_once('/')
                 {
                     if matches(filter, topic) && self.may_read(c, filter) {
-                        groups.entry(format!("{group}/{filter}")).or_default().push(c);
+                        groups
+                            .entry(format!("{group}/{filter}"))
+                            .or_default()
+                            .push(c);
                     }
                 } else if matches(f, topic) && self.may_read(c, f) && !targets.contains(&c) {
                     targets.push(c);
@@ -311,8 +314,13 @@ mod tests {
             .unwrap();
         assert_eq!(to.1, vec![hub]);
         assert_eq!(
-            b.publish(post, "permitgate/hub/records/post-a", payload(&[0; 101]), false)
-                .unwrap_err(),
+            b.publish(
+                post,
+                "permitgate/hub/records/post-a",
+                payload(&[0; 101]),
+                false
+            )
+            .unwrap_err(),
             Refusal::TooLarge
         );
         // Acks to a post that is away wait in its session, up to the bound.

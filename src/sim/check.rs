@@ -8,15 +8,20 @@
 //! - `no_false_loss`: a post whose ledger lost nothing never says it lost
 //!   committed decisions.
 //! - `genuine_records_accepted`: the hub refuses nothing a genuine post sends.
-//! - `replays_ignored`: the hub never answers one sealed backfill request
-//!   twice within a second.
-//! - `backfill_rate`: the hub answers at most [`BACKFILL_RATE`] backfill
-//!   requests of one checkpoint key in any second.
+//! - `replays_ignored`: a hub process never answers one sealed backfill
+//!   request twice within a second (a process that restarted has forgotten
+//!   what it answered: counted afresh).
+//! - `backfill_rate`: a hub process answers at most [`BACKFILL_RATE`]
+//!   backfill requests of one checkpoint key in any second.
 //! - At rest: `every_record_once` (each genuine record is in the national
 //!   log exactly once), `no_post_silenced` (every post's outbox empties),
 //!   `every_post_learns` (every post holds the whole national log),
 //!   `double_use_alerted` (a license cleared at two posts is alerted, with
-//!   evidence that verifies, by the hub and by each of them), and
+//!   evidence that verifies, by the hub and by each of them; and any
+//!   license the national log holds under two numbers, by the hub),
+//!   `equivocation_alerted` (two records under one number of one checkpoint
+//!   in the national log are alerted as `log_equivocation`, with evidence
+//!   that verifies, by the hub and by every post), and
 //!   `used_license_refused` (a license consumed anywhere no longer clears
 //!   at any other post).
 
@@ -32,17 +37,27 @@ use crate::merkle::head::Head;
 use crate::verdict::{Alert, AlertKind};
 
 /// Backfill replies to one checkpoint key in any second, at most.
-pub(super) const BACKFILL_RATE: usize = 10;
+pub(super) const BACKFILL_RATE: usize = crate::hub::intake::BACKFILL_RATE;
 
 /// What the per-step invariants remember.
 #[derive(Debug, Default)]
 pub(super) struct Watch {
     /// Per post: the largest head it has believed the hub holds.
     acked: BTreeMap<usize, u64>,
-    /// Per sealed request (its SHA-256): when the hub last answered it.
-    answered: BTreeMap<[u8; 32], u64>,
-    /// Per checkpoint: when the hub answered its requests in the last second.
-    replies: BTreeMap<String, VecDeque<u64>>,
+    /// Per hub process and sealed request (its SHA-256): when it last answered it.
+    answered: BTreeMap<(usize, [u8; 32]), u64>,
+    /// Per hub process and checkpoint: when it answered its requests in the last second.
+    replies: BTreeMap<(usize, String), VecDeque<u64>>,
+}
+
+impl Watch {
+    /// Hub process `j` starts with nothing in memory: what it answered
+    /// before is forgotten with it (a replay may be answered once more, and
+    /// its rate is counted afresh; documented).
+    pub(super) fn hub_started(&mut self, j: usize) {
+        self.answered.retain(|(h, _), _| *h != j);
+        self.replies.retain(|(h, _), _| *h != j);
+    }
 }
 
 /// An alert post `i` raised and passes on.
@@ -76,8 +91,8 @@ pub(super) fn after_post_step(w: &mut World, i: usize) {
     }
 }
 
-/// After a hub process handled `msg`, refusing `refused` things and sending `outs`.
-pub(super) fn after_hub_step(w: &mut World, msg: &Msg, refused: u64, outs: &[Out]) {
+/// After hub process `j` handled `msg`, refusing `refused` things and sending `outs`.
+pub(super) fn after_hub_step(w: &mut World, j: usize, msg: &Msg, refused: u64, outs: &[Out]) {
     let sender = w.posts.iter().position(|p| p.client == msg.from);
     if let Some(i) = sender
         && msg.topic.starts_with(&format!("{PREFIX}/hub/records/"))
@@ -107,16 +122,19 @@ pub(super) fn after_hub_step(w: &mut World, msg: &Msg, refused: u64, outs: &[Out
                 continue;
             };
             let now = w.now;
-            if let Some(at) = w.watch.answered.get(&digest)
+            if let Some(at) = w.watch.answered.get(&(j, digest))
                 && now.saturating_sub(*at) < 1_000
             {
                 let detail = format!("message {} answered again {} ms after", msg.id, now - at);
                 return w.fail("replays_ignored", detail);
             }
-            w.watch.answered.insert(digest, now);
-            let times = w.watch.replies.entry(cp.to_owned()).or_default();
+            w.watch.answered.insert((j, digest), now);
+            let times = w.watch.replies.entry((j, cp.to_owned())).or_default();
             times.push_back(now);
-            while times.front().is_some_and(|t| now.saturating_sub(*t) >= 1_000) {
+            while times
+                .front()
+                .is_some_and(|t| now.saturating_sub(*t) >= 1_000)
+            {
                 times.pop_front();
             }
             if times.len() > BACKFILL_RATE {
@@ -144,6 +162,9 @@ pub(super) fn at_rest(w: &mut World) {
     }
     if let Err(detail) = double_uses(w) {
         return w.fail("double_use_alerted", detail);
+    }
+    if let Err(detail) = equivocations(w) {
+        return w.fail("equivocation_alerted", detail);
     }
     probe(w);
     if w.violation.is_none() {
@@ -196,10 +217,9 @@ fn own_records(db: &rusqlite::Connection) -> rusqlite::Result<Vec<(i64, Vec<u8>)
 fn double_uses(w: &World) -> Result<(), String> {
     let mut at: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     for (i, p) in w.posts.iter().enumerate() {
-        let mut st = p
-            .db
-            .prepare("SELECT license_id FROM consumed")
-            .map_err(|e| e.to_string())?;
+        let mut st =
+            p.db.prepare("SELECT license_id FROM consumed")
+                .map_err(|e| e.to_string())?;
         let ids = st
             .query_map([], |r| r.get::<_, String>(0))
             .map_err(|e| e.to_string())?;
@@ -210,7 +230,8 @@ fn double_uses(w: &World) -> Result<(), String> {
     let registry = fixtures::policy().registry;
     let now = w.now().unix;
     let verified = |db: &rusqlite::Connection, license: &str| -> bool {
-        let Ok(mut st) = db.prepare("SELECT alert_json FROM alerts WHERE kind = 'double_use'") else {
+        let Ok(mut st) = db.prepare("SELECT alert_json FROM alerts WHERE kind = 'double_use'")
+        else {
             return false;
         };
         let Ok(rows) = st.query_map([], |r| r.get::<_, String>(0)) else {
@@ -221,6 +242,22 @@ fn double_uses(w: &World) -> Result<(), String> {
             .filter(|a| a.license_id.as_deref() == Some(license))
             .any(|a| crate::sync::verify::proven_double_use(&a, &registry, now).is_ok())
     };
+    let mut twice = w
+        .hub_db
+        .prepare("SELECT license_id FROM records GROUP BY license_id HAVING COUNT(DISTINCT checkpoint || '/' || seq) > 1")
+        .map_err(|e| e.to_string())?;
+    let twice: Vec<String> = twice
+        .query_map([], |r| r.get(0))
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .collect();
+    for license in twice {
+        if !verified(&w.hub_db, &license) {
+            return Err(format!(
+                "the national log holds {license} under two numbers; the hub holds no double-use alert whose evidence verifies"
+            ));
+        }
+    }
     for (license, posts) in at.iter().filter(|(_, p)| p.len() > 1) {
         if !verified(&w.hub_db, license) {
             return Err(format!(
@@ -234,6 +271,54 @@ fn double_uses(w: &World) -> Result<(), String> {
                     "{license} was cleared at {} posts; {} holds no double-use alert whose evidence verifies",
                     posts.len(),
                     w.posts[i].id
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Two records under one number of one checkpoint: `log_equivocation`,
+/// with evidence that verifies, at the hub and at every post.
+fn equivocations(w: &World) -> Result<(), String> {
+    let mut st = w
+        .hub_db
+        .prepare("SELECT checkpoint, seq FROM records GROUP BY checkpoint, seq HAVING COUNT(*) > 1")
+        .map_err(|e| e.to_string())?;
+    let numbers: Vec<(String, i64)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .collect();
+    let registry = fixtures::policy().registry;
+    let now = w.now().unix;
+    let alerted = |db: &rusqlite::Connection, cp: &str, seq: i64| -> bool {
+        let Ok(mut st) =
+            db.prepare("SELECT alert_json FROM alerts WHERE kind = 'log_equivocation'")
+        else {
+            return false;
+        };
+        let Ok(rows) = st.query_map([], |r| r.get::<_, String>(0)) else {
+            return false;
+        };
+        rows.flatten()
+            .filter_map(|j| serde_json::from_str::<Alert>(&j).ok())
+            .filter(|a| {
+                a.signer.as_deref() == Some(cp) && a.records.iter().all(|r| r.seq == seq as u64)
+            })
+            .any(|a| crate::sync::equivocation::verify(&a, &registry, "check", now).is_ok())
+    };
+    for (cp, seq) in numbers {
+        if !alerted(&w.hub_db, &cp, seq) {
+            return Err(format!(
+                "the national log holds two records under {cp}'s number {seq}; the hub holds no log_equivocation alert whose evidence verifies"
+            ));
+        }
+        for p in &w.posts {
+            if !alerted(&p.db, &cp, seq) {
+                return Err(format!(
+                    "the national log holds two records under {cp}'s number {seq}; {} holds no log_equivocation alert whose evidence verifies",
+                    p.id
                 ));
             }
         }
@@ -255,7 +340,11 @@ fn probe(w: &mut World) {
             if i == at {
                 continue;
             }
-            let id = format!("PROBE-{}-{}", fixtures::post_id(i), fixtures::license_id(license));
+            let id = format!(
+                "PROBE-{}-{}",
+                fixtures::post_id(i),
+                fixtures::license_id(license)
+            );
             match w.gate(i, license, &id) {
                 Ok(true) => {
                     let detail = format!(

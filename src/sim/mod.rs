@@ -102,7 +102,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             moves: Moves::ALL,
-            chaos_ms: 30_000,
+            chaos_ms: 20_000,
             trace: false,
         }
     }
@@ -166,7 +166,13 @@ pub struct Summary {
 
 /// Runs seeds `from..to` on `threads` threads; stops each thread at its
 /// first failure when `stop_at_first` is set.
-pub fn run_many(from: u64, to: u64, threads: usize, opts: &Options, stop_at_first: bool) -> Summary {
+pub fn run_many(
+    from: u64,
+    to: u64,
+    threads: usize,
+    opts: &Options,
+    stop_at_first: bool,
+) -> Summary {
     let started = Instant::now();
     let threads = threads.max(1) as u64;
     let results: Vec<Summary> = std::thread::scope(|s| {

@@ -35,7 +35,7 @@ pub(super) const SIZE_LIMIT: usize = 2 << 20;
 /// Messages the broker queues for a client that is away.
 const QUEUE_LIMIT: usize = 1000;
 /// How often a post's sync timer fires, ms.
-const TICK_MS: u64 = 500;
+const TICK_MS: u64 = 1_000;
 /// Records not seen in the national log within this long go again, ms.
 const RESEND_MS: u64 = 5_000;
 /// Longest the healed country may take to settle, ms.
@@ -55,7 +55,11 @@ pub(super) enum Ev {
     /// A post's sync timer.
     Tick(usize),
     /// A shipment arrives at a post's gate under a license.
-    Declare { post: usize, license: usize, id: String },
+    Declare {
+        post: usize,
+        license: usize,
+        id: String,
+    },
     /// A process dies: its memory is lost, its files are kept.
     Crash(Node),
     /// A process starts (again).
@@ -101,7 +105,6 @@ pub(super) struct SimHub {
 pub(super) struct Clearance {
     pub post: usize,
     pub license: usize,
-    pub at_ms: u64,
 }
 
 /// One simulated country and its scenario.
@@ -142,6 +145,48 @@ fn memory_uri(what: &str) -> String {
     )
 }
 
+/// Which empty database to start from.
+#[derive(Clone, Copy)]
+enum Template {
+    Ledger,
+    Hub,
+}
+
+thread_local! {
+    /// An empty ledger and an empty hub store, migrated once per thread.
+    static TEMPLATES: std::cell::RefCell<Option<(rusqlite::Connection, rusqlite::Connection)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A new in-memory database at `uri` holding an empty ledger's or hub
+/// store's schema, copied page by page from a template (migrating each
+/// anew was a tenth of a scenario); the connection keeps it alive.
+fn database(uri: &str, kind: Template) -> Result<rusqlite::Connection, String> {
+    TEMPLATES.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.is_none() {
+            let mut ledger = rusqlite::Connection::open_in_memory().map_err(|e| e.to_string())?;
+            crate::ledger::schema::migrate(&mut ledger)?;
+            let hub_uri = memory_uri("hub-template");
+            let hub = rusqlite::Connection::open(&hub_uri).map_err(|e| e.to_string())?;
+            SqliteStore::open(Path::new(&hub_uri)).map_err(|e| e.to_string())?;
+            *t = Some((ledger, hub));
+        }
+        let Some((ledger, hub)) = t.as_ref() else {
+            return Err("no template".into());
+        };
+        let src = match kind {
+            Template::Ledger => ledger,
+            Template::Hub => hub,
+        };
+        let mut dst = rusqlite::Connection::open(uri).map_err(|e| e.to_string())?;
+        rusqlite::backup::Backup::new(src, &mut dst)
+            .and_then(|b| b.run_to_completion(1 << 20, std::time::Duration::ZERO, None))
+            .map_err(|e| e.to_string())?;
+        Ok(dst)
+    })
+}
+
 /// Polls a future that never waits (the hub's SQLite store answers at once).
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     let mut f = std::pin::pin!(f);
@@ -162,7 +207,7 @@ impl World {
         let hubs_n = if rng.gen_bool(0.3) { 2 } else { 1 };
         let mut broker = Broker::new(PREFIX, SIZE_LIMIT, QUEUE_LIMIT);
         let hub_uri = memory_uri("hub");
-        let hub_db = match rusqlite::Connection::open(&hub_uri) {
+        let hub_db = match database(&hub_uri, Template::Hub) {
             Ok(c) => c,
             Err(e) => panic!("simulation: cannot open an in-memory database: {e}"),
         };
@@ -170,7 +215,7 @@ impl World {
         for i in 0..posts_n {
             let id = fixtures::post_id(i);
             let uri = memory_uri(&id);
-            let db = match rusqlite::Connection::open(&uri) {
+            let db = match database(&uri, Template::Ledger) {
                 Ok(c) => c,
                 Err(e) => panic!("simulation: cannot open an in-memory database: {e}"),
             };
@@ -252,11 +297,18 @@ impl World {
             self.at(t, Ev::Start(Node::Post(i)));
             let first_tick = t + self.rng.gen_range(1..TICK_MS);
             self.at(first_tick, Ev::Tick(i));
-            for n in 0..self.rng.gen_range(2..=5) {
+            for n in 0..self.rng.gen_range(1..=4) {
                 let t = self.rng.gen_range(0..chaos);
                 let license = self.rng.gen_range(0..fixtures::LICENSES);
                 let id = format!("SIM-{}-{n}", self.posts[i].id);
-                self.at(t, Ev::Declare { post: i, license, id });
+                self.at(
+                    t,
+                    Ev::Declare {
+                        post: i,
+                        license,
+                        id,
+                    },
+                );
                 shipments += 1;
             }
             if self.rng.gen_bool(0.5) {
@@ -313,7 +365,10 @@ impl World {
             }
         }
         if self.violation.is_none() && !self.finished {
-            self.fail("settles", "the queue ran dry before the country settled".into());
+            self.fail(
+                "settles",
+                "the queue ran dry before the country settled".into(),
+            );
         }
         Outcome {
             seed: self.seed,
@@ -450,8 +505,11 @@ impl World {
                     let c = self.hubs[j].client;
                     self.broker.disconnect(c);
                     // Its last will, sealed when it connected.
-                    let will = crate::sync::protocol::HubStatus::offline(&self.hubs[j].kid, self.now().unix)
-                        .seal(&self.hubs[j].kid, &fixtures::key(&self.hubs[j].kid));
+                    let will = crate::sync::protocol::HubStatus::offline(
+                        &self.hubs[j].kid,
+                        self.now().unix,
+                    )
+                    .seal(&self.hubs[j].kid, &fixtures::key(&self.hubs[j].kid));
                     self.publish(c, &format!("{PREFIX}/hub/status"), will, true);
                 }
             }
@@ -491,6 +549,7 @@ impl World {
                     return;
                 }
                 self.note(|| format!("{} starts", fixtures::hub_kid(j)));
+                self.watch.hub_started(j);
                 let h = &mut self.hubs[j];
                 let key = fixtures::key(&h.kid);
                 if let Err(e) = block_on(h.store.ensure_head(&key, now.unix)) {
@@ -541,11 +600,7 @@ impl World {
             )
         });
         if cleared {
-            self.clearances.push(Clearance {
-                post: i,
-                license,
-                at_ms: self.now,
-            });
+            self.clearances.push(Clearance { post: i, license });
             self.post_input(i, Input::Committed);
         }
     }
@@ -605,6 +660,13 @@ impl World {
         let payload: Rc<[u8]> = Rc::from(payload);
         let genuine = !self.adversary.owns(from);
         self.note(|| format!("client {from} publishes {topic} ({len} B)"));
+        if genuine && len > crate::sync::protocol::MESSAGE_MAX {
+            let max = crate::sync::protocol::MESSAGE_MAX;
+            return self.fail(
+                "messages_fit",
+                format!("client {from} published {len} bytes on {topic}: above the {max} any sync message may have"),
+            );
+        }
         match self.broker.publish(from, topic, payload, retain) {
             Ok((m, to)) => {
                 // The outsider on the bridge sees everything the broker carries.
@@ -695,7 +757,7 @@ impl World {
         };
         let refused = h.telemetry.refused_total() - refused_before;
         let c = h.client;
-        super::check::after_hub_step(self, msg, refused, &outs);
+        super::check::after_hub_step(self, j, msg, refused, &outs);
         for o in outs {
             self.publish(c, &o.topic, o.payload, o.retain);
         }

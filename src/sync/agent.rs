@@ -95,6 +95,11 @@ pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<boo
                 payload: &p.payload,
             },
             // Not a tracking session: never reported.
+            Woke::Session(SessionEvent::Refused(reason)) => {
+                agent.telemetry.refused("publish", "refused_by_broker");
+                tracing::debug!(%reason, "sync: a publication was refused");
+                continue;
+            }
             Woke::Session(SessionEvent::Sent(_) | SessionEvent::Acknowledged(_)) => continue,
         };
         // Design: the machine reads and writes the ledger (short SQLite
@@ -114,6 +119,9 @@ pub async fn run(agent: Agent, mut ledger: Ledger, mut stop: watch::Receiver<boo
 }
 
 /// What woke the task.
+// Design: one lives for one turn of the loop; boxing the message would cost
+// an allocation per message for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Woke {
     Committed,
     Tick,

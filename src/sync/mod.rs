@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod ask;
+pub mod equivocation;
 pub mod post;
 pub mod protocol;
 pub mod verify;

@@ -21,9 +21,13 @@ use std::sync::Arc;
 use ed25519_dalek::SigningKey;
 use tracing::{debug, error, info, warn};
 
-use super::protocol::{Ack, BATCH_MAX, Backfill, Feed, HubStatus, HubTime, Records, SyncTopics};
+use super::equivocation::{self, Evidenced};
+use super::protocol::{
+    BATCH_MAX, Backfill, Consistency, Feed, HubStatus, HubTime, MESSAGE_MAX, Opened, Records,
+    SyncTopics,
+};
 use super::verify::{
-    check_feed, log_inconsistent_alert, proven_double_use, refused_alert, verify_hub_head,
+    Verified, check_feed_with, log_inconsistent_alert, proven_double_use_with, refused_alert,
 };
 pub use crate::clock::{Millis, Now};
 use crate::clock_trust::{judge, sample_words};
@@ -130,6 +134,12 @@ pub struct PostSync {
     asked_at: Option<i64>,
     /// The newest hub status seen (its time), so a replayed one changes nothing.
     hub_status_at: i64,
+    /// Backfill requests made: each one's nonce.
+    asked: u64,
+    /// Signed heads already verified.
+    verified: Verified,
+    /// Acknowledgements already opened.
+    opened: Opened,
 }
 
 impl PostSync {
@@ -156,6 +166,9 @@ impl PostSync {
             witnessed: None,
             asked_at: None,
             hub_status_at: 0,
+            asked: 0,
+            verified: Verified::default(),
+            opened: Opened::default(),
         }
     }
 
@@ -211,6 +224,10 @@ impl PostSync {
             Input::Committed if self.connected => self.send_records(ledger, now, out),
             Input::Tick if self.connected => {
                 self.send_records(ledger, now, out);
+                // Design: the witness goes out at most once a tick, not after
+                // every feed message: every post reads every other's, so it is
+                // the one message whose traffic grows with the square of posts.
+                self.witness(ledger, out);
                 // Design: besides gaps it sees in the feed, the post asks the
                 // hub now and then anyway, which is how it learns of entries
                 // it never heard of (a broker restart without persistence, a
@@ -261,14 +278,25 @@ impl PostSync {
                     return;
                 }
             };
-            let Some(last) = batch.records.last().map(|r| r.0) else {
+            if batch.records.is_empty() {
                 return;
-            };
+            }
+            // Design: the proof starts from the newest of this log's heads
+            // the hub acknowledged, and names this log's root there, so a
+            // head of that size the hub holds with another root is proven
+            // a fork (someone else signed it with this checkpoint's key).
             let consistency = match &holds {
                 Some(h) if h.size > 0 && h.size < batch.size => {
-                    match ledger.log_consistency(h.size, batch.size) {
-                        Ok(p) => Some((h.size, p)),
-                        Err(e) => {
+                    match (
+                        ledger.log_consistency(h.size, batch.size),
+                        ledger.log_root(h.size),
+                    ) {
+                        (Ok(proof), Ok(root)) => Some(Consistency {
+                            from: h.size,
+                            root: Some(root),
+                            proof,
+                        }),
+                        (Err(e), _) | (_, Err(e)) => {
                             warn!(error = %e, "sync: cannot prove this log extends the head the hub holds");
                             None
                         }
@@ -276,14 +304,26 @@ impl PostSync {
                 }
                 _ => None,
             };
+            // Design: a message carries what fits in MESSAGE_MAX (records
+            // are bounded where the gate makes them, so one always fits).
+            let mut room = MESSAGE_MAX.saturating_sub(
+                batch.head.len() + consistency.as_ref().map_or(0, |c| 34 * c.proof.len() + 64) + 64,
+            );
+            let mut records = Vec::with_capacity(batch.records.len());
+            let mut last = self.sent_upto;
+            for (seq, n, leaf, proof) in batch.records {
+                let cost = leaf.len() + 34 * proof.len() + 16;
+                if !records.is_empty() && cost > room {
+                    break;
+                }
+                room = room.saturating_sub(cost);
+                last = seq;
+                records.push((n, leaf, proof));
+            }
             let msg = Records {
                 head: batch.head,
                 consistency,
-                records: batch
-                    .records
-                    .into_iter()
-                    .map(|(_, n, leaf, proof)| (n, leaf, proof))
-                    .collect(),
+                records,
             };
             out.push(Output::Publish {
                 topic: self.topics.records(&self.cfg.checkpoint),
@@ -329,7 +369,9 @@ impl PostSync {
             after: high_water,
             limit: BATCH_MAX as u32,
             issued_at: now.unix,
+            nonce: self.asked,
         };
+        self.asked += 1;
         out.push(Output::Publish {
             topic: self.topics.backfill(),
             payload: req.seal(&self.cfg.key),
@@ -383,7 +425,8 @@ impl PostSync {
 
     fn on_ack(&mut self, ledger: &mut Ledger, payload: &[u8], now: Now, out: &mut Vec<Output>) {
         let cp = self.cfg.checkpoint.clone();
-        let ack = match Ack::open(payload, &self.registry(), now.unix) {
+        let policy = self.cfg.in_force.current().version;
+        let ack = match self.opened.ack(payload, &self.registry(), now.unix, policy) {
             Ok(a) => a,
             Err(e) => {
                 return self.refuse(ledger, "ack", e.code(), &e.to_string(), payload, now, out);
@@ -398,31 +441,71 @@ impl PostSync {
         }
         // Design: an acknowledgement deletes nothing (records leave the
         // outbox only once seen in the hub's signed log); it says which of
-        // our heads the hub holds, so the next proof starts from it.
+        // our heads the hub holds, so the next proof starts from it. It can
+        // only move that forward, and only to a head of this very log: a
+        // replayed or delayed one changes nothing, and one naming a head of
+        // another log under this key says the key is used elsewhere.
         if let Some(note) = &ack.post_head {
-            let origin = crate::merkle::head::checkpoint_origin(&cp);
-            match Head::open(note.as_bytes(), &origin, &[self.cfg.key.verifying_key()]) {
-                Ok(_) => {
-                    if let Err(e) = ledger.set_hub_holds_head(note) {
-                        error!(error = %e, "sync: cannot keep the head the hub holds");
-                    }
+            let policy = self.cfg.in_force.current().version;
+            let head = match self.verified.post_head(note, &self.registry(), policy) {
+                Ok((signer, h)) if signer == cp => h,
+                Ok((signer, _)) => {
+                    let why = format!("an acknowledgement naming a head of `{signer}`");
+                    return self.refuse(ledger, "ack", "wrong_checkpoint", &why, payload, now, out);
                 }
                 Err(e) => {
                     let why =
                         format!("the hub says it holds a head this checkpoint did not sign: {e}");
                     return self.refuse(ledger, "ack", "bad_signature", &why, payload, now, out);
                 }
+            };
+            match ledger.holds_head(&head) {
+                Ok(true) => {
+                    let held = ledger
+                        .hub_holds_head()
+                        .ok()
+                        .flatten()
+                        .and_then(|n| Head::peek(n.as_bytes()).ok())
+                        .map_or(0, |h| h.size);
+                    if head.size > held
+                        && let Err(e) = ledger.set_hub_holds_head(note)
+                    {
+                        error!(error = %e, "sync: cannot keep the head the hub holds");
+                    }
+                }
+                Ok(false) => {
+                    let detail = format!(
+                        "the hub holds a head of {} entries under this checkpoint's key that this checkpoint never signed: the key is being used elsewhere (or this ledger was restored from an older copy); what it signs counts as uses, never frees a license",
+                        head.size
+                    );
+                    self.foreign_head(ledger, note, &detail, now, out);
+                    return;
+                }
+                Err(e) => error!(error = %e, "sync: cannot compare the hub's head with this log"),
             }
-        }
-        if ack.resend {
-            // The hub could not place records without a proof from the head it holds.
-            self.sent_upto = 0;
         }
         self.cfg.telemetry.synced(now.unix);
         debug!(
             contiguous = ack.contiguous,
             "sync: hub acknowledged records"
         );
+    }
+
+    /// Raises (once per head) that a head under this checkpoint's key is
+    /// not of its log: the key is in someone else's hands.
+    fn foreign_head(
+        &mut self,
+        ledger: &mut Ledger,
+        note: &str,
+        detail: &str,
+        now: Now,
+        out: &mut Vec<Output>,
+    ) {
+        let alert = equivocation::foreign_head(&self.cfg.checkpoint, note, detail, now.unix);
+        if self.queue_alert(ledger, &alert, now, out) {
+            error!(%detail, "alert: this checkpoint's key signs outside this checkpoint");
+            self.cfg.telemetry.refused("ack", "foreign_head");
+        }
     }
 
     fn on_feed(
@@ -448,7 +531,8 @@ impl PostSync {
                 );
             }
         };
-        let checked = match check_feed(&feed, &registry) {
+        let policy = self.cfg.in_force.current().version;
+        let checked = match check_feed_with(&feed, &registry, &mut self.verified, policy) {
             Ok(c) => c,
             Err(e) => {
                 let code = match e {
@@ -502,7 +586,6 @@ impl PostSync {
             );
             out.push(Output::Alert(p));
         }
-        self.witness(ledger, out);
         // A reply that brought nothing ends the exchange until the next
         // periodic request, whatever head it claims.
         if !reply || progress {
@@ -559,7 +642,8 @@ impl PostSync {
     /// Another checkpoint's witnessed hub head: checked against this replica.
     fn on_witness(&mut self, ledger: &mut Ledger, payload: &[u8], now: Now, out: &mut Vec<Output>) {
         let note = String::from_utf8_lossy(payload).into_owned();
-        let head = match verify_hub_head(&note, &self.registry()) {
+        let policy = self.cfg.in_force.current().version;
+        let head = match self.verified.hub_head(&note, &self.registry(), policy) {
             Ok(h) => h,
             Err(e) => {
                 let why = e.to_string();
@@ -572,7 +656,7 @@ impl PostSync {
         }
     }
 
-    /// Raises what a feed or a witnessed head contradicted.
+    /// Raises what a feed or a witnessed head contradicted, or showed.
     fn conflicts(
         &mut self,
         ledger: &mut Ledger,
@@ -587,17 +671,25 @@ impl PostSync {
                     let why = c.to_string();
                     self.refuse(ledger, "feed", "conflicting_entry", &why, payload, now, out)
                 }
-                FeedConflict::Record { .. } => {
-                    let why = c.to_string();
-                    self.refuse(
-                        ledger,
-                        "feed",
-                        "conflicting_record",
-                        &why,
-                        payload,
-                        now,
-                        out,
-                    )
+                FeedConflict::Equivocation {
+                    checkpoint,
+                    pair,
+                    own,
+                    ..
+                } => {
+                    let ev = Evidenced::Records(pair.clone());
+                    let mut alert =
+                        equivocation::alert(checkpoint, &ev, &self.cfg.checkpoint, now.unix);
+                    if *own {
+                        alert.detail = Some(c.to_string());
+                        error!(detail = %c, "alert: this checkpoint's key signs outside this checkpoint");
+                    } else {
+                        warn!(detail = %c, "alert: a checkpoint's key signed two histories");
+                    }
+                    self.queue_alert(ledger, &alert, now, out);
+                }
+                FeedConflict::ForeignOwn { head, .. } => {
+                    self.foreign_head(ledger, head, &c.to_string(), now, out)
                 }
                 FeedConflict::LostOwn { .. } | FeedConflict::HubLog { .. } => {
                     let heads = match c {
@@ -644,16 +736,27 @@ impl PostSync {
                 return self.refuse(ledger, "alert", "unreadable", &why, payload, now, out);
             }
         };
-        // The hub's other alerts concern the hub (records it refused).
-        if alert.kind != AlertKind::DoubleUse {
-            return;
-        }
-        match proven_double_use(&alert, &self.registry(), now.unix) {
+        // Design: an alert counts only through its evidence, rebuilt from it.
+        let checked = match alert.kind {
+            AlertKind::DoubleUse => {
+                let policy = self.cfg.in_force.current().version;
+                let registry = self.registry();
+                proven_double_use_with(&alert, &registry, now.unix, &mut self.verified, policy)
+            }
+            AlertKind::LogEquivocation => {
+                equivocation::verify(&alert, &self.registry(), "hub", now.unix)
+            }
+            // The hub's other alerts concern the hub (records it refused).
+            _ => return,
+        };
+        match checked {
             Ok(rebuilt) => {
                 if self.queue_alert(ledger, &rebuilt, now, out) {
                     warn!(
+                        kind = rebuilt.kind.as_str(),
                         license_id = rebuilt.license_id.as_deref().unwrap_or("-"),
-                        "alert: double use reported by the hub, evidence verified"
+                        signer = rebuilt.signer.as_deref().unwrap_or("-"),
+                        "alert: reported by the hub, evidence verified"
                     );
                 }
             }

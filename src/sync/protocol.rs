@@ -81,8 +81,86 @@ fn open(
     }
 }
 
+/// Sealed messages a receiver has opened, by the SHA-256 of their bytes:
+/// the same bytes again (a replay, a redelivery) cost a hash and a look at
+/// the registry, not a signature check, so a replay flood stays cheap.
+///
+/// Design: what a seal proves does not change with time except whether
+/// the signer's key is still valid, which is checked again on every hit;
+/// the cache is emptied when the policy in force changes.
+#[derive(Debug, Default)]
+pub struct Opened {
+    policy: Option<u64>,
+    seen: std::collections::HashMap<[u8; 32], String>,
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+/// Sealed messages remembered as opened.
+const OPENED_KEPT: usize = 256;
+
+impl Opened {
+    /// [`Ack::open`], remembered for the policy of version `policy`.
+    pub fn ack(
+        &mut self,
+        bytes: &[u8],
+        registry: &Registry,
+        now: UnixTime,
+        policy: u64,
+    ) -> Result<Ack, OpenError> {
+        use sha2::Digest;
+        if self.policy != Some(policy) {
+            self.seen.clear();
+            self.order.clear();
+            self.policy = Some(policy);
+        }
+        let digest: [u8; 32] = sha2::Sha256::digest(bytes).into();
+        if let Some(kid) = self.seen.get(&digest) {
+            registry.hub_key_at(kid, now)?;
+            return Ok(Ack::decode(&cose::parse(bytes)?.payload)?);
+        }
+        let msg = cose::parse(bytes)?;
+        let kid = cose::kid_text(&msg.kid);
+        let ack = Ack::open(bytes, registry, now)?;
+        if self.order.len() >= OPENED_KEPT
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        self.seen.insert(digest, kid);
+        self.order.push_back(digest);
+        Ok(ack)
+    }
+}
+
 /// Most records or feed entries in one message.
 pub const BATCH_MAX: usize = 500;
+
+/// Largest consumption record (a leaf) any part makes or accepts, bytes.
+/// A genuine one is well under 2 KiB; a gate refuses a declaration whose
+/// record would be larger (about 1,200 item lines).
+pub const LEAF_MAX: usize = 64 * 1024;
+
+/// Largest sync message any part makes or accepts, bytes. Every message is
+/// cut below it (by count and by bytes), far below the shipped brokers'
+/// `message_size_limit` (16,000,000) and the clients' Maximum Packet Size
+/// (16 MiB), so no message anyone can sign is too large for a pipe.
+pub const MESSAGE_MAX: usize = 1 << 20;
+
+/// Largest sealed request (a backfill request) the hub reads, bytes.
+pub const REQUEST_MAX: usize = 4096;
+
+/// The proof that a checkpoint's new head extends its log at an earlier size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consistency {
+    /// The earlier size.
+    pub from: u64,
+    /// The log's root at that size, as the new head's log has it: with
+    /// it, a proof that verifies shows which root the log had then, so a
+    /// head of that size with another root is proven a fork.
+    pub root: Option<Hash>,
+    /// The consistency proof.
+    pub proof: Vec<Hash>,
+}
 
 /// Checkpoint → hub: consumption leaves of its log, each with its
 /// inclusion proof against one signed tree head.
@@ -90,8 +168,8 @@ pub const BATCH_MAX: usize = 500;
 pub struct Records {
     /// The checkpoint's signed tree head (C2SP signed note).
     pub head: String,
-    /// The proof that the head the hub holds (of this size) is a prefix of this one.
-    pub consistency: Option<(u64, Vec<Hash>)>,
+    /// The proof that this head extends the checkpoint's head the hub holds.
+    pub consistency: Option<Consistency>,
     /// (leaf index, leaf, inclusion proof), oldest first.
     pub records: Vec<(u64, Vec<u8>, Vec<Hash>)>,
 }
@@ -252,6 +330,9 @@ pub struct Backfill {
     pub limit: u32,
     /// When the checkpoint signed it, Unix seconds.
     pub issued_at: UnixTime,
+    /// The asker's count of its requests: two genuine requests are never
+    /// the same bytes, so the same bytes again are a replay.
+    pub nonce: u64,
 }
 
 fn map(entries: Vec<(&str, Value)>) -> Vec<u8> {
@@ -349,17 +430,16 @@ fn bytes(v: &Value, key: &str) -> Result<Vec<u8>, ProtocolError> {
 }
 
 impl Records {
-    /// `{"head": text, "consistency": {"from": uint, "proof": [bstr]}?, "records": [[uint, bstr, [bstr]]…]}`.
+    /// `{"head": text, "consistency": {"from": uint, "root": bstr?, "proof": [bstr]}?, "records": [[uint, bstr, [bstr]]…]}`.
     pub fn encode(&self) -> Vec<u8> {
         let mut entries = vec![("head", Value::Text(self.head.clone()))];
-        if let Some((from, p)) = &self.consistency {
-            entries.push((
-                "consistency",
-                Value::Map(vec![
-                    (Value::Text("from".into()), Value::Integer((*from).into())),
-                    (Value::Text("proof".into()), proof_value(p)),
-                ]),
-            ));
+        if let Some(c) = &self.consistency {
+            let mut m = vec![(Value::Text("from".into()), Value::Integer(c.from.into()))];
+            if let Some(r) = &c.root {
+                m.push((Value::Text("root".into()), Value::Bytes(r.0.to_vec())));
+            }
+            m.push((Value::Text("proof".into()), proof_value(&c.proof)));
+            entries.push(("consistency", Value::Map(m)));
         }
         entries.push((
             "records",
@@ -383,10 +463,19 @@ impl Records {
     pub fn decode(b: &[u8]) -> Result<Records, ProtocolError> {
         let m = decode_map(b)?;
         let consistency = match optional(&m, "consistency") {
-            Some(Value::Map(c)) => Some((
-                uint(field(c, "from")?, "consistency.from")?,
-                proof(field(c, "proof")?, "consistency.proof")?,
-            )),
+            Some(Value::Map(c)) => Some(Consistency {
+                from: uint(field(c, "from")?, "consistency.from")?,
+                root: optional(c, "root")
+                    .map(|r| {
+                        <[u8; 32]>::try_from(bytes(r, "consistency.root")?.as_slice())
+                            .map(Hash)
+                            .map_err(|_| {
+                                ProtocolError("`consistency.root` must be 32 bytes".into())
+                            })
+                    })
+                    .transpose()?,
+                proof: proof(field(c, "proof")?, "consistency.proof")?,
+            }),
             Some(_) => return Err(ProtocolError("`consistency` must be a map".into())),
             None => None,
         };
@@ -538,13 +627,14 @@ impl Feed {
 }
 
 impl Backfill {
-    /// `{"checkpoint": text, "after": uint, "limit": uint, "issued_at": int}`.
+    /// `{"checkpoint": text, "after": uint, "limit": uint, "issued_at": int, "nonce": uint}`.
     pub fn encode(&self) -> Vec<u8> {
         map(vec![
             ("checkpoint", Value::Text(self.checkpoint.clone())),
             ("after", Value::Integer(self.after.into())),
             ("limit", Value::Integer(self.limit.into())),
             ("issued_at", Value::Integer(self.issued_at.into())),
+            ("nonce", Value::Integer(self.nonce.into())),
         ])
     }
 
@@ -557,6 +647,10 @@ impl Backfill {
             after: uint(field(&m, "after")?, "after")?,
             limit: limit.min(BATCH_MAX as u64) as u32,
             issued_at: int(field(&m, "issued_at")?, "issued_at")?,
+            nonce: optional(&m, "nonce")
+                .map(|v| uint(v, "nonce"))
+                .transpose()?
+                .unwrap_or(0),
         })
     }
 
@@ -669,7 +763,11 @@ mod tests {
     fn messages_round_trip() {
         let r = Records {
             head: "head".into(),
-            consistency: Some((3, vec![h(1), h(2)])),
+            consistency: Some(Consistency {
+                from: 3,
+                root: Some(h(9)),
+                proof: vec![h(1), h(2)],
+            }),
             records: vec![(4, vec![1, 2], vec![h(3)]), (5, vec![3], vec![])],
         };
         assert_eq!(Records::decode(&r.encode()).unwrap(), r);
@@ -705,6 +803,7 @@ mod tests {
             after: 3,
             limit: 100,
             issued_at: -5,
+            nonce: 3,
         };
         assert_eq!(Backfill::decode(&b.encode()).unwrap(), b);
     }
@@ -766,6 +865,7 @@ mod tests {
             after: 0,
             limit: 500,
             issued_at: 1000,
+            nonce: 1,
         };
         assert_eq!(Backfill::open(&req.seal(&post), &reg, 1000).unwrap(), req);
         assert!(Backfill::open(&req.seal(&forger), &reg, 1000).is_err());

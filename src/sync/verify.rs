@@ -63,6 +63,65 @@ pub fn verify_post_head(note: &str, registry: &Registry) -> Result<(String, Head
     Ok((checkpoint, head))
 }
 
+/// Signed heads a post has verified, so that the same note (a hub head
+/// arriving in the feed, in a backfill reply and in every other post's
+/// witness) costs one signature check, not one per arrival.
+///
+/// Design: a head is checked against keys valid at its own time, never at
+/// the time it arrives, so a result holds for as long as the registry does;
+/// the cache is emptied when the policy in force changes.
+#[derive(Debug, Default)]
+pub struct Verified {
+    policy: Option<u64>,
+    hub: std::collections::HashMap<String, Head>,
+    post: std::collections::HashMap<String, (String, Head)>,
+}
+
+/// Heads kept verified at most, per kind (then forgotten, and checked again).
+const VERIFIED_KEPT: usize = 256;
+
+impl Verified {
+    fn fresh(&mut self, policy: u64) {
+        if self.policy != Some(policy) || self.hub.len() + self.post.len() > 2 * VERIFIED_KEPT {
+            self.hub.clear();
+            self.post.clear();
+            self.policy = Some(policy);
+        }
+    }
+
+    /// [`verify_hub_head`], remembered for the policy of version `policy`.
+    pub fn hub_head(
+        &mut self,
+        note: &str,
+        registry: &Registry,
+        policy: u64,
+    ) -> Result<Head, HeadError> {
+        self.fresh(policy);
+        if let Some(h) = self.hub.get(note) {
+            return Ok(h.clone());
+        }
+        let h = verify_hub_head(note, registry)?;
+        self.hub.insert(note.to_owned(), h.clone());
+        Ok(h)
+    }
+
+    /// [`verify_post_head`], remembered for the policy of version `policy`.
+    pub fn post_head(
+        &mut self,
+        note: &str,
+        registry: &Registry,
+        policy: u64,
+    ) -> Result<(String, Head), RecordError> {
+        self.fresh(policy);
+        if let Some(h) = self.post.get(note) {
+            return Ok(h.clone());
+        }
+        let h = verify_post_head(note, registry)?;
+        self.post.insert(note.to_owned(), h.clone());
+        Ok(h)
+    }
+}
+
 /// A feed message, checked: its hub head, and the entries that verified.
 #[derive(Debug)]
 pub struct CheckedFeed {
@@ -80,12 +139,22 @@ pub struct CheckedFeed {
 /// (or nothing does); each entry must be in the hub's log at that head
 /// and in its checkpoint's log at a head that checkpoint's key signed.
 pub fn check_feed(feed: &Feed, registry: &Registry) -> Result<CheckedFeed, HeadError> {
-    let hub_head = verify_hub_head(&feed.hub_head, registry)?;
+    check_feed_with(feed, registry, &mut Verified::default(), 0)
+}
+
+/// [`check_feed`], with heads verified before (under the policy of version `policy`) taken as such.
+pub fn check_feed_with(
+    feed: &Feed,
+    registry: &Registry,
+    verified: &mut Verified,
+    policy: u64,
+) -> Result<CheckedFeed, HeadError> {
+    let hub_head = verified.hub_head(&feed.hub_head, registry, policy)?;
     // Each checkpoint head is verified once, not once per entry.
     let post_heads: Vec<Result<(String, Head), RecordError>> = feed
         .post_heads
         .iter()
-        .map(|n| verify_post_head(n, registry))
+        .map(|n| verified.post_head(n, registry, policy))
         .collect();
     let mut out = CheckedFeed {
         hub_head,
@@ -176,6 +245,18 @@ pub fn proven_double_use(
     registry: &Registry,
     now: UnixTime,
 ) -> Result<Alert, String> {
+    proven_double_use_with(alert, registry, now, &mut Verified::default(), 0)
+}
+
+/// [`proven_double_use`], with heads verified before (under the policy of
+/// version `policy`) taken as such.
+pub fn proven_double_use_with(
+    alert: &Alert,
+    registry: &Registry,
+    now: UnixTime,
+    verified: &mut Verified,
+    policy: u64,
+) -> Result<Alert, String> {
     if alert.records.len() > EVIDENCE_MAX {
         return Err(format!(
             "{} evidence records; at most {EVIDENCE_MAX} are checked",
@@ -186,7 +267,7 @@ pub fn proven_double_use(
     for (i, e) in alert.records.iter().enumerate() {
         let (rec, _) = e
             .proven
-            .verify(registry)
+            .verify_with(registry, verified, policy)
             .map_err(|err| format!("evidence record {i}: {err}"))?;
         records.push((rec, e.proven.clone()));
     }
@@ -208,6 +289,25 @@ pub fn proven_double_use(
         ));
     }
     Ok(crate::record::double_use_alert(&records, "hub", now))
+}
+
+/// An alert as JSON of at most `max` bytes: evidence records beyond what
+/// fits are left out (the first two, which prove it, are kept), and so is
+/// nothing else. The full alert stays where it was raised.
+pub fn alert_json_within(alert: &Alert, max: usize) -> Vec<u8> {
+    let json = serde_json::to_vec(alert).unwrap_or_default();
+    if json.len() <= max || alert.records.len() <= 2 {
+        return json;
+    }
+    let mut cut = alert.clone();
+    while cut.records.len() > 2 {
+        cut.records.pop();
+        let json = serde_json::to_vec(&cut).unwrap_or_default();
+        if json.len() <= max {
+            return json;
+        }
+    }
+    serde_json::to_vec(&cut).unwrap_or_default()
 }
 
 /// The `refused_record` alert for a refused sync message.
@@ -235,6 +335,8 @@ pub fn refused_alert(
         payload_sha256: Some(hex::encode(Sha256::digest(payload))),
         alert_id: None,
         records: Vec::new(),
+        signer: None,
+        fork: None,
         heads: Vec::new(),
         detail: Some(format!("{message} refused ({reason}): {detail}{also}")),
     }
@@ -264,6 +366,8 @@ pub fn log_inconsistent_alert(
         payload_sha256: None,
         alert_id: Some(hex::encode(h.finalize())),
         records: Vec::new(),
+        signer: None,
+        fork: None,
         heads,
         detail: Some(detail.to_owned()),
     }

@@ -44,6 +44,9 @@ pub struct Placed {
     pub post_index: u64,
     /// The size of the checkpoint head that proves it.
     pub post_size: u64,
+    /// That head's root (a checkpoint whose key signed two histories has
+    /// several heads of one size).
+    pub post_root: Hash,
     /// The proof against that head.
     pub post_proof: Vec<Hash>,
 }
@@ -118,15 +121,16 @@ impl Store {
         }
     }
 
-    /// The root of `checkpoint`'s head of exactly `size` leaves, if the hub holds one.
-    pub async fn post_head_at(
+    /// `checkpoint`'s heads of exactly `size` leaves the hub holds: (root,
+    /// note); more than one when its key signed two histories.
+    pub async fn post_heads_at(
         &mut self,
         checkpoint: &str,
         size: u64,
-    ) -> Result<Option<Hash>, StoreError> {
+    ) -> Result<Vec<(Hash, String)>, StoreError> {
         match self {
-            Store::Sqlite(s) => blocking(|| s.post_head_at(checkpoint, size)),
-            Store::Postgres(p) => p.post_head_at(checkpoint, size).await,
+            Store::Sqlite(s) => blocking(|| s.post_heads_at(checkpoint, size)),
+            Store::Postgres(p) => p.post_heads_at(checkpoint, size).await,
         }
     }
 
@@ -157,12 +161,13 @@ impl Store {
         }
     }
 
-    /// The leaves stored for `checkpoint` under any of `seqs`.
+    /// The leaves stored for `checkpoint` under any of `seqs` (several
+    /// under one number when its key signed two histories).
     pub async fn held_many(
         &mut self,
         checkpoint: &str,
         seqs: &[u64],
-    ) -> Result<std::collections::HashMap<u64, Vec<u8>>, StoreError> {
+    ) -> Result<std::collections::HashMap<u64, Vec<Vec<u8>>>, StoreError> {
         match self {
             Store::Sqlite(s) => blocking(|| s.held_many(checkpoint, seqs)),
             Store::Postgres(p) => p.held_many(checkpoint, seqs).await,
@@ -295,30 +300,6 @@ fn hs_codes(rec: &ConsumptionRecord) -> String {
 /// A record's net mass in all, kilograms.
 fn net_kg(rec: &ConsumptionRecord) -> f64 {
     rec.goods.iter().map(|g| g.net_kg).sum()
-}
-
-/// The alert for two different records under one (checkpoint, seq): the
-/// checkpoint signed both; the first is kept.
-pub(super) fn conflicting_record_alert(
-    rec: &ConsumptionRecord,
-    held: &[u8],
-    offered: &[u8],
-    now: UnixTime,
-) -> Alert {
-    let mut a = crate::sync::verify::log_inconsistent_alert(
-        "hub",
-        &format!(
-            "checkpoint `{}` put two different records under number {} in its log",
-            rec.checkpoint, rec.seq
-        ),
-        Vec::new(),
-        now,
-    );
-    a.kind = crate::verdict::AlertKind::RefusedRecord;
-    a.alert_id = Some(hex::encode(
-        crate::merkle::leaf_hash(&[held, offered].concat()).0,
-    ));
-    a
 }
 
 /// The national log's signed head at `size` (a C2SP signed note).

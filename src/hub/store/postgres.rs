@@ -17,9 +17,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use ed25519_dalek::SigningKey;
 use tokio_postgres::NoTls;
 
-use super::{
-    Placed, PostHead, StoreError, Stored, blob_hashes, conflicting_record_alert, hashes_blob,
-};
+use super::{Placed, PostHead, StoreError, Stored, blob_hashes, hashes_blob};
 use crate::clock::UnixTime;
 use crate::merkle::staged::Staged;
 use crate::merkle::{Hash, MerkleError, leaf_hash};
@@ -57,7 +55,7 @@ const SCHEMA: &str = "
         destination    TEXT   NOT NULL,
         hs_codes       TEXT   NOT NULL,
         net_kg         DOUBLE PRECISION NOT NULL,
-        UNIQUE (checkpoint, seq)
+        post_root      BYTEA
     );
     CREATE INDEX IF NOT EXISTS records_license ON records(license_id);
     CREATE INDEX IF NOT EXISTS records_consumed ON records(consumed_at);
@@ -69,7 +67,7 @@ const SCHEMA: &str = "
         root        BYTEA  NOT NULL,
         note        TEXT   NOT NULL,
         received_at BIGINT NOT NULL,
-        PRIMARY KEY (checkpoint, size)
+        PRIMARY KEY (checkpoint, size, root)
     );
     CREATE TABLE IF NOT EXISTS checkpoints (
         checkpoint TEXT PRIMARY KEY,
@@ -83,6 +81,28 @@ const SCHEMA: &str = "
         raised_at  BIGINT NOT NULL,
         alert_json TEXT   NOT NULL
     );
+";
+
+/// The schema version this build writes.
+const VERSION: i32 = 2;
+
+/// Version 1 → 2: equivocation is kept, not refused. Several records may
+/// stand under one (checkpoint, seq) when one key signed two histories
+/// (each counts), a checkpoint may have several heads of one size, and each
+/// record names the root of the head that proves it.
+const TO_VERSION_2: &str = "
+    ALTER TABLE records ADD COLUMN IF NOT EXISTS post_root BYTEA;
+    UPDATE records r SET post_root = h.root FROM post_heads h
+        WHERE h.checkpoint = r.checkpoint AND h.size = r.post_size AND r.post_root IS NULL;
+    ALTER TABLE records DROP CONSTRAINT IF EXISTS records_checkpoint_seq_key;
+    ALTER TABLE post_heads DROP CONSTRAINT IF EXISTS post_heads_pkey;
+    ALTER TABLE post_heads ADD PRIMARY KEY (checkpoint, size, root);
+    UPDATE schema_version SET version = 2;
+";
+
+/// Indexes of the current schema (after any migration).
+const INDEXES: &str = "
+    CREATE INDEX IF NOT EXISTS records_number ON records(checkpoint, seq);
 ";
 
 /// An open PostgreSQL hub store (cloning shares the pool).
@@ -157,17 +177,22 @@ impl PgStore {
             .map(|r| r.get(0));
         match version {
             None => {
-                tx.execute("INSERT INTO schema_version(version) VALUES (1)", &[])
-                    .await
-                    .map_err(store.err())?;
+                tx.execute(
+                    "INSERT INTO schema_version(version) VALUES ($1)",
+                    &[&VERSION],
+                )
+                .await
+                .map_err(store.err())?;
             }
-            Some(1) => {}
+            Some(1) => tx.batch_execute(TO_VERSION_2).await.map_err(store.err())?,
+            Some(VERSION) => {}
             Some(v) => {
                 return Err(bad(format!(
-                    "schema version {v} is newer than this build understands (1); refusing to touch it"
+                    "schema version {v} is newer than this build understands ({VERSION}); refusing to touch it"
                 )));
             }
         }
+        tx.batch_execute(INDEXES).await.map_err(store.err())?;
         tx.commit().await.map_err(store.err())?;
         drop(client);
         Ok(store)
@@ -196,30 +221,35 @@ impl PgStore {
         }))
     }
 
-    /// The root of `checkpoint`'s head of exactly `size` leaves, if held.
-    pub async fn post_head_at(
+    /// `checkpoint`'s heads of exactly `size` leaves the hub holds: (root, note).
+    pub async fn post_heads_at(
         &self,
         checkpoint: &str,
         size: u64,
-    ) -> Result<Option<Hash>, StoreError> {
+    ) -> Result<Vec<(Hash, String)>, StoreError> {
         let c = self.pool.get().await.map_err(self.pool_err())?;
-        Ok(c.query_opt(
-            &c.prepare_cached("SELECT root FROM post_heads WHERE checkpoint = $1 AND size = $2")
-                .await
-                .map_err(self.err())?,
+        Ok(c.query(
+            &c.prepare_cached(
+                "SELECT root, note FROM post_heads WHERE checkpoint = $1 AND size = $2",
+            )
+            .await
+            .map_err(self.err())?,
             &[&checkpoint, &(size as i64)],
         )
         .await
         .map_err(self.err())?
-        .and_then(|r| r.get::<_, Vec<u8>>(0).try_into().ok().map(Hash)))
+        .into_iter()
+        .filter_map(|r| Some((Hash(r.get::<_, Vec<u8>>(0).try_into().ok()?), r.get(1))))
+        .collect())
     }
 
-    /// The leaves stored for `checkpoint` under any of `seqs`, in one query.
+    /// The leaves stored for `checkpoint` under any of `seqs`, in one query
+    /// (several under one number when its key signed two histories).
     pub async fn held_many(
         &self,
         checkpoint: &str,
         seqs: &[u64],
-    ) -> Result<HashMap<u64, Vec<u8>>, StoreError> {
+    ) -> Result<HashMap<u64, Vec<Vec<u8>>>, StoreError> {
         let c = self.pool.get().await.map_err(self.pool_err())?;
         let (Some(&lo), Some(&hi)) = (seqs.iter().min(), seqs.iter().max()) else {
             return Ok(HashMap::new());
@@ -234,13 +264,18 @@ impl PgStore {
             .await
             .map_err(self.err())?;
         let wanted: std::collections::HashSet<u64> = seqs.iter().copied().collect();
-        Ok(c.query(&st, &[&checkpoint, &(lo as i64), &(hi as i64)])
+        let mut out: HashMap<u64, Vec<Vec<u8>>> = HashMap::new();
+        for r in c
+            .query(&st, &[&checkpoint, &(lo as i64), &(hi as i64)])
             .await
             .map_err(self.err())?
-            .into_iter()
-            .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
-            .filter(|(seq, _)| wanted.contains(seq))
-            .collect())
+        {
+            let seq = r.get::<_, i64>(0) as u64;
+            if wanted.contains(&seq) {
+                out.entry(seq).or_default().push(r.get(1));
+            }
+        }
+        Ok(out)
     }
 
     /// Stores checked records in one transaction; idempotent; see the module's design note.
@@ -298,13 +333,14 @@ impl PgStore {
             )
             .await
             .map_err(&e)?;
-        let mut held: HashMap<(String, u64), Vec<u8>> = tx
-            .query(&st, &[&cps, &seqs])
-            .await
-            .map_err(&e)?
-            .into_iter()
-            .map(|r| ((r.get(0), r.get::<_, i64>(1) as u64), r.get(2)))
-            .collect();
+        let mut held: HashMap<(String, u64), Vec<Vec<u8>>> = HashMap::new();
+        for r in tx.query(&st, &[&cps, &seqs]).await.map_err(&e)? {
+            held.entry((r.get(0), r.get::<_, i64>(1) as u64))
+                .or_default()
+                .push(r.get(2));
+        }
+        // Numbers under which a second, different record is stored now.
+        let mut equivocal: Vec<(String, u64)> = Vec::new();
 
         let mut staged = Staged::default();
         let mut new: Vec<&Placed> = Vec::new();
@@ -315,16 +351,16 @@ impl PgStore {
                 touched.push(&rec.checkpoint);
             }
             let k = (rec.checkpoint.clone(), rec.seq);
-            if let Some(h) = held.get(&k) {
-                if *h != p.leaf {
-                    let a = conflicting_record_alert(rec, h, &p.leaf, now);
-                    if insert_alert(&tx, &a, now).await.map_err(&e)? {
-                        out.alerts.push(a);
-                    }
-                }
+            let same_number = held.entry(k.clone()).or_default();
+            if same_number.contains(&p.leaf) {
                 continue;
             }
-            held.insert(k, p.leaf.clone());
+            // Design: another record under this number is equivocation: kept
+            // (its license counts as used) and alerted with both as evidence.
+            if !same_number.is_empty() && !equivocal.contains(&k) {
+                equivocal.push(k);
+            }
+            same_number.push(p.leaf.clone());
             let h = leaf_hash(&p.leaf);
             let hashes = staged_op(&mut staged, &tx, &self.hashes, |r| {
                 tlog_tiles::stored_hashes_for_record_hash(size, h, r)
@@ -351,6 +387,19 @@ impl PgStore {
                 .await
                 .map_err(&e)?;
             tx.execute(&st, &[&idx, &hashes]).await.map_err(&e)?;
+            for (cp, seq) in &equivocal {
+                let two = proven_of_number(&tx, cp, *seq).await.map_err(&e)?;
+                if let [a, b, ..] = two.as_slice() {
+                    let ev = crate::sync::equivocation::Evidenced::Records(Box::new((
+                        a.clone(),
+                        b.clone(),
+                    )));
+                    let alert = crate::sync::equivocation::alert(cp, &ev, "hub", now);
+                    if insert_alert(&tx, &alert, now).await.map_err(&e)? {
+                        out.alerts.push(alert);
+                    }
+                }
+            }
             // Licenses of this batch now held more than once: a double use.
             let mut licenses: Vec<&str> =
                 new.iter().map(|p| p.record.license_id.as_str()).collect();
@@ -358,7 +407,7 @@ impl PgStore {
             licenses.dedup();
             let st = tx
                 .prepare_cached(
-                    "SELECT license_id FROM records WHERE license_id = ANY($1) GROUP BY license_id HAVING COUNT(*) > 1 ORDER BY license_id",
+                    "SELECT license_id FROM records WHERE license_id = ANY($1) GROUP BY license_id HAVING COUNT(DISTINCT (checkpoint, seq)) > 1 ORDER BY license_id",
                 )
                 .await
                 .map_err(&e)?;
@@ -389,7 +438,9 @@ impl PgStore {
                 .enumerate()
                 .map(|(i, p)| {
                     let head = heads.iter().find(|h| {
-                        h.checkpoint == p.record.checkpoint && h.head.size == p.post_size
+                        h.checkpoint == p.record.checkpoint
+                            && h.head.size == p.post_size
+                            && h.head.root == p.post_root
                     })?;
                     Some(FeedRow {
                         g: first_new + i as u64,
@@ -584,7 +635,7 @@ async fn proven_of_license<C: deadpool_postgres::GenericClient>(
 ) -> Result<Vec<(ConsumptionRecord, ProvenRecord)>, Pg> {
     let rows = c
         .query(
-            &c.prepare_cached("SELECT r.leaf, r.post_index, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size WHERE r.license_id = $1 ORDER BY r.g").await?,
+            &c.prepare_cached("SELECT r.leaf, r.post_index, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size AND h.root = r.post_root WHERE r.license_id = $1 ORDER BY r.g").await?,
             &[&license],
         )
         .await?;
@@ -607,6 +658,28 @@ async fn proven_of_license<C: deadpool_postgres::GenericClient>(
         .collect())
 }
 
+/// Every record under `checkpoint`'s number `seq`, each with the proof of its origin.
+async fn proven_of_number<C: deadpool_postgres::GenericClient>(
+    tx: &C,
+    checkpoint: &str,
+    seq: u64,
+) -> Result<Vec<ProvenRecord>, Pg> {
+    let st = tx
+        .prepare_cached("SELECT r.leaf, r.post_index, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size AND h.root = r.post_root WHERE r.checkpoint = $1 AND r.seq = $2 ORDER BY r.g")
+        .await?;
+    Ok(tx
+        .query(&st, &[&checkpoint, &(seq as i64)])
+        .await?
+        .into_iter()
+        .map(|r| ProvenRecord {
+            leaf: r.get(0),
+            index: r.get::<_, i64>(1) as u64,
+            proof: blob_hashes(&r.get::<_, Vec<u8>>(2)),
+            head: r.get(3),
+        })
+        .collect())
+}
+
 /// Inserts the new records, numbered from `first`, in one statement.
 async fn insert_records(
     tx: &tokio_postgres::Transaction<'_>,
@@ -621,7 +694,7 @@ async fn insert_records(
     // costs PostgreSQL about half as much per row.
     let sink = tx
         .copy_in(
-            "COPY records(g, checkpoint, seq, license_id, leaf, post_index, post_size, post_proof, received_at, consumed_at, declaration_id, exporter, consignee, end_user, destination, hs_codes, net_kg) FROM STDIN BINARY",
+            "COPY records(g, checkpoint, seq, license_id, leaf, post_index, post_size, post_proof, received_at, consumed_at, declaration_id, exporter, consignee, end_user, destination, hs_codes, net_kg, post_root) FROM STDIN BINARY",
         )
         .await?;
     let types = [
@@ -642,6 +715,7 @@ async fn insert_records(
         Type::TEXT,
         Type::TEXT,
         Type::FLOAT8,
+        Type::BYTEA,
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     tokio::pin!(writer);
@@ -671,6 +745,7 @@ async fn insert_records(
                 &r.destination,
                 &hs,
                 &net,
+                &&p.post_root.0[..],
             ])
             .await?;
     }

@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Placed, PostHead, StoreError, Stored, blob_hashes, hashes_blob};
 use crate::clock::UnixTime;
+use crate::ledger::Cached;
 use crate::merkle::{Hash, SqlLog, leaf_hash};
 use crate::record::{ConsumptionRecord, ProvenRecord, double_use_alert};
 use crate::sync::protocol::{Feed, FeedEntry};
@@ -87,6 +88,54 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX records_consumed ON records(consumed_at);
     ALTER TABLE checkpoints ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
 ",
+    // 4: equivocation is kept, not refused. Several records may stand under
+    // one (checkpoint, seq) when one key signed two histories (each counts),
+    // a checkpoint may have several heads of one size, and each record
+    // names the root of the head that proves it.
+    "
+    CREATE TABLE records_v4 (
+        g              INTEGER PRIMARY KEY,
+        checkpoint     TEXT    NOT NULL,
+        seq            INTEGER NOT NULL,
+        license_id     TEXT    NOT NULL,
+        leaf           BLOB    NOT NULL,
+        post_index     INTEGER NOT NULL,
+        post_size      INTEGER NOT NULL,
+        post_proof     BLOB    NOT NULL,
+        received_at    INTEGER NOT NULL,
+        consumed_at    INTEGER NOT NULL DEFAULT 0,
+        declaration_id TEXT    NOT NULL DEFAULT '',
+        exporter       TEXT    NOT NULL DEFAULT '',
+        consignee      TEXT    NOT NULL DEFAULT '',
+        end_user       TEXT    NOT NULL DEFAULT '',
+        destination    TEXT    NOT NULL DEFAULT '',
+        hs_codes       TEXT    NOT NULL DEFAULT '',
+        net_kg         REAL    NOT NULL DEFAULT 0,
+        post_root      BLOB
+    );
+    INSERT INTO records_v4
+        SELECT r.g, r.checkpoint, r.seq, r.license_id, r.leaf, r.post_index, r.post_size,
+               r.post_proof, r.received_at, r.consumed_at, r.declaration_id, r.exporter,
+               r.consignee, r.end_user, r.destination, r.hs_codes, r.net_kg,
+               (SELECT h.root FROM post_heads h WHERE h.checkpoint = r.checkpoint AND h.size = r.post_size)
+        FROM records r;
+    DROP TABLE records;
+    ALTER TABLE records_v4 RENAME TO records;
+    CREATE INDEX records_license ON records(license_id);
+    CREATE INDEX records_consumed ON records(consumed_at);
+    CREATE INDEX records_number ON records(checkpoint, seq);
+    CREATE TABLE post_heads_v4 (
+        checkpoint  TEXT    NOT NULL,
+        size        INTEGER NOT NULL,
+        root        BLOB    NOT NULL,
+        note        TEXT    NOT NULL,
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (checkpoint, size, root)
+    ) WITHOUT ROWID;
+    INSERT INTO post_heads_v4 SELECT checkpoint, size, root, note, received_at FROM post_heads;
+    DROP TABLE post_heads;
+    ALTER TABLE post_heads_v4 RENAME TO post_heads;
+",
 ];
 
 /// An open SQLite hub store.
@@ -108,7 +157,7 @@ impl SqliteStore {
         }
         let mut conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
         let check: String = conn
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .row_cached("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(|e| err(format!("not a readable SQLite database ({e})")))?;
         if check != "ok" {
             return Err(err(format!("integrity check failed: {check}")));
@@ -158,15 +207,25 @@ impl SqliteStore {
             .map_err(self.err())
     }
 
-    /// The root of `checkpoint`'s head of exactly `size` leaves, if held.
-    pub fn post_head_at(&self, checkpoint: &str, size: u64) -> Result<Option<Hash>, StoreError> {
+    /// `checkpoint`'s heads of exactly `size` leaves the hub holds: (root, note).
+    pub fn post_heads_at(
+        &self,
+        checkpoint: &str,
+        size: u64,
+    ) -> Result<Vec<(Hash, String)>, StoreError> {
         self.conn
-            .prepare_cached("SELECT root FROM post_heads WHERE checkpoint = ?1 AND size = ?2")
+            .prepare_cached("SELECT root, note FROM post_heads WHERE checkpoint = ?1 AND size = ?2")
             .and_then(|mut st| {
-                st.query_row(params![checkpoint, size as i64], |r| r.get::<_, Vec<u8>>(0))
-                    .optional()
+                st.query_map(params![checkpoint, size as i64], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
             })
-            .map(|o| o.and_then(|r| r.try_into().ok().map(Hash)))
+            .map(|rows| {
+                rows.into_iter()
+                    .filter_map(|(root, note)| Some((Hash(root.try_into().ok()?), note)))
+                    .collect()
+            })
             .map_err(self.err())
     }
 
@@ -203,7 +262,7 @@ impl SqliteStore {
         let mut out = Stored::default();
         let mut touched: Vec<String> = Vec::new();
         let mut size: u64 = tx
-            .query_row("SELECT COALESCE(MAX(g), 0) FROM records", [], |r| {
+            .row_cached("SELECT COALESCE(MAX(g), 0) FROM records", [], |r| {
                 r.get::<_, i64>(0)
             })
             .map_err(err)? as u64;
@@ -213,19 +272,15 @@ impl SqliteStore {
             if !touched.contains(&rec.checkpoint) {
                 touched.push(rec.checkpoint.clone());
             }
-            let held: Option<Vec<u8>> = tx
-                .prepare_cached("SELECT leaf FROM records WHERE checkpoint=?1 AND seq=?2")
+            let held: Vec<(i64, Vec<u8>)> = tx
+                .prepare_cached("SELECT g, leaf FROM records WHERE checkpoint=?1 AND seq=?2")
                 .map_err(err)?
-                .query_row(params![rec.checkpoint, rec.seq as i64], |r| r.get(0))
-                .optional()
+                .query_map(params![rec.checkpoint, rec.seq as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(err)?;
-            if let Some(held) = held {
-                if held != p.leaf {
-                    let a = super::conflicting_record_alert(rec, &held, &p.leaf, now);
-                    if insert_alert(&tx, &a, now).map_err(err)? {
-                        out.alerts.push(a);
-                    }
-                }
+            if held.iter().any(|(_, leaf)| *leaf == p.leaf) {
                 continue;
             }
             SqlLog::new(&tx, LOG)
@@ -233,16 +288,30 @@ impl SqliteStore {
                 .map_err(merr)?;
             size += 1;
             tx.prepare_cached(
-                "INSERT INTO records(g, checkpoint, seq, license_id, leaf, post_index, post_size, post_proof, received_at, consumed_at, declaration_id, exporter, consignee, end_user, destination, hs_codes, net_kg) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                "INSERT INTO records(g, checkpoint, seq, license_id, leaf, post_index, post_size, post_proof, received_at, consumed_at, declaration_id, exporter, consignee, end_user, destination, hs_codes, net_kg, post_root) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             )
             .map_err(err)?
-            .execute(params![size as i64, rec.checkpoint, rec.seq as i64, rec.license_id, p.leaf, p.post_index as i64, p.post_size as i64, hashes_blob(&p.post_proof), now, rec.consumed_at, rec.declaration_id, rec.exporter, rec.consignee, rec.end_user, rec.destination, super::hs_codes(rec), super::net_kg(rec)],
+            .execute(params![size as i64, rec.checkpoint, rec.seq as i64, rec.license_id, p.leaf, p.post_index as i64, p.post_size as i64, hashes_blob(&p.post_proof), now, rec.consumed_at, rec.declaration_id, rec.exporter, rec.consignee, rec.end_user, rec.destination, super::hs_codes(rec), super::net_kg(rec), &p.post_root.0[..]],
             )
             .map_err(err)?;
+            // Design: another record under this number is equivocation: kept
+            // (its license counts as used) and alerted with both as evidence.
+            if let Some((g, _)) = held.first()
+                && let (Some(a), Some(b)) = (
+                    proven_at(&tx, *g).map_err(err)?,
+                    proven_at(&tx, size as i64).map_err(err)?,
+                )
+            {
+                let e = crate::sync::equivocation::Evidenced::Records(Box::new((a, b)));
+                let alert = crate::sync::equivocation::alert(&rec.checkpoint, &e, "hub", now);
+                if insert_alert(&tx, &alert, now).map_err(err)? {
+                    out.alerts.push(alert);
+                }
+            }
             // Another record of this license: a double use (every record of
             // it, this one included, goes into the alert).
             let uses: i64 = tx
-                .prepare_cached("SELECT COUNT(*) FROM records WHERE license_id = ?1")
+                .prepare_cached("SELECT COUNT(DISTINCT checkpoint || '/' || seq) FROM records WHERE license_id = ?1")
                 .map_err(err)?
                 .query_row([&rec.license_id], |r| r.get(0))
                 .map_err(err)?;
@@ -256,7 +325,7 @@ impl SqliteStore {
         }
         for cp in touched {
             let mut n: i64 = tx
-                .query_row(
+                .row_cached(
                     "SELECT contiguous FROM checkpoints WHERE checkpoint=?1",
                     [&cp],
                     |r| r.get(0),
@@ -271,7 +340,7 @@ impl SqliteStore {
                 n += 1;
             }
             drop(exists);
-            tx.execute(
+            tx.exec_cached(
                 "INSERT INTO checkpoints(checkpoint, contiguous, last_seen) VALUES (?1, ?2, ?3) ON CONFLICT(checkpoint) DO UPDATE SET contiguous=excluded.contiguous, last_seen=excluded.last_seen",
                 params![cp, n, now],
             )
@@ -293,7 +362,7 @@ impl SqliteStore {
     pub fn ensure_head(&mut self, key: &SigningKey, now: UnixTime) -> Result<(), StoreError> {
         let held: i64 = self
             .conn
-            .query_row("SELECT COUNT(*) FROM hub_heads", [], |r| r.get(0))
+            .row_cached("SELECT COUNT(*) FROM hub_heads", [], |r| r.get(0))
             .map_err(self.err())?;
         if held == 0 {
             let size = self.head()?;
@@ -311,24 +380,26 @@ impl SqliteStore {
         })
     }
 
-    /// The leaves stored for `checkpoint` under any of `seqs`.
+    /// The leaves stored for `checkpoint` under any of `seqs` (several
+    /// under one number when its key signed two histories).
     pub fn held_many(
         &self,
         checkpoint: &str,
         seqs: &[u64],
-    ) -> Result<std::collections::HashMap<u64, Vec<u8>>, StoreError> {
+    ) -> Result<std::collections::HashMap<u64, Vec<Vec<u8>>>, StoreError> {
         let mut st = self
             .conn
             .prepare_cached("SELECT leaf FROM records WHERE checkpoint=?1 AND seq=?2")
             .map_err(self.err())?;
-        let mut out = std::collections::HashMap::new();
+        let mut out: std::collections::HashMap<u64, Vec<Vec<u8>>> =
+            std::collections::HashMap::new();
         for &seq in seqs {
-            if let Some(leaf) = st
-                .query_row(params![checkpoint, seq as i64], |r| r.get::<_, Vec<u8>>(0))
-                .optional()
-                .map_err(self.err())?
-            {
-                out.insert(seq, leaf);
+            let leaves = st
+                .query_map(params![checkpoint, seq as i64], |r| r.get::<_, Vec<u8>>(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(self.err())?;
+            if !leaves.is_empty() {
+                out.insert(seq, leaves);
             }
         }
         Ok(out)
@@ -342,7 +413,7 @@ impl SqliteStore {
             message: e.to_string(),
         })?;
         let newest: Option<(i64, String)> = tx
-            .query_row(
+            .row_cached(
                 "SELECT size, note FROM hub_heads ORDER BY size DESC LIMIT 1",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -367,7 +438,7 @@ impl SqliteStore {
     /// The highest number up to which the hub holds every record of `checkpoint`.
     pub fn contiguous(&self, checkpoint: &str) -> Result<u64, StoreError> {
         self.conn
-            .query_row(
+            .row_cached(
                 "SELECT contiguous FROM checkpoints WHERE checkpoint = ?1",
                 [checkpoint],
                 |r| r.get::<_, i64>(0),
@@ -380,7 +451,7 @@ impl SqliteStore {
     /// The highest global number assigned (0 when empty).
     pub fn head(&self) -> Result<u64, StoreError> {
         self.conn
-            .query_row("SELECT COALESCE(MAX(g), 0) FROM records", [], |r| {
+            .row_cached("SELECT COALESCE(MAX(g), 0) FROM records", [], |r| {
                 r.get::<_, i64>(0)
             })
             .map(|g| g as u64)
@@ -509,7 +580,7 @@ impl SqliteStore {
     /// Records held, and alerts raised.
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         self.conn
-            .query_row(
+            .row_cached(
                 "SELECT (SELECT COUNT(*) FROM records), (SELECT COUNT(*) FROM alerts)",
                 [],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
@@ -527,7 +598,7 @@ fn sign_head(
 ) -> Result<String, crate::merkle::MerkleError> {
     let root = SqlLog::new(conn, LOG).root(size)?;
     let note = crate::hub::store::hub_head_note(size, root, key, now);
-    conn.execute(
+    conn.exec_cached(
         "INSERT OR REPLACE INTO hub_heads(size, note, signed_at) VALUES (?1, ?2, ?3)",
         params![size as i64, note, now],
     )?;
@@ -544,7 +615,7 @@ fn feed_range(
 ) -> Result<Feed, crate::merkle::MerkleError> {
     let log = SqlLog::new(conn, LOG);
     let mut stmt = conn.prepare_cached(
-        "SELECT r.g, r.checkpoint, r.leaf, r.post_index, r.post_size, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size WHERE r.g > ?1 AND r.g <= ?2 ORDER BY r.g",
+        "SELECT r.g, r.checkpoint, r.leaf, r.post_index, r.post_size, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size AND h.root = r.post_root WHERE r.g > ?1 AND r.g <= ?2 ORDER BY r.g",
     )?;
     type Row = (i64, String, Vec<u8>, i64, i64, Vec<u8>, String);
     let rows: Vec<Row> = stmt
@@ -595,7 +666,7 @@ fn proven_of_license(
     license: &str,
 ) -> rusqlite::Result<Vec<(ConsumptionRecord, ProvenRecord)>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT r.leaf, r.post_index, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size WHERE r.license_id = ?1 ORDER BY r.g",
+        "SELECT r.leaf, r.post_index, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size AND h.root = r.post_root WHERE r.license_id = ?1 ORDER BY r.g",
     )?;
     let rows: Vec<(Vec<u8>, i64, Vec<u8>, String)> = stmt
         .query_map([license], |r| {
@@ -619,10 +690,26 @@ fn proven_of_license(
         .collect())
 }
 
+/// The record at global number `g` with the proof of its origin.
+fn proven_at(conn: &Connection, g: i64) -> rusqlite::Result<Option<ProvenRecord>> {
+    conn.prepare_cached(
+        "SELECT r.leaf, r.post_index, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size AND h.root = r.post_root WHERE r.g = ?1",
+    )?
+    .query_row([g], |r| {
+        Ok(ProvenRecord {
+            leaf: r.get(0)?,
+            index: r.get::<_, i64>(1)? as u64,
+            proof: blob_hashes(&r.get::<_, Vec<u8>>(2)?),
+            head: r.get(3)?,
+        })
+    })
+    .optional()
+}
+
 /// Stores an alert unless one with the same `alert_id` is held; true if stored.
 fn insert_alert(conn: &Connection, alert: &Alert, now: UnixTime) -> rusqlite::Result<bool> {
     let kind = alert.kind.as_str();
-    let n = conn.execute(
+    let n = conn.exec_cached(
         "INSERT OR IGNORE INTO alerts(alert_id, kind, raised_at, alert_json) VALUES (?1, ?2, ?3, ?4)",
         params![
             alert.alert_id,

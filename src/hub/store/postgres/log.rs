@@ -136,7 +136,7 @@ pub(super) async fn feed_range<C: deadpool_postgres::GenericClient>(
 ) -> Result<Feed, StagedError> {
     let rows = c
         .query(
-            &c.prepare_cached("SELECT r.g, r.leaf, r.post_index, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size WHERE r.g > $1 AND r.g <= $2 ORDER BY r.g").await?,
+            &c.prepare_cached("SELECT r.g, r.leaf, r.post_index, r.post_proof, h.note FROM records r JOIN post_heads h ON h.checkpoint = r.checkpoint AND h.size = r.post_size AND h.root = r.post_root WHERE r.g > $1 AND r.g <= $2 ORDER BY r.g").await?,
             &[&(after as i64), &((after + count) as i64)],
         )
         .await
