@@ -145,17 +145,37 @@ async fn behaves(mut store: Store) {
     let checked = permitgate::sync::verify::check_feed(&feed, &reg).unwrap();
     assert_eq!((checked.entries.len(), checked.hub_head.size), (3, 4));
     assert_eq!(checked.hub_head.root, store.log_root(4).await.unwrap());
-    // Two different records under one number: the first kept, raised.
+    // Two different records under one number (a's key signed another
+    // history): both kept, both count, the equivocation raised with both
+    // as evidence anyone can check.
     let mut forked = PostLog {
         records: Vec::new(),
         ..PostLog::new("a")
     };
     forked.key = a.key.clone();
     let out = put(&mut store, &mut forked, &hub, &["OTHER"]).await;
-    assert!(out.feed.is_none());
+    assert_eq!(
+        out.feed.unwrap().entries[0].g,
+        5,
+        "kept in the national log"
+    );
     assert_eq!(out.alerts.len(), 1);
-    assert_eq!(out.alerts[0].kind, AlertKind::RefusedRecord);
-    assert_eq!(store.head().await.unwrap(), 4);
+    assert_eq!(out.alerts[0].kind, AlertKind::LogEquivocation);
+    assert_eq!(out.alerts[0].signer.as_deref(), Some("a"));
+    permitgate::sync::equivocation::verify(&out.alerts[0], &reg, "test", NOW).unwrap();
+    assert_eq!(store.head().await.unwrap(), 5);
+    assert_eq!(store.license("OTHER").await.unwrap().len(), 1);
+    // The same again changes nothing.
+    let (placed, _, _) = {
+        let mut copy = PostLog {
+            records: Vec::new(),
+            ..PostLog::new("a")
+        };
+        copy.key = a.key.clone();
+        copy.add(&["OTHER"])
+    };
+    let again = store.store(&placed, &[], &hub, NOW).await.unwrap();
+    assert!(again.feed.is_none() && again.alerts.is_empty());
 
     // Out of order: the records after a gap are held, but the checkpoint's
     // contiguity waits for the gap and then runs through them.
@@ -274,4 +294,54 @@ async fn two_hubs_racing_on_one_sqlite_file_raise_each_double_use_once() {
         Store::open(&path).await.unwrap(),
     )
     .await;
+}
+
+/// A database that cannot let the hub in (here another session holds the
+/// national log's lock, as a commit stuck waiting for a synchronous standby
+/// does): each attempt gives up within the session's lock timeout, says
+/// so, and leaves no server process waiting behind it; once the lock is
+/// free the same store works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_session_never_waits_on_the_database_for_ever() {
+    let pg = Postgres::primary();
+    let mut store = Store::open(&pg.uri()).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&pg.uri(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // The advisory lock every append takes ("permit").
+    client
+        .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(x'7065726d6974'::bigint)")
+        .await
+        .unwrap();
+    let hub = permitgate::keys::generate();
+    let mut log = PostLog::new("a");
+    let bound = permitgate::hub::store::SESSION_LOCK_TIMEOUT + std::time::Duration::from_secs(5);
+    for _ in 0..2 {
+        let (placed, head, note) = log.add(&["L-STUCK"]);
+        let heads = [PostHead {
+            checkpoint: "a".into(),
+            head,
+            note,
+        }];
+        let started = std::time::Instant::now();
+        let e = tokio::time::timeout(bound * 2, store.store(&placed, &heads, &hub, NOW))
+            .await
+            .expect("the attempt ends by itself")
+            .expect_err("the log's lock is held elsewhere");
+        assert!(started.elapsed() < bound, "{:?}", started.elapsed());
+        assert!(e.to_string().contains("lock"), "{e}");
+    }
+    let waiting: i64 = client
+        .query_one(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(waiting, 0, "no session of the hub is left waiting");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let stored = put(&mut store, &mut log, &hub, &["L-FREE"]).await;
+    assert!(stored.feed.is_some(), "the store works again");
 }

@@ -549,7 +549,15 @@ impl PostSync {
                 self.judge_clock(t, &registry, now);
             }
         }
-        self.hub_head = self.hub_head.max(checked.hub_head.size);
+        // Design: a reply carries the hub's newest head for this request:
+        // it replaces what any feed message claimed, so a head far ahead
+        // (forged with a stolen hub key, or a stale one) starts at most one
+        // request, never a stream of them.
+        self.hub_head = if reply {
+            checked.hub_head.size
+        } else {
+            self.hub_head.max(checked.hub_head.size)
+        };
         for (_, code, why) in &checked.refused {
             self.refuse(ledger, "feed", code, why, payload, now, out);
         }

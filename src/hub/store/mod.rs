@@ -8,7 +8,7 @@ mod postgres;
 mod sqlite;
 pub mod view;
 
-pub use postgres::PgStore;
+pub use postgres::{PgStore, SESSION_LOCK_TIMEOUT};
 pub use sqlite::SqliteStore;
 pub use view::{CheckpointView, FlowBy, FlowRow, RecordView};
 

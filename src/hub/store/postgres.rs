@@ -86,6 +86,16 @@ const SCHEMA: &str = "
 /// The schema version this build writes.
 const VERSION: i32 = 2;
 
+/// Longest a hub session waits for a lock (the national log's, above all).
+pub const SESSION_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest one statement of a hub session runs (below the hub's own 30 s).
+pub const SESSION_STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// A hub session left open inside a transaction this long is ended by the server.
+pub const SESSION_IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Connections a hub process holds at most (its intake, the national view, health).
+const POOL_MAX: usize = 4;
+
 /// Version 1 → 2: equivocation is kept, not refused. Several records may
 /// stand under one (checkpoint, seq) when one key signed two histories
 /// (each counts), a checkpoint may have several heads of one size, and each
@@ -137,7 +147,8 @@ impl PgStore {
         }
     }
 
-    /// Connects (a pool of up to 8) and brings the schema up to date.
+    /// Connects (a pool of at most [`POOL_MAX`], each session's waits
+    /// bounded) and brings the schema up to date.
     pub async fn open(uri: &str) -> Result<PgStore, StoreError> {
         let name = PathBuf::from(super::redacted(uri));
         let shown = name.clone();
@@ -145,9 +156,26 @@ impl PgStore {
             path: shown.clone(),
             message,
         };
-        let cfg: tokio_postgres::Config = uri
+        let mut cfg: tokio_postgres::Config = uri
             .parse()
             .map_err(|e: Pg| bad(format!("not a PostgreSQL connection string: {e}")))?;
+        // Design: no session of the hub may wait on the server for ever. A
+        // database that cannot commit (a promoted server waiting for its
+        // synchronous standby) held every retry's session on the log's lock;
+        // with these, each gives up (and frees its server process) well
+        // before the hub tries again, and one left open in a transaction
+        // is ended by the server.
+        let bounds = format!(
+            "-c lock_timeout={}ms -c statement_timeout={}ms -c idle_in_transaction_session_timeout={}ms",
+            SESSION_LOCK_TIMEOUT.as_millis(),
+            SESSION_STATEMENT_TIMEOUT.as_millis(),
+            SESSION_IDLE_IN_TRANSACTION.as_millis()
+        );
+        let options = match cfg.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} {bounds}"),
+            _ => bounds,
+        };
+        cfg.options(options);
         let mgr = Manager::from_config(
             cfg,
             NoTls,
@@ -156,7 +184,7 @@ impl PgStore {
             },
         );
         let pool = Pool::builder(mgr)
-            .max_size(8)
+            .max_size(POOL_MAX)
             .build()
             .map_err(|e| bad(e.to_string()))?;
         let store = PgStore {
