@@ -58,3 +58,43 @@ fn a_seed_replays_exactly() {
         assert!(a.steps > 100, "seed {seed} took {} steps", a.steps);
     }
 }
+
+/// `permitgate dev simulate`: a run of seeds says how it went; one seed
+/// replays step by step; a bad option is said in plain words.
+#[test]
+fn the_command_runs_seeds_and_replays_one() {
+    let bin = env!("CARGO_BIN_EXE_permitgate");
+    let o = std::process::Command::new(bin)
+        .args(["dev", "simulate", "--seeds", "20", "--from", "100"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("20 seeds (100..120)"), "{out}");
+    assert!(out.contains("every invariant held in every seed"), "{out}");
+
+    let o = std::process::Command::new(bin)
+        .args(["dev", "simulate", "--seed", "101", "--trace"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains(" ms  post-a starts"), "{out}");
+    assert!(out.contains("seed 101: "), "{out}");
+    assert!(out.contains("every invariant holds"), "{out}");
+
+    let o = std::process::Command::new(bin)
+        .args(["dev", "simulate", "--moves", "forged_log,teleport"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unknown adversary move `teleport`"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -139,6 +139,31 @@ impl Intake {
         }
     }
 
+    /// Whether what it remembers is within its bounds (the simulation
+    /// checks it after every step): verified heads, and per checkpoint key
+    /// the requests it answered and when.
+    pub fn within_bounds(&self) -> Result<(), String> {
+        if self.heads.len() > super::records::HEADS_KEPT {
+            return Err(format!("{} verified heads kept", self.heads.len()));
+        }
+        for (cp, a) in &self.askers {
+            if a.answered.len() > BACKFILL_REMEMBERED || a.replies.len() > BACKFILL_RATE {
+                return Err(format!(
+                    "{} requests and {} replies remembered for {cp}",
+                    a.answered.len(),
+                    a.replies.len()
+                ));
+            }
+        }
+        if self.answered.len() > BACKFILL_REMEMBERED * self.askers.len() {
+            return Err(format!(
+                "{} requests remembered in all",
+                self.answered.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether a message on `topic` carries records (and may be stored in a group with others).
     pub fn is_records(&self, topic: &str) -> bool {
         self.topics.checkpoint_of_records(topic).is_some()
@@ -379,3 +404,6 @@ impl Intake {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -502,4 +502,36 @@ mod tests {
         // A feed within the limit comes back whole.
         assert_eq!(split_feed(feed.clone(), 5, MESSAGE_MAX), vec![feed]);
     }
+
+    #[test]
+    fn a_feed_is_cut_below_the_message_bound_by_bytes() {
+        let heads: Vec<String> = (0..3)
+            .map(|i| format!("head-{i}-{}", "h".repeat(300)))
+            .collect();
+        let feed = Feed {
+            hub_head: "hub".repeat(100),
+            post_heads: heads,
+            entries: (0..40u64)
+                .map(|g| FeedEntry {
+                    g: g + 1,
+                    post_head: (g % 3) as usize,
+                    post_index: g,
+                    leaf: vec![7; 60 * 1024],
+                    post_proof: vec![crate::merkle::Hash([1; 32]); 20],
+                    hub_proof: vec![crate::merkle::Hash([2; 32]); 20],
+                })
+                .collect(),
+            time: Some(vec![3; 100]),
+        };
+        let parts = split_feed(feed, BATCH_MAX, MESSAGE_MAX);
+        assert!(parts.len() >= 3, "{} parts", parts.len());
+        let mut seen = Vec::new();
+        for p in &parts {
+            let bytes = p.encode().len();
+            assert!(bytes <= MESSAGE_MAX, "{bytes} bytes");
+            assert!(p.time.is_some(), "every part answers the request");
+            seen.extend(p.entries.iter().map(|e| e.g));
+        }
+        assert_eq!(seen, (1..=40).collect::<Vec<_>>());
+    }
 }

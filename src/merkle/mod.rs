@@ -13,6 +13,8 @@
 
 pub mod head;
 pub mod staged;
+#[cfg(test)]
+pub(crate) mod test_log;
 
 use rusqlite::{Connection, OptionalExtension, params};
 pub use tlog_tiles::Hash;

@@ -57,6 +57,9 @@ pub(super) enum Act {
     HugeRecord,
     /// The key-holder sends `left` more sealed backfill requests, 10 ms apart.
     RequestSpam { left: usize },
+    /// The key-holder publishes, as the stolen post's witness, a hub head
+    /// it saw long ago or bytes that are none.
+    Witness { junk: bool },
     /// The outsider replays what it picked every `every` ms until `until`.
     Replay {
         pick: Pick,
@@ -145,6 +148,10 @@ impl Adversary {
                 self.planned.push("request_spam");
                 let left = rng.gen_range(20..60);
                 acts.push((rng.gen_range(0..chaos), Act::RequestSpam { left }));
+                for _ in 0..rng.gen_range(1..=3) {
+                    let junk = rng.gen_bool(0.5);
+                    acts.push((rng.gen_range(0..chaos), Act::Witness { junk }));
+                }
             }
         }
         let burst = |rng: &mut ChaCha8Rng, pick: Pick, every: (u64, u64), long: (u64, u64)| {
@@ -257,6 +264,25 @@ pub(super) fn perform(w: &mut World, act: Act) {
                     super::world::Ev::Adversary(Act::RequestSpam { left: left - 1 }),
                 );
             }
+        }
+        Act::Witness { junk } => {
+            let (Some(i), Some(c)) = (w.adversary.stolen, w.adversary.forger) else {
+                return;
+            };
+            let cp = fixtures::post_id(i);
+            let old = w
+                .adversary
+                .captured
+                .iter()
+                .find(|(t, _)| t.ends_with("/sync/witness"))
+                .and_then(|(_, m)| m.first())
+                .map(|m| m.payload.to_vec());
+            let payload = match old {
+                Some(note) if !junk => note,
+                _ => b"not a signed note".to_vec(),
+            };
+            w.note(|| format!("the key-holder publishes a witness as {cp}"));
+            w.publish(c, &format!("{PREFIX}/{cp}/sync/witness"), payload, true);
         }
         Act::Replay {
             pick,

@@ -1,8 +1,12 @@
 //! The invariants, checked after every step and once the healed country
 //! has settled. Each has a name that a violation carries:
 //!
-//! - `messages_fit`: nothing a genuine part publishes is larger than the
-//!   broker takes (checked where it publishes, [`super::world`]).
+//! - `messages_fit`: nothing a genuine part publishes is larger than any
+//!   sync message may be, nor than the broker takes (checked where it
+//!   publishes, [`super::world`]).
+//! - `memory_bounded`: what a post's machine and a hub's intake remember
+//!   (verified heads, opened acknowledgements, requests answered) stays
+//!   within its bounds.
 //! - `acks_never_move_back`: the head a post believes the hub holds of it
 //!   never shrinks, whatever is replayed.
 //! - `no_false_loss`: a post whose ledger lost nothing never says it lost
@@ -70,6 +74,10 @@ pub(super) fn post_alert(w: &mut World, i: usize, json: &str) {
 
 /// After post `i`'s machine took a step.
 pub(super) fn after_post_step(w: &mut World, i: usize) {
+    if let Some(Err(why)) = w.posts[i].machine.as_ref().map(|m| m.within_bounds()) {
+        let detail = format!("{}: {why}", fixtures::post_id(i));
+        return w.fail("memory_bounded", detail);
+    }
     let size = w.posts[i]
         .ledger
         .hub_holds_head()
@@ -93,6 +101,9 @@ pub(super) fn after_post_step(w: &mut World, i: usize) {
 
 /// After hub process `j` handled `msg`, refusing `refused` things and sending `outs`.
 pub(super) fn after_hub_step(w: &mut World, j: usize, msg: &Msg, refused: u64, outs: &[Out]) {
+    if let Some(Err(why)) = w.hubs[j].intake.as_ref().map(|m| m.within_bounds()) {
+        return w.fail("memory_bounded", format!("hub process {j}: {why}"));
+    }
     let sender = w.posts.iter().position(|p| p.client == msg.from);
     if let Some(i) = sender
         && msg.topic.starts_with(&format!("{PREFIX}/hub/records/"))

@@ -172,6 +172,20 @@ impl PostSync {
         }
     }
 
+    /// Whether what it remembers is within its bounds (the simulation
+    /// checks it after every step): verified heads, opened acknowledgements.
+    pub fn within_bounds(&self) -> Result<(), String> {
+        let heads = 2 * super::verify::VERIFIED_KEPT + 1;
+        if self.verified.len() > heads || self.opened.len() > super::protocol::OPENED_KEPT {
+            return Err(format!(
+                "{} verified heads and {} opened acknowledgements remembered",
+                self.verified.len(),
+                self.opened.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// The topics it speaks on.
     pub fn topics(&self) -> &SyncTopics {
         &self.topics
@@ -870,3 +884,6 @@ impl PostSync {
         self.queue_alert(ledger, &alert, now, out);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -96,9 +96,19 @@ pub struct Opened {
 }
 
 /// Sealed messages remembered as opened.
-const OPENED_KEPT: usize = 256;
+pub const OPENED_KEPT: usize = 256;
 
 impl Opened {
+    /// Messages remembered now.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
     /// [`Ack::open`], remembered for the policy of version `policy`.
     pub fn ack(
         &mut self,

@@ -78,7 +78,7 @@ pub struct Verified {
 }
 
 /// Heads kept verified at most, per kind (then forgotten, and checked again).
-const VERIFIED_KEPT: usize = 256;
+pub const VERIFIED_KEPT: usize = 256;
 
 impl Verified {
     fn fresh(&mut self, policy: u64) {
@@ -87,6 +87,16 @@ impl Verified {
             self.post.clear();
             self.policy = Some(policy);
         }
+    }
+
+    /// Heads remembered now.
+    pub fn len(&self) -> usize {
+        self.hub.len() + self.post.len()
+    }
+
+    /// Whether none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// [`verify_hub_head`], remembered for the policy of version `policy`.

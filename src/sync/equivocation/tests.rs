@@ -1,6 +1,4 @@
 use super::*;
-use crate::merkle::SqlLog;
-use crate::merkle::head::{Head, checkpoint_origin};
 use crate::registry::KeyEntry;
 
 const T: UnixTime = 1_780_000_000;
@@ -19,70 +17,31 @@ fn registry(key: &ed25519_dalek::SigningKey) -> Registry {
 }
 
 fn record(seq: u64, license: &str) -> Vec<u8> {
-    ConsumptionRecord {
-        kind: crate::record::KIND_CONSUMPTION.into(),
-        checkpoint: "post-a".into(),
-        seq,
-        license_id: license.into(),
-        declaration_id: format!("D-{license}"),
-        consumed_at: T,
-        token_sha256: [1; 32],
-        declaration_sha256: [2; 32],
-        exporter: "E".into(),
-        consignee: "C".into(),
-        end_user: "U".into(),
-        destination: "DE".into(),
-        goods: Vec::new(),
-    }
-    .to_leaf()
+    crate::merkle::test_log::record("post-a", seq, license, T)
 }
 
-/// A log of `leaves` signed by `key`: its head at each size, and proofs.
-struct Log {
-    conn: rusqlite::Connection,
-    leaves: Vec<Vec<u8>>,
-}
+/// post-a's log of `leaves`, its heads signed at `T`.
+struct Log(crate::merkle::test_log::TestLog);
 
 impl Log {
     fn of(leaves: Vec<Vec<u8>>) -> Log {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch(&SqlLog::create_sql("l")).unwrap();
-        let log = SqlLog::new(&conn, "l");
-        for (n, leaf) in leaves.iter().enumerate() {
-            log.append(n as u64, merkle::leaf_hash(leaf)).unwrap();
-        }
-        Log { conn, leaves }
+        Log(crate::merkle::test_log::TestLog::of("post-a", leaves))
     }
 
     fn root(&self, size: u64) -> Hash {
-        SqlLog::new(&self.conn, "l").root(size).unwrap()
+        self.0.root(size)
     }
 
     fn head(&self, size: u64, key: &ed25519_dalek::SigningKey) -> String {
-        Head {
-            origin: checkpoint_origin("post-a"),
-            size,
-            root: self.root(size),
-            time: T,
-        }
-        .sign(key)
+        self.0.head(size, key, T)
     }
 
     fn proven(&self, n: u64, size: u64, key: &ed25519_dalek::SigningKey) -> ProvenRecord {
-        ProvenRecord {
-            leaf: self.leaves[n as usize].clone(),
-            index: n,
-            head: self.head(size, key),
-            proof: SqlLog::new(&self.conn, "l")
-                .prove_inclusion(n, size)
-                .unwrap(),
-        }
+        self.0.proven(n, size, key, T)
     }
 
     fn consistency(&self, old: u64, new: u64) -> Vec<Hash> {
-        SqlLog::new(&self.conn, "l")
-            .prove_consistency(old, new)
-            .unwrap()
+        self.0.consistency(old, new)
     }
 }
 
