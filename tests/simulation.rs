@@ -29,6 +29,7 @@ fn every_seed_holds_every_invariant() {
         summary.seconds,
         summary.seeds as f64 / summary.seconds
     );
+    println!("{:?}", summary.counts);
     if let Some((seed, v)) = summary.failures.first() {
         let replay = sim::run(
             *seed,
@@ -44,6 +45,22 @@ fn every_seed_holds_every_invariant() {
             "seed {seed} ({}): {v}\nreplay: permitgate dev simulate --seed {seed} --trace",
             replay.summary
         );
+    }
+    // The invariants were put to the test: uses, double uses, each kind of
+    // equivocation, refusals and used licenses presented again all happened.
+    let c = summary.counts;
+    if n >= 1_000 {
+        for (what, count) in [
+            ("clearances", c.clearances),
+            ("licenses presented again once settled", c.probes),
+            ("double uses", c.double_uses),
+            ("two records under one number", c.equivocal_records),
+            ("two heads of one size", c.equivocal_heads),
+            ("forks", c.forks),
+            ("refusals at the hub", c.refused),
+        ] {
+            assert!(count > 0, "no {what} in {n} seeds: {c:?}");
+        }
     }
 }
 

@@ -79,6 +79,19 @@ pub fn run(args: SimulateArgs) -> Result<Outcome> {
         s.seconds,
         s.seeds as f64 / s.seconds.max(1e-9)
     );
+    let c = &s.counts;
+    println!(
+        "in all: {} clearances, {} licenses refused as used once settled, {} double uses, {} equivocations (two records under one number {}, two heads of one size {}, forks {}), {} refusals at the hub, {} messages",
+        c.clearances,
+        c.probes,
+        c.double_uses,
+        c.equivocal_records + c.equivocal_heads + c.forks,
+        c.equivocal_records,
+        c.equivocal_heads,
+        c.forks,
+        c.refused,
+        c.messages
+    );
     if s.failures.is_empty() {
         println!("every invariant held in every seed");
         return Ok(Outcome::Ok);

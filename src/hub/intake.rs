@@ -61,7 +61,8 @@ pub struct IntakeConfig {
     pub telemetry: Arc<HubTelemetry>,
 }
 
-/// Backfill requests of one checkpoint key answered in any second, at most.
+/// Backfill requests of one checkpoint key answered in any second, at most
+/// (one more when it is the key's newest request: see `on_backfill`).
 pub const BACKFILL_RATE: usize = 50;
 
 /// Backfill requests of one checkpoint key remembered, so that the same
@@ -75,6 +76,8 @@ struct Asker {
     answered: VecDeque<[u8; 32]>,
     /// When replies went out in the last second.
     replies: VecDeque<Millis>,
+    /// The newest `issued_at` among its requests answered.
+    fresh_at: UnixTime,
 }
 
 /// The hub's intake, between groups of messages.
@@ -147,7 +150,7 @@ impl Intake {
             return Err(format!("{} verified heads kept", self.heads.len()));
         }
         for (cp, a) in &self.askers {
-            if a.answered.len() > BACKFILL_REMEMBERED || a.replies.len() > BACKFILL_RATE {
+            if a.answered.len() > BACKFILL_REMEMBERED || a.replies.len() > BACKFILL_RATE + 1 {
                 return Err(format!(
                     "{} requests and {} replies remembered for {cp}",
                     a.answered.len(),
@@ -253,7 +256,9 @@ impl Intake {
     /// again is not answered while it is remembered (the last
     /// [`BACKFILL_REMEMBERED`] of each checkpoint key), and no key gets more
     /// than [`BACKFILL_RATE`] replies in any second, so neither a forgery
-    /// nor replays nor a key-holder's flood can make the hub talk more.
+    /// nor replays nor a key-holder's flood can make the hub talk more; and
+    /// the key's newest request is answered whatever else arrived, so
+    /// replays cannot starve the post that made it.
     async fn on_backfill(
         &mut self,
         store: &mut Store,
@@ -303,6 +308,7 @@ impl Intake {
                 return Ok(outs);
             }
         };
+        let skew = registry.skew();
         let asker = self.askers.entry(req.checkpoint.clone()).or_default();
         while asker
             .replies
@@ -311,11 +317,28 @@ impl Intake {
         {
             asker.replies.pop_front();
         }
-        if asker.replies.len() >= BACKFILL_RATE {
+        // Design: a request newer than any answered for this key (and not
+        // from the future) is answered even over the rate, so replays of
+        // old requests, however many, cannot starve the post: it gets one
+        // reply a second at least. (Its holder can only take that turn.)
+        let fresh = req.issued_at > asker.fresh_at && req.issued_at <= now.unix + skew;
+        if asker.replies.len() >= BACKFILL_RATE && !fresh {
             self.cfg.telemetry.backfill_ignored("rate");
             return Ok(outs);
         }
+        let Some(mut feed) = store.feed_after(req.after, req.limit as usize).await? else {
+            return Ok(outs);
+        };
+        // Answered (the store read succeeded): remembered only now, so a
+        // request the store failed on is answered when it is tried again.
+        let asker = self.askers.entry(req.checkpoint.clone()).or_default();
+        if fresh {
+            asker.fresh_at = req.issued_at;
+        }
         asker.replies.push_back(now.mono);
+        if asker.replies.len() > BACKFILL_RATE + 1 {
+            asker.replies.pop_front();
+        }
         if asker.answered.len() >= BACKFILL_REMEMBERED
             && let Some(old) = asker.answered.pop_front()
         {
@@ -323,9 +346,6 @@ impl Intake {
         }
         asker.answered.push_back(digest);
         self.answered.insert(digest);
-        let Some(mut feed) = store.feed_after(req.after, req.limit as usize).await? else {
-            return Ok(outs);
-        };
         // The hub's time, for the checkpoint to check its clock against.
         feed.time = Some(
             HubTime {

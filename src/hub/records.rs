@@ -148,11 +148,25 @@ impl Intake {
         };
         self.check_head(store, sender, &head, &batch, now, outs)
             .await?;
+        // Design: one note per (size, root). The same head signed again at
+        // another time (only a key-holder does that) is checked and kept as
+        // the note the hub holds, so the note the hub serves with a record
+        // is the one the record was checked against.
+        let (head, note) = match self
+            .heads_at(store, sender, head.size)
+            .await?
+            .into_iter()
+            .find(|(root, n)| *root == head.root && *n != batch.head)
+            .and_then(|(_, n)| Head::peek(n.as_bytes()).ok().map(|h| (h, n)))
+        {
+            Some(held) => held,
+            None => (head, batch.head.clone()),
+        };
         // Kept with the group's records; later messages of the group see it.
         let post_head = PostHead {
             checkpoint: sender.to_owned(),
             head: head.clone(),
-            note: batch.head.clone(),
+            note,
         };
         self.group_heads.push(post_head.clone());
         let skew = self.cfg.in_force.current().registry.skew();
@@ -274,7 +288,7 @@ impl Intake {
         let Some(c) = &batch.consistency else {
             return Ok(());
         };
-        let Some(root) = c.root.filter(|_| c.from < head.size) else {
+        let Some(root) = c.root.filter(|_| c.from > 0 && c.from < head.size) else {
             return Ok(());
         };
         // Design: a proof that does not verify shows nothing (anyone can

@@ -556,3 +556,46 @@ fn two_records_of_another_checkpoint_under_one_number_are_both_kept() {
     let again = here.store_feed(&entries, None, now()).unwrap();
     assert!(again.conflicts.is_empty(), "raised once");
 }
+
+/// An entry of the national log whose origin no longer verifies (its key
+/// retired back to before it) holds its place, so later entries still
+/// raise the high-water mark, and counts as no use.
+#[test]
+fn an_entry_whose_origin_does_not_verify_holds_its_place_and_counts_for_nothing() {
+    let (dir, policy, tok, _) = setup();
+    let p2 = identity("p2");
+    let mut two = Ledger::open(&dir.path().join("two.db"), "p2").unwrap();
+    decide(&mut two, &policy, &p2, &tok, &["A"]);
+    let (record, proven) = two.own_proven("LIC-2025-000123").unwrap().unwrap();
+    let mut here = Ledger::open(&dir.path().join("here.db"), "p1").unwrap();
+    let unproven = crate::merkle::test_log::record("p3", 1, "LIC-VOID", 0);
+    assert!(
+        here.hold_unproven(&[(1, unproven.clone())])
+            .unwrap()
+            .is_empty()
+    );
+    let out = here
+        .store_feed(
+            &[VerifiedEntry {
+                g: 2,
+                record,
+                proven,
+            }],
+            None,
+            now(),
+        )
+        .unwrap();
+    assert_eq!(out.high_water, 2, "the replica moves past it");
+    assert!(here.facts("X", Some("LIC-VOID")).unwrap().uses.is_empty());
+    // Another leaf offered under the same number is a conflict.
+    let other = crate::merkle::test_log::record("p3", 2, "LIC-OTHER", 0);
+    let c = here.hold_unproven(&[(1, other)]).unwrap();
+    assert!(
+        matches!(&c[..], [FeedConflict::GlobalNumber { g: 1, .. }]),
+        "{c:?}"
+    );
+    assert!(
+        here.hold_unproven(&[(1, unproven)]).unwrap().is_empty(),
+        "once"
+    );
+}

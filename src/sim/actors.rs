@@ -52,6 +52,7 @@ pub(super) enum Act {
         seqs: Seqs,
         made_up: bool,
         filler: usize,
+        fork: bool,
     },
     /// The key-holder publishes one valid record as large as the broker takes.
     HugeRecord,
@@ -212,6 +213,7 @@ fn forged(rng: &mut ChaCha8Rng, seqs: Seqs) -> Act {
         } else {
             0
         },
+        fork: rng.gen_bool(0.5),
     }
 }
 
@@ -223,7 +225,8 @@ pub(super) fn perform(w: &mut World, act: Act) {
             seqs,
             made_up,
             filler,
-        } => forge_log(w, leaves, seqs, made_up, filler),
+            fork,
+        } => forge_log(w, leaves, seqs, made_up, filler, fork),
         Act::HugeRecord => {
             let (Some(i), Some(c)) = (w.adversary.stolen, w.adversary.forger) else {
                 return;
@@ -364,7 +367,7 @@ fn choose(w: &mut World, pick: Pick) -> Vec<(String, Rc<[u8]>)> {
     }
 }
 
-fn forge_log(w: &mut World, leaves: usize, seqs: Seqs, made_up: bool, filler: usize) {
+fn forge_log(w: &mut World, leaves: usize, seqs: Seqs, made_up: bool, filler: usize, fork: bool) {
     let (Some(i), Some(c)) = (w.adversary.stolen, w.adversary.forger) else {
         return;
     };
@@ -382,6 +385,17 @@ fn forge_log(w: &mut World, leaves: usize, seqs: Seqs, made_up: bool, filler: us
         }
         Seqs::Far => 1000 + w.rng.gen_range(0..1000),
     };
+    // A fork: a log as long as the genuine post's at least, other from the
+    // start, sent with a consistency proof from the genuine one's size and
+    // its own root there, as the post itself would send it.
+    let genuine: i64 = w.posts[i]
+        .db
+        .query_row("SELECT COALESCE(MAX(n) + 1, 0) FROM log_leaves", [], |r| {
+            r.get(0)
+        })
+        .unwrap_or(0);
+    let fork_from = (fork && genuine > 0).then_some(genuine as u64);
+    let filler = filler.max(fork_from.unwrap_or(0) as usize);
     let mut log: Vec<Vec<u8>> = (0..filler)
         .map(|n| format!("filler {n} {}", w.rng.r#gen::<u64>()).into_bytes())
         .collect();
@@ -406,7 +420,7 @@ fn forge_log(w: &mut World, leaves: usize, seqs: Seqs, made_up: bool, filler: us
             licenses.join(", ")
         )
     });
-    let payload = signed_log(&cp, &fixtures::key(&cp), &log, &at, w.now().unix);
+    let payload = signed_log_from(&cp, &fixtures::key(&cp), &log, &at, w.now().unix, fork_from);
     w.publish(c, &format!("{PREFIX}/hub/records/{cp}"), payload, false);
 }
 
@@ -472,6 +486,19 @@ fn signed_log(
     records: &[u64],
     now: i64,
 ) -> Vec<u8> {
+    signed_log_from(cp, key, leaves, records, now, None)
+}
+
+/// [`signed_log`], with a consistency proof from size `from` (and the
+/// log's root there) when given.
+fn signed_log_from(
+    cp: &str,
+    key: &ed25519_dalek::SigningKey,
+    leaves: &[Vec<u8>],
+    records: &[u64],
+    now: i64,
+    from: Option<u64>,
+) -> Vec<u8> {
     let build = || -> Result<Vec<u8>, crate::merkle::MerkleError> {
         let conn = rusqlite::Connection::open_in_memory()?;
         conn.execute_batch(&SqlLog::create_sql("forged"))?;
@@ -491,9 +518,17 @@ fn signed_log(
         for &n in records {
             out.push((n, leaves[n as usize].clone(), log.prove_inclusion(n, size)?));
         }
+        let consistency = match from.filter(|m| *m > 0 && *m < size) {
+            Some(m) => Some(crate::sync::protocol::Consistency {
+                from: m,
+                root: Some(log.root(m)?),
+                proof: log.prove_consistency(m, size)?,
+            }),
+            None => None,
+        };
         Ok(Records {
             head,
-            consistency: None,
+            consistency,
             records: out,
         }
         .encode())

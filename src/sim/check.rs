@@ -16,7 +16,8 @@
 //!   request twice within a second (a process that restarted has forgotten
 //!   what it answered: counted afresh).
 //! - `backfill_rate`: a hub process answers at most [`BACKFILL_RATE`]
-//!   backfill requests of one checkpoint key in any second.
+//!   backfill requests of one checkpoint key in any second, and one more
+//!   (the key's newest).
 //! - At rest: `every_record_once` (each genuine record is in the national
 //!   log exactly once), `no_post_silenced` (every post's outbox empties),
 //!   `every_post_learns` (every post holds the whole national log),
@@ -25,9 +26,10 @@
 //!   license the national log holds under two numbers, by the hub),
 //!   `equivocation_alerted` (two records under one number of one checkpoint
 //!   in the national log are alerted as `log_equivocation`, with evidence
-//!   that verifies, by the hub and by every post), and
-//!   `used_license_refused` (a license consumed anywhere no longer clears
-//!   at any other post).
+//!   that verifies, by the hub and by every post), `alerts_verify` (every
+//!   such alert the hub raised verifies), and
+//!   `used_license_refused` (a license consumed anywhere is refused at any
+//!   other post as already used).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -148,7 +150,7 @@ pub(super) fn after_hub_step(w: &mut World, j: usize, msg: &Msg, refused: u64, o
             {
                 times.pop_front();
             }
-            if times.len() > BACKFILL_RATE {
+            if times.len() > BACKFILL_RATE + 1 {
                 let detail = format!("{} replies to {cp} within one second", times.len());
                 return w.fail("backfill_rate", detail);
             }
@@ -176,6 +178,9 @@ pub(super) fn at_rest(w: &mut World) {
     }
     if let Err(detail) = equivocations(w) {
         return w.fail("equivocation_alerted", detail);
+    }
+    if let Err(detail) = alerts_verify(w) {
+        return w.fail("alerts_verify", detail);
     }
     probe(w);
     if w.violation.is_none() {
@@ -337,6 +342,43 @@ fn equivocations(w: &World) -> Result<(), String> {
     Ok(())
 }
 
+/// Every `double_use` and `log_equivocation` alert the hub raised verifies.
+fn alerts_verify(w: &mut World) -> Result<(), String> {
+    let registry = fixtures::policy().registry;
+    let now = w.now().unix;
+    let mut st = w
+        .hub_db
+        .prepare("SELECT alert_json FROM alerts WHERE kind IN ('double_use', 'log_equivocation')")
+        .map_err(|e| e.to_string())?;
+    let alerts: Vec<String> = st
+        .query_map([], |r| r.get(0))
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .collect();
+    let mut counts = super::Counts::default();
+    for json in alerts {
+        let a: Alert = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+        match (a.kind, a.fork.is_some(), a.records.len()) {
+            (AlertKind::DoubleUse, ..) => counts.double_uses += 1,
+            (_, true, _) => counts.forks += 1,
+            (_, false, 2) => counts.equivocal_records += 1,
+            _ => counts.equivocal_heads += 1,
+        }
+        let checked = match a.kind {
+            AlertKind::DoubleUse => crate::sync::verify::proven_double_use(&a, &registry, now),
+            _ => crate::sync::equivocation::verify(&a, &registry, "check", now),
+        };
+        if let Err(why) = checked {
+            return Err(format!(
+                "the hub raised a {} alert that does not verify: {why}",
+                a.kind.as_str()
+            ));
+        }
+    }
+    w.counts += counts;
+    Ok(())
+}
+
 /// Every license consumed at a post is presented at every other: none clears.
 fn probe(w: &mut World) {
     let consumed: Vec<(usize, usize)> = w
@@ -357,7 +399,17 @@ fn probe(w: &mut World) {
                 fixtures::license_id(license)
             );
             match w.gate(i, license, &id) {
-                Ok(true) => {
+                Ok((false, Some("license_already_used"))) => w.counts.probes += 1,
+                Ok((false, other)) => {
+                    let detail = format!(
+                        "{} consumed at {} was refused at {} for {other:?}, not as already used",
+                        fixtures::license_id(license),
+                        fixtures::post_id(at),
+                        fixtures::post_id(i)
+                    );
+                    return w.fail("used_license_refused", detail);
+                }
+                Ok((true, _)) => {
                     let detail = format!(
                         "{} consumed at {} clears again at {} once the country has settled",
                         fixtures::license_id(license),
@@ -366,7 +418,6 @@ fn probe(w: &mut World) {
                     );
                     return w.fail("used_license_refused", detail);
                 }
-                Ok(false) => {}
                 Err(e) => return w.fail("ledger_works", e),
             }
         }

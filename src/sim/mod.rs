@@ -144,6 +144,44 @@ pub struct Outcome {
     pub fingerprint: [u8; 32],
     /// What the scenario held, in words (posts, hubs, moves).
     pub summary: String,
+    /// What the settled country holds and did, counted (so that a run of
+    /// seeds can show its invariants were put to the test, not passed
+    /// with nothing to check).
+    pub counts: Counts,
+}
+
+/// What a settled country holds and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Licenses cleared at a gate.
+    pub clearances: u64,
+    /// Licenses presented again at another post once settled, and refused as used.
+    pub probes: u64,
+    /// `double_use` alerts the hub holds.
+    pub double_uses: u64,
+    /// `log_equivocation` alerts the hub holds whose evidence is two records under one number.
+    pub equivocal_records: u64,
+    /// Those whose evidence is two heads of one size.
+    pub equivocal_heads: u64,
+    /// Those whose evidence is a fork proven from the later log's own root.
+    pub forks: u64,
+    /// Records and requests the hub refused.
+    pub refused: u64,
+    /// Messages the broker carried.
+    pub messages: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.clearances += o.clearances;
+        self.probes += o.probes;
+        self.double_uses += o.double_uses;
+        self.equivocal_records += o.equivocal_records;
+        self.equivocal_heads += o.equivocal_heads;
+        self.forks += o.forks;
+        self.refused += o.refused;
+        self.messages += o.messages;
+    }
 }
 
 /// Runs the scenario of `seed`.
@@ -162,6 +200,8 @@ pub struct Summary {
     pub steps: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// What the settled countries held and did, summed.
+    pub counts: Counts,
 }
 
 /// Runs seeds `from..to` on `threads` threads; stops each thread at its
@@ -192,6 +232,7 @@ pub fn run_many(
                         let violation = match o {
                             Ok(o) => {
                                 sum.steps += o.steps;
+                                sum.counts += o.counts;
                                 o.violation
                             }
                             Err(p) => Some(Violation {
@@ -226,6 +267,7 @@ pub fn run_many(
         total.seeds += r.seeds;
         total.steps += r.steps;
         total.failures.extend(r.failures);
+        total.counts += r.counts;
     }
     total.failures.sort_by_key(|f| f.0);
     total.seconds = started.elapsed().as_secs_f64();

@@ -132,6 +132,7 @@ pub struct World {
     pub(super) clearances: Vec<Clearance>,
     pub(super) watch: Watch,
     summary: String,
+    pub(super) counts: super::Counts,
 }
 
 /// Names in-memory databases apart across threads and runs.
@@ -273,6 +274,7 @@ impl World {
             clearances: Vec::new(),
             watch: Watch::default(),
             summary: String::new(),
+            counts: super::Counts::default(),
         };
         w.plan();
         w
@@ -377,6 +379,7 @@ impl World {
             trace: self.trace,
             fingerprint: self.fingerprint.finalize().into(),
             summary: self.summary,
+            counts: self.counts,
         }
     }
 
@@ -588,7 +591,7 @@ impl World {
             return;
         }
         let cleared = match self.gate(i, license, id) {
-            Ok(c) => c,
+            Ok((c, _)) => c,
             Err(e) => return self.fail("ledger_works", e),
         };
         self.note(|| {
@@ -601,12 +604,19 @@ impl World {
         });
         if cleared {
             self.clearances.push(Clearance { post: i, license });
+            self.counts.clearances += 1;
             self.post_input(i, Input::Committed);
         }
     }
 
-    /// Decides `id` under `license` at post `i`; true if it cleared.
-    pub(super) fn gate(&mut self, i: usize, license: usize, id: &str) -> Result<bool, String> {
+    /// Decides `id` under `license` at post `i`: whether it cleared, and
+    /// the first reason code of a verdict that did not.
+    pub(super) fn gate(
+        &mut self,
+        i: usize,
+        license: usize,
+        id: &str,
+    ) -> Result<(bool, Option<&'static str>), String> {
         let now = self.now().unix;
         let prepared = fixtures::prepared(id, license);
         let p = &mut self.posts[i];
@@ -623,7 +633,10 @@ impl World {
         if cleared {
             p.telemetry.consumed_at(now, 1);
         }
-        Ok(cleared)
+        Ok((
+            cleared,
+            out.verdict.reasons.first().map(|r| r.code.as_str()),
+        ))
     }
 
     /// Gives post `i`'s machine an input and does what it asks.
@@ -669,6 +682,7 @@ impl World {
         }
         match self.broker.publish(from, topic, payload, retain) {
             Ok((m, to)) => {
+                self.counts.messages += 1;
                 // The outsider on the bridge sees everything the broker carries.
                 if genuine {
                     self.adversary.capture(&m);
@@ -756,6 +770,7 @@ impl World {
             Err(e) => return self.fail("store_works", e.to_string()),
         };
         let refused = h.telemetry.refused_total() - refused_before;
+        self.counts.refused += refused;
         let c = h.client;
         super::check::after_hub_step(self, j, msg, refused, &outs);
         for o in outs {

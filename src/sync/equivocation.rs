@@ -210,7 +210,9 @@ pub fn verify(
             None => return Err("the two heads do not contradict each other".into()),
             Some(fork) => {
                 let (earlier, later) = (&heads[0], &heads[1]);
-                if earlier.size >= later.size || fork.root == earlier.root.0 {
+                // Design: any root "extends" to anything from size 0: a fork
+                // from an empty log proves nothing.
+                if earlier.size == 0 || earlier.size >= later.size || fork.root == earlier.root.0 {
                     return Err("the fork does not contradict the earlier head".into());
                 }
                 merkle::verify_consistency(

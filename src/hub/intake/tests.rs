@@ -191,3 +191,53 @@ fn a_second_history_under_one_key_is_stored_and_proven_never_refused() {
     assert_eq!(ack.post_head, Some(genuine.head(2, &f.post, T)));
     assert!(!ack.resend);
 }
+
+#[test]
+fn old_requests_however_many_cannot_starve_the_post_of_its_newest() {
+    let mut f = fixture();
+    let old = |n: u64| {
+        Backfill {
+            checkpoint: "post-a".into(),
+            after: 0,
+            limit: 500,
+            issued_at: T - 600,
+            nonce: n,
+        }
+        .seal(&f.post)
+    };
+    let flood: Vec<Vec<u8>> = (0..BACKFILL_RATE as u64 + 30).map(old).collect();
+    let mut answered = 0;
+    for (n, req) in flood.iter().enumerate() {
+        answered += Fixture::replies(&f.send(BACKFILL, req, n as u64));
+    }
+    assert_eq!(answered, BACKFILL_RATE, "the rate holds for the flood");
+    // The post's own newest request, in the same second: answered.
+    let mine = f.request(0, 7);
+    assert_eq!(Fixture::replies(&f.send(BACKFILL, &mine, 100)), 1);
+    // A second one of the same second is not newer: the rate holds again.
+    assert_eq!(
+        Fixture::replies(&f.send(BACKFILL, &f.request(0, 8), 101)),
+        0
+    );
+    f.intake.within_bounds().unwrap();
+}
+
+#[test]
+fn a_head_signed_again_at_another_time_is_checked_as_the_one_held() {
+    let mut f = fixture();
+    let log = TestLog::of("post-a", vec![record("post-a", 1, "L-LATE", T + 900)]);
+    // The head alone first, dated before its record…
+    let early = crate::sync::protocol::Records {
+        head: log.head(1, &f.post, T),
+        consistency: None,
+        records: Vec::new(),
+    }
+    .encode();
+    f.send(RECORDS, &early, 0);
+    // …then signed again later, with the record: checked against the note
+    // held, which every post will be served, it is dated after its head.
+    let outs = f.send(RECORDS, &log.records_message(&[0], &f.post, T + 1_000), 1);
+    assert_eq!(futures_block(f.store.head()).unwrap(), 0, "not stored");
+    assert_eq!(f.intake.cfg.telemetry.refused_total(), 1);
+    assert!(outs.iter().all(|o| o.topic != "permitgate/hub/feed"));
+}

@@ -51,8 +51,8 @@ pub struct Placed {
     pub post_proof: Vec<Hash>,
 }
 
-/// A checkpoint's signed head the hub verified and found to extend the
-/// last it held; kept in the same transaction as the records it proves.
+/// A checkpoint's signed head the hub verified (whatever other heads of that
+/// key it holds), kept in the same transaction as the records it proves.
 #[derive(Debug, Clone)]
 pub struct PostHead {
     /// Whose log.

@@ -194,6 +194,11 @@ impl PgStore {
         };
         let mut client = store.pool.get().await.map_err(store.pool_err())?;
         let tx = client.transaction().await.map_err(store.err())?;
+        // A schema change on a national-size table takes its time, and waits
+        // for other hubs' appends to finish: not bounded like the rest.
+        tx.batch_execute("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0")
+            .await
+            .map_err(store.err())?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])
             .await
             .map_err(store.err())?;
@@ -417,7 +422,8 @@ impl PgStore {
             tx.execute(&st, &[&idx, &hashes]).await.map_err(&e)?;
             for (cp, seq) in &equivocal {
                 let two = proven_of_number(&tx, cp, *seq).await.map_err(&e)?;
-                if let [a, b, ..] = two.as_slice() {
+                // The first record under the number and the one stored now.
+                if let (true, Some(a), Some(b)) = (two.len() > 1, two.first(), two.last()) {
                     let ev = crate::sync::equivocation::Evidenced::Records(Box::new((
                         a.clone(),
                         b.clone(),
@@ -803,7 +809,7 @@ async fn advance_contiguous<C: deadpool_postgres::GenericClient>(
         .unwrap_or(0);
     let page = c
         .prepare_cached(
-            "SELECT seq FROM records WHERE checkpoint = $1 AND seq > $2 ORDER BY seq LIMIT 4096",
+            "SELECT DISTINCT seq FROM records WHERE checkpoint = $1 AND seq > $2 ORDER BY seq LIMIT 4096",
         )
         .await?;
     loop {

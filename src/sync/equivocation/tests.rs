@@ -137,6 +137,22 @@ fn a_later_head_that_does_not_extend_an_earlier_one_is_evidence_with_its_fork() 
         T,
     );
     assert!(verify(&not_a_fork, &reg, "post-b", T).is_err());
+    // From an empty log any root leads anywhere: no fork.
+    let empty = Log::of(Vec::new());
+    let from_nothing = alert(
+        "post-a",
+        &Evidenced::Fork {
+            earlier: empty.head(0, &key),
+            later: later.head(5, &key),
+            fork: Fork {
+                root: [9; 32],
+                proof: Vec::new(),
+            },
+        },
+        "hub",
+        T,
+    );
+    assert!(verify(&from_nothing, &reg, "post-b", T).is_err());
     // A made-up root with a proof that does not lead to the later head.
     let mut bad = raised.clone();
     if let Some(f) = bad.fork.as_mut() {
