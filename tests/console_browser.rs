@@ -61,13 +61,20 @@ async fn a_verdict_appears_live_on_the_console_in_chromium() {
             .to_lowercase()
             .contains("suspicious")
     );
-    let strip = browser
-        .find(Locator::Css("#strip .state"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The strip is drawn again as the daemon's state changes: an element
+    // found may be replaced before its text is read, so read it afresh.
+    let mut strip = String::new();
+    for _ in 0..50 {
+        let read = match browser.find(Locator::Css("#strip .state")).await {
+            Ok(e) => e.text().await.ok(),
+            Err(_) => None,
+        };
+        if let Some(t) = read {
+            strip = t;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(strip.to_lowercase(), "ready");
     // The strip follows: one consumption record kept here (no uplink).
     browser

@@ -407,57 +407,6 @@ impl Ledger {
         Ok(out)
     }
 
-    /// Holds the places of entries that are in the hub's signed log (their
-    /// inclusion verified) but whose origin does not verify under the
-    /// policy in force: they fill the replica of the national log, so the
-    /// high-water mark moves past them, and count as no consumption. An
-    /// entry under a number that holds another is a conflict, as in
-    /// [`Ledger::store_feed`].
-    pub fn hold_unproven(
-        &mut self,
-        slots: &[(u64, Vec<u8>)],
-    ) -> Result<Vec<FeedConflict>, LedgerError> {
-        if slots.is_empty() {
-            return Ok(Vec::new());
-        }
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sql(&path, super::Operation::Sync))?;
-        let mut conflicts = Vec::new();
-        for (g, leaf) in slots {
-            let (cp, seq) = ConsumptionRecord::from_leaf(leaf)
-                .map(|r| (r.checkpoint, r.seq))
-                .unwrap_or_default();
-            let held: Option<(String, i64, Option<Vec<u8>>)> = tx
-                .row_cached(
-                    "SELECT checkpoint, seq, leaf FROM hub_feed WHERE g = ?1",
-                    [*g as i64],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()
-                .map_err(sql(&path, super::Operation::Sync))?;
-            match held {
-                Some((_, _, Some(l))) if l == *leaf => {}
-                Some((hcp, hseq, _)) => conflicts.push(FeedConflict::GlobalNumber {
-                    g: *g,
-                    held: (hcp, hseq as u64),
-                    offered: (cp, seq),
-                }),
-                None => {
-                    tx.exec_cached(
-                        "INSERT INTO hub_feed(g, checkpoint, seq, leaf) VALUES (?1, ?2, ?3, ?4)",
-                        params![*g as i64, cp, seq as i64, leaf],
-                    )
-                    .map_err(sql(&path, super::Operation::Sync))?;
-                }
-            }
-        }
-        tx.commit().map_err(sql(&path, super::Operation::Sync))?;
-        Ok(conflicts)
-    }
-
     /// Keeps a hub head another checkpoint witnessed (signature already
     /// verified) and checks it against the replica; returns a conflict if
     /// the hub showed that checkpoint another history.

@@ -575,10 +575,6 @@ impl PostSync {
         for (_, code, why) in &checked.refused {
             self.refuse(ledger, "feed", code, why, payload, now, out);
         }
-        match ledger.hold_unproven(&checked.unproven) {
-            Ok(conflicts) => self.conflicts(ledger, &conflicts, payload, now, out),
-            Err(e) => error!(error = %e, "sync: cannot hold the places of unproven entries"),
-        }
         let before = ledger.feed_high_water().unwrap_or(0);
         let hub_head = (&checked.hub_head, checked.hub_note.as_str());
         let stored = match ledger.store_feed(&checked.entries, Some(hub_head), now.unix) {

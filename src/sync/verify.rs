@@ -143,11 +143,6 @@ pub struct CheckedFeed {
     pub entries: Vec<VerifiedEntry>,
     /// Entries refused: (global number, reason code, why).
     pub refused: Vec<(u64, &'static str, String)>,
-    /// Entries in the hub's signed log whose origin does not verify under
-    /// the policy in force (a key retired since, a forgery the hub took):
-    /// (global number, leaf). They fill their place in the replica of the
-    /// national log, and count as nothing.
-    pub unproven: Vec<(u64, Vec<u8>)>,
 }
 
 /// Checks a feed message against the registry. The hub head must verify
@@ -176,7 +171,6 @@ pub fn check_feed_with(
         hub_note: feed.hub_head.clone(),
         entries: Vec::with_capacity(feed.entries.len()),
         refused: Vec::new(),
-        unproven: Vec::new(),
     };
     for e in &feed.entries {
         let refuse = |code: &'static str, why: String| (e.g, code, why);
@@ -203,16 +197,14 @@ pub fn check_feed_with(
             ));
             continue;
         }
-        // Design: from here on the entry is in the hub's signed log, so it
-        // holds its place there even when its origin does not verify:
-        // otherwise one such entry would stop the replica, and the
-        // high-water mark, for good.
+        // Design: an entry whose origin does not verify holds no place:
+        // one that did would let a holder of a hub key take global numbers
+        // from genuine records (tests/sync_attacks.rs).
         let (checkpoint, head) = match &post_heads[e.post_head] {
             Ok(h) => h,
             Err(err) => {
                 out.refused
                     .push(refuse(err.code(), format!("entry {}: {err}", e.g)));
-                out.unproven.push((e.g, e.leaf.clone()));
                 continue;
             }
         };
@@ -222,11 +214,9 @@ pub fn check_feed_with(
                 record,
                 proven: feed.proven(e),
             }),
-            Err(err) => {
-                out.refused
-                    .push(refuse(err.code(), format!("entry {}: {err}", e.g)));
-                out.unproven.push((e.g, e.leaf.clone()));
-            }
+            Err(err) => out
+                .refused
+                .push(refuse(err.code(), format!("entry {}: {err}", e.g))),
         }
     }
     Ok(out)
