@@ -90,20 +90,9 @@ impl Intake {
         // Design: bounds are enforced here, where data is admitted: what
         // the hub stores it must be able to send on to every post.
         if payload.len() > MESSAGE_MAX {
-            let why = format!(
-                "a records message of {} bytes, more than the {MESSAGE_MAX} any sync message may have",
-                payload.len()
-            );
-            self.refuse(
-                store,
-                outs,
-                sender,
-                "too_large",
-                &why,
-                &payload[..64.min(payload.len())],
-                now,
-            )
-            .await?;
+            let what = "records message";
+            self.too_large(store, outs, sender, what, payload, MESSAGE_MAX, now)
+                .await?;
             return Ok(None);
         }
         let batch = match Records::decode(payload) {
@@ -173,20 +162,8 @@ impl Intake {
         let mut readable = Vec::with_capacity(batch.records.len());
         for (index, leaf, proof) in batch.records {
             if leaf.len() > LEAF_MAX {
-                let why = format!(
-                    "a record of {} bytes from `{sender}`, more than the {LEAF_MAX} a record may have",
-                    leaf.len()
-                );
-                self.refuse(
-                    store,
-                    outs,
-                    sender,
-                    "too_large",
-                    &why,
-                    &leaf[..64.min(leaf.len())],
-                    now,
-                )
-                .await?;
+                self.too_large(store, outs, sender, "record", &leaf, LEAF_MAX, now)
+                    .await?;
                 continue;
             }
             match ConsumptionRecord::from_leaf(&leaf) {
@@ -264,6 +241,28 @@ impl Intake {
             head: post_head,
             placed,
         }))
+    }
+
+    /// Refuses something of `sender`'s over its bound (`too_large`); the
+    /// alert carries the SHA-256 of its first 64 bytes.
+    #[allow(clippy::too_many_arguments)]
+    async fn too_large(
+        &mut self,
+        store: &mut Store,
+        outs: &mut Vec<Out>,
+        sender: &str,
+        what: &str,
+        bytes: &[u8],
+        max: usize,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let why = format!(
+            "a {what} of {} bytes from `{sender}`, more than the {max} it may have",
+            bytes.len()
+        );
+        let head = &bytes[..64.min(bytes.len())];
+        self.refuse(store, outs, sender, "too_large", &why, head, now)
+            .await
     }
 
     /// Checks `head` against `sender`'s heads the hub holds, raising

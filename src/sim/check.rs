@@ -190,6 +190,27 @@ pub(super) fn at_rest(w: &mut World) {
 
 type Failed = (&'static str, String);
 
+/// The one text column of every row `sql` selects.
+fn texts(db: &rusqlite::Connection, sql: &str) -> Result<Vec<String>, String> {
+    let mut st = db.prepare(sql).map_err(|e| e.to_string())?;
+    let rows = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(|e| e.to_string())?;
+    Ok(rows.flatten().collect())
+}
+
+/// The alerts of `kind` a ledger or hub store holds.
+fn alerts_of(db: &rusqlite::Connection, kind: &str) -> Vec<Alert> {
+    texts(
+        db,
+        &format!("SELECT alert_json FROM alerts WHERE kind = '{kind}'"),
+    )
+    .unwrap_or_default()
+    .iter()
+    .filter_map(|j| serde_json::from_str(j).ok())
+    .collect()
+}
+
 /// Every genuine record once in the national log; every post caught up.
 fn records_and_posts(w: &World) -> Result<(), Failed> {
     let size = national_size(w);
@@ -233,40 +254,22 @@ fn own_records(db: &rusqlite::Connection) -> rusqlite::Result<Vec<(i64, Vec<u8>)
 fn double_uses(w: &World) -> Result<(), String> {
     let mut at: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     for (i, p) in w.posts.iter().enumerate() {
-        let mut st =
-            p.db.prepare("SELECT license_id FROM consumed")
-                .map_err(|e| e.to_string())?;
-        let ids = st
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| e.to_string())?;
-        for id in ids.flatten() {
+        for id in texts(&p.db, "SELECT license_id FROM consumed")? {
             at.entry(id).or_default().insert(i);
         }
     }
     let registry = fixtures::policy().registry;
     let now = w.now().unix;
     let verified = |db: &rusqlite::Connection, license: &str| -> bool {
-        let Ok(mut st) = db.prepare("SELECT alert_json FROM alerts WHERE kind = 'double_use'")
-        else {
-            return false;
-        };
-        let Ok(rows) = st.query_map([], |r| r.get::<_, String>(0)) else {
-            return false;
-        };
-        rows.flatten()
-            .filter_map(|j| serde_json::from_str::<Alert>(&j).ok())
+        alerts_of(db, "double_use")
+            .iter()
             .filter(|a| a.license_id.as_deref() == Some(license))
-            .any(|a| crate::sync::verify::proven_double_use(&a, &registry, now).is_ok())
+            .any(|a| crate::sync::verify::proven_double_use(a, &registry, now).is_ok())
     };
-    let mut twice = w
-        .hub_db
-        .prepare("SELECT license_id FROM records GROUP BY license_id HAVING COUNT(DISTINCT checkpoint || '/' || seq) > 1")
-        .map_err(|e| e.to_string())?;
-    let twice: Vec<String> = twice
-        .query_map([], |r| r.get(0))
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .collect();
+    let twice = texts(
+        &w.hub_db,
+        "SELECT license_id FROM records GROUP BY license_id HAVING COUNT(DISTINCT checkpoint || '/' || seq) > 1",
+    )?;
     for license in twice {
         if !verified(&w.hub_db, &license) {
             return Err(format!(
@@ -309,20 +312,14 @@ fn equivocations(w: &World) -> Result<(), String> {
     let registry = fixtures::policy().registry;
     let now = w.now().unix;
     let alerted = |db: &rusqlite::Connection, cp: &str, seq: i64| -> bool {
-        let Ok(mut st) =
-            db.prepare("SELECT alert_json FROM alerts WHERE kind = 'log_equivocation'")
-        else {
-            return false;
-        };
-        let Ok(rows) = st.query_map([], |r| r.get::<_, String>(0)) else {
-            return false;
-        };
-        rows.flatten()
-            .filter_map(|j| serde_json::from_str::<Alert>(&j).ok())
+        alerts_of(db, "log_equivocation")
+            .iter()
             .filter(|a| {
-                a.signer.as_deref() == Some(cp) && a.records.iter().all(|r| r.seq == seq as u64)
+                a.signer.as_deref() == Some(cp)
+                    && a.records.len() == 2
+                    && a.records.iter().all(|r| r.seq == seq as u64)
             })
-            .any(|a| crate::sync::equivocation::verify(&a, &registry, "check", now).is_ok())
+            .any(|a| crate::sync::equivocation::verify(a, &registry, "check", now).is_ok())
     };
     for (cp, seq) in numbers {
         if !alerted(&w.hub_db, &cp, seq) {
@@ -346,15 +343,10 @@ fn equivocations(w: &World) -> Result<(), String> {
 fn alerts_verify(w: &mut World) -> Result<(), String> {
     let registry = fixtures::policy().registry;
     let now = w.now().unix;
-    let mut st = w
-        .hub_db
-        .prepare("SELECT alert_json FROM alerts WHERE kind IN ('double_use', 'log_equivocation')")
-        .map_err(|e| e.to_string())?;
-    let alerts: Vec<String> = st
-        .query_map([], |r| r.get(0))
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .collect();
+    let alerts = texts(
+        &w.hub_db,
+        "SELECT alert_json FROM alerts WHERE kind IN ('double_use', 'log_equivocation')",
+    )?;
     let mut counts = super::Counts::default();
     for json in alerts {
         let a: Alert = serde_json::from_str(&json).map_err(|e| e.to_string())?;
