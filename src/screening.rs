@@ -10,12 +10,19 @@
 //! `ltd`), words sorted. What is left, without the words that many firms
 //! share (places, `technology`, `trading`…), is the name's distinctive part.
 //!
-//! Design: an exact hit (same id, or the same words and no other legal
-//! form) rejects; anything else is scored by the edit distance between the
-//! distinctive parts (Damerau–Levenshtein, normalised), so a letter changed
-//! or a word moved scores high while two firms that share only common
-//! words score low. The thresholds were set on `tests/data/screening.json`
-//! (see docs/operations.md for the figures).
+//! Design: only certainty refuses. An exact hit is the listed id itself, or
+//! the listed name itself after lossless steps alone (case, width,
+//! spacing, punctuation, one spelling per legal form, the same legal form):
+//! it rejects. Anything reached through a lossy step (look-alikes folded,
+//! another script transliterated, words sorted, a legal form dropped, an
+//! id's look-alike, letters changed) can at most hold, for an officer: two
+//! people whose names hold the same words in another order, or two firms
+//! whose Chinese names sound alike, are not one party. Inexact names are
+//! scored by the edit distance between the distinctive parts
+//! (Damerau–Levenshtein, normalised), so a letter changed or a word moved
+//! scores high while two firms that share only common words score low.
+//! The thresholds were set on `tests/data/screening.json` (see
+//! docs/operations.md for the figures).
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -24,6 +31,11 @@ pub const POSSIBLE_AT: f64 = 0.86;
 /// Shortest distinctive part (letters) scored inexactly: below it, a
 /// changed letter is another name.
 const MIN_DISTINCTIVE: usize = 5;
+/// The score of a name with the listed one's words reached through a lossy
+/// step (sorted, look-alikes folded, transliterated, a legal form dropped).
+const SAME_WORDS: f64 = 0.97;
+/// The score of an id that is the listed one's look-alike, not itself.
+pub const ID_LOOK_ALIKE: f64 = 0.99;
 
 /// A name as the screen compares it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -36,6 +48,10 @@ pub struct NameKey {
     pub distinctive: String,
     /// The distinctive words in the order written, joined without spaces.
     pub written: String,
+    /// The name after lossless steps alone (case, width, spacing,
+    /// punctuation; the legal form set aside), words in the order written,
+    /// in its own script: what an outright refusal needs to match.
+    pub exact: String,
 }
 
 /// How a declared party stands against one list entry.
@@ -91,6 +107,8 @@ const LEGAL_FORMS: &[(&str, &str)] = &[
     ("plc", "plc"),
     ("aktiengesellschaft", "ag"),
     ("ag", "ag"),
+    ("anonim sirketi", "as"),
+    ("as", "as"),
     ("sarl", "sarl"),
     ("sa", "sa"),
     ("bv", "bv"),
@@ -185,13 +203,67 @@ const COMMON_WORDS: &[&str] = &[
 /// The name's keys (see the module's description): the look-alikes' key,
 /// and for a name with letters outside ASCII its transliteration's too.
 pub fn name_keys(s: &str) -> Vec<NameKey> {
-    let mut keys = vec![key_of(&fold(s))];
-    if let Some(t) = transliterated(s).map(|t| key_of(&t))
+    let exact = exact_of(s);
+    let mut keys = vec![key_of(&fold(s), exact.clone())];
+    if let Some(t) = transliterated(s).map(|t| key_of(&t, exact))
         && t != keys[0]
     {
         keys.push(t);
     }
     keys
+}
+
+/// Legal forms written in their own script, as [`exact_of`] leaves them:
+/// a word on its own, or the end of a Chinese name.
+const NATIVE_FORMS: &[&str] = &[
+    "股份有限公司",
+    "有限责任公司",
+    "有限公司",
+    "有限會社",
+    "株式会社",
+    "公司",
+    "ооо",
+    "оао",
+    "зао",
+    "пао",
+];
+
+/// The name after lossless steps alone: NFKC (width), lower case, dots and
+/// apostrophes dropped inside words, anything else not a letter or digit a
+/// space; the legal form, in either script, set aside.
+fn exact_of(s: &str) -> String {
+    let lower: String = s.nfkc().flat_map(char::to_lowercase).collect();
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    for c in lower.chars() {
+        match c {
+            '.' | '\'' | '\u{2019}' => {}
+            c if c.is_alphanumeric() => word.push(c),
+            _ if !word.is_empty() => words.push(std::mem::take(&mut word)),
+            _ => {}
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    // Native forms: a word of its own (`ООО`), or a Chinese name's end.
+    words.retain(|w| !NATIVE_FORMS.contains(&w.as_str()));
+    if let Some(last) = words.last_mut()
+        && let Some(form) = NATIVE_FORMS
+            .iter()
+            .find(|f| last.ends_with(*f) && last.len() > f.len())
+    {
+        last.truncate(last.len() - form.len());
+    }
+    // A legal form is found by its spelling folded as the forms' table is
+    // (`Beschränkter`, `A.Ş.`): one form, however written. The other words
+    // keep their own spelling.
+    let plain: Vec<String> = words
+        .iter()
+        .map(|w| fold(w).split_whitespace().collect())
+        .collect();
+    let (start, end, _) = legal_form_span(&plain);
+    words[start..words.len() - end].join(" ")
 }
 
 /// How many declared names [`name_keys_cached`] keeps.
@@ -228,10 +300,10 @@ pub fn name_keys_cached(s: &str) -> std::sync::Arc<[NameKey]> {
 
 /// The look-alikes' key of a name alone.
 pub fn name_key(s: &str) -> NameKey {
-    key_of(&fold(s))
+    key_of(&fold(s), exact_of(s))
 }
 
-fn key_of(folded: &str) -> NameKey {
+fn key_of(folded: &str, exact: String) -> NameKey {
     let mut words: Vec<String> = folded.split_whitespace().map(str::to_owned).collect();
     let form = take_legal_form(&mut words);
     let written: String = words
@@ -250,15 +322,26 @@ fn key_of(folded: &str) -> NameKey {
         form,
         distinctive,
         written,
+        exact,
     }
 }
 
-/// An identifier as the list compares it: look-alikes folded, upper case,
-/// letters and digits only (`US DE 0666` and `us-dЕ-0666` are `US-DE-0666`).
-/// (A license binds a party by its exact [`crate::policy::normalize_id`]:
-/// there a look-alike is another party.)
+/// An identifier as the list holds it: NFKC (width), upper case, letters
+/// and digits only (`US DE 0666` and `us-de-0666` are `USDE0666`); a
+/// look-alike letter makes another id ([`id_look`]). (A license binds a
+/// party by its exact [`crate::policy::normalize_id`].)
 pub fn id_key(s: &str) -> String {
-    skeleton(&s.nfkc().collect::<String>())
+    s.nfkc()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
+/// An id's look-alikes folded (TR39): how the list finds an id written
+/// with look-alike letters (`US-DЕ-0666` with a Cyrillic `Е`). Such a hit is
+/// not the listed id: it holds.
+pub fn id_look(key: &str) -> String {
+    skeleton(key)
         .chars()
         .filter(|c| c.is_alphanumeric())
         .flat_map(char::to_uppercase)
@@ -274,12 +357,15 @@ pub fn closeness(declared: &NameKey, listed: &NameKey) -> Closeness {
         (Some(a), Some(b)) => a == b || (is_generic_form(a) || is_generic_form(b)),
         _ => true,
     };
+    // Design: the listed name itself, through lossless steps alone, and
+    // the same legal form: certain. The same words reached otherwise (in
+    // another order, through look-alikes or a transliteration, a legal form
+    // dropped): as close as a name can be, and still only likely.
+    if !listed.exact.is_empty() && declared.exact == listed.exact && declared.form == listed.form {
+        return Closeness::Exact;
+    }
     if declared.words == listed.words {
-        return if forms_agree {
-            Closeness::Exact
-        } else {
-            Closeness::Possible(0.95)
-        };
+        return Closeness::Possible(if forms_agree { SAME_WORDS } else { 0.95 });
     }
     if listed.distinctive.chars().count() < MIN_DISTINCTIVE || declared.distinctive.is_empty() {
         return Closeness::Apart;
@@ -303,27 +389,38 @@ fn is_generic_form(f: &str) -> bool {
 /// Removes the legal form at the name's end (or start, as `ООО "…"` is
 /// written); returns its one spelling.
 fn take_legal_form(words: &mut Vec<String>) -> Option<&'static str> {
+    let (start, end, form) = legal_form_span(words);
+    words.truncate(words.len() - end);
+    words.drain(..start);
+    form
+}
+
+/// How many words at the name's start and end are its legal form, and the
+/// form's one spelling.
+fn legal_form_span(words: &[String]) -> (usize, usize, Option<&'static str>) {
+    let (mut start, mut end) = (0, 0);
     let mut found = None;
     // Forms can stack (`Co., Ltd.` after `gong si` is split): take what the end holds.
     loop {
+        let rest = &words[start..words.len() - end];
         let mut took = false;
         for (spelling, one) in FORMS.iter() {
             let n = spelling.len();
-            if words.len() > n && words[words.len() - n..] == spelling[..] {
-                words.truncate(words.len() - n);
+            if rest.len() > n && rest[rest.len() - n..] == spelling[..] {
+                end += n;
                 found = Some(pick(found, one));
                 took = true;
                 break;
             }
-            if words.len() > n && words[..n] == spelling[..] {
-                words.drain(..n);
+            if rest.len() > n && rest[..n] == spelling[..] {
+                start += n;
                 found = Some(pick(found, one));
                 took = true;
                 break;
             }
         }
         if !took {
-            return found;
+            return (start, end, found);
         }
     }
 }
@@ -500,17 +597,31 @@ mod tests {
     #[test]
     fn legal_forms_punctuation_case_and_order_fold_to_one_key() {
         let listed = name_key("Shadow Defense Systems LLC");
+        // Lossless: case, width, spacing, punctuation, the legal form's spelling.
         for same in [
             "Shadow Defense Systems, L.L.C.",
             "SHADOW DEFENSE SYSTEMS LIMITED LIABILITY COMPANY",
-            "Defense Systems Shadow LLC",
-            "Shadow Defense Systems",
-            "SHADOW DEFENSE SYS\u{0422}EMS LLC",
+            "shadow   defense systems llc",
+            "\u{FF33}hadow Defense Systems LLC",
         ] {
             assert_eq!(
                 closeness(&name_key(same), &listed),
                 Closeness::Exact,
                 "{same}"
+            );
+        }
+        // Lossy: words moved, a legal form dropped, a look-alike letter,
+        // an accent: the same words, likely, never certain.
+        for likely in [
+            "Defense Systems Shadow LLC",
+            "Shadow Defense Systems",
+            "SHADOW DEFENSE SYS\u{0422}EMS LLC",
+            "Shadow Défense Systems LLC",
+        ] {
+            assert_eq!(
+                closeness(&name_key(likely), &listed),
+                Closeness::Possible(SAME_WORDS),
+                "{likely}"
             );
         }
         assert!(matches!(
@@ -519,7 +630,11 @@ mod tests {
         ));
         assert_eq!(name_key("深圳华为技术有限公司").form, Some("ltd"));
         assert_eq!(id_key("US DE 0666"), id_key("US-DE-0666"));
-        assert_eq!(id_key("us-d\u{0415}-0666"), id_key("US-DE-0666"));
+        assert_ne!(id_key("us-d\u{0415}-0666"), id_key("US-DE-0666"));
+        assert_eq!(
+            id_look(&id_key("us-d\u{0415}-0666")),
+            id_look(&id_key("US-DE-0666"))
+        );
         assert_ne!(id_key("US-DE-0667"), id_key("US-DE-0666"));
     }
 
@@ -537,5 +652,40 @@ mod tests {
             ),
             Closeness::Possible(_) | Closeness::Exact
         ));
+    }
+
+    /// Names that take a lossy step to meet a listed one are never refused
+    /// outright: two people, two firms, one only likely.
+    #[test]
+    fn a_lossy_likeness_holds_and_never_refuses() {
+        for (declared, listed) in [
+            // Words sorted: two people become one.
+            ("Friedrich Hans", "Hans Friedrich"),
+            ("SALMAN BIN MUHAMMAD AL-RAWI", "MUHAMMAD BIN SALMAN AL-RAWI"),
+            // Pinyin is lossy: other characters, the same syllables.
+            ("高石早苗", "高市早苗"),
+            // 稀土 (rare earth) and 稀途: another firm.
+            ("东莞市稀土贸易有限公司", "东莞市稀途贸易有限公司"),
+        ] {
+            let declared_keys = name_keys(declared);
+            let listed_keys = name_keys(listed);
+            for d in &declared_keys {
+                for l in &listed_keys {
+                    assert_ne!(closeness(d, l), Closeness::Exact, "{declared} / {listed}");
+                }
+            }
+        }
+        // The listed name itself, in its own script, is certain.
+        let listed = name_keys("东莞市稀途贸易有限公司");
+        assert_eq!(
+            closeness(&name_keys("东莞市稀途贸易有限公司")[0], &listed[0]),
+            Closeness::Exact
+        );
+        let rostek = name_keys("ООО Ростек Магнит Трейдинг");
+        assert!(
+            name_keys("ооо  РОСТЕК магнит трейдинг")
+                .iter()
+                .any(|d| rostek.iter().any(|l| closeness(d, l) == Closeness::Exact))
+        );
     }
 }

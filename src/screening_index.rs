@@ -12,7 +12,7 @@
 //! proves the two agree.
 
 use crate::policy::DeniedParty;
-use crate::screening::{Closeness, NameKey, POSSIBLE_AT, closeness};
+use crate::screening::{Closeness, ID_LOOK_ALIKE, NameKey, POSSIBLE_AT, closeness, id_look};
 
 // Design: keys are the policy's own and lookups only read, so a fast
 // keyed hash serves; SipHash was half of screening a party.
@@ -108,7 +108,7 @@ impl ScreenIndex {
         let mut ix = ScreenIndex::default();
         for (e, entry) in list.iter().enumerate() {
             if !entry.id.is_empty() {
-                ix.by_id.entry(entry.id.clone()).or_default().push(e);
+                ix.by_id.entry(id_look(&entry.id)).or_default().push(e);
             }
             for (k, name) in entry.names.iter().enumerate() {
                 ix.by_words
@@ -136,7 +136,7 @@ impl ScreenIndex {
         names: &[NameKey],
         list: &'a [DeniedParty],
     ) -> Option<(Closeness, &'a DeniedParty)> {
-        let mut exact: Option<usize> = self.by_id.get(id).and_then(|v| v.first().copied());
+        let mut exact: Option<usize> = None;
         let mut best: Option<(f64, usize)> = None;
         let mut consider = |e: usize, c: Closeness, exact: &mut Option<usize>| match c {
             Closeness::Exact => *exact = Some(exact.map_or(e, |x| x.min(e))),
@@ -147,6 +147,17 @@ impl ScreenIndex {
             }
             Closeness::Apart => {}
         };
+        // The listed id itself is certain; its look-alike only likely.
+        if !id.is_empty() {
+            for &e in self.by_id.get(&id_look(id)).into_iter().flatten() {
+                let c = if list[e].id == id {
+                    Closeness::Exact
+                } else {
+                    Closeness::Possible(ID_LOOK_ALIKE)
+                };
+                consider(e, c, &mut exact);
+            }
+        }
         let (mut counts, mut found) = (Vec::new(), Vec::new());
         for name in names {
             for &(e, k) in self
@@ -187,6 +198,13 @@ pub fn screen_all<'a>(
     for entry in list {
         if !entry.id.is_empty() && entry.id == id {
             return Some((Closeness::Exact, entry));
+        }
+        if !entry.id.is_empty()
+            && !id.is_empty()
+            && id_look(&entry.id) == id_look(id)
+            && best.is_none_or(|(b, _)| ID_LOOK_ALIKE > b)
+        {
+            best = Some((ID_LOOK_ALIKE, entry));
         }
         for (name, listed) in names
             .iter()
