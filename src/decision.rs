@@ -213,6 +213,7 @@ fn decide_inner(
     let reasons = &mut verdict.reasons;
     let controlled = classify(&d.items, policy, reasons);
     check_denied_parties(decl, policy, reasons);
+    check_ids(decl, reasons);
     check_bans(d, policy, reasons);
     // Design: an officer's release settles the holds' doubts, never a rejection.
     let unclassified = reasons.iter().any(|r| r.code == ReasonCode::Unclassifiable);
@@ -429,6 +430,26 @@ fn classify(items: &[Item], policy: &Policy, reasons: &mut Vec<Reason>) -> Vec<C
 
 fn parties(p: [&Party; 3]) -> [(&'static str, &Party); 3] {
     [("exporter", p[0]), ("consignee", p[1]), ("end_user", p[2])]
+}
+
+/// A party's id of a kind with a published check digit that fails it:
+/// mistyped, or made up to look like a registered firm's.
+fn check_ids(decl: &ParsedDeclaration, reasons: &mut Vec<Reason>) {
+    let d = &decl.declaration;
+    for ((role, party), (id, _)) in parties([&d.exporter, &d.consignee, &d.end_user])
+        .into_iter()
+        .zip(&decl.screening)
+    {
+        if crate::screening::uscc_checks(id) == Some(false) {
+            reasons.push(Reason::new(
+                ReasonCode::InvalidId,
+                format!(
+                    "{role} {} has the id {}, shaped as a Chinese unified social credit code (GB 32100-2015) but failing its check digit: mistyped or made up; an officer decides",
+                    party.name, party.id
+                ),
+            ));
+        }
+    }
 }
 
 fn check_denied_parties(decl: &ParsedDeclaration, policy: &Policy, reasons: &mut Vec<Reason>) {

@@ -627,3 +627,71 @@ fn a_shipment_whose_record_no_hub_would_take_is_refused_and_consumes_nothing() {
     };
     assert!(consume.is_none(), "nothing is consumed");
 }
+
+#[test]
+fn an_id_one_character_from_a_listed_one_holds_and_the_listed_one_refuses() {
+    let f = fixture();
+    let with_consignee_id = |id: &str| {
+        let mut d = f.with_license(&license());
+        d["consignee"]["id"] = id.into();
+        d
+    };
+    // The listed id itself (case and punctuation aside): refused.
+    let d = f.run(&with_consignee_id("us de 0666"));
+    assert!(
+        codes(&d).contains(&R::DeniedParty),
+        "{:?}",
+        d.verdict().reasons
+    );
+    // One character changed, or two swapped: held, the listed entry named.
+    for near in ["US-DE-0667", "US-DE-6066"] {
+        let d = f.run(&with_consignee_id(near));
+        assert!(
+            codes(&d).contains(&R::PossibleDeniedParty),
+            "{near}: {:?}",
+            d.verdict().reasons
+        );
+        assert!(!codes(&d).contains(&R::DeniedParty));
+        let detail = &d
+            .verdict()
+            .reasons
+            .iter()
+            .find(|r| r.code == R::PossibleDeniedParty)
+            .unwrap()
+            .detail;
+        assert!(
+            detail.contains("Shadow Defense Systems") && detail.contains("0.90"),
+            "{detail}"
+        );
+    }
+    // Two characters apart: another id.
+    let d = f.run(&with_consignee_id("US-DE-0777"));
+    assert!(
+        !codes(&d).contains(&R::PossibleDeniedParty),
+        "{:?}",
+        d.verdict().reasons
+    );
+}
+
+#[test]
+fn a_unified_social_credit_code_that_fails_its_check_digit_holds() {
+    let f = fixture();
+    let with_exporter_id = |id: &str| {
+        let mut d = f.with_license(&license());
+        d["exporter"]["id"] = id.into();
+        d
+    };
+    // The license binds its exporter by id: the ids here are its own.
+    let mut lic = license();
+    lic.terms.exporter.id = "91350100M000100Y43".into();
+    let mut d = with_exporter_id("91350100M000100Y43");
+    d["license"] = f.token(&lic).into();
+    assert_eq!(kind(&f.run(&d)), VerdictKind::Cleared, "a code that checks");
+    lic.terms.exporter.id = "91350100M000100Y44".into();
+    let mut d = with_exporter_id("91350100M000100Y44");
+    d["license"] = f.token(&lic).into();
+    let d = f.run(&d);
+    assert_eq!(kind(&d), VerdictKind::Hold);
+    assert_eq!(codes(&d), vec![R::InvalidId]);
+    assert!(d.verdict().reasons[0].detail.contains("check digit"));
+}

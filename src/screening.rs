@@ -348,6 +348,65 @@ pub fn id_look(key: &str) -> String {
         .collect()
 }
 
+/// The characters of a Chinese unified social credit code (GB 32100-2015):
+/// digits and capitals without I, O, S, V and Z, each worth its place.
+const USCC_CHARS: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
+/// The weights of its first seventeen characters.
+const USCC_WEIGHTS: [u32; 17] = [
+    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+];
+
+/// Whether `key` (an [`id_key`]) is a Chinese unified social credit code
+/// with a right check digit: `None` when it is not shaped as one (18
+/// characters of its alphabet, a registering authority and a kind of
+/// entity that exist), else whether its 18th character checks.
+pub fn uscc_checks(key: &str) -> Option<bool> {
+    let b = key.as_bytes();
+    if b.len() != 18 || !b.iter().all(|c| USCC_CHARS.contains(c)) {
+        return None;
+    }
+    // Registering authorities and the kinds of entity each registers.
+    let kinds: &[u8] = match b[0] {
+        b'1' => b"129",
+        b'2' => b"19",
+        b'3' => b"12345",
+        b'4' => b"19",
+        b'5' => b"1239",
+        b'6' => b"129",
+        b'7' => b"129",
+        b'8' => b"19",
+        b'9' => b"123",
+        b'A' => b"19",
+        b'N' => b"12349",
+        b'Y' => b"1",
+        _ => return None,
+    };
+    if !kinds.contains(&b[1]) {
+        return None;
+    }
+    let value = |c: u8| USCC_CHARS.iter().position(|&x| x == c).unwrap_or(0) as u32;
+    let sum: u32 = b[..17]
+        .iter()
+        .zip(USCC_WEIGHTS)
+        .map(|(&c, w)| value(c) * w)
+        .sum();
+    let check = (31 - sum % 31) % 31;
+    Some(value(b[17]) == check)
+}
+
+/// The score of an id one character from a listed one (changed, or two swapped).
+pub const ID_ONE_EDIT: f64 = 0.9;
+
+/// Shortest id (characters) compared one edit away: below it, one changed
+/// character is another id as often as not.
+pub const ID_NEAR_MIN: usize = 6;
+
+/// Whether two ids (as [`id_look`] leaves them) are one character apart:
+/// one changed, or two neighbours swapped.
+pub fn ids_one_apart(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.len() >= ID_NEAR_MIN && a != b && strsim::osa_distance(a, b) == 1
+}
+
 /// How close a declared name comes to a listed one.
 pub fn closeness(declared: &NameKey, listed: &NameKey) -> Closeness {
     if listed.words.is_empty() {
@@ -687,5 +746,43 @@ mod tests {
                 .iter()
                 .any(|d| rostek.iter().any(|l| closeness(d, l) == Closeness::Exact))
         );
+    }
+
+    #[test]
+    fn unified_social_credit_codes_are_checked_when_shaped_as_one() {
+        // Published examples of GB 32100-2015 codes.
+        for good in [
+            "91350100M000100Y43",
+            "91110000802100433B",
+            "91440300708461136T",
+        ] {
+            assert_eq!(uscc_checks(&id_key(good)), Some(true), "{good}");
+        }
+        // One character changed, two swapped: the check digit catches both.
+        assert_eq!(uscc_checks("91350100M000100Y44"), Some(false));
+        assert_eq!(uscc_checks("91350100M000010Y43"), Some(false));
+        // Not shaped as one: other lengths, letters it never uses, a kind
+        // of registration that does not exist.
+        for other in [
+            "91320700MA1X0001",
+            "DE-HRB-10001",
+            "91350100M000100I43",
+            "B1350100M000100Y43",
+        ] {
+            assert_eq!(uscc_checks(&id_key(other)), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn ids_one_character_apart() {
+        assert!(ids_one_apart("USDE0666", "USDE0667"));
+        assert!(ids_one_apart("USDE0666", "USDE6066"));
+        assert!(!ids_one_apart("USDE0666", "USDE0666"));
+        assert!(!ids_one_apart("USDE0666", "USDE0777"));
+        assert!(
+            !ids_one_apart("KP0001", "KP00010"),
+            "another length is another id"
+        );
+        assert!(!ids_one_apart("KP001", "KP002"), "too short to tell");
     }
 }

@@ -12,7 +12,10 @@
 //! proves the two agree.
 
 use crate::policy::DeniedParty;
-use crate::screening::{Closeness, ID_LOOK_ALIKE, NameKey, POSSIBLE_AT, closeness, id_look};
+use crate::screening::{
+    Closeness, ID_LOOK_ALIKE, ID_NEAR_MIN, ID_ONE_EDIT, NameKey, POSSIBLE_AT, closeness, id_look,
+    ids_one_apart,
+};
 
 // Design: keys are the policy's own and lookups only read, so a fast
 // keyed hash serves; SipHash was half of screening a party.
@@ -22,6 +25,9 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 #[derive(Debug, Clone, Default)]
 pub struct ScreenIndex {
     by_id: HashMap<String, Vec<usize>>,
+    /// Each id with one character taken out (every position): two ids one
+    /// character apart share one of these.
+    by_id_near: HashMap<String, Vec<usize>>,
     by_words: HashMap<String, Vec<(usize, usize)>>,
     /// (entry, name) of each indexed name, by its number.
     names: Vec<(usize, usize)>,
@@ -95,6 +101,25 @@ impl Pairs {
     }
 }
 
+/// An id (as [`id_look`] leaves it) with one character taken out, at each
+/// position; none for an id too short to compare one edit away.
+fn one_out(look: &str) -> Vec<String> {
+    let chars: Vec<char> = look.chars().collect();
+    if chars.len() < ID_NEAR_MIN {
+        return Vec::new();
+    }
+    (0..chars.len())
+        .map(|i| {
+            chars
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, c)| *c)
+                .collect()
+        })
+        .collect()
+}
+
 fn distinct_pairs(s: &str) -> Vec<[u8; 2]> {
     let mut v: Vec<[u8; 2]> = s.as_bytes().windows(2).map(|w| [w[0], w[1]]).collect();
     v.sort_unstable();
@@ -108,7 +133,11 @@ impl ScreenIndex {
         let mut ix = ScreenIndex::default();
         for (e, entry) in list.iter().enumerate() {
             if !entry.id.is_empty() {
-                ix.by_id.entry(id_look(&entry.id)).or_default().push(e);
+                let look = id_look(&entry.id);
+                for near in one_out(&look) {
+                    ix.by_id_near.entry(near).or_default().push(e);
+                }
+                ix.by_id.entry(look).or_default().push(e);
             }
             for (k, name) in entry.names.iter().enumerate() {
                 ix.by_words
@@ -147,15 +176,27 @@ impl ScreenIndex {
             }
             Closeness::Apart => {}
         };
-        // The listed id itself is certain; its look-alike only likely.
+        // The listed id itself is certain; its look-alike, or an id one
+        // character from it, only likely.
         if !id.is_empty() {
-            for &e in self.by_id.get(&id_look(id)).into_iter().flatten() {
+            let look = id_look(id);
+            for &e in self.by_id.get(&look).into_iter().flatten() {
                 let c = if list[e].id == id {
                     Closeness::Exact
                 } else {
                     Closeness::Possible(ID_LOOK_ALIKE)
                 };
                 consider(e, c, &mut exact);
+            }
+            let mut near: Vec<usize> = one_out(&look)
+                .iter()
+                .flat_map(|k| self.by_id_near.get(k).into_iter().flatten().copied())
+                .filter(|&e| ids_one_apart(&id_look(&list[e].id), &look))
+                .collect();
+            near.sort_unstable();
+            near.dedup();
+            for e in near {
+                consider(e, Closeness::Possible(ID_ONE_EDIT), &mut exact);
             }
         }
         let (mut counts, mut found) = (Vec::new(), Vec::new());
@@ -199,12 +240,19 @@ pub fn screen_all<'a>(
         if !entry.id.is_empty() && entry.id == id {
             return Some((Closeness::Exact, entry));
         }
-        if !entry.id.is_empty()
-            && !id.is_empty()
-            && id_look(&entry.id) == id_look(id)
-            && best.is_none_or(|(b, _)| ID_LOOK_ALIKE > b)
-        {
-            best = Some((ID_LOOK_ALIKE, entry));
+        if !entry.id.is_empty() && !id.is_empty() {
+            let score = if id_look(&entry.id) == id_look(id) {
+                Some(ID_LOOK_ALIKE)
+            } else if ids_one_apart(&id_look(&entry.id), &id_look(id)) {
+                Some(ID_ONE_EDIT)
+            } else {
+                None
+            };
+            if let Some(score) = score
+                && best.is_none_or(|(b, _)| score > b)
+            {
+                best = Some((score, entry));
+            }
         }
         for (name, listed) in names
             .iter()
@@ -234,7 +282,7 @@ mod tests {
             .enumerate()
             .map(|(i, n)| DeniedParty {
                 id: if i % 3 == 0 {
-                    id_key(&format!("XX-{i}"))
+                    id_key(&format!("XX-{i}-0042"))
                 } else {
                     String::new()
                 },
@@ -295,11 +343,19 @@ mod tests {
             pick in 0..LIST.len(),
             ops in prop::collection::vec((any::<u8>(), any::<usize>()), 0..4),
             id in prop::option::of(0usize..12),
+            id_edit in prop::option::of(any::<u8>()),
         ) {
             let list = listed(LIST);
             let index = ScreenIndex::new(&list);
             let name = mutate(LIST[pick], &ops);
-            let id = id.map(|i| id_key(&format!("XX-{i}"))).unwrap_or_default();
+            let mut id = id.map(|i| id_key(&format!("XX-{i}-0042"))).unwrap_or_default();
+            // Sometimes one character of it changed: one edit from a listed id.
+            if let Some(x) = id_edit.filter(|_| !id.is_empty()) {
+                let mut c: Vec<char> = id.chars().collect();
+                let i = usize::from(x) % c.len();
+                c[i] = if c[i] == '7' { '8' } else { '7' };
+                id = c.into_iter().collect();
+            }
             let keys = name_keys(&name);
             let a = index.screen(&id, &keys, &list).map(|(c, e)| (c, e.display_name.clone()));
             let b = screen_all(&id, &keys, &list).map(|(c, e)| (c, e.display_name.clone()));

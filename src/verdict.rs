@@ -80,6 +80,9 @@ pub enum ReasonCode {
     /// A party's name is close to a denied party's without being the same:
     /// an officer decides (the detail carries the score and the list entry).
     PossibleDeniedParty,
+    /// A party's id is of a kind with a check digit (a Chinese unified
+    /// social credit code) and fails it: mistyped or made up; an officer decides.
+    InvalidId,
     /// An officer inspected a held shipment and refused it.
     RefusedByOfficer,
     /// An officer inspected a held shipment and seized it.
@@ -111,6 +114,7 @@ impl ReasonCode {
             ReasonCode::ClockBehindLedger => "clock_behind_ledger",
             ReasonCode::ClockUntrusted => "clock_untrusted",
             ReasonCode::PossibleDeniedParty => "possible_denied_party",
+            ReasonCode::InvalidId => "invalid_id",
             ReasonCode::RefusedByOfficer => "refused_by_officer",
             ReasonCode::Seized => "seized",
         }
@@ -125,6 +129,7 @@ impl ReasonCode {
                 | ReasonCode::ClockBehindLedger
                 | ReasonCode::ClockUntrusted
                 | ReasonCode::PossibleDeniedParty
+                | ReasonCode::InvalidId
         )
     }
 
@@ -135,7 +140,7 @@ impl ReasonCode {
     }
 
     /// Every reason code, for lists of texts that must name each.
-    pub const ALL: [ReasonCode; 23] = [
+    pub const ALL: [ReasonCode; 24] = [
         ReasonCode::Malformed,
         ReasonCode::DeclarationConflict,
         ReasonCode::BadSignature,
@@ -157,6 +162,7 @@ impl ReasonCode {
         ReasonCode::ClockBehindLedger,
         ReasonCode::ClockUntrusted,
         ReasonCode::PossibleDeniedParty,
+        ReasonCode::InvalidId,
         ReasonCode::RefusedByOfficer,
         ReasonCode::Seized,
     ];
