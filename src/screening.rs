@@ -153,6 +153,8 @@ const COMMON_WORDS: &[&str] = &[
     "products",
     "the",
     "and",
+    "und",
+    "et",
     "of",
     "keji",
     "maoyi",
@@ -205,10 +207,34 @@ const COMMON_WORDS: &[&str] = &[
 pub fn name_keys(s: &str) -> Vec<NameKey> {
     let exact = exact_of(s);
     let mut keys = vec![key_of(&fold(s), exact.clone())];
-    if let Some(t) = transliterated(s).map(|t| key_of(&t, exact))
-        && t != keys[0]
-    {
-        keys.push(t);
+    let mut add = |k: NameKey| {
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    };
+    if let Some(t) = transliterated(s) {
+        add(key_of(&t, exact.clone()));
+    }
+    // Umlauts as German writes them without (`Kühnel` is `Kuehnel`).
+    if s.contains(['ä', 'ö', 'ü', 'Ä', 'Ö', 'Ü', 'ß']) {
+        let mut expanded = String::with_capacity(s.len() + 8);
+        for c in s.chars() {
+            match c {
+                'ä' => expanded.push_str("ae"),
+                'ö' => expanded.push_str("oe"),
+                'ü' => expanded.push_str("ue"),
+                'Ä' => expanded.push_str("Ae"),
+                'Ö' => expanded.push_str("Oe"),
+                'Ü' => expanded.push_str("Ue"),
+                'ß' => expanded.push_str("ss"),
+                c => expanded.push(c),
+            }
+        }
+        add(key_of(&fold(&expanded), exact.clone()));
+    }
+    // Words joined by a hyphen, as one word too (`Aero-Tech` is `Aerotech`).
+    if s.contains('-') {
+        add(key_of(&fold(&s.replace('-', "")), exact));
     }
     keys
 }
@@ -784,5 +810,37 @@ mod tests {
             "another length is another id"
         );
         assert!(!ids_one_apart("KP001", "KP002"), "too short to tell");
+    }
+
+    /// Spelling variants the customs set found missed: umlauts written
+    /// out, `und` for `&`, words joined or hyphenated, a Turkish legal form
+    /// written out.
+    #[test]
+    fn spelling_variants_meet_the_listed_name() {
+        let flagged = |declared: &str, listed: &str| {
+            let l = name_keys(listed);
+            name_keys(declared)
+                .iter()
+                .any(|d| l.iter().any(|k| closeness(d, k) != Closeness::Apart))
+        };
+        for (declared, listed) in [
+            ("Kuehnel und Soehne", "Kühnel & Söhne"),
+            ("Aero-Tech Limited", "Aerotech Ltd"),
+            ("Aerotech Ltd", "Aero-Tech Limited"),
+            (
+                "Anatolia Kinetic Systems Anonim Sirketi",
+                "Anatolia Kinetic Systems A.Ş.",
+            ),
+        ] {
+            assert!(flagged(declared, listed), "{declared} / {listed}");
+        }
+        // The Turkish legal form written out is the same form: certain.
+        assert_eq!(
+            closeness(
+                &name_key("Anatolia Kinetic Systems Anonim Sirketi"),
+                &name_key("Anatolia Kinetic Systems A.Ş.")
+            ),
+            Closeness::Exact
+        );
     }
 }
