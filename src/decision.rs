@@ -468,13 +468,22 @@ fn check_denied_parties(decl: &ParsedDeclaration, policy: &Policy, reasons: &mut
             format!(" ({})", hit.source)
         };
         reasons.push(match closeness {
-            crate::screening::Closeness::Possible(score) => Reason::new(
-                ReasonCode::PossibleDeniedParty,
-                format!(
-                    "{role} {} ({}) resembles {} on the denied-party list{source}: score {score:.2}; an officer decides",
-                    party.name, party.id, hit.display_name
-                ),
-            ),
+            crate::screening::Closeness::Possible(score) => {
+                let why = policy
+                    .screen_index
+                    .explain(name, hit, &policy.denied_parties)
+                    .map(|e| e.summary())
+                    .filter(|s| !s.is_empty())
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default();
+                Reason::new(
+                    ReasonCode::PossibleDeniedParty,
+                    format!(
+                        "{role} {} ({}) resembles {} on the denied-party list{source}: score {score:.2}{why}; an officer decides",
+                        party.name, party.id, hit.display_name
+                    ),
+                )
+            }
             _ => Reason::new(
                 ReasonCode::DeniedParty,
                 format!(

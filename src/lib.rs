@@ -44,8 +44,6 @@
 //! - [`signin`]: officers' accounts (argon2) and sessions, for the desk and the national view.
 //! - [`ui`]: the pages' texts in each language, and times in the post's zone.
 //! - [`screening`]: denied-party screening: names and ids compared, close names scored.
-//! - [`screening_import`]: denied-party lists from OpenSanctions' formats.
-//! - [`screening_index`]: the denied-party list indexed for screening.
 #![forbid(unsafe_code)]
 
 // The officers' pages' texts, one file per language (see `ui`).
@@ -83,8 +81,6 @@ pub mod qr;
 pub mod record;
 pub mod registry;
 pub mod screening;
-pub mod screening_import;
-pub mod screening_index;
 pub mod signin;
 pub mod sim;
 pub mod strict_key;

@@ -39,20 +39,7 @@ pub struct Issuer {
     pub valid_until: Option<UnixTime>,
 }
 
-/// A party on the denied-party list.
-#[derive(Debug, Clone)]
-pub struct DeniedParty {
-    /// Identifier, in [`crate::screening::id_key`]; empty if the list gives only a name.
-    pub id: String,
-    /// Its name and aliases as the screen compares them.
-    pub names: Vec<crate::screening::NameKey>,
-    /// Name as listed, for reports.
-    pub display_name: String,
-    /// Other names it is listed under, as listed.
-    pub aliases: Vec<String>,
-    /// Where the entry comes from (an announcement, a list name).
-    pub source: String,
-}
+pub use crate::screening::DeniedParty;
 
 /// An outright ban: these goods may not go to these destinations, license or not.
 #[derive(Debug, Clone)]
@@ -90,7 +77,7 @@ pub struct Policy {
     /// Denied parties.
     pub denied_parties: Vec<DeniedParty>,
     /// The denied-party list indexed for screening.
-    pub screen_index: crate::screening_index::ScreenIndex,
+    pub screen_index: crate::screening::ScreenIndex,
     /// Outright bans.
     pub bans: Vec<Ban>,
     /// Checkpoint and hub keys: whose sync messages are accepted.
@@ -157,6 +144,8 @@ struct RawDenied {
     aliases: Vec<String>,
     #[serde(default)]
     source: String,
+    #[serde(default)]
+    kind: crate::screening::Kind,
 }
 
 #[derive(Deserialize)]
@@ -438,11 +427,7 @@ impl Policy {
                 }
                 Ok(DeniedParty {
                     id: crate::screening::id_key(&d.id),
-                    names: std::iter::once(&d.name)
-                        .chain(&d.aliases)
-                        .filter(|n| !n.trim().is_empty())
-                        .flat_map(|n| crate::screening::name_keys(n))
-                        .collect(),
+                    kind: d.kind,
                     display_name: d.name.clone(),
                     aliases: d.aliases.clone(),
                     source: d.source.clone(),
@@ -461,7 +446,7 @@ impl Policy {
             revoked: raw.revoked_licenses.into_iter().collect(),
             issuers,
             kid_index,
-            screen_index: crate::screening_index::ScreenIndex::new(&denied_parties),
+            screen_index: crate::screening::ScreenIndex::new(&denied_parties),
             denied_parties,
             bans,
             registry: Registry::new(checkpoint_keys, hub_keys, clock_skew),

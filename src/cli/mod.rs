@@ -591,13 +591,13 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let format = match format {
-                ListFormat::Ftm => crate::screening_import::Format::FtmJsonLines,
-                ListFormat::Csv => crate::screening_import::Format::SimpleCsv,
+                ListFormat::Ftm => crate::screening::import::Format::FtmJsonLines,
+                ListFormat::Csv => crate::screening::import::Format::SimpleCsv,
             };
-            let entries = crate::screening_import::read(&text, format, source.as_deref())
+            let entries = crate::screening::import::read(&text, format, source.as_deref())
                 .with_context(|| format!("{}", file.display()))?;
             eprintln!("{} parties read from {}", entries.len(), file.display());
-            print!("{}", crate::screening_import::to_toml(&entries));
+            print!("{}", crate::screening::import::to_toml(&entries));
             Ok(Outcome::Ok)
         }
         Command::Status { config } => status(&Config::load(&config)?),

@@ -26,6 +26,8 @@ pub struct Entry {
     pub aliases: Vec<String>,
     /// Where it comes from.
     pub source: String,
+    /// What it is (its FollowTheMoney schema's kind).
+    pub kind: super::Kind,
 }
 
 /// A list could not be read.
@@ -51,15 +53,6 @@ pub enum ImportError {
     #[error("the CSV has no `{0}` column; is it OpenSanctions' simple CSV?")]
     Column(&'static str),
 }
-
-/// FollowTheMoney schemata that can be a party to a shipment.
-const PARTY_SCHEMATA: &[&str] = &[
-    "Company",
-    "Organization",
-    "LegalEntity",
-    "PublicBody",
-    "Person",
-];
 
 /// Identifier properties, best first.
 const ID_PROPERTIES: &[&str] = &[
@@ -90,10 +83,11 @@ fn read_ftm(text: &str, source: Option<&str>) -> Result<Vec<Entry>, ImportError>
             line: n + 1,
             why: e.to_string(),
         })?;
-        let schema = v["schema"].as_str().unwrap_or_default();
-        if !PARTY_SCHEMATA.contains(&schema) {
+        // Schemata that cannot be a party to a shipment (securities,
+        // wallets, addresses…) are left out.
+        let Some(kind) = super::Kind::of_schema(v["schema"].as_str().unwrap_or_default()) else {
             continue;
-        }
+        };
         let props = &v["properties"];
         let values = |key: &str| strings(&props[key]);
         let mut names = values("name");
@@ -114,7 +108,7 @@ fn read_ftm(text: &str, source: Option<&str>) -> Result<Vec<Entry>, ImportError>
             .find_map(|k| values(k).into_iter().next())
             .unwrap_or_default();
         let datasets = strings(&v["datasets"]);
-        out.push(entry(id, name, aliases, source, &datasets.join(", ")));
+        out.push(entry(id, name, aliases, source, &datasets.join(", "), kind));
     }
     Ok(out)
 }
@@ -158,7 +152,10 @@ fn read_csv(text: &str, source: Option<&str>) -> Result<Vec<Entry>, ImportError>
             why: e.to_string(),
         })?;
         let field = |i: usize| r.get(i).unwrap_or_default();
-        if !PARTY_SCHEMATA.contains(&field(schema)) || field(name).trim().is_empty() {
+        let Some(kind) = super::Kind::of_schema(field(schema)) else {
+            continue;
+        };
+        if field(name).trim().is_empty() {
             continue;
         }
         let many = |s: &str| -> Vec<String> {
@@ -180,6 +177,7 @@ fn read_csv(text: &str, source: Option<&str>) -> Result<Vec<Entry>, ImportError>
             many(field(aliases)),
             source,
             dataset.map(field).unwrap_or_default(),
+            kind,
         ));
     }
     Ok(out)
@@ -191,6 +189,7 @@ fn entry(
     mut aliases: Vec<String>,
     source: Option<&str>,
     datasets: &str,
+    kind: super::Kind,
 ) -> Entry {
     aliases.retain(|a| *a != name);
     aliases.dedup();
@@ -201,6 +200,7 @@ fn entry(
         source: source
             .map(str::to_owned)
             .unwrap_or_else(|| datasets.to_owned()),
+        kind,
     }
 }
 
@@ -227,19 +227,25 @@ mod tests {
             "\n",
             r#"{"id":"NK-2","schema":"Vessel","properties":{"name":["Sea Ghost"]}}"#,
             "\n",
+            r#"{"id":"NK-4","schema":"CryptoWallet","properties":{"name":["0xabc"]}}"#,
+            "\n",
             r#"{"id":"NK-3","schema":"Company","caption":"Rostek Magnit Trading LLC","properties":{"alias":["ООО Ростек Магнит Трейдинг"]},"datasets":["ru_list"]}"#,
             "\n"
         );
         let csv = "id,schema,name,aliases,birth_date,countries,addresses,identifiers,sanctions,phones,emails,dataset,first_seen,last_seen,last_change\n\
             NK-1,Company,Shadow Defense Systems LLC,SDS,,us,,US-DE-0666,,,,us_bis_entity,,,\n\
-            NK-2,Vessel,Sea Ghost,,,,,,,,,x,,,\n\
+            NK-2,Vessel,Sea Ghost,,,,,,,,,,,,\n\
+            NK-4,CryptoWallet,0xabc,,,,,,,,,x,,,\n\
             NK-3,Company,Rostek Magnit Trading LLC,\"ООО Ростек Магнит Трейдинг\",,ru,,,,,,ru_list,,,\n";
         let a = read(ftm, Format::FtmJsonLines, None).unwrap();
         let b = read(csv, Format::SimpleCsv, None).unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.len(), 2, "the vessel is not a party");
+        assert_eq!(a.len(), 3);
         assert_eq!(a[0].id, "US-DE-0666");
-        assert_eq!(a[1].aliases, ["ООО Ростек Магнит Трейдинг"]);
+        let kinds: Vec<_> = a.iter().map(|e| e.kind).collect();
+        use super::super::Kind;
+        assert_eq!(kinds, [Kind::Company, Kind::Vessel, Kind::Company]);
+        assert_eq!(a[2].aliases, ["ООО Ростек Магнит Трейдинг"]);
 
         let dir = tempfile::tempdir().unwrap();
         let (p, _) = crate::policy::tests::sample(dir.path());
@@ -252,7 +258,7 @@ mod tests {
             policy
                 .denied_parties
                 .iter()
-                .any(|d| d.source == "ru_list" && d.names.len() >= 3)
+                .any(|d| d.source == "ru_list" && d.aliases.len() == 1 && d.kind == Kind::Company)
         );
     }
 

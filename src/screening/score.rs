@@ -1,0 +1,554 @@
+//! How close a declared name comes to a listed one: their words aligned
+//! one to one (or one to a run of words written joined), each pair scored,
+//! and the pairs weighed by the words' length and what they are to the
+//! name.
+//!
+//! Design: only certainty refuses. [`Closeness::Exact`] needs the listed
+//! name itself after lossless steps alone and the same legal form; every
+//! other likeness, however close, is at most [`Closeness::Possible`], for
+//! an officer to decide. A likeness needs a word of the listed name that
+//! tells it from others (not a shared word, title, particle or number) to
+//! meet a declared word: the index finds candidates by exactly that.
+//!
+//! Two words meet when they are the same; when one is the other with a
+//! few letters changed (none in words of three letters or fewer, one up to
+//! seven, two beyond: `Sparrow` is not `Arrow`, `ABD` not `ABK`); when they
+//! sound alike (Double Metaphone: `Brite` and `Bright`, `Usama` and
+//! `Osama`); when a person's initial starts the other; or, against a name
+//! in Arabic script, when their consonants agree. Chinese names are compared
+//! character by character when both are in Chinese: the same syllables in
+//! other characters (`高石早苗`, `高市早苗`) are another name.
+
+use super::Kind;
+use super::names::{
+    NameKey, Part, Script, Token, consonants, is_generic_form, spelling_fold, without_article,
+};
+use super::words;
+
+/// Least score of a name that holds the shipment as `possible_denied_party`.
+pub const POSSIBLE_AT: f64 = 0.86;
+/// The most a likeness scores: the same words reached through a lossy step.
+pub const SAME_WORDS: f64 = 0.97;
+/// The score of two words that sound alike (Double Metaphone).
+const SOUNDS_ALIKE: f64 = 0.88;
+/// The score of two words spelled as transliterations differ.
+const SPELLED_ALIKE: f64 = 0.9;
+/// The factor on a word met once the Arabic article is set aside.
+const ARTICLE_JOINED: f64 = 0.95;
+/// The score of an abbreviation against the word it starts.
+const ABBREVIATION: f64 = 0.7;
+/// The factor on a listed word nothing met, a person's or a shared one:
+/// lists give names in full (middle names, the parent body), declarations
+/// often shorter.
+const LISTED_LONE: f64 = 0.5;
+/// The score of an initial against the word it starts.
+const INITIAL: f64 = 0.7;
+/// A shared word's weight against a plain word's.
+const COMMON_WEIGHT: f64 = 0.35;
+/// An unmatched patronymic's weight against a plain word's: one side
+/// often leaves it out.
+const LONE_PATRONYMIC: f64 = 0.25;
+/// The longest run of words compared as one word written joined.
+pub const JOIN_MAX: usize = 4;
+
+/// How a declared party stands against one list entry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Closeness {
+    /// The same party: rejects.
+    Exact,
+    /// Close enough for an officer to look (the score, 0–1).
+    Possible(f64),
+    /// Not this entry.
+    Apart,
+}
+
+/// A listed name as the scorer reads it: its words borrowed from the
+/// index's vocabulary.
+#[derive(Debug, Clone)]
+pub struct Listed<'a> {
+    /// As [`NameKey::exact`].
+    pub exact: &'a str,
+    /// Its legal form.
+    pub form: Option<&'static str>,
+    /// Its words, in the order written.
+    pub tokens: Vec<&'a Token>,
+    /// Its script.
+    pub script: Script,
+    /// Its distinctive characters, for a name in Chinese or Korean.
+    pub native: Option<&'a str>,
+}
+
+impl<'a> Listed<'a> {
+    /// A listed name read from a key.
+    pub fn of(key: &'a NameKey) -> Listed<'a> {
+        Listed {
+            exact: &key.exact,
+            form: key.form,
+            tokens: key.tokens.iter().collect(),
+            script: key.script(),
+            native: key.native.as_deref(),
+        }
+    }
+}
+
+/// Words of both names that met, and how well.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pair {
+    /// The declared words (indices; several when written apart).
+    pub declared: Vec<usize>,
+    /// The listed words.
+    pub listed: Vec<usize>,
+    /// How well they meet, 0–1.
+    pub sim: f64,
+}
+
+/// Two names aligned and scored.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Scored {
+    /// The score, 0–1 (before the caps [`closeness`] puts on it).
+    pub score: f64,
+    /// Words that met.
+    pub pairs: Vec<Pair>,
+    /// Whether a word that tells the listed name from others met one.
+    pub key_met: bool,
+}
+
+/// Whether the listed entry's kind reads names as a person's (word order,
+/// initials, titles, patronymics), when known to be one or not known.
+fn personal(kind: Kind) -> bool {
+    matches!(kind, Kind::Person | Kind::Unknown)
+}
+
+/// Whether a word of this part, in a name of this kind, tells the name
+/// from others (and so is what the index finds it by).
+pub fn is_key(part: Part, kind: Kind) -> bool {
+    match part {
+        Part::Plain | Part::Patronymic => true,
+        Part::Title => matches!(kind, Kind::Company | Kind::Organization),
+        Part::Common | Part::Particle | Part::Number => false,
+    }
+}
+
+/// A word's weight in the score.
+fn weight(t: &Token, kind: Kind) -> f64 {
+    let len = t.text.len() as f64;
+    match t.part {
+        Part::Plain | Part::Patronymic | Part::Number => len,
+        Part::Common => len * COMMON_WEIGHT,
+        Part::Particle => 0.0,
+        Part::Title if is_key(Part::Title, kind) => len,
+        Part::Title => 0.0,
+    }
+}
+
+/// A word's weight when nothing met it.
+fn lone_weight(t: &Token, kind: Kind) -> f64 {
+    if t.part == Part::Patronymic && personal(kind) {
+        t.text.len() as f64 * LONE_PATRONYMIC
+    } else {
+        weight(t, kind)
+    }
+}
+
+/// Most edits allowed between two words, by the shorter's length.
+pub fn edit_budget(shorter: usize) -> usize {
+    match shorter {
+        0..=4 => 0,
+        5..=7 => 1,
+        _ => 2,
+    }
+}
+
+/// Whether two words start alike: the same letter, two vowels, or two
+/// letters that transliterations swap (`k`/`g`/`c`/`q`, `p`/`b`, `t`/`d`,
+/// `f`/`v`, `s`/`z`). A word's first letter is seldom a typo: a word that
+/// starts otherwise gets one edit less (`Pride` is not `Bride`…, `Eastwind`
+/// not `Westwind`).
+fn start_alike(a: &str, b: &str) -> bool {
+    let (Some(x), Some(y)) = (a.bytes().next(), b.bytes().next()) else {
+        return false;
+    };
+    let vowel = |c: u8| b"aeiou".contains(&c);
+    let class = |c: u8| {
+        [&b"kgcq"[..], b"pb", b"td", b"fv", b"sz"]
+            .iter()
+            .position(|k| k.contains(&c))
+    };
+    x == y || (vowel(x) && vowel(y)) || (class(x).is_some() && class(x) == class(y))
+}
+
+/// How the two names' words may meet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rules {
+    /// One name in Arabic script, the other not: by consonants.
+    pub consonants: bool,
+    /// Whether sounds may meet (not for a name written in consonants).
+    pub sounds: bool,
+    /// Whether initials and abbreviations meet (a person's name, or any).
+    pub person: bool,
+}
+
+/// How well two words meet (0 when they do not), and whether the meeting
+/// can carry a likeness on its own (an initial or an abbreviation cannot).
+pub fn word_sim(a: &Token, b: &Token, rules: Rules) -> (f64, bool) {
+    if a.part == Part::Number || b.part == Part::Number {
+        return (if a.text == b.text { 1.0 } else { 0.0 }, false);
+    }
+    if a.part == Part::Particle && b.part == Part::Particle {
+        let filial = |t: &str| words::is_in(&["bin", "ibn", "ben"], t);
+        let same = a.text == b.text || (filial(&a.text) && filial(&b.text));
+        return (if same { 1.0 } else { 0.0 }, false);
+    }
+    if a.text == b.text {
+        return (1.0, true);
+    }
+    if rules.consonants {
+        let (ca, cb) = (consonants(&a.text), consonants(&b.text));
+        let long_enough = ca.len() >= 2 || a.text.len().min(b.text.len()) >= 3;
+        return if !ca.is_empty() && ca == cb && long_enough {
+            (SOUNDS_ALIKE, true)
+        } else {
+            (0.0, false)
+        };
+    }
+    let (la, lb) = (a.text.len(), b.text.len());
+    if la.min(lb) == 1 {
+        let (short, long) = if la == 1 { (a, b) } else { (b, a) };
+        let starts = long.text.starts_with(&*short.text) && long.text.len() > 1;
+        return (if rules.person && starts { INITIAL } else { 0.0 }, false);
+    }
+    let mut best = letters_sim(&a.text, &b.text);
+    if best < SPELLED_ALIKE && la.min(lb) >= 3 && spelling_fold(&a.text) == spelling_fold(&b.text)
+    {
+        best = SPELLED_ALIKE;
+    }
+    if best < SOUNDS_ALIKE
+        && rules.sounds
+        && la.min(lb) >= 3
+        && start_alike(&a.text, &b.text)
+        && a.sound.iter().any(|&x| x != 0 && b.sound.contains(&x))
+    {
+        best = SOUNDS_ALIKE;
+    }
+    // The Arabic article written joined on one side (`Alameri`, `al-Amiri`).
+    if best == 0.0 {
+        let (sa, sb) = (without_article(&a.text), without_article(&b.text));
+        let stripped = [(sa, Some(&*b.text)), (Some(&*a.text), sb), (sa, sb)];
+        for (x, y) in stripped {
+            if let (Some(x), Some(y)) = (x, y)
+                && (x, y) != (&*a.text, &*b.text)
+            {
+                best = best.max(letters_sim(x, y) * ARTICLE_JOINED);
+            }
+        }
+    }
+    if best > 0.0 {
+        return (best, true);
+    }
+    // An abbreviation (`Eng.` for `Engineering`): not enough alone.
+    let (short, long) = if la < lb { (&a.text, &b.text) } else { (&b.text, &a.text) };
+    if (3..=4).contains(&short.len()) && long.len() >= short.len() + 2 && long.starts_with(&**short)
+    {
+        return (ABBREVIATION, false);
+    }
+    (0.0, false)
+}
+
+/// How alike two words' letters are within the edit budget, else 0.
+pub fn letters_sim(a: &str, b: &str) -> f64 {
+    let (la, lb) = (a.len(), b.len());
+    let mut budget = edit_budget(la.min(lb));
+    if !start_alike(a, b) {
+        budget = budget.saturating_sub(1);
+    }
+    if budget == 0 || la.abs_diff(lb) > budget {
+        return if a == b { 1.0 } else { 0.0 };
+    }
+    let d = strsim::osa_distance(a, b);
+    if d <= budget {
+        1.0 - d as f64 / la.max(lb) as f64
+    } else {
+        0.0
+    }
+}
+
+/// Aligns and scores two names' words.
+pub fn score(kind: Kind, declared: &NameKey, listed: &Listed) -> Scored {
+    let d: Vec<&Token> = declared.tokens.iter().collect();
+    let l = &listed.tokens;
+    let (da, la) = (
+        declared.script() == Script::Abjad,
+        listed.script == Script::Abjad,
+    );
+    let rules = Rules {
+        consonants: da != la,
+        sounds: !da && !la,
+        person: personal(kind),
+    };
+    let plainless = !l.iter().any(|t| is_key(t.part, kind));
+    let key = |j: usize| plainless || is_key(l[j].part, kind);
+
+    // Every pair of words that meets, best first (ties: nearest in place).
+    let mut cands: Vec<(f64, bool, usize, usize)> = Vec::new();
+    for (i, a) in d.iter().enumerate() {
+        for (j, b) in l.iter().enumerate() {
+            let (s, carries) = word_sim(a, b, rules);
+            if s > 0.0 {
+                cands.push((s, carries, i, j));
+            }
+        }
+    }
+    cands.sort_by(|x, y| {
+        y.0.total_cmp(&x.0)
+            .then(x.2.abs_diff(x.3).cmp(&y.2.abs_diff(y.3)))
+            .then((x.2, x.3).cmp(&(y.2, y.3)))
+    });
+    let (mut d_used, mut l_used) = (vec![false; d.len()], vec![false; l.len()]);
+    let mut out = Scored::default();
+    // Words that meet as words first, then runs written joined, then
+    // initials and abbreviations (`Ural` must not take the place of
+    // `Uralmagnitprom`'s first run).
+    let weak = |s: f64, carries: bool| !carries && s < 1.0;
+    for pass in [false, true] {
+        if pass && !rules.consonants {
+            join_runs(&d, l, &mut d_used, &mut l_used, &mut out, &key);
+        }
+        for &(s, carries, i, j) in &cands {
+            if weak(s, carries) != pass || d_used[i] || l_used[j] {
+                continue;
+            }
+            d_used[i] = true;
+            l_used[j] = true;
+            out.key_met |= carries && key(j);
+            out.pairs.push(Pair {
+                declared: vec![i],
+                listed: vec![j],
+                sim: s,
+            });
+        }
+    }
+
+    // Weights: what met counts on both sides, what did not only below.
+    let mut num = 0.0;
+    for p in &out.pairs {
+        let w: f64 = p.declared.iter().map(|&i| weight(d[i], kind)).sum::<f64>()
+            + p.listed.iter().map(|&j| weight(l[j], kind)).sum::<f64>();
+        num += p.sim * w;
+    }
+    let den: f64 = d
+        .iter()
+        .enumerate()
+        .map(|(i, t)| if d_used[i] { weight(t, kind) } else { lone_weight(t, kind) })
+        .sum::<f64>()
+        + l.iter()
+            .enumerate()
+            .map(|(j, t)| {
+                if l_used[j] {
+                    weight(t, kind)
+                } else if rules.person || t.part == Part::Common {
+                    lone_weight(t, kind) * LISTED_LONE
+                } else {
+                    lone_weight(t, kind)
+                }
+            })
+            .sum::<f64>();
+    out.score = if den > 0.0 { num / den } else { 0.0 };
+    if rules.person
+        && (swapped_across_filial(&d, l, &out.pairs) || other_patronymic(&d, l, &out.pairs))
+    {
+        out.score = 0.0;
+    }
+    if contrasted(&d, l) {
+        out.score = 0.0;
+    }
+    out
+}
+
+/// Whether the names hold words of one contrast (colours, directions)
+/// and none in common: `Red Anchor` is not `Blue Anchor`, `Western
+/// Liberation Front` not `Eastern`.
+fn contrasted(d: &[&Token], l: &[&Token]) -> bool {
+    words::CONTRASTS.iter().any(|set| {
+        let of = |ts: &[&Token]| -> Vec<u8> {
+            ts.iter()
+                .filter_map(|t| set.iter().find(|(w, _)| *w == &*t.text).map(|(_, m)| *m))
+                .collect()
+        };
+        let (a, b) = (of(d), of(l));
+        !a.is_empty() && !b.is_empty() && !a.iter().any(|x| b.contains(x))
+    })
+}
+
+/// Whether both names give a patronymic and they did not meet: another
+/// father, another person (`Nadezhda Petrovna`, `Nadezhda Viktorovna`).
+fn other_patronymic(d: &[&Token], l: &[&Token], pairs: &[Pair]) -> bool {
+    let pat = |ts: &[&Token]| ts.iter().position(|t| t.part == Part::Patronymic);
+    let (Some(i), Some(j)) = (pat(d), pat(l)) else {
+        return false;
+    };
+    !pairs
+        .iter()
+        .any(|p| p.declared.contains(&i) && p.listed.contains(&j))
+}
+
+/// The numbers a name gives, sorted.
+fn numbers<'a>(ts: &[&'a Token]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = ts
+        .iter()
+        .filter(|t| t.part == Part::Number)
+        .map(|t| &*t.text)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Words written joined on one side and apart on the other (`Aerotech`,
+/// `Aero-Tech`; a pinyin word and its syllables): a run of up to
+/// [`JOIN_MAX`] free words on one side against one free word on the other.
+fn join_runs(
+    d: &[&Token],
+    l: &[&Token],
+    d_used: &mut [bool],
+    l_used: &mut [bool],
+    out: &mut Scored,
+    key: &dyn Fn(usize) -> bool,
+) {
+    // A run on the listed side for a declared word.
+    for (i, a) in d.iter().enumerate() {
+        if d_used[i] {
+            continue;
+        }
+        if let Some((from, to, s)) = best_run(&a.text, l, l_used, true) {
+            d_used[i] = true;
+            l_used[from..to].iter_mut().for_each(|u| *u = true);
+            out.key_met |= (from..to).any(key);
+            out.pairs.push(Pair {
+                declared: vec![i],
+                listed: (from..to).collect(),
+                sim: s,
+            });
+        }
+    }
+    // A run on the declared side for a listed word.
+    for (j, b) in l.iter().enumerate() {
+        if l_used[j] {
+            continue;
+        }
+        if let Some((from, to, s)) = best_run(&b.text, d, d_used, false) {
+            l_used[j] = true;
+            d_used[from..to].iter_mut().for_each(|u| *u = true);
+            out.key_met |= key(j);
+            out.pairs.push(Pair {
+                declared: (from..to).collect(),
+                listed: vec![j],
+                sim: s,
+            });
+        }
+    }
+}
+
+/// The best run of free words in `words` that, joined, meets `word`: the
+/// same letters, or (`exact` false) within the edit budget.
+///
+/// Design: a listed name's runs are indexed by their letters alone (a
+/// neighbourhood of every run would cost more than the list), so a listed
+/// run must meet the declared word exactly.
+fn best_run(
+    word: &str,
+    words: &[&Token],
+    used: &[bool],
+    exact: bool,
+) -> Option<(usize, usize, f64)> {
+    let mut best: Option<(usize, usize, f64)> = None;
+    for from in 0..words.len() {
+        let mut joined = String::new();
+        for to in from..words.len().min(from + JOIN_MAX) {
+            if used[to] {
+                break;
+            }
+            joined.push_str(&words[to].text);
+            if to == from || joined.len() > word.len() + 2 {
+                continue;
+            }
+            let s = if exact {
+                if joined == word { 1.0 } else { 0.0 }
+            } else {
+                letters_sim(&joined, word)
+            };
+            if s > 0.0 && best.is_none_or(|b| s > b.2) {
+                best = Some((from, to + 1, s));
+            }
+        }
+    }
+    best
+}
+
+/// Whether a person's given name and father's name (the words before and
+/// after `bin`, `ibn`…) met each other's: `Salman bin Muhammad` is not
+/// `Muhammad bin Salman`.
+fn swapped_across_filial(d: &[&Token], l: &[&Token], pairs: &[Pair]) -> bool {
+    let around = |ts: &[&Token]| {
+        let p = ts
+            .iter()
+            .position(|t| t.part == Part::Particle && words::is_in(words::FILIAL, &t.text))?;
+        (p > 0 && p + 1 < ts.len()).then_some((p - 1, p + 1))
+    };
+    let (Some((dg, df)), Some((lg, lf))) = (around(d), around(l)) else {
+        return false;
+    };
+    let met = |i: usize, j: usize| {
+        pairs
+            .iter()
+            .any(|p| p.declared.contains(&i) && p.listed.contains(&j))
+    };
+    met(dg, lf) || met(df, lg)
+}
+
+/// How close a declared name comes to a listed one of an entry of `kind`.
+pub fn closeness(kind: Kind, declared: &NameKey, listed: &Listed) -> Closeness {
+    if listed.tokens.is_empty() && listed.native.is_none_or(str::is_empty) {
+        return Closeness::Apart;
+    }
+    // Design: the listed name itself, through lossless steps alone, with
+    // the same legal form: certain.
+    if !listed.exact.is_empty() && declared.exact == listed.exact && declared.form == listed.form {
+        return Closeness::Exact;
+    }
+    let forms_agree = match (declared.form, listed.form) {
+        (Some(a), Some(b)) => a == b || is_generic_form(a) || is_generic_form(b),
+        _ => true,
+    };
+    // Design: a number is never a typo. Another number, or a number on
+    // one side alone, is another party (`Ocean Star 2`, `Ocean Star 3`).
+    let declared_tokens: Vec<&Token> = declared.tokens.iter().collect();
+    if numbers(&declared_tokens) != numbers(&listed.tokens) {
+        return Closeness::Apart;
+    }
+    let same_script = declared.script() == listed.script;
+    let score = match (declared.native.as_deref(), listed.native) {
+        (Some(a), Some(b)) if same_script => native_score(a, b),
+        _ => {
+            let s = score(kind, declared, listed);
+            if !s.key_met {
+                return Closeness::Apart;
+            }
+            s.score
+        }
+    };
+    let score = score.min(SAME_WORDS) * if forms_agree { 1.0 } else { 0.98 };
+    if score >= POSSIBLE_AT {
+        Closeness::Possible(score)
+    } else {
+        Closeness::Apart
+    }
+}
+
+/// Two names' distinctive characters (Chinese, Korean) compared as characters.
+pub fn native_score(a: &str, b: &str) -> f64 {
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let d = strsim::generic_damerau_levenshtein(&a, &b);
+    1.0 - d as f64 / a.len().max(b.len()) as f64
+}
