@@ -88,7 +88,11 @@ impl Tally {
 
     fn f1(&self) -> f64 {
         let (p, r) = (self.precision(), self.recall());
-        if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+        if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        }
     }
 
     /// Share of innocents flagged (held).
@@ -150,7 +154,10 @@ fn the_screen_meets_its_goals_on_the_labelled_pairs() {
     let set: Set = serde_json::from_str(include_str!("data/screening_pairs.json")).unwrap();
     assert!(set.tuning.len() >= 400, "the tuning set shrank");
     let t = measure("tuning", &set.tuning);
-    assert_eq!(t.refused_wrongly, 0, "a likeness or an innocent was refused outright");
+    assert_eq!(
+        t.refused_wrongly, 0,
+        "a likeness or an innocent was refused outright"
+    );
     assert_eq!(t.exact_missed, 0, "an exact name was not refused");
     assert!(t.f1() >= 0.85, "tuning F1 {:.3}", t.f1());
     assert!(
@@ -160,7 +167,10 @@ fn the_screen_meets_its_goals_on_the_labelled_pairs() {
     );
     if !set.held_out.is_empty() {
         let h = measure("held out", &set.held_out);
-        assert_eq!(h.refused_wrongly, 0, "held out: refused outright on a likeness");
+        assert_eq!(
+            h.refused_wrongly, 0,
+            "held out: refused outright on a likeness"
+        );
         assert!(h.f1() >= 0.80, "held-out F1 {:.3}", h.f1());
     }
 }

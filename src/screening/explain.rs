@@ -51,7 +51,10 @@ impl Explained {
         if !same.is_empty() {
             parts.push(format!("same: {}", same.join(" ")));
         }
-        let (da, la) = (pick(&self.declared, Mark::Alike), pick(&self.listed, Mark::Alike));
+        let (da, la) = (
+            pick(&self.declared, Mark::Alike),
+            pick(&self.listed, Mark::Alike),
+        );
         if !da.is_empty() || !la.is_empty() {
             parts.push(format!("alike: {} ~ {}", da.join(" "), la.join(" ")));
         }
@@ -75,7 +78,11 @@ pub fn explain(kind: Kind, declared: &NameKey, listed: &Listed) -> Explained {
     {
         let mark = |c: char, other: &str| Word {
             text: c.to_string(),
-            mark: if other.contains(c) { Mark::Same } else { Mark::Only },
+            mark: if other.contains(c) {
+                Mark::Same
+            } else {
+                Mark::Only
+            },
         };
         return Explained {
             declared: a.chars().map(|c| mark(c, b)).collect(),

@@ -87,4 +87,3 @@ pub const ID_NEAR_MIN: usize = 6;
 pub fn ids_one_apart(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.len() >= ID_NEAR_MIN && a != b && strsim::osa_distance(a, b) == 1
 }
-

@@ -14,9 +14,19 @@
 
 use super::ids::{ID_LOOK_ALIKE, ID_NEAR_MIN, ID_ONE_EDIT, id_look, ids_one_apart};
 use super::names::{
-    NameKey, Script, Token, consonants, listed_key, spelling_fold, without_article,
+    NameKey, Script, Token, consonant_key, consonants, listed_key, spelling_fold, without_article,
 };
 use super::score::{Closeness, Listed, closeness, edit_budget, is_key};
+
+/// The consonant forms a word is found by: its consonants with up to two
+/// taken out, for a word that may change at all ([`edit_budget`]).
+fn near_forms(word: &str) -> Vec<String> {
+    if edit_budget(word.len()) > 0.0 {
+        deletions(&consonant_key(word), 2)
+    } else {
+        vec![format!("={word}")]
+    }
+}
 use super::{DeniedParty, Kind};
 use std::hash::BuildHasher;
 
@@ -218,7 +228,7 @@ impl ScreenIndex {
         let v = self.vocab.len() as u32;
         let bare = without_article(&t.text).map(str::to_owned);
         for word in std::iter::once(t.text.to_string()).chain(bare) {
-            for form in deletions(&word, edit_budget(word.len())) {
+            for form in near_forms(&word) {
                 let h = self.hash(&form);
                 self.near.pairs.push((h, v));
             }
@@ -246,7 +256,11 @@ impl ScreenIndex {
         Listed {
             exact: &name.exact,
             form: name.form,
-            tokens: name.tokens.iter().map(|&v| &self.vocab[v as usize]).collect(),
+            tokens: name
+                .tokens
+                .iter()
+                .map(|&v| &self.vocab[v as usize])
+                .collect(),
             script: name.script,
             native: name.native.as_deref(),
         }
@@ -267,8 +281,12 @@ impl ScreenIndex {
                     .then(|| without_article(&joined).map(str::to_owned))
                     .flatten();
                 for word in std::iter::once(joined.clone()).chain(bare) {
-                    for form in deletions(&word, edit_budget(word.len())) {
+                    for form in near_forms(&word) {
                         words.extend(self.near.get(self.hash(&form)));
+                    }
+                    // A word that may change meets one that may not only as itself.
+                    if edit_budget(word.len()) > 0.0 {
+                        words.extend(self.near.get(self.hash(&format!("={word}"))));
                     }
                 }
                 // A listed run written joined, for one declared word.
@@ -400,7 +418,12 @@ impl ScreenIndex {
 /// those scripts meets such an entry through its names in that script
 /// alone, as characters (its syllables would make other characters of the
 /// same sound the same name).
-fn compared_through(declared: &NameKey, native: &[Script], listed_native: bool, listed: Script) -> bool {
+fn compared_through(
+    declared: &NameKey,
+    native: &[Script],
+    listed_native: bool,
+    listed: Script,
+) -> bool {
     let script = declared.script();
     if declared.native.is_some() && native.contains(&script) {
         listed_native && listed == script

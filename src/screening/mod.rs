@@ -27,7 +27,9 @@ pub mod score;
 pub mod words;
 
 pub use explain::{Explained, explain};
-pub use ids::{ID_LOOK_ALIKE, ID_NEAR_MIN, ID_ONE_EDIT, id_key, id_look, ids_one_apart, uscc_checks};
+pub use ids::{
+    ID_LOOK_ALIKE, ID_NEAR_MIN, ID_ONE_EDIT, id_key, id_look, ids_one_apart, uscc_checks,
+};
 pub use index::ScreenIndex;
 pub use names::NameKey;
 pub use score::{Closeness, POSSIBLE_AT};
@@ -169,4 +171,3 @@ static ASCII_SKELETON: std::sync::LazyLock<Vec<Option<String>>> = std::sync::Laz
         })
         .collect()
 });
-

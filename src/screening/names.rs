@@ -137,7 +137,10 @@ fn is_latin(c: char) -> bool {
                 .nfd()
                 .next()
                 .is_some_and(|b| b.is_ascii_alphabetic()))
-        || matches!(c, 'ß' | 'æ' | 'Æ' | 'ø' | 'Ø' | 'ł' | 'Ł' | 'đ' | 'Đ' | 'ı' | 'œ' | 'Œ' | 'þ' | 'ð')
+        || matches!(
+            c,
+            'ß' | 'æ' | 'Æ' | 'ø' | 'Ø' | 'ł' | 'Ł' | 'đ' | 'Đ' | 'ı' | 'œ' | 'Œ' | 'þ' | 'ð'
+        )
 }
 
 /// The script a name is written in.
@@ -184,22 +187,26 @@ fn build(s: &str, all_look_alikes: bool) -> NameKey {
             Segment::Han(run) => {
                 // Traditional characters as simplified: one name, two forms.
                 let run = fast2s::convert(&run);
-                for (text, part) in han_words(&run) {
-                    match part {
-                        Part::Number => words.push((text, Some(Part::Number))),
-                        _ => {
-                            for c in text.chars() {
-                                if part == Part::Plain {
-                                    native.push(c);
-                                }
-                                let syllable: String = any_ascii::any_ascii_char(c)
-                                    .chars()
-                                    .filter(char::is_ascii_alphanumeric)
-                                    .map(|c| c.to_ascii_lowercase())
-                                    .collect();
-                                if !syllable.is_empty() {
-                                    words.push((syllable, Some(part)));
-                                }
+                for piece in han_words(&run) {
+                    if piece.part == Part::Plain {
+                        native.push_str(&piece.text);
+                    }
+                    if piece.part == Part::Number {
+                        words.push((piece.text, Some(Part::Number)));
+                    } else if let Some(latin) = piece.latin {
+                        // A place or shared word as Latin names write it.
+                        for w in latin.split_whitespace() {
+                            words.push((w.to_owned(), Some(Part::Common)));
+                        }
+                    } else {
+                        for c in piece.text.chars() {
+                            let syllable: String = any_ascii::any_ascii_char(c)
+                                .chars()
+                                .filter(char::is_ascii_alphanumeric)
+                                .map(|c| c.to_ascii_lowercase())
+                                .collect();
+                            if !syllable.is_empty() {
+                                words.push((syllable, Some(piece.part)));
                             }
                         }
                     }
@@ -208,8 +215,7 @@ fn build(s: &str, all_look_alikes: bool) -> NameKey {
             Segment::Hangul(run) => {
                 for c in run.chars() {
                     native.push(c);
-                    let syllable = any_ascii::any_ascii_char(c).to_ascii_lowercase();
-                    words.push((syllable, Some(Part::Plain)));
+                    words.push((hangul_syllable(c), Some(Part::Plain)));
                 }
             }
             Segment::Word(w) => {
@@ -221,7 +227,10 @@ fn build(s: &str, all_look_alikes: bool) -> NameKey {
     }
     // A Chinese name whose every character is shared keeps them all.
     if script == Script::Han && native.is_empty() {
-        native = fast2s::convert(&rest).chars().filter(|c| is_han(*c)).collect();
+        native = fast2s::convert(&rest)
+            .chars()
+            .filter(|c| is_han(*c))
+            .collect();
     }
     // Latin legal forms, unless the name's words came from Chinese.
     let texts: Vec<String> = words.iter().map(|(w, _)| w.clone()).collect();
@@ -256,17 +265,18 @@ fn segments(s: &str) -> Vec<Segment> {
     let mut word = String::new();
     let mut han = String::new();
     let mut hangul = String::new();
-    let flush = |out: &mut Vec<Segment>, word: &mut String, han: &mut String, hangul: &mut String| {
-        if !word.is_empty() {
-            out.push(Segment::Word(std::mem::take(word)));
-        }
-        if !han.is_empty() {
-            out.push(Segment::Han(std::mem::take(han)));
-        }
-        if !hangul.is_empty() {
-            out.push(Segment::Hangul(std::mem::take(hangul)));
-        }
-    };
+    let flush =
+        |out: &mut Vec<Segment>, word: &mut String, han: &mut String, hangul: &mut String| {
+            if !word.is_empty() {
+                out.push(Segment::Word(std::mem::take(word)));
+            }
+            if !han.is_empty() {
+                out.push(Segment::Han(std::mem::take(han)));
+            }
+            if !hangul.is_empty() {
+                out.push(Segment::Hangul(std::mem::take(hangul)));
+            }
+        };
     for c in s.chars() {
         if is_han(c) && !is_kana(c) {
             if !word.is_empty() || !hangul.is_empty() {
@@ -280,7 +290,16 @@ fn segments(s: &str) -> Vec<Segment> {
             hangul.push(c);
         } else if matches!(
             c,
-            '.' | '\'' | '\u{2019}' | '\u{02BC}' | 'ʻ' | 'ʿ' | 'ʾ' | '`' | '\u{200C}' | '\u{200D}' | 'ー'
+            '.' | '\''
+                | '\u{2019}'
+                | '\u{02BC}'
+                | 'ʻ'
+                | 'ʿ'
+                | 'ʾ'
+                | '`'
+                | '\u{200C}'
+                | '\u{200D}'
+                | 'ー'
         ) {
             // Inside a word: dots, apostrophes, joiners, the kana long mark.
         } else if c.is_alphanumeric() || unicode_normalization::char::is_combining_mark(c) {
@@ -320,7 +339,10 @@ fn fold_word(w: &str, script: Script, all_look_alikes: bool) -> Vec<String> {
     let mut latin = latin.to_ascii_lowercase();
     if script == Script::Kana {
         // Long vowels as one (`トウヨウ`, `トーヨー` are both `toyo`).
-        latin = latin.replace("ou", "o").replace("uu", "u").replace("ii", "i");
+        latin = latin
+            .replace("ou", "o")
+            .replace("uu", "u")
+            .replace("ii", "i");
     }
     let mut out = Vec::new();
     for piece in latin.split(|c: char| !c.is_ascii_alphanumeric()) {
@@ -351,7 +373,10 @@ fn abjad_word(w: &str) -> String {
         bare.pop();
     }
     let latin = any_ascii::any_ascii(&bare).to_ascii_lowercase();
-    let latin: String = latin.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let latin: String = latin
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
     // `بن` (son of) and `أبو` (father of) as Latin writes them.
     let latin = match latin.as_str() {
         "bn" => "bin".to_owned(),
@@ -396,60 +421,106 @@ fn han_number(run: &[char]) -> Option<u32> {
     total.checked_add(digit.unwrap_or(0))
 }
 
+/// A Korean syllable romanised as the Revised Romanization ends one: a
+/// final ㄱ, ㄷ, ㅂ as `k`, `t`, `p` (`역` is `yeok`).
+fn hangul_syllable(c: char) -> String {
+    let mut s = any_ascii::any_ascii_char(c).to_ascii_lowercase();
+    let last = s.pop();
+    match last {
+        Some('g') if !s.ends_with('n') => s.push('k'),
+        Some('d') => s.push('t'),
+        Some('b') => s.push('p'),
+        Some(c) => s.push(c),
+        None => {}
+    }
+    s
+}
+
+/// A piece of a Chinese name: its characters, what it is to the name, and
+/// how Latin names write it when it is a place or a shared word.
+struct HanPiece {
+    text: String,
+    part: Part,
+    latin: Option<&'static str>,
+}
+
 /// A Chinese run cut into what each part is to the name: places at its
 /// start (with 市, 省, 区 or 县) and shared words are common; numerals
-/// after 第 or before 号 a number; the rest plain. Each piece's text is
-/// its characters, a number's its digits.
-fn han_words(run: &str) -> Vec<(String, Part)> {
+/// after 第 or before 号 a number (its text the digits); the rest plain.
+fn han_words(run: &str) -> Vec<HanPiece> {
     let chars: Vec<char> = run.chars().collect();
+    // Per character: its part, and the piece it starts (a place, a word).
     let mut parts = vec![Part::Plain; chars.len()];
+    let mut starts: Vec<Option<(usize, &'static str)>> = vec![None; chars.len()];
     let mut i = 0;
     // Places at the start, one after another (广东省深圳市).
     'places: loop {
-        for place in words::HAN_PLACES {
+        for (place, latin) in words::HAN_PLACES {
             let p: Vec<char> = place.chars().collect();
             if chars.len() > i + p.len() && chars[i..i + p.len()] == p[..] {
-                parts[i..i + p.len()].fill(Part::Common);
-                i += p.len();
-                if i < chars.len() && words::HAN_PLACE_SUFFIXES.contains(&chars[i]) {
-                    parts[i] = Part::Common;
-                    i += 1;
+                let mut len = p.len();
+                if i + len < chars.len() && words::HAN_PLACE_SUFFIXES.contains(&chars[i + len]) {
+                    len += 1;
                 }
+                parts[i..i + len].fill(Part::Common);
+                starts[i] = Some((len, latin));
+                i += len;
                 continue 'places;
             }
         }
         break;
     }
-    for common in words::HAN_COMMON {
+    for (common, latin) in words::HAN_COMMON {
         let c: Vec<char> = common.chars().collect();
         let mut j = i;
         while j + c.len() <= chars.len() {
-            if chars[j..j + c.len()] == c[..] {
+            if chars[j..j + c.len()] == c[..]
+                && parts[j..j + c.len()].iter().all(|p| *p == Part::Plain)
+            {
                 parts[j..j + c.len()].fill(Part::Common);
+                starts[j] = Some((c.len(), latin));
                 j += c.len();
             } else {
                 j += 1;
             }
         }
     }
-    // Numerals after 第 or before 号: a number.
     let is_numeral = |c: &char| HAN_DIGITS.iter().any(|(d, _)| d == c);
-    let mut out: Vec<(String, Part)> = Vec::new();
+    let mut out: Vec<HanPiece> = Vec::new();
     let mut j = 0;
     while j < chars.len() {
+        if let Some((len, latin)) = starts[j] {
+            out.push(HanPiece {
+                text: chars[j..j + len].iter().collect(),
+                part: Part::Common,
+                latin: Some(latin),
+            });
+            j += len;
+            continue;
+        }
+        // Numerals after 第 or before 号: a number.
         let end = (j..chars.len())
             .find(|&k| !is_numeral(&chars[k]))
             .unwrap_or(chars.len());
-        let counted = end > j
-            && ((j > 0 && chars[j - 1] == '第') || chars.get(end) == Some(&'号'));
+        let counted = end > j && ((j > 0 && chars[j - 1] == '第') || chars.get(end) == Some(&'号'));
         if counted && let Some(n) = han_number(&chars[j..end]) {
-            out.push((n.to_string(), Part::Number));
+            out.push(HanPiece {
+                text: n.to_string(),
+                part: Part::Number,
+                latin: None,
+            });
             j = end;
             continue;
         }
         match out.last_mut() {
-            Some((text, part)) if *part == parts[j] => text.push(chars[j]),
-            _ => out.push((chars[j].to_string(), parts[j])),
+            Some(piece) if piece.part == parts[j] && piece.latin.is_none() => {
+                piece.text.push(chars[j]);
+            }
+            _ => out.push(HanPiece {
+                text: chars[j].to_string(),
+                part: parts[j],
+                latin: None,
+            }),
         }
         j += 1;
     }
@@ -464,21 +535,12 @@ fn tag(words: Vec<(String, Option<Part>)>, script: Script) -> Vec<Token> {
         .into_iter()
         .enumerate()
         .map(|(i, (w, fixed))| {
-            // A single-letter Roman numeral ends a name (`Stella Maris V`);
-            // elsewhere a single letter is an initial.
-            let numeral = match w.as_str() {
-                "i" => Some("1"),
-                "v" => Some("5"),
-                "x" => Some("10"),
-                _ => None,
-            }
-            .filter(|_| i + 1 == n && n >= 3 && fixed.is_none());
             let part = if let Some(part) = fixed {
                 part
-            } else if let Some(d) = numeral.or_else(|| words::number_of(&w)) {
+            } else if let Some(d) = words::number_of(&w) {
                 leading = false;
                 return token(d.to_owned(), Part::Number);
-            } else if words::is_in(words::COMMON_WORDS, &w) {
+            } else if words::is_common(&w) {
                 Part::Common
             } else if leading && i + 1 < n && words::is_in(words::TITLES, &w) {
                 Part::Title
@@ -536,6 +598,13 @@ fn code_hash(code: &str) -> u64 {
 /// letters, and a plural's ending (`Kadyrov` is `Kadirov`, `Zhukovets`
 /// `Joukovets`, `Supplies` `Supply`).
 pub fn spelling_fold(word: &str) -> String {
+    // `Northwestern` is `Northwest`.
+    let word = ["western", "eastern"]
+        .iter()
+        .find_map(|e| word.strip_suffix(e).map(|s| (s, e)))
+        .filter(|(s, _)| s.ends_with("north") || s.ends_with("south"))
+        .map_or(word.to_owned(), |(s, e)| format!("{s}{}", &e[..4]));
+    let word = word.as_str();
     let w = if let Some(stem) = word.strip_suffix("ies").filter(|s| s.len() >= 3) {
         format!("{stem}y")
     } else if let Some(stem) = word
@@ -571,7 +640,11 @@ pub fn spelling_fold(word: &str) -> String {
     let chars: Vec<char> = w.chars().collect();
     let mut out = String::with_capacity(w.len());
     for (i, &c) in chars.iter().enumerate() {
-        let c = if c == 'c' && chars.get(i + 1) != Some(&'h') { 'k' } else { c };
+        let c = if c == 'c' && chars.get(i + 1) != Some(&'h') {
+            'k'
+        } else {
+            c
+        };
         if !out.ends_with(c) {
             out.push(c);
         }
@@ -579,13 +652,20 @@ pub fn spelling_fold(word: &str) -> String {
     out
 }
 
-/// A word with the Arabic article written joined (`Alameri`, `Elmasry`)
+/// A word's consonants in order, each as its sound's class
+/// ([`super::score::consonant_class`]): two words within the edit budget
+/// differ here by two changes at most.
+pub fn consonant_key(word: &str) -> String {
+    word.bytes()
+        .filter(|c| !b"aeiouy".contains(c))
+        .map(|c| char::from(super::score::consonant_class(c)))
+        .collect()
+}
+
+/// A word with the Arabic article written joined (`Alameri`, `Alrawi`)
 /// without it; `None` for a word that does not start so or is short.
 pub fn without_article(word: &str) -> Option<&str> {
-    if word.len() < 6 {
-        return None;
-    }
-    word.strip_prefix("al").or_else(|| word.strip_prefix("el"))
+    word.strip_prefix("al").filter(|rest| rest.len() >= 4)
 }
 
 /// A word's consonants, as Arabic script writes a name: vowels and the
@@ -664,7 +744,7 @@ fn pick(had: Option<&'static str>, new: &'static str) -> &'static str {
 /// The legal forms' spellings as words, longest first.
 static FORMS: std::sync::LazyLock<Vec<(Vec<String>, &'static str)>> =
     std::sync::LazyLock::new(|| {
-        words::LEGAL_FORMS
+        let mut forms: Vec<(Vec<String>, &'static str)> = words::LEGAL_FORMS
             .iter()
             .map(|(spelling, one)| {
                 (
@@ -672,7 +752,10 @@ static FORMS: std::sync::LazyLock<Vec<(Vec<String>, &'static str)>> =
                     *one,
                 )
             })
-            .collect()
+            .collect();
+        // Most words first (`pvt ltd` before `ltd`); the table's order among equals.
+        forms.sort_by_key(|(w, _)| std::cmp::Reverse(w.len()));
+        forms
     });
 
 /// The name after lossless steps alone: NFKC (width), lower case, dots and

@@ -36,7 +36,7 @@ const SPELLED_ALIKE: f64 = 0.9;
 /// The factor on a word met once the Arabic article is set aside.
 const ARTICLE_JOINED: f64 = 0.95;
 /// The score of an abbreviation against the word it starts.
-const ABBREVIATION: f64 = 0.7;
+const ABBREVIATION: f64 = 0.8;
 /// The factor on a listed word nothing met, a person's or a shared one:
 /// lists give names in full (middle names, the parent body), declarations
 /// often shorter.
@@ -150,13 +150,91 @@ fn lone_weight(t: &Token, kind: Kind) -> f64 {
     }
 }
 
-/// Most edits allowed between two words, by the shorter's length.
-pub fn edit_budget(shorter: usize) -> usize {
+/// The most a word may change and still meet another, by the shorter's
+/// length, in [`edit_cost`]'s units: nothing in words of three letters or
+/// fewer, a vowel or a doubled letter in four, one consonant from five.
+///
+/// Design: every change costs at least half a unit, so a pair within the
+/// budget differs by two changes at most, and by two at most in its
+/// consonants ([`super::names::consonant_key`]): the index finds it through
+/// the consonants with up to two taken out.
+pub fn edit_budget(shorter: usize) -> f64 {
     match shorter {
-        0..=4 => 0,
-        5..=7 => 1,
-        _ => 2,
+        0..=3 => 0.0,
+        4 => 0.5,
+        _ => 1.0,
     }
+}
+
+fn is_vowel(c: u8) -> bool {
+    b"aeiouy".contains(&c)
+}
+
+/// Consonants that transliterations and spellings swap: one sound.
+pub fn consonant_class(c: u8) -> u8 {
+    match c {
+        b'c' | b'q' => b'k',
+        b'z' => b's',
+        b'd' => b't',
+        b'b' => b'p',
+        b'w' | b'f' => b'v',
+        other => other,
+    }
+}
+
+/// How much two words differ, weighing each change by how often spellings
+/// and typos make it rather than two names differ: a vowel for a vowel, a
+/// consonant for one of its sound, a doubled letter or vowel added or
+/// dropped, or two vowels swapped cost half a unit; a consonant added or
+/// dropped, or two consonants swapped, a unit; another consonant in its
+/// place a unit and a half (`Helios` is not `Helion`, `Neomag` not
+/// `Neomat`; `Trident` may be `Tridant`).
+pub fn edit_cost(a: &str, b: &str) -> f64 {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (n, m) = (a.len(), b.len());
+    let indel = |w: &[u8], i: usize| -> f64 {
+        let c = w[i];
+        let doubled = (i > 0 && w[i - 1] == c) || w.get(i + 1) == Some(&c);
+        if doubled || is_vowel(c) { 0.5 } else { 1.0 }
+    };
+    let sub = |x: u8, y: u8| -> f64 {
+        if x == y {
+            0.0
+        } else if (is_vowel(x) && is_vowel(y)) || consonant_class(x) == consonant_class(y) {
+            0.5
+        } else {
+            1.5
+        }
+    };
+    let mut d = vec![vec![0.0f64; m + 1]; n + 1];
+    for i in 1..=n {
+        d[i][0] = d[i - 1][0] + indel(a, i - 1);
+    }
+    for j in 1..=m {
+        d[0][j] = d[0][j - 1] + indel(b, j - 1);
+    }
+    for i in 1..=n {
+        for j in 1..=m {
+            let mut v = (d[i - 1][j] + indel(a, i - 1))
+                .min(d[i][j - 1] + indel(b, j - 1))
+                .min(d[i - 1][j - 1] + sub(a[i - 1], b[j - 1]));
+            if i > 1
+                && j > 1
+                && a[i - 1] == b[j - 2]
+                && a[i - 2] == b[j - 1]
+                && a[i - 1] != a[i - 2]
+            {
+                let swap = if is_vowel(a[i - 1]) || is_vowel(a[i - 2]) {
+                    0.5
+                } else {
+                    1.0
+                };
+                v = v.min(d[i - 2][j - 2] + swap);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[n][m]
 }
 
 /// Whether two words start alike: the same letter, two vowels, or two
@@ -184,6 +262,9 @@ pub struct Rules {
     pub consonants: bool,
     /// Whether sounds may meet (not for a name written in consonants).
     pub sounds: bool,
+    /// Whether a name came from another script: its first letter may be
+    /// another that transliterations swap (`Gim`, `Kim`).
+    pub transliterated: bool,
     /// Whether initials and abbreviations meet (a person's name, or any).
     pub person: bool,
 }
@@ -218,14 +299,15 @@ pub fn word_sim(a: &Token, b: &Token, rules: Rules) -> (f64, bool) {
         return (if rules.person && starts { INITIAL } else { 0.0 }, false);
     }
     let mut best = letters_sim(&a.text, &b.text);
-    if best < SPELLED_ALIKE && la.min(lb) >= 3 && spelling_fold(&a.text) == spelling_fold(&b.text)
-    {
+    if best < SPELLED_ALIKE && la.min(lb) >= 3 && spelling_fold(&a.text) == spelling_fold(&b.text) {
         best = SPELLED_ALIKE;
     }
     if best < SOUNDS_ALIKE
         && rules.sounds
         && la.min(lb) >= 3
-        && start_alike(&a.text, &b.text)
+        && (same_start(&a.text, &b.text)
+            || hard_c(&a.text, &b.text)
+            || (rules.transliterated && start_alike(&a.text, &b.text)))
         && a.sound.iter().any(|&x| x != 0 && b.sound.contains(&x))
     {
         best = SOUNDS_ALIKE;
@@ -246,7 +328,11 @@ pub fn word_sim(a: &Token, b: &Token, rules: Rules) -> (f64, bool) {
         return (best, true);
     }
     // An abbreviation (`Eng.` for `Engineering`): not enough alone.
-    let (short, long) = if la < lb { (&a.text, &b.text) } else { (&b.text, &a.text) };
+    let (short, long) = if la < lb {
+        (&a.text, &b.text)
+    } else {
+        (&b.text, &a.text)
+    };
     if (3..=4).contains(&short.len()) && long.len() >= short.len() + 2 && long.starts_with(&**short)
     {
         return (ABBREVIATION, false);
@@ -254,19 +340,43 @@ pub fn word_sim(a: &Token, b: &Token, rules: Rules) -> (f64, bool) {
     (0.0, false)
 }
 
+/// Whether two words start with a hard `c`, `k` or `q` (`Captain`, `Kapitan`).
+fn hard_c(a: &str, b: &str) -> bool {
+    let hard = |w: &str| {
+        matches!(
+            w.as_bytes(),
+            [b'k' | b'q', ..] | [b'c', b'a' | b'o' | b'u' | b'l' | b'r', ..]
+        )
+    };
+    hard(a) && hard(b)
+}
+
+/// Whether two words start with the same letter, or both with a vowel.
+fn same_start(a: &str, b: &str) -> bool {
+    let vowel = |c: u8| b"aeiou".contains(&c);
+    match (a.bytes().next(), b.bytes().next()) {
+        (Some(x), Some(y)) => x == y || (vowel(x) && vowel(y)),
+        _ => false,
+    }
+}
+
 /// How alike two words' letters are within the edit budget, else 0.
 pub fn letters_sim(a: &str, b: &str) -> f64 {
+    if a == b {
+        return 1.0;
+    }
     let (la, lb) = (a.len(), b.len());
     let mut budget = edit_budget(la.min(lb));
-    if !start_alike(a, b) {
-        budget = budget.saturating_sub(1);
+    if !same_start(a, b) {
+        budget -= 1.0;
     }
-    if budget == 0 || la.abs_diff(lb) > budget {
-        return if a == b { 1.0 } else { 0.0 };
+    // Each letter more or fewer costs half a unit at least.
+    if budget <= 0.0 || la.abs_diff(lb) as f64 * 0.5 > budget {
+        return 0.0;
     }
-    let d = strsim::osa_distance(a, b);
-    if d <= budget {
-        1.0 - d as f64 / la.max(lb) as f64
+    let cost = edit_cost(a, b);
+    if cost <= budget {
+        1.0 - cost / la.max(lb) as f64
     } else {
         0.0
     }
@@ -283,6 +393,7 @@ pub fn score(kind: Kind, declared: &NameKey, listed: &Listed) -> Scored {
     let rules = Rules {
         consonants: da != la,
         sounds: !da && !la,
+        transliterated: declared.script() != Script::Latin || listed.script != Script::Latin,
         person: personal(kind),
     };
     let plainless = !l.iter().any(|t| is_key(t.part, kind));
@@ -308,13 +419,24 @@ pub fn score(kind: Kind, declared: &NameKey, listed: &Listed) -> Scored {
     // Words that meet as words first, then runs written joined, then
     // initials and abbreviations (`Ural` must not take the place of
     // `Uralmagnitprom`'s first run).
-    let weak = |s: f64, carries: bool| !carries && s < 1.0;
-    for pass in [false, true] {
-        if pass && !rules.consonants {
+    // Passes: 0 the same words, 1 likenesses, 2 initials and abbreviations;
+    // runs written joined before 1 (`Tian Yu` is `Tianyu` before `Tian`
+    // sounds like it).
+    let pass_of = |s: f64, carries: bool| {
+        if s >= 1.0 {
+            0
+        } else if carries {
+            1
+        } else {
+            2
+        }
+    };
+    for pass in 0..3 {
+        if pass == 1 && !rules.consonants {
             join_runs(&d, l, &mut d_used, &mut l_used, &mut out, &key);
         }
         for &(s, carries, i, j) in &cands {
-            if weak(s, carries) != pass || d_used[i] || l_used[j] {
+            if pass_of(s, carries) != pass || d_used[i] || l_used[j] {
                 continue;
             }
             d_used[i] = true;
@@ -338,7 +460,13 @@ pub fn score(kind: Kind, declared: &NameKey, listed: &Listed) -> Scored {
     let den: f64 = d
         .iter()
         .enumerate()
-        .map(|(i, t)| if d_used[i] { weight(t, kind) } else { lone_weight(t, kind) })
+        .map(|(i, t)| {
+            if d_used[i] {
+                weight(t, kind)
+            } else {
+                lone_weight(t, kind)
+            }
+        })
         .sum::<f64>()
         + l.iter()
             .enumerate()

@@ -2,8 +2,8 @@
 //! particles, patronymic endings, numbers, and their Chinese counterparts.
 //! Spellings here are as [`super::names`] folds a name (lower-case ASCII).
 
-/// Legal forms: (spelling, one spelling). Longest first, as they are
-/// matched against the name's end and start word by word.
+/// Legal forms: (spelling, one spelling), matched against the name's end
+/// and start word by word, the longest first.
 pub const LEGAL_FORMS: &[(&str, &str)] = &[
     ("gesellschaft mit beschrankter haftung", "gmbh"),
     ("obshchestvo s ogranichennoi otvetstvennostiu", "llc"),
@@ -34,6 +34,7 @@ pub const LEGAL_FORMS: &[(&str, &str)] = &[
     ("private limited", "ltd"),
     ("kabushiki kaisha", "kk"),
     ("chusik hoesa", "co"),
+    ("hoesa", "co"),
     ("jusik hoesa", "co"),
     ("jusikhoesa", "co"),
     ("gong si", "co"),
@@ -139,7 +140,9 @@ pub const COMMON_WORDS: &[&str] = &[
     "guoji",
     "jituan",
     "jinchukou",
-    // Places that name many firms.
+    "shipping",
+    "engineering",
+    // Places that name many firms (and [`HAN_PLACES`]' pinyin).
     "china",
     "shenzhen",
     "shanghai",
@@ -168,20 +171,66 @@ pub const COMMON_WORDS: &[&str] = &[
 /// Titles and honorifics before a person's name, and vessels' prefixes:
 /// not part of the name.
 pub const TITLES: &[&str] = &[
-    "mr", "mrs", "ms", "miss", "dr", "prof", "professor", "sir", "dame", "lord", "sheikh",
-    "shaikh", "sheik", "haji", "hajji", "hajj", "mullah", "imam", "sayyid", "sayed", "emir",
-    "amir", "prince", "princess", "king", "general", "gen", "colonel", "col", "major", "maj",
-    "captain", "capt", "admiral", "adm", "lieutenant", "lt", "brigadier", "marshal", "eng",
-    "engineer", "gospodin", "herr", "frau", "monsieur", "madame", "senor", "senora", "mv", "mt",
-    "ss", "fv",
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "dr",
+    "prof",
+    "professor",
+    "sir",
+    "dame",
+    "lord",
+    "sheikh",
+    "shaikh",
+    "sheik",
+    "haji",
+    "hajji",
+    "hajj",
+    "mullah",
+    "imam",
+    "sayyid",
+    "sayed",
+    "emir",
+    "amir",
+    "prince",
+    "princess",
+    "king",
+    "general",
+    "gen",
+    "colonel",
+    "col",
+    "major",
+    "maj",
+    "captain",
+    "capt",
+    "admiral",
+    "adm",
+    "lieutenant",
+    "lt",
+    "brigadier",
+    "marshal",
+    "eng",
+    "engineer",
+    "gospodin",
+    "herr",
+    "frau",
+    "monsieur",
+    "madame",
+    "senor",
+    "senora",
+    "mv",
+    "mt",
+    "ss",
+    "fv",
 ];
 
 /// Particles inside names: `bin` and `ibn` say the same; `al` is the
 /// article. Weigh nothing, but keep their place.
 pub const PARTICLES: &[&str] = &[
-    "bin", "ibn", "ben", "bint", "binti", "ould", "abu", "al", "el", "ul", "ad", "ar", "as",
-    "ash", "at", "az", "van", "von", "der", "den", "de", "del", "della", "da", "di", "du", "la",
-    "le", "dos", "das", "ter", "zu", "y",
+    "bin", "ibn", "ben", "bint", "binti", "ould", "abu", "al", "el", "ul", "ad", "ar", "as", "ash",
+    "at", "az", "van", "von", "der", "den", "de", "del", "della", "da", "di", "du", "la", "le",
+    "dos", "das", "ter", "zu", "y",
 ];
 
 /// Particles that say "child of": the word before one is a given name,
@@ -234,8 +283,6 @@ pub const NUMBER_WORDS: &[(&str, &str)] = &[
     ("ten", "10"),
     ("tenth", "10"),
     ("10th", "10"),
-    ("xi", "11"),
-    ("xii", "12"),
 ];
 
 /// Legal forms written in Chinese, Japanese and Korean, as a name ends:
@@ -257,23 +304,98 @@ pub const NATIVE_FORMS: &[(&str, &str)] = &[
     ("(주)", "co"),
 ];
 
-/// Chinese place names that start many firms' names; a following 市, 省,
-/// 区 or 县 goes with them.
-pub const HAN_PLACES: &[&str] = &[
-    "中国", "北京", "上海", "天津", "重庆", "深圳", "广州", "东莞", "佛山", "苏州", "杭州", "宁波",
-    "厦门", "青岛", "大连", "武汉", "成都", "西安", "南京", "香港", "包头", "赣州", "广东", "江苏",
-    "浙江", "江西", "内蒙古", "福建", "山东", "四川", "湖南", "湖北", "河北", "河南", "辽宁",
-    "吉林", "黑龙江", "云南", "广西", "郑州", "长沙", "合肥", "济南", "福州", "无锡", "常州",
-    "温州", "珠海", "中山", "惠州", "烟台", "平壤", "首尔",
+/// Chinese place names that start many firms' names, and their pinyin
+/// as one word (as Latin names write them); a following 市, 省, 区 or 县
+/// goes with them.
+pub const HAN_PLACES: &[(&str, &str)] = &[
+    ("中国", "china"),
+    ("北京", "beijing"),
+    ("上海", "shanghai"),
+    ("天津", "tianjin"),
+    ("重庆", "chongqing"),
+    ("深圳", "shenzhen"),
+    ("广州", "guangzhou"),
+    ("东莞", "dongguan"),
+    ("佛山", "foshan"),
+    ("苏州", "suzhou"),
+    ("杭州", "hangzhou"),
+    ("宁波", "ningbo"),
+    ("厦门", "xiamen"),
+    ("青岛", "qingdao"),
+    ("大连", "dalian"),
+    ("武汉", "wuhan"),
+    ("成都", "chengdu"),
+    ("西安", "xian"),
+    ("南京", "nanjing"),
+    ("香港", "hongkong"),
+    ("包头", "baotou"),
+    ("赣州", "ganzhou"),
+    ("广东", "guangdong"),
+    ("江苏", "jiangsu"),
+    ("浙江", "zhejiang"),
+    ("江西", "jiangxi"),
+    ("内蒙古", "neimenggu"),
+    ("福建", "fujian"),
+    ("山东", "shandong"),
+    ("四川", "sichuan"),
+    ("湖南", "hunan"),
+    ("湖北", "hubei"),
+    ("河北", "hebei"),
+    ("河南", "henan"),
+    ("辽宁", "liaoning"),
+    ("吉林", "jilin"),
+    ("黑龙江", "heilongjiang"),
+    ("哈尔滨", "harbin"),
+    ("云南", "yunnan"),
+    ("广西", "guangxi"),
+    ("郑州", "zhengzhou"),
+    ("长沙", "changsha"),
+    ("合肥", "hefei"),
+    ("济南", "jinan"),
+    ("福州", "fuzhou"),
+    ("无锡", "wuxi"),
+    ("常州", "changzhou"),
+    ("温州", "wenzhou"),
+    ("珠海", "zhuhai"),
+    ("中山", "zhongshan"),
+    ("惠州", "huizhou"),
+    ("烟台", "yantai"),
+    ("平壤", "pyongyang"),
+    ("首尔", "seoul"),
 ];
 
 /// The administrative suffixes a place name may carry.
 pub const HAN_PLACE_SUFFIXES: &[char] = &['市', '省', '区', '县'];
 
-/// Chinese words many unrelated firms share.
-pub const HAN_COMMON: &[&str] = &[
-    "进出口", "新材料", "科技", "贸易", "实业", "国际", "集团", "材料", "发展", "技术",
-    "电子", "物流", "控股", "商贸", "有限", "责任", "股份", "公司", "第", "号",
+/// Chinese words many unrelated firms share, and what Latin names write
+/// for them (nothing for a word they leave out).
+pub const HAN_COMMON: &[(&str, &str)] = &[
+    ("进出口", "import export"),
+    ("新材料", "new materials"),
+    ("研究所", "institute"),
+    ("研究院", "institute"),
+    ("科技", "technology"),
+    ("贸易", "trading"),
+    ("实业", "industrial"),
+    ("国际", "international"),
+    ("集团", "group"),
+    ("材料", "materials"),
+    ("发展", "development"),
+    ("技术", "technology"),
+    ("电子", "electronic"),
+    ("物流", "logistics"),
+    ("控股", "holdings"),
+    ("商贸", "trading"),
+    ("船务", "shipping"),
+    ("航运", "shipping"),
+    ("工程", "engineering"),
+    ("大学", "university"),
+    ("有限", ""),
+    ("责任", ""),
+    ("股份", ""),
+    ("公司", "company"),
+    ("第", ""),
+    ("号", ""),
 ];
 
 /// Words of one contrast, each with its meaning: two names that each hold
@@ -302,6 +424,21 @@ pub const CONTRASTS: &[&[(&str, u8)]] = &[
         ("western", 3),
     ],
 ];
+
+static COMMON: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+    std::sync::LazyLock::new(|| {
+        COMMON_WORDS
+            .iter()
+            .copied()
+            .chain(HAN_PLACES.iter().map(|(_, p)| *p))
+            .collect()
+    });
+
+/// Whether `word` is shared by many unrelated names (a common word, or a
+/// place that names many firms).
+pub fn is_common(word: &str) -> bool {
+    COMMON.contains(word)
+}
 
 /// Whether `word` is one of `list`.
 pub fn is_in(list: &[&str], word: &str) -> bool {
