@@ -171,3 +171,6 @@ static ASCII_SKELETON: std::sync::LazyLock<Vec<Option<String>>> = std::sync::Laz
         })
         .collect()
 });
+
+#[cfg(test)]
+mod tests;

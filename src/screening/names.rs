@@ -315,9 +315,42 @@ fn segments(s: &str) -> Vec<Segment> {
     out
 }
 
+/// An ASCII word with its look-alikes undone: a lower-case `l` among
+/// capitals is an `I` (`DYNAMlCS`), a `0` between letters an `O` (`B0EING`).
+/// No one writes a real name so.
+fn ascii_disguise(w: &str) -> std::borrow::Cow<'_, str> {
+    let b = w.as_bytes();
+    if !w.is_ascii() || !b.iter().any(u8::is_ascii_alphabetic) {
+        return w.into();
+    }
+    let capitals = b.iter().filter(|c| c.is_ascii_uppercase()).count();
+    let only_l_lower = b.iter().all(|c| !c.is_ascii_lowercase() || *c == b'l');
+    let l_for_i = capitals >= 2 && only_l_lower && b.contains(&b'l');
+    let zero_for_o = (1..b.len().saturating_sub(1))
+        .any(|i| b[i] == b'0' && b[i - 1].is_ascii_alphabetic() && b[i + 1].is_ascii_alphabetic());
+    if !l_for_i && !zero_for_o {
+        return w.into();
+    }
+    let mut out = b.to_vec();
+    for i in 0..out.len() {
+        if l_for_i && out[i] == b'l' {
+            out[i] = b'I';
+        }
+        let between = i > 0
+            && i + 1 < b.len()
+            && b[i - 1].is_ascii_alphabetic()
+            && b[i + 1].is_ascii_alphabetic();
+        if zero_for_o && b[i] == b'0' && between {
+            out[i] = b'O';
+        }
+    }
+    String::from_utf8(out).map_or_else(|_| w.into(), Into::into)
+}
+
 /// A word in folded form: one or more ASCII words (Kana may come out as
 /// several).
 fn fold_word(w: &str, script: Script, all_look_alikes: bool) -> Vec<String> {
+    let w = ascii_disguise(w);
     let lower: String = w.chars().flat_map(char::to_lowercase).collect();
     let has_latin = lower.chars().any(is_latin);
     let has_other = lower.chars().any(|c| c.is_alphabetic() && !is_latin(c));

@@ -48,6 +48,9 @@ const COMMON_WEIGHT: f64 = 0.35;
 /// An unmatched patronymic's weight against a plain word's: one side
 /// often leaves it out.
 const LONE_PATRONYMIC: f64 = 0.25;
+/// The factor on a firm's or a vessel's name whose words met out of
+/// order: a person's names move freely, a firm's rarely.
+const MOVED: f64 = 0.97;
 /// The longest run of words compared as one word written joined.
 pub const JOIN_MAX: usize = 4;
 
@@ -384,6 +387,11 @@ pub fn letters_sim(a: &str, b: &str) -> f64 {
 
 /// Aligns and scores two names' words.
 pub fn score(kind: Kind, declared: &NameKey, listed: &Listed) -> Scored {
+    // A name of no known kind with a legal form is a firm's.
+    let kind = match (kind, listed.form) {
+        (Kind::Unknown, Some(_)) => Kind::Company,
+        _ => kind,
+    };
     let d: Vec<&Token> = declared.tokens.iter().collect();
     let l = &listed.tokens;
     let (da, la) = (
@@ -481,6 +489,9 @@ pub fn score(kind: Kind, declared: &NameKey, listed: &Listed) -> Scored {
             })
             .sum::<f64>();
     out.score = if den > 0.0 { num / den } else { 0.0 };
+    if !rules.person && moved(&out.pairs) {
+        out.score *= MOVED;
+    }
     if rules.person
         && (swapped_across_filial(&d, l, &out.pairs) || other_patronymic(&d, l, &out.pairs))
     {
@@ -490,6 +501,17 @@ pub fn score(kind: Kind, declared: &NameKey, listed: &Listed) -> Scored {
         out.score = 0.0;
     }
     out
+}
+
+/// Whether words met out of their order: read in the declared order, the
+/// listed words they met do not rise.
+fn moved(pairs: &[Pair]) -> bool {
+    let mut order: Vec<(usize, usize)> = pairs
+        .iter()
+        .filter_map(|p| Some((*p.declared.first()?, *p.listed.first()?)))
+        .collect();
+    order.sort_unstable();
+    order.windows(2).any(|w| w[1].1 < w[0].1)
 }
 
 /// Whether the names hold words of one contrast (colours, directions)
@@ -619,7 +641,8 @@ fn swapped_across_filial(d: &[&Token], l: &[&Token], pairs: &[Pair]) -> bool {
         let p = ts
             .iter()
             .position(|t| t.part == Part::Particle && words::is_in(words::FILIAL, &t.text))?;
-        (p > 0 && p + 1 < ts.len()).then_some((p - 1, p + 1))
+        let given = p.checked_sub(1)?;
+        (p + 1 < ts.len()).then_some((given, p + 1))
     };
     let (Some((dg, df)), Some((lg, lf))) = (around(d), around(l)) else {
         return false;
