@@ -8,7 +8,7 @@ use crate::declaration::{Item, ParsedDeclaration};
 use crate::elements::{canonical_symbol, hs_digits};
 use crate::policy::{Policy, normalize_country, normalize_id};
 use crate::token::{Party, TokenError, VerifiedToken};
-use crate::verdict::{Alert, PreviousUse, Reason, ReasonCode, Verdict, VerdictKind};
+use crate::verdict::{Alert, NameMatch, PreviousUse, Reason, ReasonCode, Verdict, VerdictKind};
 
 /// Masses are compared with this tolerance (kg) so that float sums of exact figures do not trip.
 const MASS_EPSILON_KG: f64 = 1e-6;
@@ -452,6 +452,10 @@ fn check_ids(decl: &ParsedDeclaration, reasons: &mut Vec<Reason>) {
     }
 }
 
+/// The most words of each name a hold's side-by-side carries: a name
+/// longer than that is a flood, not a firm.
+const NAME_MATCH_WORDS: usize = 32;
+
 fn check_denied_parties(decl: &ParsedDeclaration, policy: &Policy, reasons: &mut Vec<Reason>) {
     let d = &decl.declaration;
     for ((role, party), (id, name)) in parties([&d.exporter, &d.consignee, &d.end_user])
@@ -469,20 +473,32 @@ fn check_denied_parties(decl: &ParsedDeclaration, policy: &Policy, reasons: &mut
         };
         reasons.push(match closeness {
             crate::screening::Closeness::Possible(score) => {
-                let why = policy
+                let words = policy
                     .screen_index
                     .explain(name, hit, &policy.denied_parties)
-                    .map(|e| e.summary())
+                    .map(|e| e.bounded(NAME_MATCH_WORDS))
+                    .unwrap_or_default();
+                let why = Some(words.summary())
                     .filter(|s| !s.is_empty())
                     .map(|s| format!(" ({s})"))
                     .unwrap_or_default();
-                Reason::new(
+                let mut reason = Reason::new(
                     ReasonCode::PossibleDeniedParty,
                     format!(
                         "{role} {} ({}) resembles {} on the denied-party list{source}: score {score:.2}{why}; an officer decides",
                         party.name, party.id, hit.display_name
                     ),
-                )
+                );
+                reason.name_match = Some(Box::new(NameMatch {
+                    role: role.to_owned(),
+                    declared: crate::throttle::bounded_detail(&party.name),
+                    listed: hit.display_name.clone(),
+                    entry_id: hit.id.clone(),
+                    source: hit.source.clone(),
+                    score: (score * 100.0).round() / 100.0,
+                    words,
+                }));
+                reason
             }
             _ => Reason::new(
                 ReasonCode::DeniedParty,
@@ -614,6 +630,7 @@ fn check_validity(
                 declaration_id: used.declaration_id.clone(),
                 at: to_rfc3339(used.at),
             }),
+            name_match: None,
         });
     }
 }

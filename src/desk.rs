@@ -239,7 +239,10 @@ impl Desk {
                     id = esc(id),
                     lic = esc(&v.license_id.clone().unwrap_or_else(|| ui.t("console.no_license"))),
                     held = esc(&ui.t_with("desk.held", &[("at", &ui.time(&v.decided_at))])),
-                    why = v.reasons.iter().map(|r| format!("{} <span class=\"detail\">{}</span>", esc(&ui.reason(r.code)), esc(&r.detail))).collect::<Vec<_>>().join("; "),
+                    why = v.reasons.iter().map(|r| match &r.name_match {
+                        Some(m) => format!("{} {}", esc(&ui.reason(r.code)), side_by_side(m, ui)),
+                        None => format!("{} <span class=\"detail\">{}</span>", esc(&ui.reason(r.code)), esc(&r.detail)),
+                    }).collect::<Vec<_>>().join("; "),
                 )
             })
             .collect();
@@ -295,6 +298,43 @@ impl Desk {
             .replace("{holds}", &holds_html)
             .replace("{alerts}", &alerts_html)
     }
+}
+
+/// A held party's name beside the listed one, word by word: words met
+/// through a likeness marked, words on one side only marked otherwise.
+fn side_by_side(m: &crate::verdict::NameMatch, ui: &Ui) -> String {
+    use crate::screening::explain::{Mark, Word};
+    let words = |ws: &[Word]| -> String {
+        ws.iter()
+            .map(|w| match w.mark {
+                Mark::Same => format!("<span class=\"w same\">{}</span>", esc(&w.text)),
+                Mark::Alike => format!("<mark class=\"w alike\">{}</mark>", esc(&w.text)),
+                Mark::Only => format!("<mark class=\"w only\">{}</mark>", esc(&w.text)),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let role = ui.t(&format!("desk.{}", m.role));
+    let listed = if m.entry_id.is_empty() {
+        m.source.clone()
+    } else {
+        format!("{} · {}", m.source, m.entry_id)
+    };
+    format!(
+        "<table class=\"names\"><caption>{score}</caption>\
+         <tr><th>{declared_h}</th><th>{listed_h}</th></tr>\
+         <tr class=\"as-written\"><td>{declared}</td><td>{listed_name}</td></tr>\
+         <tr class=\"words\"><td>{dw}</td><td>{lw}</td></tr></table>\
+         <div class=\"detail\">{legend}</div>",
+        score = esc(&ui.t_with("desk.match_score", &[("score", &format!("{:.2}", m.score))])),
+        declared_h = esc(&ui.t_with("desk.declared_as", &[("role", &role)])),
+        listed_h = esc(&ui.t_with("desk.listed_on", &[("list", &listed)])),
+        declared = esc(&m.declared),
+        listed_name = esc(&m.listed),
+        dw = words(&m.words.declared),
+        lw = words(&m.words.listed),
+        legend = ui.localize("<mark class=\"w alike\">{t:desk.mark_alike}</mark> <mark class=\"w only\">{t:desk.mark_only}</mark>"),
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

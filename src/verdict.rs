@@ -189,6 +189,29 @@ pub struct Reason {
     /// For `license_already_used`: the earlier use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_use: Option<PreviousUse>,
+    /// For `possible_denied_party`: the two names side by side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_match: Option<Box<NameMatch>>,
+}
+
+/// A declared party's name beside the list entry it resembles, word by
+/// word, for the officer who decides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NameMatch {
+    /// `exporter`, `consignee` or `end_user`.
+    pub role: String,
+    /// The name as declared.
+    pub declared: String,
+    /// The entry's name as listed.
+    pub listed: String,
+    /// The entry's id (empty when the list gives none).
+    pub entry_id: String,
+    /// The list it comes from.
+    pub source: String,
+    /// The score, 0–1.
+    pub score: f64,
+    /// The two names' words as compared, each marked.
+    pub words: crate::screening::Explained,
 }
 
 impl Reason {
@@ -204,6 +227,7 @@ impl Reason {
                 detail
             },
             previous_use: None,
+            name_match: None,
         }
     }
 }

@@ -25,6 +25,13 @@ fn post_with_desk() -> (Post, String) {
          [[desk.officers]]\nid = \"sup-1\"\nrole = \"supervisor\"\npassword_hash = \"{hash}\"\n"
     ));
     std::fs::write(cfg, text).unwrap();
+    // A firm on the denied-party list, for a hold on a near name.
+    let policy = post.dir.path().join("policy.toml");
+    let mut text = std::fs::read_to_string(&policy).unwrap();
+    text.push_str(
+        "\n[[denied_parties]]\nid = \"TR-3340019\"\nname = \"Anatolia Kinetic Systems A.S.\"\nsource = \"end-user list\"\nkind = \"company\"\n",
+    );
+    std::fs::write(policy, text).unwrap();
     (post, base)
 }
 
@@ -51,6 +58,17 @@ async fn an_officer_signs_in_scans_releases_a_hold_and_a_supervisor_closes_an_al
     d["items"][0]["elements"] = serde_json::json!([]);
     gate.send(d.to_string().into_bytes()).await;
     assert_eq!(gate.verdict_for("H-9").await["verdict"], "hold");
+    // A consignee whose name is one letter from a listed firm's: held.
+    let mut d: serde_json::Value =
+        serde_json::from_slice(&declaration("N-4", Some(&post.token_for("LIC-DESK-NAME"))))
+            .unwrap();
+    d["consignee"]["name"] = "Anatolia Kinetik Systems A.S.".into();
+    gate.send(d.to_string().into_bytes()).await;
+    let near = gate.verdict_for("N-4").await;
+    assert_eq!(
+        near["reasons"][0]["code"], "possible_denied_party",
+        "{near}"
+    );
     gate.expect_cleared(&post, "C-1").await;
     gate.send(declaration("C-2", Some(&post.token()))).await;
     gate.verdict_for("C-2").await;
@@ -97,6 +115,31 @@ async fn an_officer_signs_in_scans_releases_a_hold_and_a_supervisor_closes_an_al
         "a used license",
     )
     .await;
+
+    // The near name sits beside the listed one, the differing word marked.
+    wait_for(
+        &browser,
+        "//li[@data-declaration='N-4']//table[@class='names'][contains(., 'Anatolia Kinetic Systems A.S.')][contains(., 'Anatolia Kinetik Systems A.S.')][contains(., 'end-user list')]",
+        "the names side by side",
+    )
+    .await;
+    let alike = browser
+        .find_all(Locator::Css("li[data-declaration='N-4'] mark.alike"))
+        .await
+        .unwrap();
+    let mut marked = Vec::new();
+    for m in alike {
+        marked.push(m.text().await.unwrap());
+    }
+    assert!(
+        marked.contains(&"kinetik".to_owned()) && marked.contains(&"kinetic".to_owned()),
+        "the differing word is marked on both sides: {marked:?}"
+    );
+    let same = browser
+        .find_all(Locator::Css("li[data-declaration='N-4'] span.same"))
+        .await
+        .unwrap();
+    assert_eq!(same.len(), 4, "anatolia and systems, on both sides");
 
     // An officer may not seize or close: those need a supervisor.
     assert!(

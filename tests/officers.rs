@@ -249,6 +249,33 @@ async fn an_imported_list_holds_a_near_name_for_the_officer_and_rejects_the_list
         detail.contains("Rostek Magnit Trading LLC") && detail.contains("score 0."),
         "{detail}"
     );
+    // The verdict carries the two names side by side for the desk.
+    let m = &near["reasons"][0]["name_match"];
+    assert_eq!(m["role"], "consignee", "{m}");
+    assert_eq!(m["listed"], "Rostek Magnit Trading LLC", "{m}");
+    assert_eq!(m["entry_id"], "RU1027700132195", "{m}");
+    let marks = |side: &str| -> Vec<String> {
+        m["words"][side]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                format!(
+                    "{}:{}",
+                    w["text"].as_str().unwrap(),
+                    w["mark"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        marks("declared"),
+        ["rostec:alike", "magnit:same", "trading:same"]
+    );
+    assert_eq!(
+        marks("listed"),
+        ["rostek:alike", "magnit:same", "trading:same"]
+    );
 
     // The officer checks the firm's papers and releases: the license is consumed.
     let (ok, _, why) = permitgate(

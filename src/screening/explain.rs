@@ -37,7 +37,24 @@ pub struct Explained {
     pub listed: Vec<Word>,
 }
 
+/// The longest word a side-by-side carries, in characters.
+const WORD_MAX: usize = 64;
+
 impl Explained {
+    /// At most `words` words of each name, none longer than [`WORD_MAX`]
+    /// characters: a verdict carries it.
+    pub fn bounded(mut self, words: usize) -> Explained {
+        for side in [&mut self.declared, &mut self.listed] {
+            side.truncate(words);
+            for w in side.iter_mut() {
+                if w.text.chars().count() > WORD_MAX {
+                    w.text = w.text.chars().take(WORD_MAX).collect();
+                }
+            }
+        }
+        self
+    }
+
     /// One line for a verdict's detail: what met, what did not.
     pub fn summary(&self) -> String {
         let pick = |ws: &[Word], m: Mark| -> Vec<String> {
