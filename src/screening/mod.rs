@@ -7,6 +7,7 @@
 //! - [`index`]: the list indexed, so a party meets only names that could come close.
 //! - [`explain`]: two names side by side, for the hold and the desk.
 //! - [`import`]: lists from OpenSanctions' formats.
+//! - [`measure`]: the screen measured on labelled pairs.
 //! - [`words`]: the word lists (legal forms, shared words, titles, particles).
 //!
 //! Design: only certainty refuses. An exact hit is the listed id itself,
@@ -22,6 +23,7 @@ pub mod explain;
 pub mod ids;
 pub mod import;
 pub mod index;
+pub mod measure;
 pub mod names;
 pub mod score;
 pub mod words;
@@ -47,8 +49,8 @@ pub enum Kind {
     Organization,
     /// A vessel.
     Vessel,
-    /// Not said (FollowTheMoney's `LegalEntity`): read as a person's name
-    /// or a firm's, whichever comes closer.
+    /// Not said (FollowTheMoney's `LegalEntity`): read as a firm's name
+    /// when it carries a legal form, else as a person's.
     #[default]
     Unknown,
 }
