@@ -16,23 +16,58 @@ use super::ids::{ID_LOOK_ALIKE, ID_NEAR_MIN, ID_ONE_EDIT, id_look, ids_one_apart
 use super::names::{
     NameKey, Script, Token, consonant_key, consonants, listed_key, spelling_fold, without_article,
 };
-use super::score::{Closeness, Listed, closeness, edit_budget, is_key};
+use super::score::{
+    Closeness, Listed, POSSIBLE_AT, Rules, closeness, edit_budget, is_key, letters_sim,
+    score_bound, word_sim,
+};
 
-/// The consonant forms a word is found by: its consonants with up to two
-/// taken out, for a word that may change at all ([`edit_budget`]).
-fn near_forms(word: &str) -> Vec<String> {
+/// The consonant forms a word is found by, each with how many consonants
+/// were taken out: its consonants with up to two out, for a word that may
+/// change at all ([`edit_budget`]); else the word itself.
+///
+/// Design: two words within the budget differ by two consonants taken out
+/// at most, counting both sides, so a form with `d` out need only meet the
+/// other word's forms with `2 - d` out or fewer. Matching every form
+/// against every form would let two words with two consonants in common
+/// meet: a list of invented firms made every party a candidate of
+/// thousands of names.
+fn near_forms(word: &str) -> Vec<(String, usize)> {
     if edit_budget(word.len()) > 0.0 {
-        deletions(&consonant_key(word), 2)
+        deletions(&consonant_key(word), NEAR_OUT)
     } else {
-        vec![format!("={word}")]
+        vec![(format!("={word}"), 0)]
     }
 }
+
+/// The most consonants two words within the edit budget differ by.
+const NEAR_OUT: usize = 2;
+
+/// The most two words within the edit budget differ in length: each
+/// letter more costs half a unit, and the budget is one unit at most.
+const NEAR_LENGTHS: usize = 2;
+
 use super::{DeniedParty, Kind};
 use std::hash::BuildHasher;
 
 // Design: keys are the policy's own and lookups only read, so a fast
 // keyed hash serves.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// How a word starts, for its consonant forms' keys: two words within the
+/// budget start alike (the same letter, or both a vowel), as a word that
+/// starts otherwise has no budget left ([`super::score::letters_sim`]).
+fn start_class(word: &str) -> u8 {
+    match word.bytes().next() {
+        Some(c) if b"aeiou".contains(&c) => b'*',
+        Some(c) => c,
+        None => b'-',
+    }
+}
+
+/// A word's number with how many consonants its form has out, in one.
+fn packed(v: u32, out: usize) -> u32 {
+    v << 2 | out as u32
+}
 
 /// A listed name, its words as the vocabulary's numbers.
 #[derive(Debug, Clone)]
@@ -45,10 +80,18 @@ struct Name {
     native: Option<Box<str>>,
 }
 
-/// Numbers by a 64-bit hash, in one sorted array: a compact multimap.
+/// Numbers by a 64-bit hash, in one sorted array: a compact multimap,
+/// with a directory by the hash's top bits so a lookup reads one bucket of
+/// a few pairs rather than searching the whole array (a party's screen
+/// makes hundreds of lookups; a search of millions missed the cache at
+/// every step).
 #[derive(Debug, Clone, Default)]
 struct HashPostings {
     pairs: Vec<(u64, u32)>,
+    /// Where each bucket starts in `pairs`, and one past the last.
+    directory: Vec<u32>,
+    /// How many top bits of a hash choose its bucket.
+    bits: u32,
 }
 
 impl HashPostings {
@@ -56,12 +99,33 @@ impl HashPostings {
         self.pairs.sort_unstable();
         self.pairs.dedup();
         self.pairs.shrink_to_fit();
+        // About four pairs a bucket.
+        self.bits = (self.pairs.len() / 4).max(1).ilog2().min(30) + 1;
+        let buckets = 1usize << self.bits;
+        self.directory = Vec::with_capacity(buckets + 1);
+        let mut at = 0;
+        for b in 0..buckets as u64 {
+            while at < self.pairs.len() && self.bucket(self.pairs[at].0) < b {
+                at += 1;
+            }
+            self.directory.push(at as u32);
+        }
+        self.directory.push(self.pairs.len() as u32);
+    }
+
+    fn bucket(&self, h: u64) -> u64 {
+        h >> (64 - self.bits)
     }
 
     fn get(&self, h: u64) -> impl Iterator<Item = u32> + '_ {
-        let from = self.pairs.partition_point(|&(k, _)| k < h);
-        self.pairs[from..]
+        let b = self.bucket(h) as usize;
+        let (from, to) = match (self.directory.get(b), self.directory.get(b + 1)) {
+            (Some(&f), Some(&t)) => (f as usize, t as usize),
+            _ => (0, 0),
+        };
+        self.pairs[from..to]
             .iter()
+            .skip_while(move |&&(k, _)| k < h)
             .take_while(move |&&(k, _)| k == h)
             .map(|&(_, v)| v)
     }
@@ -83,7 +147,8 @@ pub struct ScreenIndex {
     vocab_ids: HashMap<Box<str>, u32>,
     /// Per word: the names it tells apart (a key word of theirs).
     keyed: Vec<Vec<u32>>,
-    /// Words by each form with up to their edit budget of letters out.
+    /// Words by each consonant form ([`near_forms`]) and how they start,
+    /// each with how many consonants the form has out ([`packed`]).
     near: HashPostings,
     /// Words by sound code.
     by_sound: HashMap<u64, Vec<u32>>,
@@ -99,10 +164,10 @@ pub struct ScreenIndex {
 }
 
 /// A word with up to `k` letters taken out, every way (the word itself first).
-fn deletions(w: &str, k: usize) -> Vec<String> {
-    let mut out = vec![w.to_owned()];
+fn deletions(w: &str, k: usize) -> Vec<(String, usize)> {
+    let mut out = vec![(w.to_owned(), 0)];
     let mut frontier = vec![w.to_owned()];
-    for _ in 0..k {
+    for depth in 1..=k {
         let mut next = Vec::new();
         for s in &frontier {
             for i in 0..s.len() {
@@ -113,7 +178,7 @@ fn deletions(w: &str, k: usize) -> Vec<String> {
         }
         next.sort_unstable();
         next.dedup();
-        out.extend(next.iter().cloned());
+        out.extend(next.iter().map(|f| (f.clone(), depth)));
         frontier = next;
     }
     out
@@ -228,9 +293,9 @@ impl ScreenIndex {
         let v = self.vocab.len() as u32;
         let bare = without_article(&t.text).map(str::to_owned);
         for word in std::iter::once(t.text.to_string()).chain(bare) {
-            for form in near_forms(&word) {
-                let h = self.hash(&form);
-                self.near.pairs.push((h, v));
+            for (form, out) in near_forms(&word) {
+                let h = self.near_hash(&form, &word);
+                self.near.pairs.push((h, packed(v, out)));
             }
         }
         let h = self.hash(&spelling_fold(&t.text));
@@ -267,53 +332,69 @@ impl ScreenIndex {
     }
 
     /// The names a declared name could come close to.
-    fn candidates(&self, key: &NameKey, out: &mut Vec<u32>) {
-        let mut words: Vec<u32> = Vec::new();
+    ///
+    /// Design: the lookups find a word's neighbours cheaply but loosely;
+    /// each word found is then met with the declared word as the scorer
+    /// meets them (under its most lenient rules), and only the names of
+    /// words that meet are scored. A list of invented firms made a party
+    /// the candidate of thousands of names before.
+    fn candidates(&self, key: &NameKey, out: &mut Vec<u32>, words: &mut Vec<u32>) {
+        words.clear();
+        let mut found: Vec<u32> = Vec::new();
         let tokens = &key.tokens;
         let abjad = key.script() == Script::Abjad;
         for from in 0..tokens.len() {
             let mut joined = String::new();
             for to in from..tokens.len().min(from + super::score::JOIN_MAX) {
                 joined.push_str(&tokens[to].text);
+                found.clear();
                 // The declared words, one by one and runs of them joined
                 // (and a word without the Arabic article joined to it).
                 let bare = (to == from)
                     .then(|| without_article(&joined).map(str::to_owned))
                     .flatten();
                 for word in std::iter::once(joined.clone()).chain(bare) {
-                    for form in near_forms(&word) {
-                        words.extend(self.near.get(self.hash(&form)));
-                    }
-                    // A word that may change meets one that may not only as itself.
-                    if edit_budget(word.len()) > 0.0 {
-                        words.extend(self.near.get(self.hash(&format!("={word}"))));
-                    }
+                    self.near_words(&word, &mut found);
                 }
-                // A listed run written joined, for one declared word.
-                if to == from {
-                    out.extend(self.runs.get(self.hash(&joined)));
-                } else {
+                if to > from {
+                    found.sort_unstable();
+                    found.dedup();
+                    let vocab = &self.vocab;
+                    words.extend(
+                        found
+                            .iter()
+                            .filter(|&&v| letters_sim(&joined, &vocab[v as usize].text) > 0.0),
+                    );
                     continue;
                 }
+                // A listed run written joined, for one declared word.
+                out.extend(self.runs.get(self.hash(&joined)));
                 let t = &tokens[from];
-                words.extend(self.by_spelling.get(self.hash(&spelling_fold(&t.text))));
+                found.extend(self.by_spelling.get(self.hash(&spelling_fold(&t.text))));
                 if t.text.len() >= 3 {
                     for code in t.sound.iter().filter(|&&c| c != 0) {
-                        words.extend(self.by_sound.get(code).into_iter().flatten());
+                        found.extend(self.by_sound.get(code).into_iter().flatten());
                     }
                 }
                 // Against a name in Arabic script, consonants; from one, all names'.
                 let h = self.hash(&consonants(&t.text));
                 if abjad {
-                    words.extend(self.by_consonants.get(h));
+                    found.extend(self.by_consonants.get(h));
                 } else {
-                    words.extend(self.abjad_consonants.get(h));
+                    found.extend(self.abjad_consonants.get(h));
                 }
+                found.sort_unstable();
+                found.dedup();
+                words.extend(
+                    found
+                        .iter()
+                        .filter(|&&v| could_meet(t, &self.vocab[v as usize])),
+                );
             }
         }
         words.sort_unstable();
         words.dedup();
-        for v in words {
+        for &v in words.iter() {
             out.extend(&self.keyed[v as usize]);
         }
         if let Some(native) = &key.native {
@@ -321,6 +402,31 @@ impl ScreenIndex {
                 out.extend(self.by_native.get(&c).into_iter().flatten());
             }
         }
+    }
+
+    /// The words a word (or a run written joined) could be within the edit
+    /// budget of: those sharing a consonant form, of a length near enough.
+    fn near_words(&self, word: &str, found: &mut Vec<u32>) {
+        let len = word.len();
+        let near_length = |v: u32| self.vocab[v as usize].text.len().abs_diff(len) <= NEAR_LENGTHS;
+        for (form, out) in near_forms(word) {
+            for p in self.near.get(self.near_hash(&form, word)) {
+                let (v, their_out) = (p >> 2, (p & 3) as usize);
+                if their_out + out <= NEAR_OUT && near_length(v) {
+                    found.push(v);
+                }
+            }
+        }
+        // A word that may change meets one that may not only as itself.
+        if edit_budget(len) > 0.0 {
+            let h = self.near_hash(&format!("={word}"), word);
+            found.extend(self.near.get(h).map(|p| p >> 2));
+        }
+    }
+
+    /// The key of a word's consonant form.
+    fn near_hash(&self, form: &str, word: &str) -> u64 {
+        self.hasher.hash_one((start_class(word), form))
     }
 
     /// The list entry a party comes closest to: an exact hit (by id or
@@ -350,19 +456,58 @@ impl ScreenIndex {
                 best.consider(e, Closeness::Possible(ID_ONE_EDIT));
             }
         }
-        let mut found = Vec::new();
+        let (mut found, mut met) = (Vec::new(), Vec::new());
+        let mut seen = HashMap::default();
         for key in names {
             found.clear();
-            self.candidates(key, &mut found);
+            seen.clear();
+            self.candidates(key, &mut found, &mut met);
             found.sort_unstable();
             found.dedup();
             for &n in &found {
+                if !self.may_come_close(key, n, &met, &mut seen) {
+                    continue;
+                }
                 if let Some(c) = self.compare(key, n) {
                     best.consider(self.names[n as usize].entry, c);
                 }
             }
         }
         best.answer(list)
+    }
+
+    /// Whether listed name `n` could come close enough to hold, given the
+    /// vocabulary words `met` (sorted) that the declared name's words meet:
+    /// its other words could meet only as a number, an initial, an
+    /// abbreviation or a piece of a run written joined, checked here.
+    fn may_come_close(
+        &self,
+        key: &NameKey,
+        n: u32,
+        met: &[u32],
+        seen: &mut HashMap<u32, bool>,
+    ) -> bool {
+        let name = &self.names[n as usize];
+        if (name.native.is_some() && key.native.is_some()) || *name.exact == *key.exact {
+            return true;
+        }
+        let kind = self.entries[name.entry as usize].0;
+        let mut may_meet = |v: u32| {
+            if met.binary_search(&v).is_ok() {
+                return true;
+            }
+            *seen.entry(v).or_insert_with(|| {
+                let t = &*self.vocab[v as usize].text;
+                key.tokens
+                    .iter()
+                    .any(|d| d.text.contains(t) || t.starts_with(&*d.text))
+            })
+        };
+        let listed = name
+            .tokens
+            .iter()
+            .map(|&v| (&self.vocab[v as usize], may_meet(v)));
+        score_bound(kind, name.form, key, listed) >= POSSIBLE_AT - 1e-9
     }
 
     /// A declared name against listed name `n`; `None` when the entry is
@@ -430,6 +575,26 @@ fn compared_through(
     } else {
         true
     }
+}
+
+/// Whether a declared word meets a listed one as the scorer would under
+/// any of its rules (by letters, spelling, sound, consonants): a word that
+/// does not cannot carry a likeness.
+fn could_meet(declared: &Token, listed: &Token) -> bool {
+    let lenient = Rules {
+        consonants: false,
+        sounds: true,
+        transliterated: true,
+        person: true,
+    };
+    let by_consonants = Rules {
+        consonants: true,
+        ..lenient
+    };
+    [lenient, by_consonants].into_iter().any(|rules| {
+        let (s, carries) = word_sim(declared, listed, rules);
+        s > 0.0 && carries
+    })
 }
 
 /// A declared id against a listed one found by its look-alike form.

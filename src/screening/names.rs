@@ -61,6 +61,12 @@ pub struct Token {
     /// Its Double Metaphone codes (primary, alternate), hashed; 0 where a
     /// code says too little (under two letters).
     pub sound: [u64; 2],
+    /// Its [`spelling_fold`], hashed: compared for every pair of words
+    /// scored, so made once.
+    pub spelling: u64,
+    /// Its place in a contrast set ([`words::CONTRASTS`]): the set's number
+    /// and the meaning; `None` outside them.
+    pub contrast: Option<(u8, u8)>,
 }
 
 /// A name as the screen compares it.
@@ -598,10 +604,17 @@ fn token(text: String, part: Part) -> Token {
     } else {
         sounds(&text)
     };
+    let spelling = code_hash(&spelling_fold(&text));
+    let contrast = words::CONTRASTS.iter().enumerate().find_map(|(n, set)| {
+        let (_, meaning) = set.iter().find(|(w, _)| *w == text)?;
+        Some((n as u8, *meaning))
+    });
     Token {
         text: text.into_boxed_str(),
         part,
         sound,
+        spelling,
+        contrast,
     }
 }
 

@@ -20,9 +20,7 @@
 //! other characters (`高石早苗`, `高市早苗`) are another name.
 
 use super::Kind;
-use super::names::{
-    NameKey, Part, Script, Token, consonants, is_generic_form, spelling_fold, without_article,
-};
+use super::names::{NameKey, Part, Script, Token, consonants, is_generic_form, without_article};
 use super::words;
 
 /// Least score of a name that holds the shipment as `possible_denied_party`.
@@ -132,6 +130,49 @@ pub fn is_key(part: Part, kind: Kind) -> bool {
     }
 }
 
+/// The kind a listed name is read as: a name of no known kind with a
+/// legal form is a firm's.
+fn read_as(kind: Kind, form: Option<&str>) -> Kind {
+    match (kind, form) {
+        (Kind::Unknown, Some(_)) => Kind::Company,
+        _ => kind,
+    }
+}
+
+/// The most [`score`] could give two names when only the listed words
+/// `may_meet` says could meet a declared word: every declared word met in
+/// full, every such listed word (`true` beside it) too, the others alone.
+///
+/// Design: a bound, never below the score: met words add the same weight
+/// to both sides of the ratio (which is at most 1), unmet ones only below.
+/// The index skips a name whose bound falls short of [`POSSIBLE_AT`].
+pub fn score_bound<'a>(
+    kind: Kind,
+    form: Option<&str>,
+    declared: &NameKey,
+    listed: impl Iterator<Item = (&'a Token, bool)>,
+) -> f64 {
+    let kind = read_as(kind, form);
+    let person = personal(kind);
+    let both: f64 = declared.tokens.iter().map(|t| weight(t, kind)).sum();
+    let (mut met, mut alone) = (0.0, 0.0);
+    for (t, may_meet) in listed {
+        if may_meet {
+            met += weight(t, kind);
+        } else if person || t.part == Part::Common {
+            alone += lone_weight(t, kind) * LISTED_LONE;
+        } else {
+            alone += lone_weight(t, kind);
+        }
+    }
+    let num = both + met;
+    if num + alone > 0.0 {
+        num / (num + alone)
+    } else {
+        0.0
+    }
+}
+
 /// A word's weight in the score.
 fn weight(t: &Token, kind: Kind) -> f64 {
     let len = t.text.len() as f64;
@@ -209,7 +250,17 @@ pub fn edit_cost(a: &str, b: &str) -> f64 {
             1.5
         }
     };
-    let mut d = vec![vec![0.0f64; m + 1]; n + 1];
+    // One row per letter of `a`, kept flat: short words stay on the stack.
+    let width = m + 1;
+    let mut stack = [0.0f64; 33 * 33];
+    let mut heap = Vec::new();
+    let cells: &mut [f64] = if (n + 1) * width <= stack.len() {
+        &mut stack[..(n + 1) * width]
+    } else {
+        heap.resize((n + 1) * width, 0.0);
+        &mut heap
+    };
+    let mut d = Grid { cells, width };
     for i in 1..=n {
         d[i][0] = d[i - 1][0] + indel(a, i - 1);
     }
@@ -238,6 +289,25 @@ pub fn edit_cost(a: &str, b: &str) -> f64 {
         }
     }
     d[n][m]
+}
+
+/// A table of rows kept in one slice.
+struct Grid<'a> {
+    cells: &'a mut [f64],
+    width: usize,
+}
+
+impl std::ops::Index<usize> for Grid<'_> {
+    type Output = [f64];
+    fn index(&self, row: usize) -> &[f64] {
+        &self.cells[row * self.width..(row + 1) * self.width]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Grid<'_> {
+    fn index_mut(&mut self, row: usize) -> &mut [f64] {
+        &mut self.cells[row * self.width..(row + 1) * self.width]
+    }
 }
 
 /// Whether two words start alike: the same letter, two vowels, or two
@@ -302,7 +372,7 @@ pub fn word_sim(a: &Token, b: &Token, rules: Rules) -> (f64, bool) {
         return (if rules.person && starts { INITIAL } else { 0.0 }, false);
     }
     let mut best = letters_sim(&a.text, &b.text);
-    if best < SPELLED_ALIKE && la.min(lb) >= 3 && spelling_fold(&a.text) == spelling_fold(&b.text) {
+    if best < SPELLED_ALIKE && la.min(lb) >= 3 && a.spelling == b.spelling {
         best = SPELLED_ALIKE;
     }
     if best < SOUNDS_ALIKE
@@ -387,11 +457,7 @@ pub fn letters_sim(a: &str, b: &str) -> f64 {
 
 /// Aligns and scores two names' words.
 pub fn score(kind: Kind, declared: &NameKey, listed: &Listed) -> Scored {
-    // A name of no known kind with a legal form is a firm's.
-    let kind = match (kind, listed.form) {
-        (Kind::Unknown, Some(_)) => Kind::Company,
-        _ => kind,
-    };
+    let kind = read_as(kind, listed.form);
     let d: Vec<&Token> = declared.tokens.iter().collect();
     let l = &listed.tokens;
     let (da, la) = (
@@ -518,14 +584,15 @@ fn moved(pairs: &[Pair]) -> bool {
 /// and none in common: `Red Anchor` is not `Blue Anchor`, `Western
 /// Liberation Front` not `Eastern`.
 fn contrasted(d: &[&Token], l: &[&Token]) -> bool {
-    words::CONTRASTS.iter().any(|set| {
-        let of = |ts: &[&Token]| -> Vec<u8> {
-            ts.iter()
-                .filter_map(|t| set.iter().find(|(w, _)| *w == &*t.text).map(|(_, m)| *m))
-                .collect()
-        };
-        let (a, b) = (of(d), of(l));
-        !a.is_empty() && !b.is_empty() && !a.iter().any(|x| b.contains(x))
+    let meanings = |ts: &[&Token], set: u8| -> u64 {
+        ts.iter()
+            .filter_map(|t| t.contrast)
+            .filter(|c| c.0 == set)
+            .fold(0, |bits, (_, m)| bits | 1 << (m % 64))
+    };
+    d.iter().filter_map(|t| t.contrast).any(|(set, _)| {
+        let (a, b) = (meanings(d, set), meanings(l, set));
+        a != 0 && b != 0 && a & b == 0
     })
 }
 
