@@ -250,28 +250,28 @@ pub fn edit_cost(a: &str, b: &str) -> f64 {
             1.5
         }
     };
-    // One row per letter of `a`, kept flat: short words stay on the stack.
+    // Three rows (this one, the last, the one before, for a swap), on the
+    // stack for words of up to 63 letters.
     let width = m + 1;
-    let mut stack = [0.0f64; 33 * 33];
+    let mut stack = [0.0f64; 3 * 64];
     let mut heap = Vec::new();
-    let cells: &mut [f64] = if (n + 1) * width <= stack.len() {
-        &mut stack[..(n + 1) * width]
+    let rows: &mut [f64] = if 3 * width <= stack.len() {
+        &mut stack[..3 * width]
     } else {
-        heap.resize((n + 1) * width, 0.0);
+        heap.resize(3 * width, 0.0);
         &mut heap
     };
-    let mut d = Grid { cells, width };
-    for i in 1..=n {
-        d[i][0] = d[i - 1][0] + indel(a, i - 1);
-    }
+    let row = |i: usize| (i % 3) * width;
     for j in 1..=m {
-        d[0][j] = d[0][j - 1] + indel(b, j - 1);
+        rows[j] = rows[j - 1] + indel(b, j - 1);
     }
     for i in 1..=n {
+        let (this, last) = (row(i), row(i - 1));
+        rows[this] = rows[last] + indel(a, i - 1);
         for j in 1..=m {
-            let mut v = (d[i - 1][j] + indel(a, i - 1))
-                .min(d[i][j - 1] + indel(b, j - 1))
-                .min(d[i - 1][j - 1] + sub(a[i - 1], b[j - 1]));
+            let mut v = (rows[last + j] + indel(a, i - 1))
+                .min(rows[this + j - 1] + indel(b, j - 1))
+                .min(rows[last + j - 1] + sub(a[i - 1], b[j - 1]));
             if i > 1
                 && j > 1
                 && a[i - 1] == b[j - 2]
@@ -283,31 +283,12 @@ pub fn edit_cost(a: &str, b: &str) -> f64 {
                 } else {
                     1.0
                 };
-                v = v.min(d[i - 2][j - 2] + swap);
+                v = v.min(rows[row(i - 2) + j - 2] + swap);
             }
-            d[i][j] = v;
+            rows[this + j] = v;
         }
     }
-    d[n][m]
-}
-
-/// A table of rows kept in one slice.
-struct Grid<'a> {
-    cells: &'a mut [f64],
-    width: usize,
-}
-
-impl std::ops::Index<usize> for Grid<'_> {
-    type Output = [f64];
-    fn index(&self, row: usize) -> &[f64] {
-        &self.cells[row * self.width..(row + 1) * self.width]
-    }
-}
-
-impl std::ops::IndexMut<usize> for Grid<'_> {
-    fn index_mut(&mut self, row: usize) -> &mut [f64] {
-        &mut self.cells[row * self.width..(row + 1) * self.width]
-    }
+    rows[row(n) + m]
 }
 
 /// Whether two words start alike: the same letter, two vowels, or two

@@ -350,6 +350,61 @@ fn the_explanation_marks_what_differs() {
     assert!(summary.contains("kinetik"), "{summary}");
 }
 
+fn vowel(c: u8) -> bool {
+    b"aeiouy".contains(&c)
+}
+
+/// The edit cost as a full table, to hold the three-row one to.
+fn reference_edit_cost(a: &str, b: &str) -> f64 {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (n, m) = (a.len(), b.len());
+    let indel = |w: &[u8], i: usize| -> f64 {
+        let c = w[i];
+        let doubled = (i > 0 && w[i - 1] == c) || w.get(i + 1) == Some(&c);
+        if doubled || vowel(c) { 0.5 } else { 1.0 }
+    };
+    let sub = |x: u8, y: u8| -> f64 {
+        if x == y {
+            0.0
+        } else if (vowel(x) && vowel(y))
+            || super::score::consonant_class(x) == super::score::consonant_class(y)
+        {
+            0.5
+        } else {
+            1.5
+        }
+    };
+    let mut d = vec![vec![0.0f64; m + 1]; n + 1];
+    for i in 1..=n {
+        d[i][0] = d[i - 1][0] + indel(a, i - 1);
+    }
+    for j in 1..=m {
+        d[0][j] = d[0][j - 1] + indel(b, j - 1);
+    }
+    for i in 1..=n {
+        for j in 1..=m {
+            let mut v = (d[i - 1][j] + indel(a, i - 1))
+                .min(d[i][j - 1] + indel(b, j - 1))
+                .min(d[i - 1][j - 1] + sub(a[i - 1], b[j - 1]));
+            if i > 1
+                && j > 1
+                && a[i - 1] == b[j - 2]
+                && a[i - 2] == b[j - 1]
+                && a[i - 1] != a[i - 2]
+            {
+                let swap = if vowel(a[i - 1]) || vowel(a[i - 2]) {
+                    0.5
+                } else {
+                    1.0
+                };
+                v = v.min(d[i - 2][j - 2] + swap);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[n][m]
+}
+
 mod index_agrees {
     use super::*;
     use proptest::prelude::*;
@@ -437,6 +492,12 @@ mod index_agrees {
             let a = index.screen(&id, &keys, &list).map(|(c, e)| (c, e.display_name.clone()));
             let b = screen_all(&id, &keys, &list).map(|(c, e)| (c, e.display_name.clone()));
             prop_assert_eq!(a, b, "{}", name);
+        }
+
+        /// The three-row edit cost is the full table's.
+        #[test]
+        fn the_edit_cost_is_the_full_tables(a in "[a-z]{0,12}", b in "[a-z]{0,12}") {
+            prop_assert_eq!(super::super::score::edit_cost(&a, &b), reference_edit_cost(&a, &b));
         }
 
         /// Any text at all, in any script, as a declared name: an answer,
