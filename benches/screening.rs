@@ -66,13 +66,6 @@ impl Rng {
     }
 }
 
-const SYLLABLES: &[&str] = &[
-    "kor", "van", "del", "mar", "tek", "sun", "lin", "dra", "vel", "ost", "hua", "xin", "ron",
-    "bel", "tar", "min", "gro", "sel", "par", "dun", "zhi", "qia", "wen", "yao", "fu", "gau",
-    "pet", "rov", "ski", "enko", "bak", "hol", "ams", "ter", "dam", "ber", "lux", "omi", "ya",
-    "ka", "wa", "shi", "mot", "ors", "ind", "ust", "rie", "gen", "ama", "zon", "tri", "plex",
-    "nova", "tec", "sys", "vik", "ing", "oz", "uh", "ej",
-];
 const FORMS: &[&str] = &["LLC", "Co., Ltd.", "GmbH", "Inc.", "Limited", "JSC", "FZE"];
 const HAN: &str = "华宏达星海金科技贸易稀土磁材新源联合东方长江实业发展精密电子光学";
 
@@ -273,9 +266,8 @@ fn main() {
         .collect();
     let list = &policy.denied_parties;
     let mut flagged = 0usize;
-    for (i, d) in keyed.iter().enumerate() {
-        for (j, keys) in d.iter().enumerate() {
-            let _ = (i, j);
+    for d in &keyed {
+        for keys in d {
             flagged += usize::from(policy.screen_index.screen("", keys, list).is_some());
         }
     }

@@ -63,6 +63,7 @@ const ID_PROPERTIES: &[&str] = &[
     "leiCode",
     "uscCode",
     "idNumber",
+    "imoNumber",
 ];
 
 /// Reads a list; `source` names it when given, else each entity's datasets do.
