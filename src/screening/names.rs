@@ -698,13 +698,25 @@ pub fn spelling_fold(word: &str) -> String {
     out
 }
 
+/// Consonants that transliterations and spellings swap: one sound.
+pub fn consonant_class(c: u8) -> u8 {
+    match c {
+        b'c' | b'q' => b'k',
+        b'z' => b's',
+        b'd' => b't',
+        b'b' => b'p',
+        b'w' | b'f' => b'v',
+        other => other,
+    }
+}
+
 /// A word's consonants in order, each as its sound's class
-/// ([`super::score::consonant_class`]): two words within the edit budget
+/// ([`consonant_class`]): two words within the edit budget
 /// differ here by two changes at most.
 pub fn consonant_key(word: &str) -> String {
     word.bytes()
         .filter(|c| !b"aeiouy".contains(c))
-        .map(|c| char::from(super::score::consonant_class(c)))
+        .map(|c| char::from(consonant_class(c)))
         .collect()
 }
 

@@ -20,7 +20,9 @@
 //! other characters (`高石早苗`, `高市早苗`) are another name.
 
 use super::Kind;
-use super::names::{NameKey, Part, Script, Token, consonants, is_generic_form, without_article};
+use super::names::{
+    NameKey, Part, Script, Token, consonant_class, consonants, is_generic_form, without_article,
+};
 use super::words;
 
 /// Least score of a name that holds the shipment as `possible_denied_party`.
@@ -212,18 +214,6 @@ pub fn edit_budget(shorter: usize) -> f64 {
 
 fn is_vowel(c: u8) -> bool {
     b"aeiouy".contains(&c)
-}
-
-/// Consonants that transliterations and spellings swap: one sound.
-pub fn consonant_class(c: u8) -> u8 {
-    match c {
-        b'c' | b'q' => b'k',
-        b'z' => b's',
-        b'd' => b't',
-        b'b' => b'p',
-        b'w' | b'f' => b'v',
-        other => other,
-    }
 }
 
 /// How much two words differ, weighing each change by how often spellings

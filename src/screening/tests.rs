@@ -367,7 +367,7 @@ fn reference_edit_cost(a: &str, b: &str) -> f64 {
         if x == y {
             0.0
         } else if (vowel(x) && vowel(y))
-            || super::score::consonant_class(x) == super::score::consonant_class(y)
+            || super::names::consonant_class(x) == super::names::consonant_class(y)
         {
             0.5
         } else {

@@ -1,6 +1,6 @@
 //! The screen's word lists: legal forms, words many firms share, titles,
 //! particles, patronymic endings, numbers, and their Chinese counterparts.
-//! Spellings here are as [`super::names`] folds a name (lower-case ASCII).
+//! Spellings here are as the names module folds a name (lower-case ASCII).
 
 /// Legal forms: (spelling, one spelling), matched against the name's end
 /// and start word by word, the longest first.
