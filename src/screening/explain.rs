@@ -3,7 +3,7 @@
 //! the hold's detail and the desk.
 
 use super::Kind;
-use super::names::NameKey;
+use super::names::{NameKey, Token};
 use super::score::{Listed, score};
 use serde::{Deserialize, Serialize};
 
@@ -107,22 +107,12 @@ pub fn explain(kind: Kind, declared: &NameKey, listed: &Listed) -> Explained {
         };
     }
     let s = score(kind, declared, listed);
-    let mut d: Vec<Word> = declared
-        .tokens
-        .iter()
-        .map(|t| Word {
-            text: t.text.to_string(),
-            mark: Mark::Only,
-        })
-        .collect();
-    let mut l: Vec<Word> = listed
-        .tokens
-        .iter()
-        .map(|t| Word {
-            text: t.text.to_string(),
-            mark: Mark::Only,
-        })
-        .collect();
+    let unmarked = |t: &Token| Word {
+        text: t.text.to_string(),
+        mark: Mark::Only,
+    };
+    let mut d: Vec<Word> = declared.tokens.iter().map(unmarked).collect();
+    let mut l: Vec<Word> = listed.tokens.iter().map(|t| unmarked(t)).collect();
     for p in &s.pairs {
         let joined = |idx: &[usize], ws: &[Word]| -> String {
             idx.iter().map(|&i| ws[i].text.as_str()).collect()

@@ -533,10 +533,10 @@ impl ScreenIndex {
     ) -> Option<super::Explained> {
         let entry = list.iter().position(|e| std::ptr::eq(e, hit))?;
         let mut best: Option<(f64, super::Explained)> = None;
-        for (n, name) in self.names.iter().enumerate() {
-            if name.entry as usize != entry {
-                continue;
-            }
+        // Design: names are added entry by entry, so an entry's are a run.
+        let from = self.names.partition_point(|n| (n.entry as usize) < entry);
+        let to = self.names.partition_point(|n| (n.entry as usize) <= entry);
+        for n in from..to {
             for key in names {
                 let c = match self.compare(key, n as u32) {
                     Some(Closeness::Exact) => 2.0,
