@@ -5,42 +5,26 @@
 //! out one that would not be [`Closeness::Apart`]. A likeness needs a word
 //! that tells the listed name from others to meet a declared word
 //! ([`super::score`]), and words meet only in ways the index looks up: the
-//! same letters; letters within the edit budget, found through each word
-//! with up to that many letters taken out (two words within `k` edits share
-//! such a form); the same Double Metaphone code; the same consonants; or a
-//! run of words written joined. A Chinese name against a Chinese name
+//! same letters; letters within the edit budget, found through the near
+//! keys ([`listed_near_keys`]: the same consonants, or one consonant
+//! more, less or swapped); the same Double Metaphone code; the same
+//! consonants as Arabic script writes them; or a run of words written
+//! joined. A Chinese name against a Chinese name
 //! shares a character. [`screen_all`] scores every name, and a property
 //! test holds the two to the same answer.
 
 use super::ids::{ID_LOOK_ALIKE, ID_NEAR_MIN, ID_ONE_EDIT, id_look, ids_one_apart};
 use super::names::{
-    NameKey, Script, Token, consonant_key, consonants, listed_key, spelling_fold, without_article,
+    NameKey, Script, Token, consonants, listed_key, spelling_fold, without_article,
 };
+use super::near::{declared_near_keys, listed_near_keys};
+use super::postings::{HashPostings, Lists};
 use super::score::{
-    Closeness, Listed, POSSIBLE_AT, Rules, closeness, edit_budget, is_key, letters_sim,
-    score_bound, word_sim,
+    Closeness, Listed, POSSIBLE_AT, Rules, closeness, is_key, letters_sim, score_bound, word_sim,
 };
 
-/// The consonant forms a word is found by, each with how many consonants
-/// were taken out: its consonants with up to two out, for a word that may
-/// change at all ([`edit_budget`]); else the word itself.
-///
-/// Design: two words within the budget differ by two consonants taken out
-/// at most, counting both sides, so a form with `d` out need only meet the
-/// other word's forms with `2 - d` out or fewer. Matching every form
-/// against every form would let two words with two consonants in common
-/// meet: a list of invented firms made every party a candidate of
-/// thousands of names.
-fn near_forms(word: &str) -> Vec<(String, usize)> {
-    if edit_budget(word.len()) > 0.0 {
-        deletions(&consonant_key(word), NEAR_OUT)
-    } else {
-        vec![(format!("={word}"), 0)]
-    }
-}
-
-/// The most consonants two words within the edit budget differ by.
-const NEAR_OUT: usize = 2;
+/// How many list entries' keys are made at once, on every core.
+const KEYS_AT_ONCE: usize = 8192;
 
 /// The most two words within the edit budget differ in length: each
 /// letter more costs half a unit, and the budget is one unit at most.
@@ -53,26 +37,12 @@ use std::hash::BuildHasher;
 // keyed hash serves.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-/// How a word starts, for its consonant forms' keys: two words within the
-/// budget start alike (the same letter, or both a vowel), as a word that
-/// starts otherwise has no budget left ([`super::score::letters_sim`]).
-fn start_class(word: &str) -> u8 {
-    match word.bytes().next() {
-        Some(c) if b"aeiou".contains(&c) => b'*',
-        Some(c) => c,
-        None => b'-',
-    }
-}
-
-/// A word's number with how many consonants its form has out, in one.
-fn packed(v: u32, out: usize) -> u32 {
-    v << 2 | out as u32
-}
-
 /// A listed name, its words as the vocabulary's numbers.
 #[derive(Debug, Clone)]
 struct Name {
     entry: u32,
+    /// The entry's kind, here so a candidate's check reads one place.
+    kind: Kind,
     exact: Box<str>,
     form: Option<&'static str>,
     script: Script,
@@ -80,108 +50,41 @@ struct Name {
     native: Option<Box<str>>,
 }
 
-/// Numbers by a 64-bit hash, in one sorted array: a compact multimap,
-/// with a directory by the hash's top bits so a lookup reads one bucket of
-/// a few pairs rather than searching the whole array (a party's screen
-/// makes hundreds of lookups; a search of millions missed the cache at
-/// every step).
-#[derive(Debug, Clone, Default)]
-struct HashPostings {
-    pairs: Vec<(u64, u32)>,
-    /// Where each bucket starts in `pairs`, and one past the last.
-    directory: Vec<u32>,
-    /// How many top bits of a hash choose its bucket.
-    bits: u32,
-}
-
-impl HashPostings {
-    fn finish(&mut self) {
-        self.pairs.sort_unstable();
-        self.pairs.dedup();
-        self.pairs.shrink_to_fit();
-        // About four pairs a bucket.
-        self.bits = (self.pairs.len() / 4).max(1).ilog2().min(30) + 1;
-        let buckets = 1usize << self.bits;
-        self.directory = Vec::with_capacity(buckets + 1);
-        let mut at = 0;
-        for b in 0..buckets as u64 {
-            while at < self.pairs.len() && self.bucket(self.pairs[at].0) < b {
-                at += 1;
-            }
-            self.directory.push(at as u32);
-        }
-        self.directory.push(self.pairs.len() as u32);
-    }
-
-    fn bucket(&self, h: u64) -> u64 {
-        h >> (64 - self.bits)
-    }
-
-    fn get(&self, h: u64) -> impl Iterator<Item = u32> + '_ {
-        let b = self.bucket(h) as usize;
-        let (from, to) = match (self.directory.get(b), self.directory.get(b + 1)) {
-            (Some(&f), Some(&t)) => (f as usize, t as usize),
-            _ => (0, 0),
-        };
-        self.pairs[from..to]
-            .iter()
-            .skip_while(move |&&(k, _)| k < h)
-            .take_while(move |&&(k, _)| k == h)
-            .map(|&(_, v)| v)
-    }
-}
-
 /// The list's index; built with the policy.
 #[derive(Debug, Clone, Default)]
 pub struct ScreenIndex {
     hasher: foldhash::fast::FixedState,
-    by_id: HashMap<String, Vec<u32>>,
+    /// Entries by their id's look ([`id_look`]).
+    by_id: HashPostings,
     /// Each id with one character taken out (every position): two ids one
     /// character apart share one of these.
-    by_id_near: HashMap<String, Vec<u32>>,
+    by_id_near: HashPostings,
     names: Vec<Name>,
     /// Per entry: its kind, and the scripts of its names compared as
     /// characters (Chinese, Korean).
     entries: Vec<(Kind, Vec<Script>)>,
     vocab: Vec<Token>,
+    /// Per word, what a candidate's check reads of it, in a few bytes.
+    shapes: Vec<Shape>,
+    /// The vocabulary's numbers by word, while the index is built.
     vocab_ids: HashMap<Box<str>, u32>,
     /// Per word: the names it tells apart (a key word of theirs).
-    keyed: Vec<Vec<u32>>,
-    /// Words by each consonant form ([`near_forms`]) and how they start,
-    /// each with how many consonants the form has out ([`packed`]).
+    keyed: Lists,
+    /// Words by their near keys ([`listed_near_keys`]).
     near: HashPostings,
     /// Words by sound code.
-    by_sound: HashMap<u64, Vec<u32>>,
+    by_sound: HashPostings,
     /// Words by their spelling folded ([`spelling_fold`]).
     by_spelling: HashPostings,
     /// Words by their consonants; and of names in Arabic script alone.
     by_consonants: HashPostings,
     abjad_consonants: HashPostings,
+    /// Names by their words after lossless steps alone ([`NameKey::exact`]).
+    by_exact: HashPostings,
     /// Names by a run of their words written joined (holding a key word).
     runs: HashPostings,
     /// Names in Chinese or Korean by each distinctive character.
     by_native: HashMap<char, Vec<u32>>,
-}
-
-/// A word with up to `k` letters taken out, every way (the word itself first).
-fn deletions(w: &str, k: usize) -> Vec<(String, usize)> {
-    let mut out = vec![(w.to_owned(), 0)];
-    let mut frontier = vec![w.to_owned()];
-    for depth in 1..=k {
-        let mut next = Vec::new();
-        for s in &frontier {
-            for i in 0..s.len() {
-                let mut t = s.clone();
-                t.remove(i);
-                next.push(t);
-            }
-        }
-        next.sort_unstable();
-        next.dedup();
-        out.extend(next.iter().map(|f| (f.clone(), depth)));
-        frontier = next;
-    }
-    out
 }
 
 /// An id (as [`id_look`] leaves it) with one character taken out, at each
@@ -206,33 +109,57 @@ fn one_out(look: &str) -> Vec<String> {
 impl ScreenIndex {
     /// Indexes a list.
     pub fn new(list: &[DeniedParty]) -> ScreenIndex {
+        use rayon::prelude::*;
         let mut ix = ScreenIndex::default();
-        for (e, entry) in list.iter().enumerate() {
-            let e = e as u32;
-            if !entry.id.is_empty() {
-                let look = id_look(&entry.id);
-                for near in one_out(&look) {
-                    ix.by_id_near.entry(near).or_default().push(e);
-                }
-                ix.by_id.entry(look).or_default().push(e);
+        // Design: a name's key is the costly part and depends on the name
+        // alone, so keys are made on every core, a slice of the list at a
+        // time (not all at once: they are larger than the index).
+        let mut at = 0;
+        for slice in list.chunks(KEYS_AT_ONCE) {
+            let keys: Vec<Vec<NameKey>> = slice
+                .par_iter()
+                .map(|entry| entry.all_names().map(listed_key).collect())
+                .collect();
+            for (entry, keys) in slice.iter().zip(keys) {
+                ix.add_entry(at, entry, keys);
+                at += 1;
             }
-            let mut native = Vec::new();
-            for name in entry.all_names() {
-                let key = listed_key(name);
-                if key.native.is_some() && !native.contains(&key.script()) {
-                    native.push(key.script());
-                }
-                ix.add_name(e, entry.kind, key);
-            }
-            ix.entries.push((entry.kind, native));
         }
+        ix.keyed.finish(ix.vocab.len());
         ix.near.finish();
+        ix.by_sound.finish();
         ix.by_spelling.finish();
         ix.by_consonants.finish();
         ix.abjad_consonants.finish();
         ix.runs.finish();
-        ix.vocab_ids.shrink_to_fit();
+        ix.by_exact.finish();
+        ix.by_id.finish();
+        ix.by_id_near.finish();
+        ix.vocab_ids = HashMap::default();
+        ix.vocab.shrink_to_fit();
+        ix.shapes.shrink_to_fit();
+        ix.names.shrink_to_fit();
         ix
+    }
+
+    fn add_entry(&mut self, e: u32, entry: &DeniedParty, keys: Vec<NameKey>) {
+        if !entry.id.is_empty() {
+            let look = id_look(&entry.id);
+            for near in one_out(&look) {
+                let h = self.hash(&near);
+                self.by_id_near.push(h, e);
+            }
+            let h = self.hash(&look);
+            self.by_id.push(h, e);
+        }
+        let mut native = Vec::new();
+        for key in keys {
+            if key.native.is_some() && !native.contains(&key.script()) {
+                native.push(key.script());
+            }
+            self.add_name(e, entry.kind, key);
+        }
+        self.entries.push((entry.kind, native));
     }
 
     fn hash(&self, s: &str) -> u64 {
@@ -247,8 +174,8 @@ impl ScreenIndex {
         let mut ids = Vec::with_capacity(key.tokens.len());
         for (i, t) in key.tokens.iter().enumerate() {
             let v = self.word(t, script);
-            if is_key_at(i) && self.keyed[v as usize].last() != Some(&n) {
-                self.keyed[v as usize].push(n);
+            if is_key_at(i) {
+                self.keyed.push(v, n);
             }
             ids.push(v);
         }
@@ -259,7 +186,7 @@ impl ScreenIndex {
                 joined.push_str(&key.tokens[to].text);
                 if to > from && (from..=to).any(is_key_at) {
                     let h = self.hash(&joined);
-                    self.runs.pairs.push((h, n));
+                    self.runs.push(h, n);
                 }
             }
         }
@@ -271,8 +198,13 @@ impl ScreenIndex {
                 }
             }
         }
+        if !key.exact.is_empty() {
+            let h = self.hash(&key.exact);
+            self.by_exact.push(h, n);
+        }
         self.names.push(Name {
             entry,
+            kind,
             exact: key.exact.into_boxed_str(),
             form: key.form,
             script,
@@ -286,33 +218,31 @@ impl ScreenIndex {
         if let Some(&v) = self.vocab_ids.get(&t.text) {
             if script == Script::Abjad {
                 let h = self.hash(&consonants(&t.text));
-                self.abjad_consonants.pairs.push((h, v));
+                self.abjad_consonants.push(h, v);
             }
             return v;
         }
         let v = self.vocab.len() as u32;
         let bare = without_article(&t.text).map(str::to_owned);
         for word in std::iter::once(t.text.to_string()).chain(bare) {
-            for (form, out) in near_forms(&word) {
-                let h = self.near_hash(&form, &word);
-                self.near.pairs.push((h, packed(v, out)));
-            }
+            let near = &mut self.near;
+            listed_near_keys(&self.hasher, &word, |h| near.push(h, v));
         }
         let h = self.hash(&spelling_fold(&t.text));
-        self.by_spelling.pairs.push((h, v));
+        self.by_spelling.push(h, v);
         if t.text.len() >= 3 {
             for code in t.sound.iter().filter(|&&c| c != 0) {
-                self.by_sound.entry(*code).or_default().push(v);
+                self.by_sound.push(*code, v);
             }
         }
         let h = self.hash(&consonants(&t.text));
-        self.by_consonants.pairs.push((h, v));
+        self.by_consonants.push(h, v);
         if script == Script::Abjad {
-            self.abjad_consonants.pairs.push((h, v));
+            self.abjad_consonants.push(h, v);
         }
+        self.shapes.push(Shape::of(t));
         self.vocab.push(t.clone());
         self.vocab_ids.insert(t.text.clone(), v);
-        self.keyed.push(Vec::new());
         v
     }
 
@@ -372,8 +302,8 @@ impl ScreenIndex {
                 let t = &tokens[from];
                 found.extend(self.by_spelling.get(self.hash(&spelling_fold(&t.text))));
                 if t.text.len() >= 3 {
-                    for code in t.sound.iter().filter(|&&c| c != 0) {
-                        found.extend(self.by_sound.get(code).into_iter().flatten());
+                    for &code in t.sound.iter().filter(|&&c| c != 0) {
+                        found.extend(self.by_sound.get(code));
                     }
                 }
                 // Against a name in Arabic script, consonants; from one, all names'.
@@ -395,7 +325,7 @@ impl ScreenIndex {
         words.sort_unstable();
         words.dedup();
         for &v in words.iter() {
-            out.extend(&self.keyed[v as usize]);
+            out.extend(self.keyed.get(v));
         }
         if let Some(native) = &key.native {
             for c in native.chars() {
@@ -405,28 +335,13 @@ impl ScreenIndex {
     }
 
     /// The words a word (or a run written joined) could be within the edit
-    /// budget of: those sharing a consonant form, of a length near enough.
+    /// budget of: those sharing a near key, of a length near enough.
     fn near_words(&self, word: &str, found: &mut Vec<u32>) {
         let len = word.len();
         let near_length = |v: u32| self.vocab[v as usize].text.len().abs_diff(len) <= NEAR_LENGTHS;
-        for (form, out) in near_forms(word) {
-            for p in self.near.get(self.near_hash(&form, word)) {
-                let (v, their_out) = (p >> 2, (p & 3) as usize);
-                if their_out + out <= NEAR_OUT && near_length(v) {
-                    found.push(v);
-                }
-            }
-        }
-        // A word that may change meets one that may not only as itself.
-        if edit_budget(len) > 0.0 {
-            let h = self.near_hash(&format!("={word}"), word);
-            found.extend(self.near.get(h).map(|p| p >> 2));
-        }
-    }
-
-    /// The key of a word's consonant form.
-    fn near_hash(&self, form: &str, word: &str) -> u64 {
-        self.hasher.hash_one((start_class(word), form))
+        declared_near_keys(&self.hasher, word, |h| {
+            found.extend(self.near.get(h).filter(|&v| near_length(v)));
+        });
     }
 
     /// The list entry a party comes closest to: an exact hit (by id or
@@ -442,12 +357,14 @@ impl ScreenIndex {
         let mut best = Best::default();
         if !id.is_empty() {
             let look = id_look(id);
-            for &e in self.by_id.get(&look).into_iter().flatten() {
-                best.consider(e, id_closeness(&list[e as usize].id, id));
+            for e in self.by_id.get(self.hash(&look)) {
+                if id_look(&list[e as usize].id) == look {
+                    best.consider(e, id_closeness(&list[e as usize].id, id));
+                }
             }
             let mut near: Vec<u32> = one_out(&look)
                 .iter()
-                .flat_map(|k| self.by_id_near.get(k).into_iter().flatten().copied())
+                .flat_map(|k| self.by_id_near.get(self.hash(k)))
                 .filter(|&e| ids_one_apart(&id_look(&list[e as usize].id), &look))
                 .collect();
             near.sort_unstable();
@@ -456,16 +373,34 @@ impl ScreenIndex {
                 best.consider(e, Closeness::Possible(ID_ONE_EDIT));
             }
         }
+        // Design: an exact hit (by id or name) answers before any likeness
+        // ([`Best::answer`]), and a name is exact only when its words are
+        // the listed ones after lossless steps: found by those, the search
+        // for likenesses is spared (a third of declared parties, where a
+        // list is screened often for its own names).
+        for key in names.iter().filter(|k| !k.exact.is_empty()) {
+            for n in self.by_exact.get(self.hash(&key.exact)) {
+                if *self.names[n as usize].exact == *key.exact
+                    && let Some(c) = self.compare(key, n)
+                {
+                    best.consider(self.names[n as usize].entry, c);
+                }
+            }
+        }
+        if best.exact.is_some() {
+            return best.answer(list);
+        }
         let (mut found, mut met) = (Vec::new(), Vec::new());
         let mut seen = HashMap::default();
         for key in names {
             found.clear();
             seen.clear();
             self.candidates(key, &mut found, &mut met);
+            let letters = Letters::of(key);
             found.sort_unstable();
             found.dedup();
             for &n in &found {
-                if !self.may_come_close(key, n, &met, &mut seen) {
+                if !self.may_come_close(key, n, &met, &letters, &mut seen) {
                     continue;
                 }
                 if let Some(c) = self.compare(key, n) {
@@ -485,16 +420,21 @@ impl ScreenIndex {
         key: &NameKey,
         n: u32,
         met: &[u32],
+        declared: &Letters,
         seen: &mut HashMap<u32, bool>,
     ) -> bool {
+        // Design: a name the declared one is exactly was scored before the
+        // search ([`ScreenIndex::screen`]).
         let name = &self.names[n as usize];
-        if (name.native.is_some() && key.native.is_some()) || *name.exact == *key.exact {
+        if name.native.is_some() && key.native.is_some() {
             return true;
         }
-        let kind = self.entries[name.entry as usize].0;
-        let mut may_meet = |v: u32| {
+        let mut may_meet = |v: u32, shape: &Shape| {
             if met.binary_search(&v).is_ok() {
                 return true;
+            }
+            if !declared.may_hold(shape) {
+                return false;
             }
             *seen.entry(v).or_insert_with(|| {
                 let t = &*self.vocab[v as usize].text;
@@ -503,11 +443,11 @@ impl ScreenIndex {
                     .any(|d| d.text.contains(t) || t.starts_with(&*d.text))
             })
         };
-        let listed = name
-            .tokens
-            .iter()
-            .map(|&v| (&self.vocab[v as usize], may_meet(v)));
-        score_bound(kind, name.form, key, listed) >= POSSIBLE_AT - 1e-9
+        let listed = name.tokens.iter().map(|&v| {
+            let shape = &self.shapes[v as usize];
+            (shape.part, usize::from(shape.len), may_meet(v, shape))
+        });
+        score_bound(name.kind, name.form, key, listed) >= POSSIBLE_AT - 1e-9
     }
 
     /// A declared name against listed name `n`; `None` when the entry is
@@ -516,11 +456,13 @@ impl ScreenIndex {
     /// other characters of the same sound the same name).
     fn compare(&self, key: &NameKey, n: u32) -> Option<Closeness> {
         let name = &self.names[n as usize];
-        let (kind, native) = &self.entries[name.entry as usize];
-        if !compared_through(key, native, name.native.is_some(), name.script) {
-            return None;
+        if key.native.is_some() {
+            let native = &self.entries[name.entry as usize].1;
+            if !compared_through(key, native, name.native.is_some(), name.script) {
+                return None;
+            }
         }
-        Some(closeness(*kind, key, &self.listed(n)))
+        Some(closeness(name.kind, key, &self.listed(n)))
     }
 
     /// Why a party stands as it does against the entry: its best-scoring
@@ -555,6 +497,71 @@ impl ScreenIndex {
     /// How many names and distinct words the index holds.
     pub fn size(&self) -> (usize, usize) {
         (self.names.len(), self.vocab.len())
+    }
+}
+
+/// A listed word's length (up to 255), first letter and part.
+#[derive(Debug, Clone)]
+struct Shape {
+    len: u8,
+    first: u8,
+    part: super::names::Part,
+}
+
+impl Shape {
+    fn of(t: &Token) -> Shape {
+        Shape {
+            len: t.text.len().min(255) as u8,
+            first: t.text.bytes().next().unwrap_or(0),
+            part: t.part,
+        }
+    }
+}
+
+/// A declared name's letters, so a listed word that is no piece of its
+/// words and starts none is told so from its [`Shape`].
+struct Letters {
+    /// The letters anywhere in its words (one bit for any other byte).
+    all: u32,
+    /// The letters its words start with.
+    firsts: u32,
+    shortest: usize,
+    longest: usize,
+}
+
+fn letter_bit(c: u8) -> u32 {
+    if c.is_ascii_lowercase() {
+        1 << (c - b'a')
+    } else {
+        1 << 26
+    }
+}
+
+impl Letters {
+    fn of(key: &NameKey) -> Letters {
+        let mut l = Letters {
+            all: 0,
+            firsts: 0,
+            shortest: usize::MAX,
+            longest: 0,
+        };
+        for t in &key.tokens {
+            l.all |= t.text.bytes().map(letter_bit).fold(0, |a, b| a | b);
+            l.firsts |= t.text.bytes().next().map_or(0, letter_bit);
+            l.shortest = l.shortest.min(t.text.len());
+            l.longest = l.longest.max(t.text.len());
+        }
+        l
+    }
+
+    /// Whether a word of this shape may be in a declared word, or start
+    /// with one (false only when it is neither).
+    fn may_hold(&self, shape: &Shape) -> bool {
+        let (len, first) = (usize::from(shape.len), letter_bit(shape.first));
+        shape.len == 0
+            || shape.len == 255
+            || (len <= self.longest && self.all & first != 0)
+            || (self.shortest <= len && self.firsts & first != 0)
     }
 }
 

@@ -25,6 +25,8 @@ pub mod import;
 pub mod index;
 pub mod measure;
 pub mod names;
+mod near;
+mod postings;
 pub mod score;
 pub mod words;
 

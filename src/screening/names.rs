@@ -598,7 +598,34 @@ fn tag(words: Vec<(String, Option<Part>)>, script: Script) -> Vec<Token> {
         .collect()
 }
 
+/// How many words' tokens a thread keeps ([`token`]).
+const TOKENS_KEPT: usize = 1 << 12;
+
+thread_local! {
+    /// Tokens made on this thread lately: a list's names repeat their
+    /// words (an entity's aliases, legal forms, `Trading`), and a token's
+    /// sounds and spelling are most of a name's key.
+    static TOKENS: std::cell::RefCell<std::collections::HashMap<(String, Part), Token, foldhash::fast::RandomState>> =
+        std::cell::RefCell::default();
+}
+
+/// A word's token, made once a while on each thread.
 fn token(text: String, part: Part) -> Token {
+    let key = (text, part);
+    if let Some(t) = TOKENS.with_borrow(|m| m.get(&key).cloned()) {
+        return t;
+    }
+    let t = make_token(key.0.clone(), part);
+    TOKENS.with_borrow_mut(|m| {
+        if m.len() >= TOKENS_KEPT {
+            m.clear();
+        }
+        m.insert(key, t.clone());
+    });
+    t
+}
+
+fn make_token(text: String, part: Part) -> Token {
     let sound = if part == Part::Number {
         [0, 0]
     } else {
@@ -708,16 +735,6 @@ pub fn consonant_class(c: u8) -> u8 {
         b'w' | b'f' => b'v',
         other => other,
     }
-}
-
-/// A word's consonants in order, each as its sound's class
-/// ([`consonant_class`]): two words within the edit budget
-/// differ here by two changes at most.
-pub fn consonant_key(word: &str) -> String {
-    word.bytes()
-        .filter(|c| !b"aeiouy".contains(c))
-        .map(|c| char::from(consonant_class(c)))
-        .collect()
 }
 
 /// A word with the Arabic article written joined (`Alameri`, `Alrawi`)

@@ -148,23 +148,23 @@ fn read_as(kind: Kind, form: Option<&str>) -> Kind {
 /// Design: a bound, never below the score: met words add the same weight
 /// to both sides of the ratio (which is at most 1), unmet ones only below.
 /// The index skips a name whose bound falls short of [`POSSIBLE_AT`].
-pub fn score_bound<'a>(
+pub fn score_bound(
     kind: Kind,
     form: Option<&str>,
     declared: &NameKey,
-    listed: impl Iterator<Item = (&'a Token, bool)>,
+    listed: impl Iterator<Item = (Part, usize, bool)>,
 ) -> f64 {
     let kind = read_as(kind, form);
     let person = personal(kind);
     let both: f64 = declared.tokens.iter().map(|t| weight(t, kind)).sum();
     let (mut met, mut alone) = (0.0, 0.0);
-    for (t, may_meet) in listed {
+    for (part, len, may_meet) in listed {
         if may_meet {
-            met += weight(t, kind);
-        } else if person || t.part == Part::Common {
-            alone += lone_weight(t, kind) * LISTED_LONE;
+            met += part_weight(part, len, kind);
+        } else if person || part == Part::Common {
+            alone += lone_weight(part, len, kind) * LISTED_LONE;
         } else {
-            alone += lone_weight(t, kind);
+            alone += lone_weight(part, len, kind);
         }
     }
     let num = both + met;
@@ -177,8 +177,13 @@ pub fn score_bound<'a>(
 
 /// A word's weight in the score.
 fn weight(t: &Token, kind: Kind) -> f64 {
-    let len = t.text.len() as f64;
-    match t.part {
+    part_weight(t.part, t.text.len(), kind)
+}
+
+/// The weight of a word of this part and length.
+fn part_weight(part: Part, len: usize, kind: Kind) -> f64 {
+    let len = len as f64;
+    match part {
         Part::Plain | Part::Patronymic | Part::Number => len,
         Part::Common => len * COMMON_WEIGHT,
         Part::Particle => 0.0,
@@ -188,11 +193,11 @@ fn weight(t: &Token, kind: Kind) -> f64 {
 }
 
 /// A word's weight when nothing met it.
-fn lone_weight(t: &Token, kind: Kind) -> f64 {
-    if t.part == Part::Patronymic && personal(kind) {
-        t.text.len() as f64 * LONE_PATRONYMIC
+fn lone_weight(part: Part, len: usize, kind: Kind) -> f64 {
+    if part == Part::Patronymic && personal(kind) {
+        len as f64 * LONE_PATRONYMIC
     } else {
-        weight(t, kind)
+        part_weight(part, len, kind)
     }
 }
 
@@ -201,9 +206,8 @@ fn lone_weight(t: &Token, kind: Kind) -> f64 {
 /// fewer, a vowel or a doubled letter in four, one consonant from five.
 ///
 /// Design: every change costs at least half a unit, so a pair within the
-/// budget differs by two changes at most, and by two at most in its
-/// consonants ([`super::names::consonant_key`]): the index finds it through
-/// the consonants with up to two taken out.
+/// budget differs by two changes at most; the index's near keys rest on
+/// it ([`super::index`]).
 pub fn edit_budget(shorter: usize) -> f64 {
     match shorter {
         0..=3 => 0.0,
@@ -213,7 +217,7 @@ pub fn edit_budget(shorter: usize) -> f64 {
 }
 
 fn is_vowel(c: u8) -> bool {
-    b"aeiouy".contains(&c)
+    matches!(c, b'a' | b'e' | b'i' | b'o' | b'u' | b'y')
 }
 
 /// How much two words differ, weighing each change by how often spellings
@@ -224,8 +228,27 @@ fn is_vowel(c: u8) -> bool {
 /// place a unit and a half (`Helios` is not `Helion`, `Neomag` not
 /// `Neomat`; `Trident` may be `Tridant`).
 pub fn edit_cost(a: &str, b: &str) -> f64 {
+    edit_cost_within(a, b, f64::INFINITY).unwrap_or(f64::INFINITY)
+}
+
+/// [`edit_cost`] when it is `budget` or less, else `None`: stops at the
+/// first two rows that every path leaves over budget (a swap reaches back
+/// two rows; no step costs less than nothing). Most words a lookup finds
+/// are told apart in a row or two.
+pub fn edit_cost_within(a: &str, b: &str, budget: f64) -> Option<f64> {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     let (n, m) = (a.len(), b.len());
+    // Design: a letter added or dropped costs half a unit at least, so a
+    // path within the budget keeps within `w` diagonals of the corner-to-
+    // corner one; cells outside that band are never reached.
+    let w = if budget.is_finite() {
+        (budget.max(0.0) * 2.0) as usize
+    } else {
+        n.max(m)
+    };
+    if n.abs_diff(m) > w {
+        return None;
+    }
     let indel = |w: &[u8], i: usize| -> f64 {
         let c = w[i];
         let doubled = (i > 0 && w[i - 1] == c) || w.get(i + 1) == Some(&c);
@@ -252,13 +275,33 @@ pub fn edit_cost(a: &str, b: &str) -> f64 {
         &mut heap
     };
     let row = |i: usize| (i % 3) * width;
-    for j in 1..=m {
+    let far = f64::INFINITY;
+    rows[0] = 0.0;
+    for j in 1..=m.min(w) {
         rows[j] = rows[j - 1] + indel(b, j - 1);
     }
+    if w < m {
+        rows[w + 1] = far;
+    }
+    let mut last_over = false;
     for i in 1..=n {
         let (this, last) = (row(i), row(i - 1));
-        rows[this] = rows[last] + indel(a, i - 1);
-        for j in 1..=m {
+        let (lo, hi) = (i.saturating_sub(w).max(1), (i + w).min(m));
+        // The band's edges read as out of reach (the buffer holds an
+        // older row).
+        rows[this] = if i <= w {
+            rows[last] + indel(a, i - 1)
+        } else {
+            far
+        };
+        if lo > 1 {
+            rows[this + lo - 1] = far;
+        }
+        if hi < m {
+            rows[this + hi + 1] = far;
+        }
+        let mut least = rows[this];
+        for j in lo..=hi {
             let mut v = (rows[last + j] + indel(a, i - 1))
                 .min(rows[this + j - 1] + indel(b, j - 1))
                 .min(rows[last + j - 1] + sub(a[i - 1], b[j - 1]));
@@ -276,9 +319,15 @@ pub fn edit_cost(a: &str, b: &str) -> f64 {
                 v = v.min(rows[row(i - 2) + j - 2] + swap);
             }
             rows[this + j] = v;
+            least = least.min(v);
         }
+        let over = least > budget;
+        if over && last_over {
+            return None;
+        }
+        last_over = over;
     }
-    rows[row(n) + m]
+    Some(rows[row(n) + m]).filter(|&c| c <= budget)
 }
 
 /// Whether two words start alike: the same letter, two vowels, or two
@@ -418,11 +467,9 @@ pub fn letters_sim(a: &str, b: &str) -> f64 {
     if budget <= 0.0 || la.abs_diff(lb) as f64 * 0.5 > budget {
         return 0.0;
     }
-    let cost = edit_cost(a, b);
-    if cost <= budget {
-        1.0 - cost / la.max(lb) as f64
-    } else {
-        0.0
+    match edit_cost_within(a, b, budget) {
+        Some(cost) => 1.0 - cost / la.max(lb) as f64,
+        None => 0.0,
     }
 }
 
@@ -509,7 +556,7 @@ pub fn score(kind: Kind, declared: &NameKey, listed: &Listed) -> Scored {
             if d_used[i] {
                 weight(t, kind)
             } else {
-                lone_weight(t, kind)
+                lone_weight(t.part, t.text.len(), kind)
             }
         })
         .sum::<f64>()
@@ -519,9 +566,9 @@ pub fn score(kind: Kind, declared: &NameKey, listed: &Listed) -> Scored {
                 if l_used[j] {
                     weight(t, kind)
                 } else if rules.person || t.part == Part::Common {
-                    lone_weight(t, kind) * LISTED_LONE
+                    lone_weight(t.part, t.text.len(), kind) * LISTED_LONE
                 } else {
-                    lone_weight(t, kind)
+                    lone_weight(t.part, t.text.len(), kind)
                 }
             })
             .sum::<f64>();

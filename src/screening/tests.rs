@@ -500,6 +500,20 @@ mod index_agrees {
             prop_assert_eq!(super::super::score::edit_cost(&a, &b), reference_edit_cost(&a, &b));
         }
 
+        /// The edit cost within a budget stops early and answers as the full
+        /// table does: the cost when it fits, else nothing.
+        #[test]
+        fn the_edit_cost_within_a_budget_is_the_full_tables(
+            a in "[a-z]{0,12}",
+            b in "[a-z]{0,12}",
+            halves in 0u8..4,
+        ) {
+            let budget = f64::from(halves) * 0.5;
+            let full = reference_edit_cost(&a, &b);
+            let want = (full <= budget).then_some(full);
+            prop_assert_eq!(super::super::score::edit_cost_within(&a, &b, budget), want);
+        }
+
         /// Any text at all, in any script, as a declared name: an answer,
         /// the same from the index, never a panic.
         #[test]
