@@ -112,14 +112,26 @@ impl ScreenIndex {
         use rayon::prelude::*;
         let mut ix = ScreenIndex::default();
         // Design: a name's key is the costly part and depends on the name
-        // alone, so keys are made on every core, a slice of the list at a
-        // time (not all at once: they are larger than the index).
+        // alone, so a long list's keys are made on every core, a slice at
+        // a time (not all at once: they are larger than the index), by
+        // threads of its own: the shared pool's threads are named for the
+        // verify stage that starts them, and its CPU is counted by name.
+        let pool = (list.len() > KEYS_AT_ONCE)
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .thread_name(|i| format!("screen-index-{i}"))
+                    .build()
+                    .ok()
+            })
+            .flatten();
+        let keys_of =
+            |entry: &DeniedParty| -> Vec<NameKey> { entry.all_names().map(listed_key).collect() };
         let mut at = 0;
         for slice in list.chunks(KEYS_AT_ONCE) {
-            let keys: Vec<Vec<NameKey>> = slice
-                .par_iter()
-                .map(|entry| entry.all_names().map(listed_key).collect())
-                .collect();
+            let keys: Vec<Vec<NameKey>> = match &pool {
+                Some(pool) => pool.install(|| slice.par_iter().map(keys_of).collect()),
+                None => slice.iter().map(keys_of).collect(),
+            };
             for (entry, keys) in slice.iter().zip(keys) {
                 ix.add_entry(at, entry, keys);
                 at += 1;
@@ -547,7 +559,8 @@ impl Letters {
         };
         for t in &key.tokens {
             l.all |= t.text.bytes().map(letter_bit).fold(0, |a, b| a | b);
-            l.firsts |= t.text.bytes().next().map_or(0, letter_bit);
+            // Every word starts with an empty one.
+            l.firsts |= t.text.bytes().next().map_or(u32::MAX, letter_bit);
             l.shortest = l.shortest.min(t.text.len());
             l.longest = l.longest.max(t.text.len());
         }

@@ -48,8 +48,10 @@ impl HashPostings {
         self.pairs = adding.iter().map(|&(h, v)| (self.below(h), v)).collect();
     }
 
+    /// A hash's bucket (none before [`HashPostings::finish`]: the
+    /// directory is empty then, and a lookup finds nothing).
     fn bucket(&self, h: u64) -> u64 {
-        h >> (64 - self.bits)
+        h.checked_shr(64 - self.bits).unwrap_or(0)
     }
 
     /// The 32 bits below the bucket's: in a bucket, pairs sort by these.
@@ -146,6 +148,7 @@ mod tests {
             }
             let stray = probe | 1 << 63;
             prop_assert!(p.get(stray).all(|v| added.iter().any(|&(_, a)| a == v)));
+            prop_assert_eq!(HashPostings::default().get(probe).count(), 0);
         }
 
         /// Each list holds what was added to it, sorted, once.
