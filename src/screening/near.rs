@@ -47,12 +47,26 @@ pub(super) fn listed_near_keys(
     word: &str,
     mut each: impl FnMut(u64),
 ) {
-    each(hasher.hash_one((WORD, word.as_bytes())));
-    if edit_budget(word.len()) <= 0.0 {
+    if !shared_keys(hasher, word, &mut each) {
         return;
     }
-    each(hasher.hash_one((SKELETON, start_class(word), &skeleton(word)[..])));
     less_a_consonant(word, |form| each(hasher.hash_one((WORD_LESS_ONE, form))));
+}
+
+/// Calls `each` with the keys both sides have: the word itself, and for a
+/// word that may change at all, how it starts with its [`skeleton`];
+/// whether it may change.
+fn shared_keys(
+    hasher: &foldhash::fast::FixedState,
+    word: &str,
+    each: &mut impl FnMut(u64),
+) -> bool {
+    each(hasher.hash_one((WORD, word.as_bytes())));
+    if edit_budget(word.len()) <= 0.0 {
+        return false;
+    }
+    each(hasher.hash_one((SKELETON, start_class(word), &skeleton(word)[..])));
+    true
 }
 
 /// Calls `each` with the keys a declared word (or a run written joined)
@@ -63,11 +77,9 @@ pub(super) fn declared_near_keys(
     word: &str,
     mut each: impl FnMut(u64),
 ) {
-    each(hasher.hash_one((WORD, word.as_bytes())));
-    if edit_budget(word.len()) <= 0.0 {
+    if !shared_keys(hasher, word, &mut each) {
         return;
     }
-    each(hasher.hash_one((SKELETON, start_class(word), &skeleton(word)[..])));
     // The listed word has a consonant more.
     each(hasher.hash_one((WORD_LESS_ONE, word.as_bytes())));
     // The declared word has one more, or two swapped.
